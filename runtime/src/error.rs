@@ -1,0 +1,150 @@
+//! Errors returned by the fallible accessors.
+
+use std::fmt;
+
+/// Why a context local could not be accessed.
+///
+/// Returned by the `try_*` accessors of [`Local`](crate::Local), [`LocalProxy`](crate::LocalProxy)
+/// and friends; the panicking accessors panic with the same message. The error names the local
+/// (its [`name`](crate::Local::name)) so a log line points at the culprit.
+///
+/// # Examples
+///
+/// ```
+/// use context_local_runtime::{AccessErrorKind, Local};
+///
+/// static USER: Local<String> = Local::named("USER");
+///
+/// let err = USER.try_with(|u| u.len()).unwrap_err();
+/// assert_eq!(err.kind(), AccessErrorKind::Unbound);
+/// assert_eq!(err.name(), "USER");
+/// assert_eq!(err.to_string(), "context local `USER` is not bound in the current context");
+/// ```
+#[non_exhaustive]
+#[derive(Clone, Copy, PartialEq, Eq, Hash)]
+pub struct AccessError {
+    name: &'static str,
+    kind: AccessErrorKind,
+}
+
+/// The reason inside an [`AccessError`].
+///
+/// # Examples
+///
+/// ```
+/// use context_local_runtime::{AccessErrorKind, Local};
+///
+/// static N: Local<u32> = Local::named("N");
+/// N.set(1);
+/// N.with(|_| {
+///     // A `&mut` while a `&` is alive would be undefined behaviour; it is refused instead.
+///     let kind = N.try_with_mut(|n| *n += 1).unwrap_err().kind();
+///     assert_eq!(kind, AccessErrorKind::Borrowed);
+/// });
+/// ```
+#[non_exhaustive]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum AccessErrorKind {
+    /// The current context holds no value (and the local has no initializer).
+    Unbound,
+    /// The value is borrowed (by `with`) and a mutable access was asked for.
+    Borrowed,
+    /// The value is mutably borrowed (by `with_mut`, or it is being iterated while mutated).
+    BorrowedMut,
+    /// The current thread is exiting and its context has already been destroyed.
+    Destroyed,
+}
+
+impl AccessError {
+    pub(crate) const fn new(name: &'static str, kind: AccessErrorKind) -> Self {
+        Self { name, kind }
+    }
+
+    /// The name of the local that could not be accessed.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # use context_local_runtime::Local;
+    /// static DB: Local<u8> = Local::named("DB");
+    /// assert_eq!(DB.try_with(|_| ()).unwrap_err().name(), "DB");
+    /// ```
+    pub const fn name(&self) -> &'static str {
+        self.name
+    }
+
+    /// Why the access failed.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # use context_local_runtime::{AccessErrorKind, Local};
+    /// static DB: Local<u8> = Local::named("DB");
+    /// assert_eq!(DB.try_with(|_| ()).unwrap_err().kind(), AccessErrorKind::Unbound);
+    /// ```
+    pub const fn kind(&self) -> AccessErrorKind {
+        self.kind
+    }
+}
+
+impl fmt::Display for AccessError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let name = self.name;
+        match self.kind {
+            AccessErrorKind::Unbound => {
+                write!(f, "context local `{name}` is not bound in the current context")
+            }
+            AccessErrorKind::Borrowed => write!(
+                f,
+                "context local `{name}` is already borrowed: it cannot be changed inside its own `with`"
+            ),
+            AccessErrorKind::BorrowedMut => write!(
+                f,
+                "context local `{name}` is already mutably borrowed (inside `with_mut` or a mutation)"
+            ),
+            AccessErrorKind::Destroyed => write!(
+                f,
+                "context local `{name}` cannot be accessed: this thread's context was destroyed as the thread exits"
+            ),
+        }
+    }
+}
+
+impl fmt::Debug for AccessError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("AccessError")
+            .field("name", &self.name)
+            .field("kind", &self.kind)
+            .finish()
+    }
+}
+
+impl std::error::Error for AccessError {}
+
+/// Why a [`Context`](crate::Context) could not be entered.
+///
+/// A context's values belong to whoever has it entered, so it may be entered by one thread, once,
+/// at a time.
+///
+/// # Examples
+///
+/// ```
+/// use context_local_runtime::Context;
+///
+/// let ctx = Context::new();
+/// let _inside = ctx.enter();
+/// assert!(ctx.try_enter().is_err()); // already entered (here, by this very thread)
+/// ```
+#[non_exhaustive]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct EnterError {
+    pub(crate) id: crate::ContextId,
+}
+
+impl fmt::Display for EnterError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "context {:?} is already entered", self.id)
+    }
+}
+
+impl std::error::Error for EnterError {}

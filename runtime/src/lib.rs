@@ -1,0 +1,67 @@
+//! The runtime of [`context-local`](https://docs.rs/context-local): per-context storage for
+//! Werkzeug-style context locals, usable on its own without the proc macros.
+//!
+//! - [`Local<T>`]: one value per context (Werkzeug's `Local`, Python's `threading.local`).
+//! - [`LocalStack<T>`]: a stack per context, releasing the context's entry when the last element
+//!   is popped; [`StackGuard`] pops exactly its own value.
+//! - [`LocalProxy`]: a `Copy` handle forwarding to a local's value or a stack's top.
+//! - [`LocalManager`] and [`Release`]: release many locals at the end of a request.
+//! - [`Context`] and [`ContextId`]: every thread is a context; explicit contexts can be entered
+//!   by schedulers, test harnesses and async executors.
+//!
+//! # Example
+//!
+//! ```
+//! use context_local_runtime::{Context, Local, LocalStack};
+//!
+//! static USER: Local<String> = Local::named("USER");
+//! static SPANS: LocalStack<&str> = LocalStack::named("SPANS");
+//!
+//! USER.set("main".into());
+//! let task = Context::new();
+//! task.run(|| {
+//!     USER.set("task".into());
+//!     SPANS.scope("handler", || assert_eq!(SPANS.top(), Some("handler")));
+//! });
+//! assert_eq!(USER.get().as_deref(), Some("main"));
+//! assert_eq!(task.run(|| USER.get()).as_deref(), Some("task"));
+//! ```
+//!
+//! # How it is stored
+//!
+//! Each context owns a table of slots indexed by a per-local index; the current context is a
+//! pointer in a thread-local. Reading a bound local is one thread-local load, one index load and
+//! two dependent loads: no lock, no hashing, no allocation. Values are dropped with their context
+//! (thread exit, or [`Context`] drop) and never seen by another context, even one that reuses
+//! the same [`ContextId`].
+
+#![deny(missing_docs)]
+
+mod context;
+mod error;
+mod local;
+mod manager;
+mod proxy;
+mod slot;
+mod stack;
+mod sync;
+
+pub use context::{live_contexts, Context, ContextGuard, ContextId};
+pub use error::{AccessError, AccessErrorKind, EnterError};
+pub use local::Local;
+pub use manager::{CleanupGuard, LocalManager, Release};
+pub use proxy::LocalProxy;
+pub use stack::{LocalStack, StackGuard};
+
+/// Whether this process uses the asymmetric (membarrier) fence, so that the owners' hot paths
+/// run without a hardware fence. `false` means every mutation pays a full fence.
+///
+/// # Examples
+///
+/// ```
+/// // On Linux 4.14+ this is normally true.
+/// let _fast = context_local_runtime::uses_asymmetric_fence();
+/// ```
+pub fn uses_asymmetric_fence() -> bool {
+    sync::is_asymmetric()
+}

@@ -1,0 +1,496 @@
+//! `Local<T>`: one value per context.
+
+use std::fmt;
+
+use crate::error::{AccessError, AccessErrorKind};
+use crate::slot::{Payload, Storage};
+use crate::{ContextId, LocalProxy, Release};
+
+impl<T: Send + 'static> Payload for Option<T> {
+    fn empty() -> Self {
+        None
+    }
+    #[inline]
+    fn is_present(&self) -> bool {
+        self.is_some()
+    }
+    fn take_all(&mut self) -> Option<Box<dyn Send>> {
+        self.take().map(|v| Box::new(v) as Box<dyn Send>)
+    }
+    fn label() -> &'static str {
+        std::any::type_name::<T>()
+    }
+}
+
+/// One value per context: Werkzeug's `Local`, `threading.local`, typed.
+///
+/// Declare it as a `static`; each context (by default, each thread) sees its own value. A
+/// thread's value is dropped when the thread exits, an explicit [`Context`](crate::Context)'s
+/// when the context is dropped, and any value on [`release`](Self::release), [`set`](Self::set)
+/// (the old one) or [`take`](Self::take).
+///
+/// # Examples
+///
+/// ```
+/// use context_local_runtime::Local;
+///
+/// static REQUEST_ID: Local<u64> = Local::named("REQUEST_ID");
+///
+/// REQUEST_ID.set(7);
+/// std::thread::spawn(|| assert!(!REQUEST_ID.is_set())).join().unwrap();
+/// assert_eq!(REQUEST_ID.with(|id| *id), 7);
+/// ```
+pub struct Local<T> {
+    storage: Storage<Option<T>>,
+    init: Option<fn() -> T>,
+}
+
+impl<T: Send + 'static> Local<T> {
+    /// An unnamed local. Errors name it by its type.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # use context_local_runtime::Local;
+    /// static COUNTER: Local<u32> = Local::new();
+    /// assert_eq!(COUNTER.name(), "u32");
+    /// ```
+    pub const fn new() -> Self {
+        Self {
+            storage: Storage::new(None),
+            init: None,
+        }
+    }
+
+    /// A local whose errors, panics and `Debug` output use `name`.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # use context_local_runtime::Local;
+    /// static USER: Local<String> = Local::named("USER");
+    /// assert_eq!(USER.name(), "USER");
+    /// ```
+    pub const fn named(name: &'static str) -> Self {
+        Self {
+            storage: Storage::new(Some(name)),
+            init: None,
+        }
+    }
+
+    /// A local that binds `init()` lazily in each context, on the first `with`, `with_mut`,
+    /// `try_with`, `try_with_mut` or `get` there (like `threading.local`'s per-thread
+    /// `__init__`). `set`, `is_set` and `take` do not run it.
+    ///
+    /// If `init` itself binds this local, the value bound by `init` is kept and the one it
+    /// returns is dropped. If `init` panics, nothing is bound and the panic propagates.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # use context_local_runtime::Local;
+    /// static SEEN: Local<Vec<u32>> = Local::with_init("SEEN", Vec::new);
+    /// SEEN.with_mut(|v| v.push(1));
+    /// assert_eq!(SEEN.get(), Some(vec![1]));
+    /// std::thread::spawn(|| assert_eq!(SEEN.with(Vec::len), 0)).join().unwrap();
+    /// ```
+    pub const fn with_init(name: &'static str, init: fn() -> T) -> Self {
+        Self {
+            storage: Storage::new(Some(name)),
+            init: Some(init),
+        }
+    }
+
+    /// The local's name (or its type's name if it was made with [`new`](Self::new)).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # use context_local_runtime::Local;
+    /// static L: Local<u8> = Local::named("L");
+    /// assert_eq!(L.name(), "L");
+    /// ```
+    pub fn name(&self) -> &'static str {
+        self.storage.name()
+    }
+
+    /// Binds `value` in the current context; a previous value is dropped (after the new one is
+    /// in place, outside any borrow, so its `Drop` may use this local).
+    ///
+    /// # Panics
+    ///
+    /// Inside [`with`](Self::with)/[`with_mut`](Self::with_mut) of the same local (the value is
+    /// borrowed), or during thread exit after this thread's context was destroyed.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # use context_local_runtime::Local;
+    /// static L: Local<String> = Local::named("L");
+    /// L.set("a".into());
+    /// L.set("b".into());
+    /// assert_eq!(L.get().as_deref(), Some("b"));
+    /// ```
+    pub fn set(&self, value: T) {
+        drop(self.replace(value));
+    }
+
+    /// Binds `value` and returns the previous value, if any.
+    ///
+    /// # Panics
+    ///
+    /// As [`set`](Self::set).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # use context_local_runtime::Local;
+    /// static L: Local<u8> = Local::named("L");
+    /// assert_eq!(L.replace(1), None);
+    /// assert_eq!(L.replace(2), Some(1));
+    /// ```
+    pub fn replace(&self, value: T) -> Option<T> {
+        match self.storage.write(true, |v| v.replace(value)) {
+            Ok(old) => old.flatten(),
+            Err(e) => panic!("{e}"),
+        }
+    }
+
+    /// Unbinds the current context's value and returns it.
+    ///
+    /// # Panics
+    ///
+    /// Inside `with`/`with_mut` of the same local.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # use context_local_runtime::Local;
+    /// static L: Local<u8> = Local::named("L");
+    /// L.set(3);
+    /// assert_eq!(L.take(), Some(3));
+    /// assert!(!L.is_set());
+    /// ```
+    pub fn take(&self) -> Option<T> {
+        match self.storage.write(false, Option::take) {
+            Ok(v) => v.flatten(),
+            Err(e) if e.kind() == AccessErrorKind::Destroyed => None,
+            Err(e) => panic!("{e}"),
+        }
+    }
+
+    /// Whether the current context holds a value (an initializer does not count until run).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # use context_local_runtime::Local;
+    /// static L: Local<u8> = Local::named("L");
+    /// assert!(!L.is_set());
+    /// L.set(1);
+    /// assert!(L.is_set());
+    /// ```
+    pub fn is_set(&self) -> bool {
+        self.storage.is_present()
+    }
+
+    /// Calls `f` with the current context's value.
+    ///
+    /// # Panics
+    ///
+    /// If the local is unbound here and has no initializer (the message names the local),
+    /// inside `with_mut` of the same local, or after this thread's context was destroyed.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # use context_local_runtime::Local;
+    /// static L: Local<String> = Local::named("L");
+    /// L.set("hello".into());
+    /// assert_eq!(L.with(|s| s.len()), 5);
+    /// ```
+    #[inline]
+    pub fn with<R>(&self, f: impl FnOnce(&T) -> R) -> R {
+        match self.try_with(f) {
+            Ok(r) => r,
+            Err(e) => panic!("{e}"),
+        }
+    }
+
+    /// Calls `f` with the current context's value, or says why it cannot.
+    ///
+    /// # Errors
+    ///
+    /// [`AccessError`] naming the local: unbound (no value, no initializer), mutably borrowed
+    /// (inside `with_mut`), or destroyed (thread exit).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # use context_local_runtime::Local;
+    /// static L: Local<u8> = Local::named("L");
+    /// assert!(L.try_with(|v| *v).is_err());
+    /// L.set(4);
+    /// assert_eq!(L.try_with(|v| *v), Ok(4));
+    /// ```
+    #[inline]
+    pub fn try_with<R>(&self, f: impl FnOnce(&T) -> R) -> Result<R, AccessError> {
+        let mut f = Some(f);
+        let attempt = self.storage.read(|v| v.as_ref().map(|v| (f.take().unwrap())(v)));
+        match attempt {
+            Ok(Some(Some(r))) => Ok(r),
+            Ok(_) => self.init_then(|this| {
+                this.storage
+                    .read(|v| v.as_ref().map(f.take().unwrap()))
+                    .map(Option::flatten)
+            }),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Calls `f` with mutable access to the current context's value.
+    ///
+    /// # Panics
+    ///
+    /// As [`with`](Self::with), and inside `with` of the same local (already borrowed).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # use context_local_runtime::Local;
+    /// static HITS: Local<u32> = Local::with_init("HITS", || 0);
+    /// HITS.with_mut(|h| *h += 1);
+    /// HITS.with_mut(|h| *h += 1);
+    /// assert_eq!(HITS.get(), Some(2));
+    /// ```
+    #[inline]
+    pub fn with_mut<R>(&self, f: impl FnOnce(&mut T) -> R) -> R {
+        match self.try_with_mut(f) {
+            Ok(r) => r,
+            Err(e) => panic!("{e}"),
+        }
+    }
+
+    /// Calls `f` with mutable access to the current context's value, or says why it cannot.
+    ///
+    /// # Errors
+    ///
+    /// [`AccessError`] naming the local: unbound, borrowed (inside `with` or `with_mut` of the
+    /// same local), or destroyed.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # use context_local_runtime::{AccessErrorKind, Local};
+    /// static L: Local<u8> = Local::named("L");
+    /// L.set(1);
+    /// let err = L.with(|_| L.try_with_mut(|v| *v += 1)).unwrap_err();
+    /// assert_eq!(err.kind(), AccessErrorKind::Borrowed);
+    /// ```
+    #[inline]
+    pub fn try_with_mut<R>(&self, f: impl FnOnce(&mut T) -> R) -> Result<R, AccessError> {
+        let mut f = Some(f);
+        let attempt = self
+            .storage
+            .write(false, |v| v.as_mut().map(|v| (f.take().unwrap())(v)));
+        match attempt {
+            Ok(Some(Some(r))) => Ok(r),
+            Ok(_) => self.init_then(|this| {
+                this.storage
+                    .write(false, |v| v.as_mut().map(f.take().unwrap()))
+                    .map(Option::flatten)
+            }),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// The unbound path of the `with` family: run the initializer (outside any borrow), bind
+    /// its value unless `init` bound one itself, then retry once.
+    #[cold]
+    #[inline(never)]
+    fn init_then<R>(
+        &self,
+        retry: impl FnOnce(&Self) -> Result<Option<R>, AccessError>,
+    ) -> Result<R, AccessError> {
+        let unbound = self.storage.err(AccessErrorKind::Unbound);
+        let init = self.init.ok_or(unbound)?;
+        let value = init();
+        let rejected = self
+            .storage
+            .write(true, |v| if v.is_some() { Some(value) } else { v.replace(value) })?;
+        drop(rejected);
+        retry(self)?.ok_or(unbound)
+    }
+
+    /// A clone of the current context's value (running the initializer if there is one), or
+    /// `None` if unbound.
+    ///
+    /// # Panics
+    ///
+    /// Inside `with_mut` of the same local.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # use context_local_runtime::Local;
+    /// static L: Local<String> = Local::named("L");
+    /// assert_eq!(L.get(), None);
+    /// L.set("x".into());
+    /// assert_eq!(L.get().as_deref(), Some("x"));
+    /// ```
+    pub fn get(&self) -> Option<T>
+    where
+        T: Clone,
+    {
+        match self.try_with(T::clone) {
+            Ok(v) => Some(v),
+            Err(e) if matches!(e.kind(), AccessErrorKind::Unbound | AccessErrorKind::Destroyed) => {
+                None
+            }
+            Err(e) => panic!("{e}"),
+        }
+    }
+
+    /// Drops the current context's value, if any (Werkzeug's `__release_local__`).
+    ///
+    /// # Panics
+    ///
+    /// Inside `with`/`with_mut` of the same local.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # use context_local_runtime::Local;
+    /// static L: Local<u8> = Local::named("L");
+    /// L.set(1);
+    /// L.release();
+    /// assert!(!L.is_set());
+    /// ```
+    pub fn release(&self) {
+        drop(self.take());
+    }
+
+    /// Calls `f` with every context's value and that context's id (Werkzeug 0.x `__iter__`).
+    ///
+    /// Other contexts keep running meanwhile: a context that starts changing its value waits
+    /// until the iteration ends, and one in the middle of a change is waited for. So do not
+    /// block inside `f` on a thread that may be changing this local.
+    ///
+    /// # Panics
+    ///
+    /// If `f` changes this local, or this is called inside `with_mut` of this local.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # use context_local_runtime::Local;
+    /// static PORT: Local<u16> = Local::named("PORT");
+    /// PORT.set(80);
+    /// std::thread::scope(|s| {
+    ///     let (tx, rx) = std::sync::mpsc::channel();
+    ///     let (done_tx, done_rx) = std::sync::mpsc::channel::<()>();
+    ///     s.spawn(move || {
+    ///         PORT.set(443);
+    ///         tx.send(()).unwrap();
+    ///         done_rx.recv().unwrap();
+    ///     });
+    ///     rx.recv().unwrap();
+    ///     let mut ports = Vec::new();
+    ///     PORT.for_each(|_, p| ports.push(*p));
+    ///     ports.sort();
+    ///     assert_eq!(ports, [80, 443]);
+    ///     done_tx.send(()).unwrap();
+    /// });
+    /// ```
+    pub fn for_each(&self, mut f: impl FnMut(ContextId, &T))
+    where
+        T: Sync,
+    {
+        self.storage.for_each(|id, v| {
+            if let Some(v) = v {
+                f(id, v);
+            }
+        });
+    }
+
+    /// How many contexts hold a value right now.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # use context_local_runtime::Local;
+    /// static L: Local<u8> = Local::named("L");
+    /// assert_eq!(L.contexts(), 0);
+    /// L.set(1);
+    /// assert_eq!(L.contexts(), 1);
+    /// L.release();
+    /// assert_eq!(L.contexts(), 0);
+    /// ```
+    pub fn contexts(&self) -> usize {
+        self.storage.contexts()
+    }
+
+    /// A [`LocalProxy`] forwarding to this local's current value; usable in `static`s.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # use context_local_runtime::{Local, LocalProxy};
+    /// static USER: Local<String> = Local::named("USER");
+    /// static CURRENT_USER: LocalProxy<String> = USER.proxy();
+    /// USER.set("ada".into());
+    /// assert_eq!(CURRENT_USER.with(|u| u.len()), 3);
+    /// assert_eq!(CURRENT_USER.to_string(), "ada");
+    /// ```
+    pub const fn proxy(&'static self) -> LocalProxy<T> {
+        LocalProxy::new(self)
+    }
+}
+
+impl<T: Send + 'static> Default for Local<T> {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl<T: Send + 'static> Release for Local<T> {
+    fn release(&self) {
+        Local::release(self);
+    }
+
+    fn name(&self) -> &'static str {
+        Local::name(self)
+    }
+}
+
+impl<T: Send + 'static> crate::proxy::Source<T> for Local<T> {
+    fn try_with_dyn(&self, f: &mut dyn FnMut(&T)) -> Result<(), AccessError> {
+        self.try_with(|v| f(v))
+    }
+    fn source_name(&self) -> &'static str {
+        self.name()
+    }
+    fn is_bound(&self) -> bool {
+        self.init.is_some() || self.is_set()
+    }
+}
+
+impl<T: Send + fmt::Debug + 'static> fmt::Debug for Local<T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let mut d = f.debug_struct("Local");
+        d.field("name", &self.name());
+        match self.storage.read(|v| v.as_ref().map(|v| format!("{v:?}"))) {
+            Ok(Some(Some(v))) => d.field("value", &format_args!("{v}")),
+            Ok(_) => d.field("value", &format_args!("<unbound>")),
+            Err(e) => d.field("value", &format_args!("<{:?}>", e.kind())),
+        };
+        d.finish()
+    }
+}
+
+impl<T> Drop for Local<T> {
+    fn drop(&mut self) {
+        // Only a local that is not a `static` is ever dropped: free its values everywhere.
+        self.storage.detach_all();
+    }
+}

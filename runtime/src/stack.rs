@@ -1,0 +1,612 @@
+//! `LocalStack<T>`: a stack per context, with release-on-pop and order-independent guards.
+
+use std::fmt;
+use std::marker::PhantomData;
+
+use crate::context::{self, CtxInner};
+use crate::error::{AccessError, AccessErrorKind};
+use crate::slot::{Payload, Storage};
+use crate::sync::Ordering;
+use crate::{ContextId, LocalProxy, Release};
+
+/// A buffer larger than this is freed when the stack empties; a smaller one is kept, so a
+/// push/pop cycle on an empty stack never allocates.
+const KEEP_CAPACITY: usize = 16;
+
+/// One context's stack.
+pub(crate) struct StackStore<T> {
+    items: Vec<T>,
+    /// `(guard id, position)` of the values pushed by [`LocalStack::enter`], bottom to top.
+    /// A guard removes exactly its own value even when guards are dropped out of order, and
+    /// does nothing if its value was already popped.
+    guarded: Vec<(u64, usize)>,
+    next_id: u64,
+}
+
+impl<T> StackStore<T> {
+    fn pop(&mut self) -> Option<T> {
+        let v = self.items.pop()?;
+        if self.guarded.last().is_some_and(|g| g.1 == self.items.len()) {
+            self.guarded.pop();
+        }
+        self.trim();
+        Some(v)
+    }
+
+    fn push_guarded(&mut self, value: T) -> u64 {
+        self.items.push(value);
+        let id = self.next_id;
+        self.next_id += 1;
+        self.guarded.push((id, self.items.len() - 1));
+        id
+    }
+
+    fn remove_guarded(&mut self, id: u64) -> Option<T> {
+        if let Some(&(top_id, pos)) = self.guarded.last() {
+            if top_id == id && pos + 1 == self.items.len() {
+                self.guarded.pop();
+                let v = self.items.pop();
+                self.trim();
+                return v;
+            }
+        }
+        let k = self.guarded.iter().position(|g| g.0 == id)?;
+        let (_, pos) = self.guarded.remove(k);
+        for g in &mut self.guarded[k..] {
+            g.1 -= 1;
+        }
+        let v = self.items.remove(pos);
+        self.trim();
+        Some(v)
+    }
+
+    /// Release-on-pop: an empty stack is not counted as an entry (`PRESENT` follows
+    /// `is_present`); a large buffer is handed back.
+    fn trim(&mut self) {
+        if self.items.is_empty() && self.items.capacity() > KEEP_CAPACITY {
+            self.items = Vec::new();
+            self.guarded = Vec::new();
+        }
+    }
+
+    fn clear(&mut self) -> Vec<T> {
+        self.guarded.clear();
+        std::mem::take(&mut self.items)
+    }
+}
+
+impl<T: Send + 'static> Payload for StackStore<T> {
+    fn empty() -> Self {
+        Self {
+            items: Vec::new(),
+            guarded: Vec::new(),
+            next_id: 0,
+        }
+    }
+    #[inline]
+    fn is_present(&self) -> bool {
+        !self.items.is_empty()
+    }
+    fn take_all(&mut self) -> Option<Box<dyn Send>> {
+        let items = self.clear();
+        (!items.is_empty()).then(|| Box::new(items) as Box<dyn Send>)
+    }
+    fn label() -> &'static str {
+        std::any::type_name::<T>()
+    }
+}
+
+/// A stack per context: Werkzeug's `LocalStack`.
+///
+/// [`push`](Self::push) and [`pop`](Self::pop) work on the current context's stack; popping the
+/// last element releases the context's entry (it no longer counts in
+/// [`contexts`](Self::contexts) or [`for_each`](Self::for_each)), without freeing its small
+/// buffer, so a push/pop cycle costs no allocation. [`enter`](Self::enter) and
+/// [`scope`](Self::scope) pop for you, exactly the value they pushed.
+///
+/// # Examples
+///
+/// ```
+/// use context_local_runtime::LocalStack;
+///
+/// static APPS: LocalStack<&str> = LocalStack::named("APPS");
+///
+/// APPS.push("outer");
+/// APPS.scope("inner", || assert_eq!(APPS.top(), Some("inner")));
+/// assert_eq!(APPS.pop(), Some("outer"));
+/// assert_eq!(APPS.pop(), None);
+/// ```
+pub struct LocalStack<T> {
+    storage: Storage<StackStore<T>>,
+}
+
+impl<T: Send + 'static> LocalStack<T> {
+    /// An unnamed stack. Errors name it by its element type.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # use context_local_runtime::LocalStack;
+    /// static S: LocalStack<u8> = LocalStack::new();
+    /// assert_eq!(S.name(), "u8");
+    /// ```
+    pub const fn new() -> Self {
+        Self {
+            storage: Storage::new(None),
+        }
+    }
+
+    /// A stack whose errors, panics and `Debug` output use `name`.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # use context_local_runtime::LocalStack;
+    /// static S: LocalStack<u8> = LocalStack::named("S");
+    /// assert_eq!(S.name(), "S");
+    /// ```
+    pub const fn named(name: &'static str) -> Self {
+        Self {
+            storage: Storage::new(Some(name)),
+        }
+    }
+
+    /// The stack's name (or its element type's name if made with [`new`](Self::new)).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # use context_local_runtime::LocalStack;
+    /// static S: LocalStack<u8> = LocalStack::named("S");
+    /// assert_eq!(S.name(), "S");
+    /// ```
+    pub fn name(&self) -> &'static str {
+        self.storage.name()
+    }
+
+    /// Pushes `value` onto the current context's stack.
+    ///
+    /// # Panics
+    ///
+    /// Inside [`with_top`](Self::with_top)/[`with_top_mut`](Self::with_top_mut) of the same
+    /// stack, or after this thread's context was destroyed (thread exit).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # use context_local_runtime::LocalStack;
+    /// static S: LocalStack<u8> = LocalStack::named("S");
+    /// S.push(1);
+    /// S.push(2);
+    /// assert_eq!(S.len(), 2);
+    /// ```
+    #[inline]
+    pub fn push(&self, value: T) {
+        if let Err(e) = self.storage.write(true, |s| s.items.push(value)) {
+            panic!("{e}");
+        }
+    }
+
+    /// Pops the top of the current context's stack; `None` when empty. Popping the last
+    /// element releases the context's entry.
+    ///
+    /// # Panics
+    ///
+    /// Inside `with_top`/`with_top_mut` of the same stack.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # use context_local_runtime::LocalStack;
+    /// static S: LocalStack<u8> = LocalStack::named("S");
+    /// S.push(1);
+    /// assert_eq!(S.contexts(), 1);
+    /// assert_eq!(S.pop(), Some(1));
+    /// assert_eq!(S.contexts(), 0);
+    /// assert_eq!(S.pop(), None);
+    /// ```
+    #[inline]
+    pub fn pop(&self) -> Option<T> {
+        match self.storage.write(false, StackStore::pop) {
+            Ok(v) => v.flatten(),
+            Err(e) if e.kind() == AccessErrorKind::Destroyed => None,
+            Err(e) => panic!("{e}"),
+        }
+    }
+
+    /// A clone of the top of the current context's stack; `None` when empty.
+    ///
+    /// # Panics
+    ///
+    /// Inside `with_top_mut` of the same stack.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # use context_local_runtime::LocalStack;
+    /// static S: LocalStack<String> = LocalStack::named("S");
+    /// assert_eq!(S.top(), None);
+    /// S.push("a".into());
+    /// assert_eq!(S.top().as_deref(), Some("a"));
+    /// ```
+    pub fn top(&self) -> Option<T>
+    where
+        T: Clone,
+    {
+        self.with_top(T::clone)
+    }
+
+    /// Calls `f` with the top of the current context's stack; `None` when empty.
+    ///
+    /// # Panics
+    ///
+    /// Inside `with_top_mut` of the same stack.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # use context_local_runtime::LocalStack;
+    /// static S: LocalStack<String> = LocalStack::named("S");
+    /// S.push("abc".into());
+    /// assert_eq!(S.with_top(|s| s.len()), Some(3));
+    /// ```
+    #[inline]
+    pub fn with_top<R>(&self, f: impl FnOnce(&T) -> R) -> Option<R> {
+        match self.storage.read(|s| s.items.last().map(f)) {
+            Ok(r) => r.flatten(),
+            Err(e) if e.kind() == AccessErrorKind::Destroyed => None,
+            Err(e) => panic!("{e}"),
+        }
+    }
+
+    /// Calls `f` with mutable access to the top of the current context's stack; `None` when
+    /// empty.
+    ///
+    /// # Panics
+    ///
+    /// Inside `with_top`/`with_top_mut` of the same stack.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # use context_local_runtime::LocalStack;
+    /// static S: LocalStack<u32> = LocalStack::named("S");
+    /// S.push(1);
+    /// S.with_top_mut(|t| *t += 1);
+    /// assert_eq!(S.top(), Some(2));
+    /// ```
+    pub fn with_top_mut<R>(&self, f: impl FnOnce(&mut T) -> R) -> Option<R> {
+        match self.storage.write(false, |s| s.items.last_mut().map(f)) {
+            Ok(r) => r.flatten(),
+            Err(e) if e.kind() == AccessErrorKind::Destroyed => None,
+            Err(e) => panic!("{e}"),
+        }
+    }
+
+    /// The depth of the current context's stack.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # use context_local_runtime::LocalStack;
+    /// static S: LocalStack<u8> = LocalStack::named("S");
+    /// assert_eq!(S.len(), 0);
+    /// S.push(0);
+    /// assert_eq!(S.len(), 1);
+    /// ```
+    pub fn len(&self) -> usize {
+        match self.storage.read(|s| s.items.len()) {
+            Ok(n) => n.unwrap_or(0),
+            Err(e) if e.kind() == AccessErrorKind::Destroyed => 0,
+            Err(e) => panic!("{e}"),
+        }
+    }
+
+    /// Whether the current context's stack is empty.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # use context_local_runtime::LocalStack;
+    /// static S: LocalStack<u8> = LocalStack::named("S");
+    /// assert!(S.is_empty());
+    /// ```
+    pub fn is_empty(&self) -> bool {
+        !self.storage.is_present()
+    }
+
+    /// Pushes `value`; the returned guard removes exactly this value when dropped, wherever it
+    /// then is in the stack (guards may be dropped in any order), and does nothing if the value
+    /// was already popped or released.
+    ///
+    /// # Panics
+    ///
+    /// As [`push`](Self::push). Dropping the guard panics if its context is at that moment
+    /// entered by another thread, or if the stack is borrowed by `with_top` there.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # use context_local_runtime::LocalStack;
+    /// static S: LocalStack<&str> = LocalStack::named("S");
+    /// let a = S.enter("a");
+    /// let b = S.enter("b");
+    /// drop(a); // out of order: removes "a", keeps "b"
+    /// assert_eq!(S.top(), Some("b"));
+    /// assert_eq!(S.len(), 1);
+    /// drop(b);
+    /// assert!(S.is_empty());
+    /// ```
+    pub fn enter(&self, value: T) -> StackGuard<'_, T> {
+        let ctx = match context::current() {
+            Some(ctx) => ctx,
+            None => panic!("{}", self.storage.err(AccessErrorKind::Destroyed)),
+        };
+        match self.storage.write(true, |s| s.push_guarded(value)) {
+            Ok(id) => StackGuard {
+                stack: self,
+                ctx,
+                ctx_id: ctx.id,
+                serial: ctx.serial,
+                id: id.expect("write(create = true) always has a slot"),
+                _not_send: PhantomData,
+            },
+            Err(e) => panic!("{e}"),
+        }
+    }
+
+    /// Pushes `value`, runs `f`, and pops exactly that value again, also when `f` panics.
+    ///
+    /// # Panics
+    ///
+    /// As [`push`](Self::push); a panic of `f` propagates after the pop.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # use context_local_runtime::LocalStack;
+    /// static S: LocalStack<u32> = LocalStack::named("S");
+    /// let r = std::panic::catch_unwind(|| S.scope(1, || panic!("boom")));
+    /// assert!(r.is_err());
+    /// assert!(S.is_empty());
+    /// assert_eq!(S.scope(2, || S.top()), Some(2));
+    /// ```
+    #[inline]
+    pub fn scope<R>(&self, value: T, f: impl FnOnce() -> R) -> R {
+        let _guard = self.enter(value);
+        f()
+    }
+
+    /// Drops the current context's whole stack (outside any borrow).
+    ///
+    /// # Panics
+    ///
+    /// Inside `with_top`/`with_top_mut` of the same stack.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # use context_local_runtime::LocalStack;
+    /// static S: LocalStack<u8> = LocalStack::named("S");
+    /// S.push(1);
+    /// S.push(2);
+    /// S.release();
+    /// assert!(S.is_empty());
+    /// ```
+    pub fn release(&self) {
+        match self.storage.write(false, StackStore::clear) {
+            Ok(items) => drop(items),
+            Err(e) if e.kind() == AccessErrorKind::Destroyed => {}
+            Err(e) => panic!("{e}"),
+        }
+    }
+
+    /// Calls `f` with every context's non-empty stack (bottom first) and that context's id.
+    ///
+    /// Other contexts keep running meanwhile; one that starts changing its stack waits until
+    /// the iteration ends. Do not block inside `f` on a thread that may be using this stack.
+    ///
+    /// # Panics
+    ///
+    /// If `f` changes this stack, or this is called inside `with_top_mut` of this stack.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # use context_local_runtime::LocalStack;
+    /// static S: LocalStack<u8> = LocalStack::named("S");
+    /// S.push(1);
+    /// S.push(2);
+    /// let mut seen = Vec::new();
+    /// S.for_each(|_, items| seen.push(items.to_vec()));
+    /// assert_eq!(seen, [vec![1, 2]]);
+    /// ```
+    pub fn for_each(&self, mut f: impl FnMut(ContextId, &[T]))
+    where
+        T: Sync,
+    {
+        self.storage.for_each(|id, s| {
+            if !s.items.is_empty() {
+                f(id, &s.items);
+            }
+        });
+    }
+
+    /// How many contexts have a non-empty stack right now.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # use context_local_runtime::LocalStack;
+    /// static S: LocalStack<u8> = LocalStack::named("S");
+    /// S.push(1);
+    /// assert_eq!(S.contexts(), 1);
+    /// ```
+    pub fn contexts(&self) -> usize {
+        self.storage.contexts()
+    }
+
+    /// A [`LocalProxy`] forwarding to the top of the current context's stack; usable in
+    /// `static`s.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # use context_local_runtime::{LocalProxy, LocalStack};
+    /// static APPS: LocalStack<String> = LocalStack::named("APPS");
+    /// static CURRENT_APP: LocalProxy<String> = APPS.proxy();
+    /// assert!(!CURRENT_APP.is_bound());
+    /// APPS.scope("shop".into(), || assert_eq!(CURRENT_APP.get().as_deref(), Some("shop")));
+    /// ```
+    pub const fn proxy(&'static self) -> LocalProxy<T> {
+        LocalProxy::new(self)
+    }
+
+    /// Removes guard `id`'s value from `ctx`'s stack; `ctx` is owned by this thread.
+    fn remove_in(&self, ctx: &CtxInner, id: u64) {
+        let Some(slot) = self.storage.slot_in(ctx) else {
+            return;
+        };
+        match self.storage.write_slot(slot, |s| s.remove_guarded(id)) {
+            Ok(v) => drop(v),
+            Err(_) if std::thread::panicking() => {}
+            Err(e) => panic!("{e}: a StackGuard was dropped inside `with_top` of its stack"),
+        }
+    }
+}
+
+impl<T: Send + 'static> Default for LocalStack<T> {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl<T: Send + 'static> Release for LocalStack<T> {
+    fn release(&self) {
+        LocalStack::release(self);
+    }
+
+    fn name(&self) -> &'static str {
+        LocalStack::name(self)
+    }
+}
+
+impl<T: Send + 'static> crate::proxy::Source<T> for LocalStack<T> {
+    fn try_with_dyn(&self, f: &mut dyn FnMut(&T)) -> Result<(), AccessError> {
+        match self.storage.read(|s| s.items.last().map(&mut *f)) {
+            Ok(Some(Some(()))) => Ok(()),
+            Ok(_) => Err(self.storage.err(AccessErrorKind::Unbound)),
+            Err(e) => Err(e),
+        }
+    }
+    fn source_name(&self) -> &'static str {
+        self.name()
+    }
+    fn is_bound(&self) -> bool {
+        !self.is_empty()
+    }
+}
+
+impl<T: Send + fmt::Debug + 'static> fmt::Debug for LocalStack<T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let mut d = f.debug_struct("LocalStack");
+        d.field("name", &self.name());
+        match self.storage.read(|s| format!("{:?}", s.items)) {
+            Ok(Some(items)) => d.field("items", &format_args!("{items}")),
+            Ok(None) => d.field("items", &format_args!("[]")),
+            Err(e) => d.field("items", &format_args!("<{:?}>", e.kind())),
+        };
+        d.finish()
+    }
+}
+
+impl<T> Drop for LocalStack<T> {
+    fn drop(&mut self) {
+        // Only a stack that is not a `static` is ever dropped: free its values everywhere.
+        self.storage.detach_all();
+    }
+}
+
+/// Returned by [`LocalStack::enter`]: removes exactly the value it pushed when dropped.
+///
+/// Not `Send`: it belongs to the thread (and context) that pushed. Guards may be dropped in any
+/// order; each removes only its own value.
+///
+/// # Examples
+///
+/// ```
+/// # use context_local_runtime::LocalStack;
+/// static S: LocalStack<u8> = LocalStack::named("S");
+/// {
+///     let _g = S.enter(1);
+///     assert_eq!(S.top(), Some(1));
+/// }
+/// assert_eq!(S.top(), None);
+/// ```
+#[must_use = "the value is popped as soon as the guard is dropped"]
+pub struct StackGuard<'a, T: Send + 'static> {
+    stack: &'a LocalStack<T>,
+    /// Compared by address only, unless it is this thread's current context (hence alive).
+    ctx: *const CtxInner,
+    ctx_id: ContextId,
+    serial: u64,
+    id: u64,
+    _not_send: PhantomData<*const ()>,
+}
+
+impl<T: Send + 'static> Drop for StackGuard<'_, T> {
+    #[inline]
+    fn drop(&mut self) {
+        if context::is_current(self.ctx) {
+            // SAFETY: it is this thread's current context, which stays alive while current.
+            let ctx = unsafe { &*self.ctx };
+            if ctx.serial == self.serial {
+                self.stack.remove_in(ctx, self.id);
+                return;
+            }
+        }
+        self.drop_elsewhere();
+    }
+}
+
+impl<T: Send + 'static> StackGuard<'_, T> {
+    /// The guard's context is not the current one: find it, if it still exists.
+    #[cold]
+    fn drop_elsewhere(&self) {
+        let Some(ctx) = context::lookup(self.ctx_id, self.serial) else {
+            return; // The context is gone, and our value was dropped with it.
+        };
+        if ctx.is_dead() {
+            return;
+        }
+        let token = context::thread_token();
+        let owner = ctx.owner.load(Ordering::Acquire);
+        if owner == token {
+            // Entered by this thread, further out (or the thread's own context).
+            self.stack.remove_in(&ctx, self.id);
+        } else if ctx
+            .owner
+            .compare_exchange(0, token, Ordering::Acquire, Ordering::Relaxed)
+            .is_ok()
+        {
+            // Entered by nobody: own it for the removal.
+            self.stack.remove_in(&ctx, self.id);
+            ctx.owner.store(0, Ordering::Release);
+        } else if !std::thread::panicking() {
+            panic!(
+                "a StackGuard of `{}` was dropped while its context {:?} is entered by another thread",
+                self.stack.name(),
+                self.ctx_id
+            );
+        }
+    }
+}
+
+impl<T: Send + 'static> fmt::Debug for StackGuard<'_, T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("StackGuard")
+            .field("stack", &self.stack.name())
+            .field("context", &self.ctx_id)
+            .finish()
+    }
+}
