@@ -53,3 +53,8 @@ pub use context_local_runtime::{
 pub mod __private {
     pub use context_local_runtime::*;
 }
+
+/// The README's examples, compiled and run as doc tests.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+pub struct ReadmeDoctests;

@@ -71,11 +71,20 @@ fn mutable_access_inside_with_is_refused() {
         // Nested shared borrows are fine.
         assert_eq!(L.with(|w| *w + *v), 2);
         let msg = expect_panic(|| L.set(5));
-        assert!(msg.contains("`COUNTER`") && msg.contains("borrowed"), "{msg}");
+        assert!(
+            msg.contains("`COUNTER`") && msg.contains("borrowed"),
+            "{msg}"
+        );
     });
     L.with_mut(|v| {
-        assert_eq!(L.try_with(|_| ()).unwrap_err().kind(), AccessErrorKind::BorrowedMut);
-        assert_eq!(L.try_with_mut(|_| ()).unwrap_err().kind(), AccessErrorKind::BorrowedMut);
+        assert_eq!(
+            L.try_with(|_| ()).unwrap_err().kind(),
+            AccessErrorKind::BorrowedMut
+        );
+        assert_eq!(
+            L.try_with_mut(|_| ()).unwrap_err().kind(),
+            AccessErrorKind::BorrowedMut
+        );
         *v += 10;
     });
     assert_eq!(L.get(), Some(11));
@@ -86,10 +95,12 @@ fn a_panicking_closure_leaves_the_local_usable() {
     static L: Local<u32> = Local::named("L");
     L.set(1);
     expect_panic(|| L.with(|_| panic!("in with")));
-    expect_panic(|| L.with_mut(|v| {
-        *v = 2;
-        panic!("in with_mut")
-    }));
+    expect_panic(|| {
+        L.with_mut(|v| {
+            *v = 2;
+            panic!("in with_mut")
+        })
+    });
     assert_eq!(L.get(), Some(2));
     L.with_mut(|v| *v += 1);
     assert_eq!(L.replace(7), Some(3));
@@ -109,7 +120,11 @@ fn with_init_binds_lazily_per_context() {
         L.with_mut(|v| v.push(1));
         assert_eq!(L.get(), Some(vec![0, 1]));
         L.release();
-        assert_eq!(L.try_with(|v| v.clone()), Ok(vec![0]), "init runs again after release");
+        assert_eq!(
+            L.try_with(|v| v.clone()),
+            Ok(vec![0]),
+            "init runs again after release"
+        );
         Context::new().run(|| assert_eq!(L.with(Vec::len), 1));
     })
     .join()
@@ -230,7 +245,10 @@ fn for_each_and_contexts_see_every_thread() {
     let mut seen = Vec::new();
     L.for_each(|id, v| seen.push((id, *v)));
     seen.sort_by_key(|x| x.1);
-    assert_eq!(seen.iter().map(|x| x.1).collect::<Vec<_>>(), [100, 101, 102, 103]);
+    assert_eq!(
+        seen.iter().map(|x| x.1).collect::<Vec<_>>(),
+        [100, 101, 102, 103]
+    );
     let mut ids: Vec<_> = seen.iter().map(|x| x.0).collect();
     ids.dedup();
     assert_eq!(ids.len(), 4, "distinct live contexts have distinct ids");

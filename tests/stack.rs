@@ -90,7 +90,11 @@ fn a_guard_whose_value_was_already_popped_does_nothing() {
     assert_eq!(S.pop(), Some(1));
     S.push(2);
     drop(g);
-    assert_eq!(S.top(), Some(2), "the guard must not pop somebody else's value");
+    assert_eq!(
+        S.top(),
+        Some(2),
+        "the guard must not pop somebody else's value"
+    );
     let g = S.enter(3);
     S.release();
     S.push(4);
@@ -116,7 +120,10 @@ fn changing_the_stack_inside_with_top_panics_naming_it() {
     S.push(1);
     S.with_top(|_| {
         let msg = expect_panic(|| S.push(2));
-        assert!(msg.contains("`APP_STACK`") && msg.contains("borrowed"), "{msg}");
+        assert!(
+            msg.contains("`APP_STACK`") && msg.contains("borrowed"),
+            "{msg}"
+        );
         let msg = expect_panic(|| S.pop());
         assert!(msg.contains("`APP_STACK`"), "{msg}");
     });
@@ -233,7 +240,11 @@ fn a_guard_outliving_its_context_does_nothing() {
     let other = Context::new(); // may reuse the id
     other.run(|| S.push(t.make(2)));
     drop(guard);
-    assert_eq!(other.run(|| S.len()), 1, "the stale guard touched another context");
+    assert_eq!(
+        other.run(|| S.len()),
+        1,
+        "the stale guard touched another context"
+    );
     drop(other);
     assert_eq!(t.live(), 0);
 }

@@ -236,7 +236,9 @@ impl<T: Send + 'static> Local<T> {
     #[inline]
     pub fn try_with<R>(&self, f: impl FnOnce(&T) -> R) -> Result<R, AccessError> {
         let mut f = Some(f);
-        let attempt = self.storage.read(|v| v.as_ref().map(|v| (f.take().unwrap())(v)));
+        let attempt = self
+            .storage
+            .read(|v| v.as_ref().map(|v| (f.take().unwrap())(v)));
         match attempt {
             Ok(Some(Some(r))) => Ok(r),
             Ok(_) => self.init_then(|this| {
@@ -315,9 +317,13 @@ impl<T: Send + 'static> Local<T> {
         let unbound = self.storage.err(AccessErrorKind::Unbound);
         let init = self.init.ok_or(unbound)?;
         let value = init();
-        let rejected = self
-            .storage
-            .write(true, |v| if v.is_some() { Some(value) } else { v.replace(value) })?;
+        let rejected = self.storage.write(true, |v| {
+            if v.is_some() {
+                Some(value)
+            } else {
+                v.replace(value)
+            }
+        })?;
         drop(rejected);
         retry(self)?.ok_or(unbound)
     }
@@ -344,7 +350,12 @@ impl<T: Send + 'static> Local<T> {
     {
         match self.try_with(T::clone) {
             Ok(v) => Some(v),
-            Err(e) if matches!(e.kind(), AccessErrorKind::Unbound | AccessErrorKind::Destroyed) => {
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    AccessErrorKind::Unbound | AccessErrorKind::Destroyed
+                ) =>
+            {
                 None
             }
             Err(e) => panic!("{e}"),

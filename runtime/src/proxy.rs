@@ -164,7 +164,12 @@ impl<T: 'static, U: ?Sized + 'static> LocalProxy<T, U> {
     {
         match self.try_with(U::clone) {
             Ok(v) => Some(v),
-            Err(e) if matches!(e.kind(), AccessErrorKind::Unbound | AccessErrorKind::Destroyed) => {
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    AccessErrorKind::Unbound | AccessErrorKind::Destroyed
+                ) =>
+            {
                 None
             }
             Err(e) => panic!("{e}"),

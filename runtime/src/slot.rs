@@ -442,7 +442,6 @@ impl<V: Payload> Storage<V> {
             }
         }
     }
-
 }
 
 impl<V> Storage<V> {

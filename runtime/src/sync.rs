@@ -45,7 +45,11 @@ mod fence_impl {
         if MODE.load(Ordering::Acquire) != UNKNOWN {
             return;
         }
-        let mode = if register_membarrier() { MEMBARRIER } else { FENCE };
+        let mode = if register_membarrier() {
+            MEMBARRIER
+        } else {
+            FENCE
+        };
         let _ = MODE.compare_exchange(UNKNOWN, mode, Ordering::AcqRel, Ordering::Acquire);
     }
 

@@ -15,7 +15,11 @@ impl Tally {
     /// A new counted value carrying `n`.
     pub fn make(&self, n: u64) -> Counted {
         self.0 .0.fetch_add(1, Ordering::SeqCst);
-        Counted { n, tally: self.clone(), dropped: false }
+        Counted {
+            n,
+            tally: self.clone(),
+            dropped: false,
+        }
     }
     pub fn created(&self) -> usize {
         self.0 .0.load(Ordering::SeqCst)

@@ -1,0 +1,149 @@
+//! Explicit contexts: isolation, entering, moving between threads, ids, drops.
+
+mod common;
+
+use common::{expect_panic, Tally};
+use context_local::{Context, ContextId, Local, LocalStack};
+use std::thread;
+
+static USER: Local<String> = Local::named("USER");
+static STACK: LocalStack<u32> = LocalStack::named("STACK");
+
+#[test]
+fn explicit_contexts_are_isolated_from_the_thread_and_each_other() {
+    USER.set("thread".into());
+    let (a, b) = (Context::new(), Context::new());
+    a.run(|| {
+        assert!(!USER.is_set());
+        USER.set("a".into());
+        b.run(|| {
+            assert!(!USER.is_set());
+            USER.set("b".into());
+        });
+        assert_eq!(USER.get().as_deref(), Some("a"));
+    });
+    assert_eq!(USER.get().as_deref(), Some("thread"));
+    assert_eq!(b.run(|| USER.get()).as_deref(), Some("b"));
+}
+
+#[test]
+fn entering_twice_is_an_error_not_ub() {
+    let ctx = Context::new();
+    let guard = ctx.enter();
+    assert!(ctx.try_enter().is_err());
+    let msg = expect_panic(|| ctx.run(|| ()));
+    assert!(msg.contains("already entered"), "{msg}");
+    thread::scope(|s| {
+        s.spawn(|| assert!(ctx.try_enter().is_err(), "entered on another thread"))
+            .join()
+            .unwrap();
+    });
+    drop(guard);
+    thread::scope(|s| {
+        s.spawn(|| ctx.run(|| STACK.push(1))).join().unwrap();
+    });
+    assert_eq!(ctx.run(|| STACK.pop()), Some(1));
+}
+
+#[test]
+fn a_context_carries_its_values_across_threads() {
+    let ctx = Context::new();
+    ctx.run(|| USER.set("task".into()));
+    let ctx = thread::spawn(move || {
+        assert_eq!(ctx.run(|| USER.get()).as_deref(), Some("task"));
+        ctx.run(|| USER.set("moved".into()));
+        ctx
+    })
+    .join()
+    .unwrap();
+    assert_eq!(ctx.run(|| USER.get()).as_deref(), Some("moved"));
+}
+
+#[test]
+fn dropping_a_context_drops_its_values_on_the_dropping_thread() {
+    static L: Local<common::Counted> = Local::named("L");
+    static S: LocalStack<common::Counted> = LocalStack::named("S");
+    let t = Tally::new();
+    let ctx = Context::new();
+    ctx.run(|| {
+        L.set(t.make(1));
+        S.push(t.make(2));
+        S.push(t.make(3));
+    });
+    assert_eq!(L.contexts(), 1);
+    assert_eq!(t.live(), 3);
+    drop(ctx);
+    assert_eq!(t.live(), 0);
+    assert_eq!((L.contexts(), S.contexts()), (0, 0));
+}
+
+#[test]
+fn recycled_ids_never_show_a_dead_contexts_values() {
+    static L: Local<u64> = Local::named("L");
+    let mut ids = std::collections::HashSet::new();
+    for n in 0..500u64 {
+        let ctx = Context::new();
+        ids.insert(ctx.id());
+        ctx.run(|| {
+            assert_eq!(L.get(), None, "context {n} saw a dead context's value");
+            L.set(n);
+        });
+    }
+    assert!(ids.len() < 500, "ids are recycled (dense)");
+}
+
+#[test]
+fn ids_of_live_contexts_are_distinct_and_current_follows_entering() {
+    let a = Context::new();
+    let b = Context::new();
+    assert_ne!(a.id(), b.id());
+    let here = ContextId::current();
+    assert_ne!(here, a.id());
+    assert_eq!(a.run(ContextId::current), a.id());
+    let ga = a.enter();
+    let gb = b.enter();
+    assert_eq!(ContextId::current(), b.id());
+    drop(gb);
+    assert_eq!(ContextId::current(), a.id());
+    drop(ga);
+    assert_eq!(ContextId::current(), here);
+    assert!(!a.is_entered());
+}
+
+#[test]
+fn context_guards_dropped_out_of_order_panic_and_stay_sound() {
+    let a = Box::leak(Box::new(Context::new()));
+    let b = Box::leak(Box::new(Context::new()));
+    let ga = a.enter();
+    let gb = b.enter();
+    let msg = expect_panic(move || drop(ga));
+    assert!(msg.contains("out of order"), "{msg}");
+    // `a` stays entered by this thread (nobody else can take it); `b` is still current.
+    assert!(a.is_entered());
+    assert_eq!(ContextId::current(), b.id());
+    drop(gb);
+    assert_eq!(ContextId::current(), a.id());
+    // Leave `a` by hand: it is current again, so its (leaked) guard is the only way; the
+    // context stays entered forever, which is the documented outcome of a misordered drop.
+}
+
+#[test]
+fn dropping_a_context_whose_guard_was_leaked_is_an_error_not_ub() {
+    let ctx = Context::new();
+    let msg = thread::spawn(move || {
+        std::mem::forget(ctx.enter());
+        expect_panic(move || drop(ctx))
+    })
+    .join()
+    .unwrap();
+    assert!(msg.contains("dropped while still entered"), "{msg}");
+}
+
+#[test]
+fn contexts_and_locals_are_send_and_sync() {
+    fn send_sync<T: Send + Sync>() {}
+    send_sync::<Context>();
+    send_sync::<ContextId>();
+    send_sync::<Local<String>>();
+    send_sync::<LocalStack<String>>();
+}
