@@ -53,8 +53,14 @@ fn main() {
             black_box(STD_VEC.with_borrow_mut(|v| v.pop()));
         }
     });
-    println!("asymmetric fence: {}", context_local::uses_asymmetric_fence());
-    println!("{:<28} {:>10} {:>10} {:>7}", "op", "ours ns", "std ns", "ratio");
+    println!(
+        "asymmetric fence: {}",
+        context_local::uses_asymmetric_fence()
+    );
+    println!(
+        "{:<28} {:>10} {:>10} {:>7}",
+        "op", "ours ns", "std ns", "ratio"
+    );
     for (op, ours, std) in [
         ("Local::with (bound)", ours_with, std_with),
         ("push + pop (release-on-pop)", ours_pp, std_pp),

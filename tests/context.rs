@@ -147,3 +147,44 @@ fn contexts_and_locals_are_send_and_sync() {
     send_sync::<Local<String>>();
     send_sync::<LocalStack<String>>();
 }
+
+#[test]
+fn a_panicking_drop_at_context_drop_still_drops_the_rest_and_frees_the_context() {
+    static BOMB: Local<Bomb> = Local::named("BOMB");
+    static REST: LocalStack<common::Counted> = LocalStack::named("REST");
+    struct Bomb;
+    impl Drop for Bomb {
+        fn drop(&mut self) {
+            panic!("bomb");
+        }
+    }
+    let t = Tally::new();
+    let ctx = Context::new();
+    let id = ctx.id();
+    ctx.run(|| {
+        BOMB.set(Bomb);
+        REST.push(t.make(1));
+        REST.push(t.make(2));
+    });
+    let msg = expect_panic(move || drop(ctx));
+    assert_eq!(msg, "bomb");
+    assert_eq!(t.live(), 0, "the other values were dropped");
+    assert_eq!((BOMB.contexts(), REST.contexts()), (0, 0));
+    // The id was unregistered: holding enough new contexts exhausts the free ids, ours included
+    // (other tests running in parallel may take it first, hence more than one).
+    let again: Vec<Context> = (0..1000).map(|_| Context::new()).collect();
+    assert!(
+        again.iter().any(|c| c.id() == id),
+        "context {id:?} was never unregistered"
+    );
+}
+
+#[test]
+fn iterating_inside_own_with_mut_in_an_outer_context_panics_instead_of_deadlocking() {
+    static L: Local<u8> = Local::named("OUTER");
+    L.set(1);
+    let inner = Context::new();
+    let msg = expect_panic(|| L.with_mut(|_| inner.run(|| L.for_each(|_, _| ()))));
+    assert!(msg.contains("`OUTER`") && msg.contains("with_mut"), "{msg}");
+    assert_eq!(L.get(), Some(1));
+}

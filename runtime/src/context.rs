@@ -148,7 +148,11 @@ impl CtxInner {
 
     /// Drops every value of this context, outside any lock or borrow, in rounds (a value's
     /// `Drop` may bind new values). Called by the one party that owns the context.
-    fn teardown(&self) {
+    ///
+    /// A panicking `Drop` does not stop the teardown: every other value is still dropped, and
+    /// the first panic is returned for the caller to resume once the context is unregistered.
+    fn teardown(&self) -> Option<Box<dyn std::any::Any + Send>> {
+        let mut first_panic = None;
         for _ in 0..TEARDOWN_ROUNDS {
             let taken = {
                 let _guard = self.detach_lock();
@@ -168,9 +172,14 @@ impl CtxInner {
             if taken.is_empty() {
                 break;
             }
-            drop(taken);
+            // Dropping a `Vec` keeps dropping the remaining elements when one panics.
+            let dropped = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| drop(taken)));
+            if let Err(p) = dropped {
+                first_panic.get_or_insert(p);
+            }
         }
         self.dead.store(true, Ordering::Release);
+        first_panic
     }
 }
 
@@ -327,9 +336,13 @@ impl Drop for ThreadCtx {
     fn drop(&mut self) {
         // Values are dropped while the context is still current, so their destructors may use
         // context locals (and bind values, which the next round drops).
-        self.0.teardown();
+        let panicked = self.0.teardown();
         CURRENT.with(|c| c.set(DESTROYED as *const CtxInner));
         drop(unregister(self.0.id));
+        if let Some(p) = panicked {
+            // As with any thread-local whose destructor panics, std aborts the process here.
+            std::panic::resume_unwind(p);
+        }
     }
 }
 
@@ -596,8 +609,13 @@ impl Drop for Context {
             }
             return;
         }
-        self.inner.teardown();
+        let panicked = self.inner.teardown();
         drop(unregister(self.inner.id));
+        if let Some(p) = panicked {
+            if !std::thread::panicking() {
+                std::panic::resume_unwind(p);
+            }
+        }
     }
 }
 

@@ -426,7 +426,9 @@ impl<V: Payload> Storage<V> {
             if st & WRITING == 0 {
                 return st;
             }
-            if context::is_current(ctx) {
+            // The writer is this very thread (an outer `with_mut`, maybe in a context entered
+            // further out): waiting would never end.
+            if ctx.owner.load(Ordering::Relaxed) == context::thread_token() {
                 panic!(
                     "context local `{}` cannot be iterated inside its own `with_mut`",
                     self.name()
