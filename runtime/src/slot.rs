@@ -194,7 +194,10 @@ impl Drop for SharedBorrow<'_> {
     #[inline]
     fn drop(&mut self) {
         let st = self.0.load(Ordering::Relaxed);
-        self.0.store(st - SHARED_ONE, Ordering::Relaxed);
+        // Release, like every owner store a reader may observe: a reader's Acquire load must
+        // synchronise with whichever store it reads (relaxed stores do not continue a release
+        // sequence), or it could miss the payload written before the last write ended.
+        self.0.store(st - SHARED_ONE, Ordering::Release);
     }
 }
 
@@ -319,7 +322,7 @@ impl<V: Payload> Storage<V> {
         if st & WRITING != 0 {
             return Err(self.err(AccessErrorKind::BorrowedMut));
         }
-        slot.hdr.state.store(st + SHARED_ONE, Ordering::Relaxed);
+        slot.hdr.state.store(st + SHARED_ONE, Ordering::Release);
         let _borrow = SharedBorrow(&slot.hdr.state);
         // SAFETY: we are the owner (the context is current on this thread), WRITING is clear
         // and stays clear while our shared borrow is counted; foreign readers only read.
