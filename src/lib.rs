@@ -44,9 +44,11 @@
 
 pub use context_local_runtime::{
     live_contexts, uses_asymmetric_fence, AccessError, AccessErrorKind, CleanupGuard, Context,
-    ContextGuard, ContextId, EnterError, Local, LocalManager, LocalProxy, LocalStack, Release,
-    StackGuard,
+    ContextGuard, ContextId, ContextLocal, EnterError, Local, LocalManager, LocalProxy, LocalStack,
+    Release, StackGuard,
 };
+
+pub use context_local_macros::{context_local, context_stack};
 
 /// Items used by the code the macros generate. Not public API: no stability guarantees.
 #[doc(hidden)]

@@ -45,7 +45,9 @@ pub struct Local<T> {
     init: Option<fn() -> T>,
 }
 
-impl<T: Send + 'static> Local<T> {
+// Constructors carry no `Send` bound, so a `static` of a non-`Send` type fails where it is
+// used, and `#[context_local]` can report that once, at the user's type.
+impl<T> Local<T> {
     /// An unnamed local. Errors name it by its type.
     ///
     /// # Examples
@@ -100,7 +102,9 @@ impl<T: Send + 'static> Local<T> {
             init: Some(init),
         }
     }
+}
 
+impl<T: Send + 'static> Local<T> {
     /// The local's name (or its type's name if it was made with [`new`](Self::new)).
     ///
     /// # Examples
@@ -458,7 +462,7 @@ impl<T: Send + 'static> Local<T> {
     }
 }
 
-impl<T: Send + 'static> Default for Local<T> {
+impl<T> Default for Local<T> {
     fn default() -> Self {
         Self::new()
     }
@@ -504,4 +508,33 @@ impl<T> Drop for Local<T> {
         // Only a local that is not a `static` is ever dropped: free its values everywhere.
         self.storage.detach_all();
     }
+}
+
+/// Implemented by `#[context_local]` structs: the struct's [`Local`], for generic code.
+///
+/// The `Send` supertrait is where a non-`Send` struct gets its one compile error.
+///
+/// # Examples
+///
+/// ```
+/// use context_local_runtime::{ContextLocal, Local};
+///
+/// struct Tenant(u32);
+/// static TENANT: Local<Tenant> = Local::named("Tenant");
+/// impl ContextLocal for Tenant {
+///     fn local() -> &'static Local<Self> {
+///         &TENANT
+///     }
+/// }
+///
+/// fn is_bound<T: ContextLocal>() -> bool {
+///     T::local().is_set()
+/// }
+/// assert!(!is_bound::<Tenant>());
+/// TENANT.set(Tenant(1));
+/// assert!(is_bound::<Tenant>());
+/// ```
+pub trait ContextLocal: Send + Sized + 'static {
+    /// The per-context storage of this type.
+    fn local() -> &'static Local<Self>;
 }

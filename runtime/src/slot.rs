@@ -225,7 +225,7 @@ pub(crate) struct Storage<V> {
     _payload: PhantomData<fn() -> V>,
 }
 
-impl<V: Payload> Storage<V> {
+impl<V> Storage<V> {
     pub(crate) const fn new(name: Option<&'static str>) -> Self {
         Self {
             index: s::AtomicUsize::new(UNASSIGNED),
@@ -233,7 +233,9 @@ impl<V: Payload> Storage<V> {
             _payload: PhantomData,
         }
     }
+}
 
+impl<V: Payload> Storage<V> {
     pub(crate) fn name(&self) -> &'static str {
         self.name.unwrap_or_else(V::label)
     }

@@ -120,7 +120,8 @@ pub struct LocalStack<T> {
     storage: Storage<StackStore<T>>,
 }
 
-impl<T: Send + 'static> LocalStack<T> {
+// Constructors carry no `Send` bound; see `Local`'s.
+impl<T> LocalStack<T> {
     /// An unnamed stack. Errors name it by its element type.
     ///
     /// # Examples
@@ -150,7 +151,9 @@ impl<T: Send + 'static> LocalStack<T> {
             storage: Storage::new(Some(name)),
         }
     }
+}
 
+impl<T: Send + 'static> LocalStack<T> {
     /// The stack's name (or its element type's name if made with [`new`](Self::new)).
     ///
     /// # Examples
@@ -475,7 +478,7 @@ impl<T: Send + 'static> LocalStack<T> {
     }
 }
 
-impl<T: Send + 'static> Default for LocalStack<T> {
+impl<T> Default for LocalStack<T> {
     fn default() -> Self {
         Self::new()
     }

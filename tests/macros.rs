@@ -1,0 +1,148 @@
+//! `#[context_local]` and `context_stack!` through the facade, compiled under the strictest
+//! lints a user might set: generated code must add no warning (clippy runs this file in CI).
+#![deny(warnings, missing_docs, unused_qualifications, clippy::all)]
+
+mod common;
+
+use common::{expect_panic, Tally};
+use context_local::{
+    context_local, context_stack, AccessErrorKind, Context, LocalManager, LocalProxy,
+};
+
+/// The request being handled.
+#[context_local]
+#[derive(Clone, Debug, PartialEq)]
+pub struct Request {
+    /// Its id.
+    pub id: u64,
+    /// Who sent it.
+    pub user: Option<String>,
+}
+
+/// Not `Clone`: `get` must not break it.
+#[context_local(name = "CURRENT_USER")]
+pub struct User(pub String);
+
+/// Lazily `Default` in each context.
+#[context_local(default)]
+#[derive(Default)]
+pub struct Hits(pub u32);
+
+fn start_at_ten() -> Budget {
+    Budget(10)
+}
+
+/// Lazily `start_at_ten()` in each context.
+#[context_local(init = start_at_ten, crate = ::context_local)]
+pub struct Budget(pub u32);
+
+/// A unit struct, private: its unused accessors must not warn.
+#[context_local]
+struct Flag;
+
+/// Counted values, for drop accounting.
+#[context_local]
+struct Tracked(common::Counted);
+
+context_stack!(
+    /// The requests being handled, innermost on top.
+    pub static REQUESTS: Request
+);
+context_stack! {
+    /// Jobs of the current worker.
+    pub(crate) static JOBS: u32;
+    #[allow(dead_code)]
+    static DEPTH: u32;
+    /// Counted values.
+    static TRACKED: common::Counted;
+}
+
+static CURRENT_REQUEST: LocalProxy<Request> = Request::proxy();
+static TOP_REQUEST: LocalProxy<Request> = REQUESTS.proxy();
+
+#[test]
+fn the_generated_accessors_forward_to_a_per_context_local() {
+    assert!(!Request::is_set());
+    assert_eq!(Request::get(), None);
+    Request::set(Request { id: 1, user: None });
+    assert_eq!(Request::with(|r| r.id), 1);
+    Request::with_mut(|r| r.user = Some("ada".into()));
+    assert_eq!(CURRENT_REQUEST.with(|r| r.user.clone()), Some("ada".into()));
+    let old = Request::replace(Request { id: 2, user: None });
+    assert_eq!(old.map(|r| r.id), Some(1));
+    assert_eq!(Request::try_with(|r| r.id), Ok(2));
+    assert_eq!(Request::try_with_mut(|r| r.id), Ok(2));
+    assert_eq!(Request::local().name(), "Request");
+    std::thread::spawn(|| assert!(!Request::is_set()))
+        .join()
+        .unwrap();
+    assert_eq!(Request::take().map(|r| r.id), Some(2));
+    Request::set(Request { id: 3, user: None });
+    Request::release();
+    assert!(!Request::is_set());
+}
+
+#[test]
+fn errors_name_the_struct_or_the_name_option() {
+    let msg = expect_panic(|| User::with(|u| u.0.clone()));
+    assert!(msg.contains("`CURRENT_USER`"), "{msg}");
+    User::set(User("ada".into()));
+    User::with(|_| {
+        let err = User::try_with_mut(|_| ()).unwrap_err();
+        assert_eq!(
+            (err.name(), err.kind()),
+            ("CURRENT_USER", AccessErrorKind::Borrowed)
+        );
+    });
+    assert!(Flag::try_with(|_| ()).is_err());
+}
+
+#[test]
+fn default_and_init_bind_lazily_in_each_context() {
+    Hits::with_mut(|h| h.0 += 1);
+    Hits::with_mut(|h| h.0 += 1);
+    assert_eq!(Hits::with(|h| h.0), 2);
+    assert_eq!(Context::new().run(|| Hits::with(|h| h.0)), 0);
+    assert!(!Budget::is_set());
+    assert_eq!(Budget::with(|b| b.0), 10);
+    Budget::with_mut(|b| b.0 -= 3);
+    assert_eq!(
+        std::thread::spawn(|| Budget::with(|b| b.0)).join().unwrap(),
+        10
+    );
+    assert_eq!(Budget::with(|b| b.0), 7);
+}
+
+#[test]
+fn declared_stacks_are_named_and_per_context() {
+    assert_eq!(REQUESTS.name(), "REQUESTS");
+    assert_eq!(JOBS.name(), "JOBS");
+    REQUESTS.scope(Request { id: 9, user: None }, || {
+        assert_eq!(TOP_REQUEST.get().map(|r| r.id), Some(9));
+        Context::new().run(|| assert!(REQUESTS.is_empty()));
+    });
+    JOBS.push(1);
+    let err = expect_panic(|| JOBS.with_top(|_| JOBS.push(2)));
+    assert!(err.contains("`JOBS`"), "{err}");
+    assert_eq!(JOBS.pop(), Some(1));
+}
+
+#[test]
+fn generated_locals_work_with_a_manager_and_drop_values_exactly_once() {
+    let t = Tally::new();
+    let manager = LocalManager::new([Tracked::local() as _, &TRACKED as _]);
+    manager.scope(|| {
+        Tracked::set(Tracked(t.make(1)));
+        TRACKED.push(t.make(2));
+        assert_eq!(Tracked::with(|t| t.0.n), 1);
+    });
+    assert_eq!(t.live(), 0);
+    let t2 = t.clone();
+    std::thread::spawn(move || {
+        Tracked::set(Tracked(t2.make(3)));
+        TRACKED.push(t2.make(4));
+    })
+    .join()
+    .unwrap();
+    assert_eq!((t.live(), t.created()), (0, 4));
+}
