@@ -55,7 +55,7 @@ fn validate(item: TokenStream) -> syn::Result<DeriveInput> {
 fn not_a_struct(span: Span, what: &str) -> syn::Error {
     syn::Error::new(
         span,
-        format!("#[context_local] goes on a struct, not on {what}: wrap it in a struct, e.g. `struct Current(MyEnum);`"),
+        format!("#[context_local] goes on a struct, not on {what}: put the value in a struct, e.g. `struct Current(Value);`"),
     )
 }
 
@@ -135,7 +135,8 @@ fn constructor(ident: &Ident, options: &Options, private: &TokenStream) -> Token
         quote!(#private::Local::with_init(#name, #init))
     } else if let Some(span) = options.default {
         // Spanned at `default`: a struct that is not `Default` is told so right there.
-        let init = quote_spanned!(span=> <#ident as ::core::default::Default>::default);
+        let ty = Ident::new(&ident.to_string(), span);
+        let init = quote_spanned!(span=> <#ty as ::core::default::Default>::default);
         quote!(#private::Local::with_init(#name, #init))
     } else {
         quote!(#private::Local::named(#name))

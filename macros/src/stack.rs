@@ -146,9 +146,14 @@ fn expand_decl(decl: &Decl) -> TokenStream {
     } = decl;
     let private = quote!(::context_local::__private);
     let name = ident.to_string();
-    // Spanned at the user's type: a non-`Send` element type gets its one error there.
-    let assert_send = quote_spanned! {ty.span()=>
-        const _: () = #private::__macro_support::assert_send::<#ty>();
+    // Spanned at the user's type: a non-`Send` element type gets its one error there, and
+    // the note names a function that says what is wrong.
+    let check = quote_spanned!(ty.span()=> stack_values_must_be_send::<#ty>);
+    let assert_send = quote! {
+        const _: () = {
+            fn stack_values_must_be_send<T: ?::core::marker::Sized + ::core::marker::Send + 'static>() {}
+            let _ = #check;
+        };
     };
     quote! {
         #(#attrs)*

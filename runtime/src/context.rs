@@ -323,10 +323,15 @@ fn current_slow() -> Option<&'static CtxInner> {
     Some(unsafe { &*raw })
 }
 
-/// Whether `ctx` is the context this thread is running.
+/// The current context, if it lives at `addr` (a context's address, remembered earlier).
 #[inline]
-pub(crate) fn is_current(ctx: *const CtxInner) -> bool {
-    CURRENT.with(Cell::get) == ctx
+pub(crate) fn current_if_at(addr: usize) -> Option<&'static CtxInner> {
+    let p = CURRENT.with(Cell::get);
+    if p.addr() != addr || p.addr() <= DESTROYED {
+        return None;
+    }
+    // SAFETY: as in `current`: `CURRENT` holds a live context (not null, not `DESTROYED`).
+    Some(unsafe { &*p })
 }
 
 /// The thread's own context: torn down when the thread exits.
@@ -554,7 +559,7 @@ impl Context {
         let prev = CURRENT.with(|c| c.replace(me));
         Ok(ContextGuard {
             ctx: self,
-            prev,
+            prev: Previous(prev),
             _not_send: PhantomData,
         })
     }
@@ -639,9 +644,18 @@ impl Drop for Context {
 #[must_use = "the context is left as soon as the guard is dropped"]
 pub struct ContextGuard<'a> {
     ctx: &'a Context,
-    prev: *const CtxInner,
+    prev: Previous,
     _not_send: PhantomData<*const ()>,
 }
+
+/// The context to restore when a guard is dropped. Only ever written back into this thread's
+/// `CURRENT`; the guard holding it is `!Send` through its marker, so this wrapper exists only to
+/// keep that marker the one reason a compiler error gives.
+struct Previous(*const CtxInner);
+
+// SAFETY: `Previous` is never dereferenced; it is stored back into `CURRENT` by the guard that
+// holds it, and that guard cannot leave its thread (`_not_send`).
+unsafe impl Send for Previous {}
 
 impl Drop for ContextGuard<'_> {
     fn drop(&mut self) {
@@ -657,7 +671,7 @@ impl Drop for ContextGuard<'_> {
             }
             return;
         }
-        CURRENT.with(|c| c.set(self.prev));
+        CURRENT.with(|c| c.set(self.prev.0));
         self.ctx.inner.owner.store(0, Ordering::Release);
     }
 }

@@ -53,13 +53,6 @@ pub use manager::{CleanupGuard, LocalManager, Release};
 pub use proxy::LocalProxy;
 pub use stack::{LocalStack, StackGuard};
 
-/// Support for the code `#[context_local]` and `context_stack!` generate. Not public API.
-#[doc(hidden)]
-pub mod __macro_support {
-    /// Compiles only for `Send + 'static` types: the one error a non-`Send` stack type gets.
-    pub const fn assert_send<T: ?Sized + Send + 'static>() {}
-}
-
 /// Whether this process uses the asymmetric (membarrier) fence, so that the owners' hot paths
 /// run without a hardware fence. `false` means every mutation pays a full fence.
 ///

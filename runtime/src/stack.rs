@@ -348,7 +348,7 @@ impl<T: Send + 'static> LocalStack<T> {
         match self.storage.write(true, |s| s.push_guarded(value)) {
             Ok(id) => StackGuard {
                 stack: self,
-                ctx,
+                ctx_addr: std::ptr::from_ref(ctx).addr(),
                 ctx_id: ctx.id,
                 serial: ctx.serial,
                 id: id.expect("write(create = true) always has a slot"),
@@ -549,8 +549,9 @@ impl<T> Drop for LocalStack<T> {
 #[must_use = "the value is popped as soon as the guard is dropped"]
 pub struct StackGuard<'a, T: Send + 'static> {
     stack: &'a LocalStack<T>,
-    /// Compared by address only, unless it is this thread's current context (hence alive).
-    ctx: *const CtxInner,
+    /// The address of the context pushed into: compared, never dereferenced (a match with the
+    /// current context is dereferenced through `CURRENT`, which keeps it alive).
+    ctx_addr: usize,
     ctx_id: ContextId,
     serial: u64,
     id: u64,
@@ -560,9 +561,7 @@ pub struct StackGuard<'a, T: Send + 'static> {
 impl<T: Send + 'static> Drop for StackGuard<'_, T> {
     #[inline]
     fn drop(&mut self) {
-        if context::is_current(self.ctx) {
-            // SAFETY: it is this thread's current context, which stays alive while current.
-            let ctx = unsafe { &*self.ctx };
+        if let Some(ctx) = context::current_if_at(self.ctx_addr) {
             if ctx.serial == self.serial {
                 self.stack.remove_in(ctx, self.id);
                 return;

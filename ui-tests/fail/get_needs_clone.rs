@@ -1,0 +1,8 @@
+use context_local::context_local;
+
+#[context_local]
+struct Secret(String);
+
+fn main() {
+    let _ = Secret::get();
+}

@@ -1,0 +1,7 @@
+use context_local::context_stack;
+
+context_stack!(static JOBS: u32 = Vec::new());
+
+fn main() {
+    JOBS.push(1);
+}

@@ -1,0 +1,5 @@
+use context_local::context_stack;
+
+context_stack!(static JOBS);
+
+fn main() {}
