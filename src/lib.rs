@@ -17,6 +17,10 @@
 //! | `make_middleware` | [`LocalManager::scope`] |
 //! | `__ident_func__` (greenlets) | [`Context::new`] + [`Context::run`] |
 //!
+//! Two macros declare them in one line: [`#[context_local]`](macro@context_local) makes a
+//! struct a per-context value with static accessors (`Request::set`, `Request::with`, ...), and
+//! [`context_stack!`] declares named per-context stacks.
+//!
 //! # Example
 //!
 //! ```

@@ -8,17 +8,90 @@
 
 mod local;
 mod options;
+#[cfg(test)]
+mod snapshot;
 mod stack;
 
 use proc_macro::TokenStream;
 
-/// Makes a struct a per-context value with static accessors. Documented in `context-local`.
+/// Makes a struct a per-context value: one value per context (thread, or entered
+/// [`Context`](https://docs.rs/context-local/latest/context_local/struct.Context.html)), reached
+/// through static accessors.
+///
+/// The struct is kept as written. With the struct's visibility, it gains `set`, `replace`,
+/// `take`, `is_set`, `with`, `try_with`, `with_mut`, `try_with_mut`, `get` (when the struct is
+/// `Clone`), `release`, `local()` (its `Local`, for a `LocalManager` or iteration) and
+/// `proxy()`, all backed by a hidden `static Local<Self>`.
+///
+/// Options, comma-separated:
+/// - `default`: each context lazily starts with `Default::default()`;
+/// - `init = path`: each context lazily starts with `path()`;
+/// - `name = "..."`: the name errors and panics use (default: the struct's name);
+/// - `crate = path`: where `context_local` is, for crates that re-export it.
+///
+/// The struct must be `Send + 'static` and not generic; a mistake gets one error, pointing at
+/// it.
+///
+/// # Examples
+///
+/// ```
+/// use context_local::context_local;
+///
+/// #[context_local]
+/// #[derive(Clone, Debug, PartialEq)]
+/// pub struct Request {
+///     pub id: u64,
+///     pub user: Option<String>,
+/// }
+///
+/// #[context_local(default, name = "HITS")]
+/// #[derive(Default)]
+/// struct Hits(u32);
+///
+/// fn handler() -> String {
+///     Hits::with_mut(|h| h.0 += 1);
+///     Request::with(|r| format!("{} for {:?}", r.id, r.user))
+/// }
+///
+/// Request::set(Request { id: 7, user: Some("ada".into()) });
+/// assert_eq!(handler(), "7 for Some(\"ada\")");
+/// assert_eq!(Hits::with(|h| h.0), 1);
+/// std::thread::spawn(|| assert!(!Request::is_set())).join().unwrap();
+/// assert_eq!(Request::take().map(|r| r.id), Some(7));
+/// ```
 #[proc_macro_attribute]
 pub fn context_local(args: TokenStream, item: TokenStream) -> TokenStream {
     local::expand(args.into(), item.into()).into()
 }
 
-/// Declares one or more per-context stacks. Documented in `context-local`.
+/// Declares per-context stacks: each `static NAME: Type` becomes a
+/// `static NAME: LocalStack<Type>` named `"NAME"` in errors, keeping its doc comments and
+/// attributes.
+///
+/// One declaration takes one line; a block takes several, `;`-separated. The element type must
+/// be `Send + 'static`; there is no initializer (every context starts with an empty stack) and
+/// no `static mut` (stacks change through `&`). A mistake gets one error, pointing at it.
+///
+/// # Examples
+///
+/// ```
+/// use context_local::context_stack;
+///
+/// context_stack!(pub static REQUESTS: u64);
+/// context_stack! {
+///     /// Jobs of the current worker.
+///     pub(crate) static JOBS: String;
+///     static DEPTH: u32;
+/// }
+///
+/// REQUESTS.scope(1, || {
+///     assert_eq!(REQUESTS.top(), Some(1));
+///     JOBS.push("index".to_string());
+/// });
+/// assert_eq!(JOBS.pop().as_deref(), Some("index"));
+/// assert!(DEPTH.is_empty());
+/// assert_eq!(REQUESTS.name(), "REQUESTS");
+/// ```
 #[proc_macro]
 pub fn context_stack(input: TokenStream) -> TokenStream {
     stack::expand(input.into()).into()

@@ -152,6 +152,10 @@ struct Accessor {
 fn methods(input: &DeriveInput, options: &Options, private: &TokenStream) -> TokenStream {
     let vis = &input.vis;
     let ty = input.ident.to_string();
+    let name = options
+        .name
+        .as_ref()
+        .map_or_else(|| ty.clone(), syn::LitStr::value);
     let lazy = if options.init.is_some() || options.default.is_some() {
         format!(" If the current context has no `{ty}` yet, its initial value is bound first.")
     } else {
@@ -176,11 +180,11 @@ fn methods(input: &DeriveInput, options: &Options, private: &TokenStream) -> Tok
             item: quote!(fn is_set() -> bool { __CONTEXT_LOCAL.is_set() }),
         },
         Accessor {
-            doc: format!("Calls `f` with the current context's `{ty}`.{lazy}\n\n# Panics\n\nIf no `{ty}` is bound (the message names it), or inside `{ty}::with_mut`."),
+            doc: format!("Calls `f` with the current context's `{ty}`.{lazy}\n\n# Panics\n\nIf no `{ty}` is bound (the message names `{name}`), or inside `{ty}::with_mut`."),
             item: quote!(fn with<R>(f: impl ::core::ops::FnOnce(&Self) -> R) -> R { __CONTEXT_LOCAL.with(f) }),
         },
         Accessor {
-            doc: format!("Calls `f` with the current context's `{ty}`, or says why it cannot.{lazy}\n\n# Errors\n\n`AccessError` naming `{ty}`: unbound, mutably borrowed, or destroyed (thread exit)."),
+            doc: format!("Calls `f` with the current context's `{ty}`, or says why it cannot.{lazy}\n\n# Errors\n\n`AccessError` naming `{name}`: unbound, mutably borrowed, or destroyed (thread exit)."),
             item: quote!(fn try_with<R>(f: impl ::core::ops::FnOnce(&Self) -> R) -> ::core::result::Result<R, #private::AccessError> { __CONTEXT_LOCAL.try_with(f) }),
         },
         Accessor {
@@ -188,7 +192,7 @@ fn methods(input: &DeriveInput, options: &Options, private: &TokenStream) -> Tok
             item: quote!(fn with_mut<R>(f: impl ::core::ops::FnOnce(&mut Self) -> R) -> R { __CONTEXT_LOCAL.with_mut(f) }),
         },
         Accessor {
-            doc: format!("Calls `f` with mutable access to the current context's `{ty}`, or says why it cannot.{lazy}\n\n# Errors\n\n`AccessError` naming `{ty}`: unbound, borrowed, or destroyed (thread exit)."),
+            doc: format!("Calls `f` with mutable access to the current context's `{ty}`, or says why it cannot.{lazy}\n\n# Errors\n\n`AccessError` naming `{name}`: unbound, borrowed, or destroyed (thread exit)."),
             item: quote!(fn try_with_mut<R>(f: impl ::core::ops::FnOnce(&mut Self) -> R) -> ::core::result::Result<R, #private::AccessError> { __CONTEXT_LOCAL.try_with_mut(f) }),
         },
         Accessor {
