@@ -87,6 +87,23 @@ impl AccessError {
     }
 }
 
+/// For accessors that answer "nothing here" with `None`: no value (unbound) and no context
+/// (destroyed) both mean nothing is bound; a borrow conflict is a bug in the caller and panics.
+pub(crate) fn nothing_bound_is_none<R>(result: Result<R, AccessError>) -> Option<R> {
+    match result {
+        Ok(v) => Some(v),
+        Err(e)
+            if matches!(
+                e.kind,
+                AccessErrorKind::Unbound | AccessErrorKind::Destroyed
+            ) =>
+        {
+            None
+        }
+        Err(e) => panic!("{e}"),
+    }
+}
+
 impl fmt::Display for AccessError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let name = self.name;

@@ -2,7 +2,7 @@
 
 use std::fmt;
 
-use crate::error::{AccessError, AccessErrorKind};
+use crate::error::{nothing_bound_is_none, AccessError, AccessErrorKind};
 use crate::slot::{Payload, Storage};
 use crate::{ContextId, LocalProxy, Release};
 
@@ -352,18 +352,7 @@ impl<T: Send + 'static> Local<T> {
     where
         T: Clone,
     {
-        match self.try_with(T::clone) {
-            Ok(v) => Some(v),
-            Err(e)
-                if matches!(
-                    e.kind(),
-                    AccessErrorKind::Unbound | AccessErrorKind::Destroyed
-                ) =>
-            {
-                None
-            }
-            Err(e) => panic!("{e}"),
-        }
+        nothing_bound_is_none(self.try_with(T::clone))
     }
 
     /// Drops the current context's value, if any (Werkzeug's `__release_local__`).

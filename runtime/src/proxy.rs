@@ -2,7 +2,7 @@
 
 use std::fmt;
 
-use crate::error::{AccessError, AccessErrorKind};
+use crate::error::{nothing_bound_is_none, AccessError, AccessErrorKind};
 
 /// What a proxy can forward to: a [`Local`](crate::Local) (its value) or a
 /// [`LocalStack`](crate::LocalStack) (its top).
@@ -162,18 +162,7 @@ impl<T: 'static, U: ?Sized + 'static> LocalProxy<T, U> {
     where
         U: Clone,
     {
-        match self.try_with(U::clone) {
-            Ok(v) => Some(v),
-            Err(e)
-                if matches!(
-                    e.kind(),
-                    AccessErrorKind::Unbound | AccessErrorKind::Destroyed
-                ) =>
-            {
-                None
-            }
-            Err(e) => panic!("{e}"),
-        }
+        nothing_bound_is_none(self.try_with(U::clone))
     }
 
     /// Whether something is bound (a local's value — or its initializer —, a stack's top).
