@@ -29,7 +29,7 @@ const TEARDOWN_ROUNDS: usize = 16;
 /// Sentinel address in `CURRENT` once this thread's context is destroyed (thread exit).
 const DESTROYED: usize = 1;
 
-thread_local! {
+crate::sync::thread_locals! {
     /// The context this thread is running: null = not decided yet (the thread's own context is
     /// created lazily), `DESTROYED` = the thread's context is gone.
     static CURRENT: Cell<*const CtxInner> = const { Cell::new(ptr::null()) };
@@ -39,18 +39,40 @@ thread_local! {
     static THREAD_CTX: RefCell<Option<ThreadCtx>> = const { RefCell::new(None) };
 }
 
-static NEXT_TOKEN: AtomicU64 = AtomicU64::new(1);
+/// Tokens only need to be unique, so this plain std atomic is not modelled under loom.
+/// `CURRENT`, read. A const, `Drop`-free thread-local is never destroyed by std, so `try_with`
+/// costs nothing; loom's mock thread-locals are destroyed at thread exit, which reads as
+/// `DESTROYED`.
+#[inline(always)]
+fn current_ptr() -> *const CtxInner {
+    CURRENT
+        .try_with(Cell::get)
+        .unwrap_or(DESTROYED as *const CtxInner)
+}
+
+#[inline(always)]
+fn set_current(p: *const CtxInner) -> *const CtxInner {
+    CURRENT
+        .try_with(|c| c.replace(p))
+        .unwrap_or(DESTROYED as *const CtxInner)
+}
+
+static NEXT_TOKEN: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
 
 pub(crate) fn thread_token() -> u64 {
-    TOKEN.with(|t| {
-        let v = t.get();
-        if v != 0 {
-            return v;
-        }
-        let v = NEXT_TOKEN.fetch_add(1, Ordering::Relaxed);
-        t.set(v);
-        v
-    })
+    let fresh = || NEXT_TOKEN.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    TOKEN
+        .try_with(|t| {
+            let v = t.get();
+            if v != 0 {
+                return v;
+            }
+            let v = fresh();
+            t.set(v);
+            v
+        })
+        // Only under loom, during thread exit: a token no context is owned by.
+        .unwrap_or_else(|_| fresh())
 }
 
 /// The per-context storage. Shared (`Arc`) between its owner (`Context` or the thread), the
@@ -225,11 +247,13 @@ struct Registry {
     next_serial: u64,
 }
 
-static REGISTRY: Mutex<Registry> = Mutex::new(Registry {
-    entries: Vec::new(),
-    free: Vec::new(),
-    next_serial: 1,
-});
+crate::sync::globals! {
+    static REGISTRY: Mutex<Registry> = Mutex::new(Registry {
+        entries: Vec::new(),
+        free: Vec::new(),
+        next_serial: 1,
+    });
+}
 
 fn register(owner: u64) -> Arc<CtxInner> {
     crate::sync::init_fence();
@@ -284,7 +308,7 @@ pub(crate) fn lookup(id: ContextId, serial: u64) -> Option<Arc<CtxInner>> {
 /// The current context, or `None` if this thread's context is destroyed (thread exit).
 #[inline]
 pub(crate) fn current() -> Option<&'static CtxInner> {
-    let p = CURRENT.with(Cell::get);
+    let p = current_ptr();
     if (p as usize) > DESTROYED {
         // SAFETY: `CURRENT` only ever holds null, `DESTROYED`, or a context kept alive while
         // current: the thread's own context lives until its teardown resets `CURRENT`; an
@@ -299,7 +323,7 @@ pub(crate) fn current() -> Option<&'static CtxInner> {
 #[cold]
 #[inline(never)]
 fn current_slow() -> Option<&'static CtxInner> {
-    let p = CURRENT.with(Cell::get);
+    let p = current_ptr();
     if p as usize == DESTROYED {
         return None;
     }
@@ -315,10 +339,10 @@ fn current_slow() -> Option<&'static CtxInner> {
     if !installed {
         // The thread is already running its TLS destructors.
         drop(unregister(inner.id));
-        CURRENT.with(|c| c.set(DESTROYED as *const CtxInner));
+        set_current(DESTROYED as *const CtxInner);
         return None;
     }
-    CURRENT.with(|c| c.set(raw));
+    set_current(raw);
     // SAFETY: `THREAD_CTX` now holds a strong reference until thread exit.
     Some(unsafe { &*raw })
 }
@@ -326,7 +350,7 @@ fn current_slow() -> Option<&'static CtxInner> {
 /// The current context, if it lives at `addr` (a context's address, remembered earlier).
 #[inline]
 pub(crate) fn current_if_at(addr: usize) -> Option<&'static CtxInner> {
-    let p = CURRENT.with(Cell::get);
+    let p = current_ptr();
     if p.addr() != addr || p.addr() <= DESTROYED {
         return None;
     }
@@ -342,7 +366,7 @@ impl Drop for ThreadCtx {
         // Values are dropped while the context is still current, so their destructors may use
         // context locals (and bind values, which the next round drops).
         let panicked = self.0.teardown();
-        CURRENT.with(|c| c.set(DESTROYED as *const CtxInner));
+        set_current(DESTROYED as *const CtxInner);
         drop(unregister(self.0.id));
         if let Some(p) = panicked {
             // As with any thread-local whose destructor panics, std aborts the process here.
@@ -556,7 +580,7 @@ impl Context {
             .compare_exchange(0, token, Ordering::Acquire, Ordering::Relaxed)
             .map_err(|_| EnterError { id: self.inner.id })?;
         let me = Arc::as_ptr(&self.inner);
-        let prev = CURRENT.with(|c| c.replace(me));
+        let prev = set_current(me);
         Ok(ContextGuard {
             ctx: self,
             prev: Previous(prev),
@@ -660,7 +684,7 @@ unsafe impl Send for Previous {}
 impl Drop for ContextGuard<'_> {
     fn drop(&mut self) {
         let me = Arc::as_ptr(&self.ctx.inner);
-        if CURRENT.with(Cell::get) != me {
+        if current_ptr() != me {
             // Dropped out of order: leaving now would make a context current that this thread
             // no longer owns. Stay entered (the context is then leaked by its `Drop`) and say so.
             if !std::thread::panicking() {
@@ -671,7 +695,7 @@ impl Drop for ContextGuard<'_> {
             }
             return;
         }
-        CURRENT.with(|c| c.set(self.prev.0));
+        set_current(self.prev.0);
         self.ctx.inner.owner.store(0, Ordering::Release);
     }
 }
@@ -682,6 +706,16 @@ impl fmt::Debug for ContextGuard<'_> {
             .field("context", &self.ctx.inner.id)
             .finish()
     }
+}
+
+/// Under loom only: tears down this thread's context now, as thread exit does. loom drops
+/// mock thread-locals outside the model, where no modelled primitive may be touched, so the
+/// models call this as the last step of every thread instead.
+#[cfg(loom)]
+#[doc(hidden)]
+pub fn loom_thread_exit() {
+    let ctx = THREAD_CTX.with(|c| c.borrow_mut().take());
+    drop(ctx);
 }
 
 /// Number of live contexts (threads that used a local, plus explicit contexts).

@@ -46,6 +46,8 @@ mod slot;
 mod stack;
 mod sync;
 
+#[cfg(loom)]
+pub use context::loom_thread_exit;
 pub use context::{live_contexts, Context, ContextGuard, ContextId};
 pub use error::{AccessError, AccessErrorKind, EnterError};
 pub use local::{ContextLocal, Local};

@@ -20,13 +20,13 @@
 //! This store-then-load handshake on both sides needs a barrier between the store and the load
 //! on both sides; the asymmetric fence in `sync.rs` puts the expensive half on the reader.
 
-use std::cell::{RefCell, UnsafeCell};
+use std::cell::RefCell;
 use std::marker::PhantomData;
 use std::ptr::{self, NonNull};
 
 use crate::context::{self, CtxInner};
 use crate::error::{AccessError, AccessErrorKind};
-use crate::sync::{self as s, lock, Condvar, Mutex, Ordering};
+use crate::sync::{self as s, lock, Condvar, Mutex, Ordering, UnsafeCell};
 use crate::ContextId;
 
 pub(crate) const PRESENT: usize = 1;
@@ -104,7 +104,7 @@ unsafe fn take_impl<V: Payload>(hdr: NonNull<SlotHeader>) -> Option<Box<dyn Send
     }
     begin_write(&slot.hdr, state);
     // SAFETY: we own the context, set WRITING and waited out foreign readers.
-    let out = unsafe { (*slot.value.get()).take_all() };
+    let out = slot.value.with_mut(|v| unsafe { (*v).take_all() });
     slot.hdr.state.store(0, Ordering::Release);
     out
 }
@@ -129,11 +129,13 @@ struct Indices {
     syncs: Vec<&'static IndexSync>,
 }
 
-static INDICES: Mutex<Indices> = Mutex::new(Indices {
-    next: 0,
-    free: Vec::new(),
-    syncs: Vec::new(),
-});
+s::globals! {
+    static INDICES: Mutex<Indices> = Mutex::new(Indices {
+        next: 0,
+        free: Vec::new(),
+        syncs: Vec::new(),
+    });
+}
 
 fn sync_of(index: usize) -> &'static IndexSync {
     lock(&INDICES).syncs[index]
@@ -148,7 +150,9 @@ fn sync_of(index: usize) -> &'static IndexSync {
 fn begin_write(hdr: &SlotHeader, state: usize) {
     hdr.state.store(state | WRITING, Ordering::Relaxed);
     s::light();
-    if hdr.sync.readers.load(Ordering::Relaxed) != 0 {
+    // Acquire: a 0 read here may come from the last reader's decrement, and our write must come
+    // after that reader's reads (found by loom: with Relaxed the two were unordered).
+    if hdr.sync.readers.load(Ordering::Acquire) != 0 {
         wait_for_readers(hdr, state);
     }
 }
@@ -170,13 +174,13 @@ fn wait_for_readers(hdr: &SlotHeader, state: usize) {
         }
         hdr.state.store(state | WRITING, Ordering::Relaxed);
         s::light();
-        if hdr.sync.readers.load(Ordering::Relaxed) == 0 {
+        if hdr.sync.readers.load(Ordering::Acquire) == 0 {
             return;
         }
     }
 }
 
-thread_local! {
+s::thread_locals! {
     /// Indices this thread is iterating with `for_each` right now (usually zero or one).
     static ITERATING: RefCell<Vec<*const IndexSync>> = const { RefCell::new(Vec::new()) };
 }
@@ -208,7 +212,7 @@ impl<V: Payload> Drop for Write<'_, V> {
     #[inline]
     fn drop(&mut self) {
         // SAFETY: we still hold WRITING, so no one else touches the payload.
-        let present = unsafe { (*self.0.value.get()).is_present() };
+        let present = self.0.value.with(|v| unsafe { (*v).is_present() });
         self.0
             .hdr
             .state
@@ -220,7 +224,9 @@ impl<V: Payload> Drop for Write<'_, V> {
 // Storage: the part of a `Local`/`LocalStack` that lives in the static.
 
 pub(crate) struct Storage<V> {
-    index: s::AtomicUsize,
+    /// A plain std atomic even under loom: `Storage::new` must stay `const`, and the index is
+    /// only ever published under the `INDICES` lock.
+    index: std::sync::atomic::AtomicUsize,
     name: Option<&'static str>,
     _payload: PhantomData<fn() -> V>,
 }
@@ -228,7 +234,7 @@ pub(crate) struct Storage<V> {
 impl<V> Storage<V> {
     pub(crate) const fn new(name: Option<&'static str>) -> Self {
         Self {
-            index: s::AtomicUsize::new(UNASSIGNED),
+            index: std::sync::atomic::AtomicUsize::new(UNASSIGNED),
             name,
             _payload: PhantomData,
         }
@@ -328,7 +334,7 @@ impl<V: Payload> Storage<V> {
         let _borrow = SharedBorrow(&slot.hdr.state);
         // SAFETY: we are the owner (the context is current on this thread), WRITING is clear
         // and stays clear while our shared borrow is counted; foreign readers only read.
-        Ok(Some(f(unsafe { &*slot.value.get() })))
+        Ok(Some(slot.value.with(|v| f(unsafe { &*v }))))
     }
 
     /// Exclusive access to the current context's payload, creating the slot if `create`.
@@ -371,7 +377,7 @@ impl<V: Payload> Storage<V> {
         begin_write(&slot.hdr, st);
         let _write = Write(slot);
         // SAFETY: owner, WRITING set, no shared borrow, foreign readers waited out.
-        Ok(f(unsafe { &mut *slot.value.get() }))
+        Ok(slot.value.with_mut(|v| f(unsafe { &mut *v })))
     }
 
     /// Whether the current context holds a value.
@@ -419,13 +425,13 @@ impl<V: Payload> Storage<V> {
                 // (asymmetric fence), so the owner now backs off from writing until we finish;
                 // the Acquire load synchronised with its last write. `V: Sync` makes sharing
                 // the `&V` with the owner's own shared borrows sound.
-                f(ctx.id, unsafe { &*slot.value.get() });
+                slot.value.with(|v| f(ctx.id, unsafe { &*v }));
             }
         }
     }
 
     fn wait_not_writing(&self, ctx: &CtxInner, slot: &Slot<V>) -> usize {
-        let mut spins = 0u32;
+        let mut round = 0u32;
         loop {
             let st = slot.hdr.state.load(Ordering::Acquire);
             if st & WRITING == 0 {
@@ -439,14 +445,7 @@ impl<V: Payload> Storage<V> {
                     self.name()
                 );
             }
-            spins += 1;
-            if spins < 64 {
-                std::hint::spin_loop();
-            } else if spins < 128 {
-                std::thread::yield_now();
-            } else {
-                std::thread::sleep(std::time::Duration::from_micros(50));
-            }
+            s::backoff(&mut round);
         }
     }
 }

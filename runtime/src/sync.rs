@@ -19,6 +19,70 @@ pub(crate) use loom::sync::atomic::{AtomicBool, AtomicPtr, AtomicU64, AtomicUsiz
 #[cfg(loom)]
 pub(crate) use loom::sync::{Arc, Condvar, Mutex, MutexGuard};
 
+/// `UnsafeCell` with scoped access only, the form loom can check for data races.
+#[cfg(not(loom))]
+pub(crate) struct UnsafeCell<T>(std::cell::UnsafeCell<T>);
+
+#[cfg(not(loom))]
+impl<T> UnsafeCell<T> {
+    pub(crate) const fn new(value: T) -> Self {
+        Self(std::cell::UnsafeCell::new(value))
+    }
+
+    #[inline(always)]
+    pub(crate) fn with<R>(&self, f: impl FnOnce(*const T) -> R) -> R {
+        f(self.0.get())
+    }
+
+    #[inline(always)]
+    pub(crate) fn with_mut<R>(&self, f: impl FnOnce(*mut T) -> R) -> R {
+        f(self.0.get())
+    }
+}
+
+#[cfg(loom)]
+pub(crate) use loom::cell::UnsafeCell;
+
+/// `thread_local!` with const initialisers; loom's version runs the initialiser lazily.
+macro_rules! thread_locals {
+    ($($(#[$m:meta])* static $name:ident: $t:ty = const { $init:expr };)*) => {
+        #[cfg(not(loom))]
+        std::thread_local! { $($(#[$m])* static $name: $t = const { $init };)* }
+        #[cfg(loom)]
+        loom::thread_local! { $($(#[$m])* static $name: $t = $init;)* }
+    };
+}
+pub(crate) use thread_locals;
+
+/// Process-wide statics; under loom they are created afresh in every modelled execution.
+macro_rules! globals {
+    ($($(#[$m:meta])* static $name:ident: $t:ty = $init:expr;)*) => {
+        $(
+            #[cfg(not(loom))]
+            $(#[$m])* static $name: $t = $init;
+            #[cfg(loom)]
+            loom::lazy_static! { $(#[$m])* static ref $name: $t = $init; }
+        )*
+    };
+}
+pub(crate) use globals;
+
+/// One round of waiting for another thread: spin, then yield, then sleep. Under loom, a yield
+/// that lets the model schedule the thread being waited for.
+pub(crate) fn backoff(round: &mut u32) {
+    *round += 1;
+    #[cfg(loom)]
+    loom::thread::yield_now();
+    #[cfg(not(loom))]
+    if *round < 64 {
+        std::hint::spin_loop();
+    } else if *round < 128 {
+        std::thread::yield_now();
+    } else {
+        std::thread::sleep(std::time::Duration::from_micros(50));
+    }
+}
+
 /// Locks `m`, ignoring poisoning: no user code runs while the runtime holds its locks, so a
 /// poisoned lock only means a panic elsewhere, never a half-updated structure.
 pub(crate) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -109,15 +173,22 @@ mod fence_impl {
 
 #[cfg(loom)]
 mod fence_impl {
-    use loom::sync::atomic::{fence, Ordering};
+    use loom::sync::atomic::{AtomicUsize, Ordering};
 
-    // loom cannot model membarrier; the symmetric form is the one it checks.
+    // loom models neither membarrier nor SeqCst (it treats SeqCst as AcqRel), so both halves
+    // are an AcqRel RMW on one location: RMWs of a location are totally ordered, and the later
+    // one acquires the earlier one's release, so one side always sees the other's flag. That
+    // is exactly the guarantee the real barrier pair gives; loom then checks everything else.
+    loom::lazy_static! {
+        static ref BARRIER: AtomicUsize = AtomicUsize::new(0);
+    }
+
     pub(crate) fn init() {}
     pub(crate) fn light() {
-        fence(Ordering::SeqCst);
+        BARRIER.fetch_add(0, Ordering::AcqRel);
     }
     pub(crate) fn heavy() {
-        fence(Ordering::SeqCst);
+        BARRIER.fetch_add(0, Ordering::AcqRel);
     }
     pub(crate) fn is_asymmetric() -> bool {
         false
