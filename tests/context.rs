@@ -112,8 +112,9 @@ fn ids_of_live_contexts_are_distinct_and_current_follows_entering() {
 
 #[test]
 fn context_guards_dropped_out_of_order_panic_and_stay_sound() {
-    let a = Box::leak(Box::new(Context::new()));
-    let b = Box::leak(Box::new(Context::new()));
+    // The misordered guard keeps `a` entered for good, so the contexts must outlive the test.
+    static CONTEXTS: std::sync::OnceLock<[Context; 2]> = std::sync::OnceLock::new();
+    let [a, b] = CONTEXTS.get_or_init(|| [Context::new(), Context::new()]);
     let ga = a.enter();
     let gb = b.enter();
     let msg = expect_panic(move || drop(ga));

@@ -1,7 +1,7 @@
 //! Stress: thread churn, many locals per thread, deep stacks, iteration under churn. Every
 //! value is counted; at the end every one is dropped and no context holds anything.
-//! `STRESS_SCALE` (default 1) multiplies the sizes; `scripts/sanitize` runs a small scale under
-//! valgrind.
+//! `STRESS_SCALE` (a percentage, default 100) scales the sizes; `scripts/sanitize` runs 5%
+//! under valgrind.
 
 mod common;
 
@@ -10,11 +10,13 @@ use context_local::{Local, LocalStack};
 use std::sync::Arc;
 use std::thread;
 
-fn scale() -> usize {
-    std::env::var("STRESS_SCALE")
+/// `n` scaled by `STRESS_SCALE` percent, at least 8.
+fn scaled(n: usize) -> usize {
+    let pct: usize = std::env::var("STRESS_SCALE")
         .ok()
         .and_then(|v| v.parse().ok())
-        .unwrap_or(1)
+        .unwrap_or(100);
+    (n * pct / 100).max(8)
 }
 
 #[test]
@@ -22,7 +24,7 @@ fn thread_churn_drops_everything_and_leaves_no_context() {
     static L: Local<Counted> = Local::named("CHURN_LOCAL");
     static S: LocalStack<Counted> = LocalStack::named("CHURN_STACK");
     let t = Tally::new();
-    let threads = 2_000 * scale();
+    let threads = scaled(2_000) / 8 * 8;
     for batch in 0..threads / 8 {
         let handles: Vec<_> = (0..8u64)
             .map(|i| {
@@ -82,7 +84,7 @@ fn many_locals_per_thread_spill_past_the_inline_slots() {
 fn deep_stacks_push_and_pop_in_order() {
     static S: LocalStack<Counted> = LocalStack::named("DEEP");
     let t = Tally::new();
-    let depth = 100_000 * scale() as u64;
+    let depth = scaled(100_000) as u64;
     for n in 0..depth {
         S.push(t.make(n));
     }
@@ -102,34 +104,43 @@ fn iteration_under_churn_sees_only_live_consistent_values() {
     static S: LocalStack<Counted> = LocalStack::named("ITER_CHURN");
     let t = Tally::new();
     let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    // Iteration starts only once every worker is churning.
+    let started = Arc::new(std::sync::Barrier::new(4));
     let workers: Vec<_> = (0..3u64)
         .map(|w| {
-            let (t, stop) = (t.clone(), stop.clone());
+            let (t, stop, started) = (t.clone(), stop.clone(), started.clone());
             thread::spawn(move || {
-                let mut i = 0;
-                while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                let mut rounds = 0;
+                loop {
                     S.scope(t.make(w), || {
                         S.push(t.make(w));
                         S.with_top_mut(|v| v.n = w);
                         drop(S.pop());
                     });
-                    i += 1;
+                    rounds += 1;
+                    if rounds == 1 {
+                        started.wait();
+                    }
+                    if stop.load(std::sync::atomic::Ordering::Relaxed) {
+                        return rounds;
+                    }
                 }
-                i
             })
         })
         .collect();
-    for _ in 0..200 * scale() {
+    started.wait();
+    for _ in 0..scaled(200) {
         S.for_each(|_, items| {
             // Every stack seen is a whole, consistent state of one worker's stack.
             assert!(!items.is_empty() && items.len() <= 2);
             let w = items[0].n;
             assert!(items.iter().all(|v| v.n == w));
         });
+        thread::yield_now();
     }
     stop.store(true, std::sync::atomic::Ordering::Relaxed);
     let rounds: usize = workers.into_iter().map(|h| h.join().unwrap()).sum();
-    assert!(rounds > 0);
+    assert!(rounds >= 3);
     assert_eq!(t.live(), 0);
     assert_eq!(S.contexts(), 0);
 }
