@@ -37,6 +37,9 @@
 
 #![deny(missing_docs)]
 
+#[cfg(feature = "alloc-counter")]
+#[doc(hidden)]
+pub mod alloc_counter;
 mod context;
 mod error;
 mod local;

@@ -60,7 +60,9 @@ pub(crate) struct SlotHeader {
     free: unsafe fn(NonNull<SlotHeader>),
 }
 
-#[repr(C)]
+/// Aligned to 128 bytes (the pair of lines x86 prefetches together) so that two contexts'
+/// slots, written on every push and pop, never share a cache line.
+#[repr(C, align(128))]
 pub(crate) struct Slot<V> {
     hdr: SlotHeader,
     value: UnsafeCell<V>,
@@ -97,12 +99,11 @@ unsafe fn take_impl<V: Payload>(hdr: NonNull<SlotHeader>) -> Option<Box<dyn Send
     // SAFETY: the caller guarantees `hdr` heads a live `Slot<V>` (`repr(C)`, header first).
     let slot = unsafe { hdr.cast::<Slot<V>>().as_ref() };
     let state = slot.hdr.state.load(Ordering::Relaxed);
-    if state & (WRITING | !(SHARED_ONE - 1)) != 0 || iterating_here(slot.hdr.sync) {
-        // Borrowed (cannot happen at teardown: no user frame is left in the context) or
-        // being read by this thread's `for_each`: leave it for the final free.
+    // Borrowed (cannot happen at teardown: no user frame is left in the context) or being read
+    // by this thread's `for_each`: leave it for the final free.
+    if state & (WRITING | !(SHARED_ONE - 1)) != 0 || !begin_write(&slot.hdr, state) {
         return None;
     }
-    begin_write(&slot.hdr, state);
     // SAFETY: we own the context, set WRITING and waited out foreign readers.
     let out = slot.value.with_mut(|v| unsafe { (*v).take_all() });
     slot.hdr.state.store(0, Ordering::Release);
@@ -145,21 +146,28 @@ fn sync_of(index: usize) -> &'static IndexSync {
 // Owner-side protocol.
 
 /// Marks the slot `WRITING` and waits out foreign readers. `state` is the current state, which
-/// the caller checked to be unborrowed.
+/// the caller checked to be unborrowed. `false` (and nothing marked) if the reader is this very
+/// thread, which would wait for itself forever.
 #[inline]
-fn begin_write(hdr: &SlotHeader, state: usize) {
+#[must_use]
+fn begin_write(hdr: &SlotHeader, state: usize) -> bool {
     hdr.state.store(state | WRITING, Ordering::Relaxed);
     s::light();
     // Acquire: a 0 read here may come from the last reader's decrement, and our write must come
     // after that reader's reads (found by loom: with Relaxed the two were unordered).
     if hdr.sync.readers.load(Ordering::Acquire) != 0 {
-        wait_for_readers(hdr, state);
+        return wait_for_readers(hdr, state);
     }
+    true
 }
 
 #[cold]
 #[inline(never)]
-fn wait_for_readers(hdr: &SlotHeader, state: usize) {
+fn wait_for_readers(hdr: &SlotHeader, state: usize) -> bool {
+    if iterating_here(hdr.sync) {
+        hdr.state.store(state, Ordering::Release);
+        return false;
+    }
     loop {
         // Back off so a reader waiting on this slot can proceed, then wait until none is left.
         hdr.state.store(state, Ordering::Release);
@@ -175,7 +183,7 @@ fn wait_for_readers(hdr: &SlotHeader, state: usize) {
         hdr.state.store(state | WRITING, Ordering::Relaxed);
         s::light();
         if hdr.sync.readers.load(Ordering::Acquire) == 0 {
-            return;
+            return true;
         }
     }
 }
@@ -321,6 +329,15 @@ impl<V: Payload> Storage<V> {
         unsafe { &*p }
     }
 
+    /// This local's slot in `ctx` (this thread's current context), created if needed.
+    #[inline]
+    pub(crate) fn slot_or_create<'a>(&'a self, ctx: &'a CtxInner) -> &'a Slot<V> {
+        match self.slot_in(ctx) {
+            Some(slot) => slot,
+            None => self.create(ctx),
+        }
+    }
+
     /// Shared access to the current context's payload; `Ok(None)` if it has no slot yet.
     #[inline]
     pub(crate) fn read<R>(&self, f: impl FnOnce(&V) -> R) -> Result<Option<R>, AccessError> {
@@ -368,13 +385,12 @@ impl<V: Payload> Storage<V> {
         if st >= SHARED_ONE {
             return Err(self.err(AccessErrorKind::Borrowed));
         }
-        if slot.hdr.sync.readers.load(Ordering::Relaxed) != 0 && iterating_here(slot.hdr.sync) {
+        if !begin_write(&slot.hdr, st) {
             panic!(
                 "context local `{}` cannot be changed inside its own `for_each`",
                 self.name()
             );
         }
-        begin_write(&slot.hdr, st);
         let _write = Write(slot);
         // SAFETY: owner, WRITING set, no shared borrow, foreign readers waited out.
         Ok(slot.value.with_mut(|v| f(unsafe { &mut *v })))

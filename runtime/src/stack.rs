@@ -5,13 +5,17 @@ use std::marker::PhantomData;
 
 use crate::context::{self, CtxInner};
 use crate::error::{AccessError, AccessErrorKind};
-use crate::slot::{Payload, Storage};
+use crate::slot::{Payload, Slot, Storage};
 use crate::sync::Ordering;
 use crate::{ContextId, LocalProxy, Release};
 
 /// A buffer larger than this is freed when the stack empties; a smaller one is kept, so a
 /// push/pop cycle on an empty stack never allocates.
 const KEEP_CAPACITY: usize = 16;
+
+/// A stack's first buffer spans at least this many bytes, so the elements a context pushes and
+/// pops on its hot path do not share a cache line with another allocation's.
+const FIRST_BUFFER_BYTES: usize = 128;
 
 /// One context's stack.
 pub(crate) struct StackStore<T> {
@@ -24,6 +28,20 @@ pub(crate) struct StackStore<T> {
 }
 
 impl<T> StackStore<T> {
+    #[inline]
+    fn push(&mut self, value: T) {
+        if self.items.capacity() == 0 {
+            self.reserve_first();
+        }
+        self.items.push(value);
+    }
+
+    #[cold]
+    fn reserve_first(&mut self) {
+        let size = std::mem::size_of::<T>().max(1);
+        self.items.reserve((FIRST_BUFFER_BYTES / size).max(4));
+    }
+
     fn pop(&mut self) -> Option<T> {
         let v = self.items.pop()?;
         if self.guarded.last().is_some_and(|g| g.1 == self.items.len()) {
@@ -34,7 +52,7 @@ impl<T> StackStore<T> {
     }
 
     fn push_guarded(&mut self, value: T) -> u64 {
-        self.items.push(value);
+        self.push(value);
         let id = self.next_id;
         self.next_id += 1;
         self.guarded.push((id, self.items.len() - 1));
@@ -185,7 +203,7 @@ impl<T: Send + 'static> LocalStack<T> {
     /// ```
     #[inline]
     pub fn push(&self, value: T) {
-        if let Err(e) = self.storage.write(true, |s| s.items.push(value)) {
+        if let Err(e) = self.storage.write(true, |s| s.push(value)) {
             panic!("{e}");
         }
     }
@@ -340,18 +358,21 @@ impl<T: Send + 'static> LocalStack<T> {
     /// drop(b);
     /// assert!(S.is_empty());
     /// ```
+    #[inline]
     pub fn enter(&self, value: T) -> StackGuard<'_, T> {
-        let ctx = match context::current() {
-            Some(ctx) => ctx,
-            None => panic!("{}", self.storage.err(AccessErrorKind::Destroyed)),
+        let Some(ctx) = context::current() else {
+            panic!("{}", self.storage.err(AccessErrorKind::Destroyed));
         };
-        match self.storage.write(true, |s| s.push_guarded(value)) {
+        // One lookup for push and pop: the guard keeps the slot.
+        let slot = self.storage.slot_or_create(ctx);
+        match self.storage.write_slot(slot, |s| s.push_guarded(value)) {
             Ok(id) => StackGuard {
                 stack: self,
+                slot: SlotPtr(std::ptr::from_ref(slot)),
                 ctx_addr: std::ptr::from_ref(ctx).addr(),
                 ctx_id: ctx.id,
                 serial: ctx.serial,
-                id: id.expect("write(create = true) always has a slot"),
+                id,
                 _not_send: PhantomData,
             },
             Err(e) => panic!("{e}"),
@@ -467,9 +488,14 @@ impl<T: Send + 'static> LocalStack<T> {
 
     /// Removes guard `id`'s value from `ctx`'s stack; `ctx` is owned by this thread.
     fn remove_in(&self, ctx: &CtxInner, id: u64) {
-        let Some(slot) = self.storage.slot_in(ctx) else {
-            return;
-        };
+        if let Some(slot) = self.storage.slot_in(ctx) {
+            self.remove_from(slot, id);
+        }
+    }
+
+    /// Removes guard `id`'s value from `slot`, of a context this thread owns.
+    #[inline]
+    fn remove_from(&self, slot: &Slot<StackStore<T>>, id: u64) {
         match self.storage.write_slot(slot, |s| s.remove_guarded(id)) {
             Ok(v) => drop(v),
             Err(_) if std::thread::panicking() => {}
@@ -549,6 +575,10 @@ impl<T> Drop for LocalStack<T> {
 #[must_use = "the value is popped as soon as the guard is dropped"]
 pub struct StackGuard<'a, T: Send + 'static> {
     stack: &'a LocalStack<T>,
+    /// The slot pushed into. Only used once the context is known to be current with the same
+    /// serial: then the slot is alive (slots live as long as their context, and this stack,
+    /// which alone could detach it, is borrowed by the guard).
+    slot: SlotPtr<T>,
     /// The address of the context pushed into: compared, never dereferenced (a match with the
     /// current context is dereferenced through `CURRENT`, which keeps it alive).
     ctx_addr: usize,
@@ -558,12 +588,22 @@ pub struct StackGuard<'a, T: Send + 'static> {
     _not_send: PhantomData<*const ()>,
 }
 
+/// A guard's slot pointer. Wrapped so that the guard's `!Send` marker stays the one reason a
+/// compiler error gives (a raw pointer field would add a second, naming internals).
+struct SlotPtr<T>(*const Slot<StackStore<T>>);
+
+// SAFETY: the pointer is only dereferenced by the `StackGuard` holding it, which is `!Send`
+// (its marker) and so never leaves the thread that pushed; the wrapper alone carries no access.
+unsafe impl<T> Send for SlotPtr<T> {}
+
 impl<T: Send + 'static> Drop for StackGuard<'_, T> {
     #[inline]
     fn drop(&mut self) {
         if let Some(ctx) = context::current_if_at(self.ctx_addr) {
             if ctx.serial == self.serial {
-                self.stack.remove_in(ctx, self.id);
+                // SAFETY: see the `slot` field: its context is current and is the one pushed into.
+                let slot = unsafe { &*self.slot.0 };
+                self.stack.remove_from(slot, self.id);
                 return;
             }
         }

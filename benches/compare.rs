@@ -1,0 +1,584 @@
+//! Side-by-side benchmarks against the peers, and the DESIGN.md gates, in one process.
+//!
+//! `scripts/bench-report` (or `cargo bench --bench compare`) prints one table: op, ours ns/op,
+//! peer ns/op, ratio, gate, met. Every figure is a median; every ratio compares two medians of
+//! the same run, whose samples were taken alternately (ours, peer, ours, ...) so that drift of
+//! a shared machine hits both sides alike. Allocation counts come from a counting global
+//! allocator, memory from it and from /proc.
+//!
+//! A custom harness rather than criterion: the report needs paired, same-run ratios across
+//! very different peers (and multi-threaded runs), which criterion does not produce.
+
+use std::cell::{Cell, RefCell};
+use std::collections::HashMap;
+use std::hint::black_box;
+use std::sync::{Barrier, Mutex};
+use std::thread::{self, ThreadId};
+use std::time::Instant;
+
+use context_local::{Context, Local, LocalStack};
+use context_local_runtime::alloc_counter::CountingAlloc;
+
+#[global_allocator]
+static GLOBAL: CountingAlloc = CountingAlloc;
+
+// ---------------------------------------------------------------------------------------------
+// Measurement.
+
+const SAMPLES: usize = 31;
+
+/// ns/op of `f(iters)`, calibrated so one sample takes about 2 ms.
+fn calibrate(f: &mut dyn FnMut(u64)) -> u64 {
+    let mut iters = 1_000u64;
+    loop {
+        let t = Instant::now();
+        f(iters);
+        let ns = t.elapsed().as_nanos() as u64;
+        if ns > 2_000_000 || iters >= 1 << 28 {
+            return iters;
+        }
+        iters = (iters * 2_000_000 / ns.max(1)).clamp(iters * 2, iters * 100);
+    }
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(f64::total_cmp);
+    v[v.len() / 2]
+}
+
+/// Medians of ours and peer, sampled alternately.
+fn pair(mut ours: impl FnMut(u64), mut peer: impl FnMut(u64)) -> (f64, f64) {
+    let (io, ip) = (calibrate(&mut ours), calibrate(&mut peer));
+    let (mut so, mut sp) = (Vec::new(), Vec::new());
+    for _ in 0..SAMPLES {
+        let t = Instant::now();
+        ours(io);
+        so.push(t.elapsed().as_nanos() as f64 / io as f64);
+        let t = Instant::now();
+        peer(ip);
+        sp.push(t.elapsed().as_nanos() as f64 / ip as f64);
+    }
+    (median(so), median(sp))
+}
+
+/// One sample: ns/op when `threads` threads run `f(iters)` at once (the slowest thread's time).
+fn parallel_sample(threads: usize, iters: u64, f: &(dyn Fn(u64) + Sync)) -> f64 {
+    let start = Barrier::new(threads);
+    let times: Vec<f64> = thread::scope(|s| {
+        let hs: Vec<_> = (0..threads)
+            .map(|_| {
+                s.spawn(|| {
+                    f(16); // warm this thread's context
+                    start.wait();
+                    let t = Instant::now();
+                    f(iters);
+                    t.elapsed().as_nanos() as f64
+                })
+            })
+            .collect();
+        hs.into_iter().map(|h| h.join().unwrap()).collect()
+    });
+    times.into_iter().fold(0.0, f64::max) / iters as f64
+}
+
+/// Medians of ns/op with 1 and with 2 threads at once, for each of `subjects`, all sampled in
+/// one interleaved loop so that machine noise hits every subject alike.
+fn scaling_pairs(subjects: &[&(dyn Fn(u64) + Sync)]) -> Vec<(f64, f64)> {
+    let iters: Vec<u64> = subjects.iter().map(|f| calibrate(&mut |n| f(n))).collect();
+    let mut samples = vec![(Vec::new(), Vec::new()); subjects.len()];
+    for _ in 0..SAMPLES {
+        for (k, f) in subjects.iter().enumerate() {
+            samples[k].0.push(parallel_sample(1, iters[k], *f));
+            samples[k].1.push(parallel_sample(2, iters[k], *f));
+        }
+    }
+    samples
+        .into_iter()
+        .map(|(one, two)| (median(one), median(two)))
+        .collect()
+}
+
+/// ns/op when `threads` threads run `f` at once (median of 15 samples).
+fn parallel(threads: usize, f: impl Fn(u64) + Sync) -> f64 {
+    let iters = calibrate(&mut |n| f(n));
+    median(
+        (0..15)
+            .map(|_| parallel_sample(threads, iters, &f))
+            .collect(),
+    )
+}
+
+// ---------------------------------------------------------------------------------------------
+// The report.
+
+enum Gate {
+    /// ours / peer must be at most this.
+    AtMost(f64),
+    /// peer / ours must be at least this.
+    Speedup(f64),
+    /// Informational.
+    None,
+}
+
+struct Row {
+    op: String,
+    ours: f64,
+    peer: Option<(String, f64)>,
+    gate: Gate,
+    unit: &'static str,
+}
+
+impl Row {
+    fn print(&self) {
+        let peer = match &self.peer {
+            Some((name, v)) => format!("{v:>9.2} {name}"),
+            None => "        -".to_string(),
+        };
+        let (ratio, gate, met) = match (&self.peer, &self.gate) {
+            (Some((_, p)), Gate::AtMost(max)) => {
+                let r = self.ours / p;
+                (
+                    format!("{r:.2}x"),
+                    format!("<= {max}x"),
+                    if r <= *max { "met" } else { "MISSED" },
+                )
+            }
+            (Some((_, p)), Gate::Speedup(min)) => {
+                let r = p / self.ours;
+                (
+                    format!("{r:.0}x faster"),
+                    format!(">= {min}x faster"),
+                    if r >= *min { "met" } else { "MISSED" },
+                )
+            }
+            (Some((_, p)), Gate::None) => (format!("{:.2}x", self.ours / p), "-".into(), ""),
+            (None, _) => ("-".into(), "-".into(), ""),
+        };
+        println!(
+            "| {:<44} | {:>9.2} {:<5}| {:<38} | {:>12} | {:>16} | {:<6} |",
+            self.op, self.ours, self.unit, peer, ratio, gate, met
+        );
+    }
+}
+
+fn header() {
+    println!(
+        "| {:<44} | {:>15} | {:<38} | {:>12} | {:>16} | {:<6} |",
+        "op", "ours", "peer", "ratio", "gate", "met"
+    );
+    println!(
+        "|{:-<46}|{:->17}|{:-<40}|{:->14}|{:->18}|{:-<8}|",
+        "", "", "", "", "", ""
+    );
+}
+
+// ---------------------------------------------------------------------------------------------
+// Subjects.
+
+static L: Local<u64> = Local::named("L");
+static S: LocalStack<u64> = LocalStack::named("S");
+
+thread_local! {
+    static STD_CELL: Cell<u64> = const { Cell::new(1) };
+    static STD_REFCELL: RefCell<u64> = const { RefCell::new(1) };
+    static STD_VEC: RefCell<Vec<u64>> = const { RefCell::new(Vec::new()) };
+}
+
+scoped_tls::scoped_thread_local!(static SCOPED: u64);
+
+tokio::task_local! {
+    static TASK: u64;
+}
+
+/// The seeds' design ported as-is: one lock around `{ident: stack}`, entry removed on last pop.
+#[derive(Default)]
+struct Naive(Mutex<HashMap<ThreadId, Vec<u64>>>);
+
+impl Naive {
+    fn push(&self, v: u64) {
+        let id = thread::current().id();
+        self.0.lock().unwrap().entry(id).or_default().push(v);
+    }
+    fn pop(&self) -> Option<u64> {
+        let id = thread::current().id();
+        let mut map = self.0.lock().unwrap();
+        let stack = map.get_mut(&id)?;
+        let v = stack.pop();
+        if stack.is_empty() {
+            map.remove(&id);
+        }
+        v
+    }
+}
+
+fn ours_with(n: u64) {
+    for i in 0..n {
+        black_box(L.with(|v| *v + black_box(i)));
+    }
+}
+
+fn ours_push_pop(n: u64) {
+    for i in 0..n {
+        S.push(black_box(i));
+        black_box(S.pop());
+    }
+}
+
+fn hot_paths(rows: &mut Vec<Row>) {
+    L.set(1);
+    let (o, p) = pair(ours_with, std_with);
+    rows.push(row(
+        "Local::with, bound (read)",
+        o,
+        "std thread_local! RefCell::with_borrow",
+        p,
+        Gate::AtMost(1.5),
+    ));
+    let (o, p) = pair(ours_with, |n| {
+        for i in 0..n {
+            black_box(STD_CELL.with(|c| c.get()) + black_box(i));
+        }
+    });
+    rows.push(row(
+        "Local::with, bound (read)",
+        o,
+        "std thread_local! const Cell::get",
+        p,
+        Gate::None,
+    ));
+    let tl = thread_local::ThreadLocal::new();
+    tl.get_or(|| 1u64);
+    let (o, p) = pair(ours_with, |n| {
+        for i in 0..n {
+            black_box(*tl.get().unwrap() + black_box(i));
+        }
+    });
+    rows.push(row(
+        "Local::with, bound (read)",
+        o,
+        "thread_local::ThreadLocal::get",
+        p,
+        Gate::None,
+    ));
+
+    let (o, p) = pair(ours_push_pop, std_push_pop);
+    rows.push(row(
+        "push + pop, 1 element (release-on-pop)",
+        o,
+        "std thread_local! RefCell<Vec>",
+        p,
+        Gate::AtMost(1.5),
+    ));
+    let naive = Naive::default();
+    let (o, p) = pair(ours_push_pop, |n| {
+        for i in 0..n {
+            naive.push(black_box(i));
+            black_box(naive.pop());
+        }
+    });
+    rows.push(row(
+        "push + pop, 1 thread",
+        o,
+        "naive Mutex<HashMap<ThreadId, Vec>>",
+        p,
+        Gate::Speedup(15.0),
+    ));
+    let o = parallel(2, ours_push_pop);
+    let p = parallel(2, |n| {
+        for i in 0..n {
+            naive.push(black_box(i));
+            black_box(naive.pop());
+        }
+    });
+    rows.push(row(
+        "push + pop, 2 contending threads",
+        o,
+        "naive Mutex<HashMap<ThreadId, Vec>>",
+        p,
+        Gate::Speedup(50.0),
+    ));
+}
+
+fn row(op: &str, ours: f64, peer: &str, p: f64, gate: Gate) -> Row {
+    Row {
+        op: op.into(),
+        ours,
+        peer: Some((peer.into(), p)),
+        gate,
+        unit: "ns",
+    }
+}
+
+fn std_push_pop(n: u64) {
+    for i in 0..n {
+        STD_VEC.with_borrow_mut(|v| v.push(black_box(i)));
+        black_box(STD_VEC.with_borrow_mut(Vec::pop));
+    }
+}
+
+fn std_with(n: u64) {
+    for i in 0..n {
+        black_box(STD_REFCELL.with_borrow(|v| *v + black_box(i)));
+    }
+}
+
+fn scaling(rows: &mut Vec<Row>) {
+    let ours_with_bound = |n| {
+        L.set(1);
+        ours_with(n)
+    };
+    let r = scaling_pairs(&[&ours_push_pop, &std_push_pop, &ours_with_bound, &std_with]);
+    rows.push(row(
+        "push + pop, 2 threads at once (per op)",
+        r[0].1,
+        "ours, 1 thread",
+        r[0].0,
+        Gate::AtMost(1.1),
+    ));
+    // The same measurement of std's own thread-locals: what the machine does to 2 threads.
+    rows.push(row(
+        "(control) std RefCell<Vec> push + pop, 2 threads",
+        r[1].1,
+        "std, 1 thread",
+        r[1].0,
+        Gate::None,
+    ));
+    rows.push(row(
+        "Local::with, 2 threads at once (per op)",
+        r[2].1,
+        "ours, 1 thread",
+        r[2].0,
+        Gate::AtMost(1.1),
+    ));
+    rows.push(row(
+        "(control) std RefCell::with_borrow, 2 threads",
+        r[3].1,
+        "std, 1 thread",
+        r[3].0,
+        Gate::None,
+    ));
+}
+
+fn scopes(rows: &mut Vec<Row>) {
+    let (o, p) = pair(
+        |n| {
+            for i in 0..n {
+                black_box(S.scope(black_box(i), || S.with_top(|v| *v)));
+            }
+        },
+        |n| {
+            for i in 0..n {
+                black_box(SCOPED.set(&black_box(i), || SCOPED.with(|v| *v)));
+            }
+        },
+    );
+    rows.push(row(
+        "scope(value, f) + read",
+        o,
+        "scoped-tls set + with",
+        p,
+        Gate::AtMost(1.0),
+    ));
+    let (o2, p2) = pair(
+        |n| {
+            for i in 0..n {
+                black_box(S.scope(black_box(i), || S.with_top(|v| *v)));
+            }
+        },
+        |n| {
+            for i in 0..n {
+                black_box(TASK.sync_scope(black_box(i), || TASK.with(|v| *v)));
+            }
+        },
+    );
+    rows.push(row(
+        "scope(value, f) + read",
+        o2,
+        "tokio task_local! sync_scope + with",
+        p2,
+        Gate::None,
+    ));
+    // What the gate asks of any by-value stack: std's own thread-local stack doing the same.
+    let (c, p3) = pair(
+        |n| {
+            for i in 0..n {
+                STD_VEC.with_borrow_mut(|v| v.push(black_box(i)));
+                black_box(STD_VEC.with_borrow(|v| v.last().copied()));
+                black_box(STD_VEC.with_borrow_mut(Vec::pop));
+            }
+        },
+        |n| {
+            for i in 0..n {
+                black_box(SCOPED.set(&black_box(i), || SCOPED.with(|v| *v)));
+            }
+        },
+    );
+    rows.push(row(
+        "(control) std RefCell<Vec> push + top + pop",
+        c,
+        "scoped-tls set + with",
+        p3,
+        Gate::None,
+    ));
+    let dispatch = tracing_core::Dispatch::none();
+    let (o, p) = pair(
+        |n| {
+            for i in 0..n {
+                drop(black_box(S.enter(black_box(i))));
+            }
+        },
+        |n| {
+            for _ in 0..n {
+                drop(black_box(tracing_core::dispatcher::set_default(&dispatch)));
+            }
+        },
+    );
+    rows.push(row(
+        "enter + drop of a StackGuard",
+        o,
+        "tracing-core set_default + drop",
+        p,
+        Gate::None,
+    ));
+}
+
+fn contexts(rows: &mut Vec<Row>) {
+    let ctx = Context::new();
+    let (o, _) = pair(
+        |n| {
+            for _ in 0..n {
+                drop(black_box(ctx.enter()));
+            }
+        },
+        |_| {},
+    );
+    rows.push(Row {
+        op: "Context::enter + drop (switch context)".into(),
+        ours: o,
+        peer: None,
+        gate: Gate::None,
+        unit: "ns",
+    });
+    for count in [1usize, 16, 256] {
+        let local: Local<u64> = Local::named("ITER");
+        let ctxs: Vec<Context> = (0..count).map(|_| Context::new()).collect();
+        for (i, c) in ctxs.iter().enumerate() {
+            c.run(|| local.set(i as u64));
+        }
+        let naive: Mutex<HashMap<usize, u64>> =
+            Mutex::new((0..count).map(|i| (i, i as u64)).collect());
+        let (o, p) = pair(
+            |n| {
+                for _ in 0..n {
+                    let mut sum = 0;
+                    local.for_each(|_, v| sum += *v);
+                    black_box(sum);
+                }
+            },
+            |n| {
+                for _ in 0..n {
+                    black_box(naive.lock().unwrap().values().sum::<u64>());
+                }
+            },
+        );
+        rows.push(row(
+            &format!("for_each over {count} contexts (per call)"),
+            o,
+            "naive Mutex<HashMap> values().sum()",
+            p,
+            Gate::None,
+        ));
+    }
+    let (o, p) = pair(
+        |n| {
+            for i in 0..n {
+                thread::spawn(move || L.set(black_box(i))).join().unwrap();
+            }
+        },
+        |n| {
+            for i in 0..n {
+                thread::spawn(move || STD_REFCELL.with_borrow_mut(|v| *v = black_box(i)))
+                    .join()
+                    .unwrap();
+            }
+        },
+    );
+    rows.push(row(
+        "spawn + first set in a new thread + exit",
+        o,
+        "std thread_local! RefCell set",
+        p,
+        Gate::None,
+    ));
+}
+
+fn memory(rows: &mut Vec<Row>) {
+    // Allocations per push/pop cycle, after the first.
+    S.push(0);
+    S.pop();
+    let before = CountingAlloc::allocations();
+    ours_push_pop(1_000_000);
+    let per_cycle = (CountingAlloc::allocations() - before) as f64 / 1e6;
+    rows.push(Row {
+        op: "heap allocations per push + pop cycle".into(),
+        ours: per_cycle,
+        peer: None,
+        gate: Gate::None,
+        unit: "",
+    });
+    // Bytes per (context, local) pair and per context, measured in a fresh thread.
+    let locals: Vec<Local<u64>> = (0..100).map(|_| Local::new()).collect();
+    for l in &locals {
+        l.set(0); // indices assigned here, not in the measured thread
+    }
+    let (ctx_bytes, pair_bytes) = thread::scope(|s| {
+        s.spawn(|| {
+            let b0 = CountingAlloc::bytes();
+            locals[0].set(1);
+            let b1 = CountingAlloc::bytes();
+            for l in &locals[1..] {
+                l.set(1);
+            }
+            let b2 = CountingAlloc::bytes();
+            (b1 - b0, (b2 - b1) as f64 / 99.0)
+        })
+        .join()
+        .unwrap()
+    });
+    rows.push(Row {
+        op: "bytes per (context, Local<u64>) pair".into(),
+        ours: pair_bytes,
+        peer: None,
+        gate: Gate::None,
+        unit: "B",
+    });
+    rows.push(Row {
+        op: "bytes for a context's first local (context + slot)".into(),
+        ours: ctx_bytes as f64,
+        peer: None,
+        gate: Gate::None,
+        unit: "B",
+    });
+}
+
+fn main() {
+    if std::env::args().any(|a| a == "--test" || a == "--list") {
+        return; // `cargo test --benches` builds and lists benches; nothing to run then
+    }
+    let mut rows = Vec::new();
+    hot_paths(&mut rows);
+    scaling(&mut rows);
+    scopes(&mut rows);
+    contexts(&mut rows);
+    memory(&mut rows);
+    println!(
+        "context-local benchmarks: {} cores, asymmetric fence (membarrier): {}",
+        thread::available_parallelism().map_or(0, |n| n.get()),
+        context_local::uses_asymmetric_fence()
+    );
+    println!("medians of {SAMPLES} alternating samples of ~2 ms each; ratio = ours / peer\n");
+    header();
+    for r in &rows {
+        r.print();
+    }
+}
