@@ -1,48 +1,93 @@
 //! Werkzeug's context locals — `Local`, `LocalStack`, `LocalProxy`, `LocalManager` — for Rust:
 //! per-context values that are sound, leak-free and as fast as a hand-rolled `thread_local!`.
 //!
-//! A *context* is what Werkzeug's `ident` names: by default every OS thread is one, and a
-//! program can create explicit [`Context`]s and enter them (a scheduler, a test harness, an
-//! async executor). A [`Local`] holds one value per context, a [`LocalStack`] a stack per
-//! context, a [`LocalProxy`] forwards to either, and a [`LocalManager`] releases a set of them
-//! at the end of a request.
-//!
-//! | Werkzeug / Flask | context-local |
-//! |---|---|
-//! | `Local()`, `local.x = v`, `local.x` | [`Local::set`], [`Local::with`] / [`Local::get`] |
-//! | `release_local(local)` | [`Local::release`] |
-//! | `LocalStack().push/pop/top` | [`LocalStack::push`], [`LocalStack::pop`], [`LocalStack::top`] |
-//! | `LocalProxy(local, "name")` | [`Local::proxy`]`().`[`map`](LocalProxy::map)`(..)` |
-//! | `LocalManager([...]).cleanup()` | [`LocalManager::cleanup`] |
-//! | `make_middleware` | [`LocalManager::scope`] |
-//! | `__ident_func__` (greenlets) | [`Context::new`] + [`Context::run`] |
-//!
-//! Two macros declare them in one line: [`#[context_local]`](macro@context_local) makes a
-//! struct a per-context value with static accessors (`Request::set`, `Request::with`, ...), and
-//! [`context_stack!`] declares named per-context stacks.
+//! Code deep in a call stack often needs "the current request", "the current user" or "the
+//! current transaction". Passing it through every function is noisy; a global is wrong as soon
+//! as two requests run at once. A context local is the middle way: a `static` that holds one
+//! value *per context*. A context is what Werkzeug's `ident` names: by default every OS thread
+//! is one, and a program can create explicit [`Context`]s and enter them — a scheduler, a test
+//! harness, or an async executor running many tasks on few threads.
 //!
 //! # Example
 //!
 //! ```
-//! use context_local::{Local, LocalManager, LocalProxy, LocalStack};
+//! use context_local::{context_local, context_stack, Context, LocalManager, LocalProxy};
 //!
-//! static USER: Local<String> = Local::named("USER");
-//! static REQUESTS: LocalStack<u64> = LocalStack::named("REQUESTS");
-//! static REQUEST_ID: LocalProxy<u64> = REQUESTS.proxy();
+//! #[context_local]
+//! #[derive(Clone)]
+//! pub struct Request { pub id: u64, pub user: String }
+//!
+//! context_stack!(static APPS: &'static str);
+//! static CURRENT_APP: LocalProxy<&'static str> = APPS.proxy();
 //!
 //! fn handler() -> String {
-//!     format!("request {} for {}", REQUEST_ID, USER.with(|u| u.clone()))
+//!     // Deep in the call stack, nothing passed down:
+//!     Request::with(|r| format!("request {} for {} in {}", r.id, r.user, CURRENT_APP))
 //! }
 //!
-//! let manager = LocalManager::new([&USER as _, &REQUESTS as _]);
-//! let reply = manager.scope(|| {
-//!     USER.set("ada".into());
-//!     REQUESTS.push(42);
-//!     handler()
+//! let manager = LocalManager::new([Request::local() as _, &APPS as _]);
+//! let reply = Context::new().run(|| {
+//!     manager.scope(|| {
+//!         Request::set(Request { id: 42, user: "ada".into() });
+//!         APPS.scope("shop", handler)
+//!     })
 //! });
-//! assert_eq!(reply, "request 42 for ada");
-//! assert!(!USER.is_set() && REQUESTS.is_empty());
+//! assert_eq!(reply, "request 42 for ada in shop");
+//! assert!(!Request::is_set());
 //! ```
+//!
+//! # Werkzeug / Flask → context-local
+//!
+//! | Werkzeug / Flask | context-local |
+//! |---|---|
+//! | `Local()`, `local.x = v`, `local.x` | [`Local::set`], [`Local::with`] / [`Local::get`]; or a [`#[context_local]`](macro@context_local) struct |
+//! | `AttributeError` on an unbound name | [`Local::with`] panics naming the local; [`Local::try_with`] returns [`AccessError`] |
+//! | `release_local(local)` | [`Local::release`] |
+//! | `LocalStack().push/pop/top` | [`LocalStack::push`], [`LocalStack::pop`], [`LocalStack::top`]; or [`context_stack!`] |
+//! | `with app.app_context():` | [`LocalStack::scope`], [`LocalStack::enter`] |
+//! | `LocalProxy(local, "name")`, `request`, `current_app` | [`Local::proxy`]`().`[`map`](LocalProxy::map)`(..)`, [`LocalStack::proxy`] |
+//! | `LocalManager([...]).cleanup()` | [`LocalManager::cleanup`] |
+//! | `make_middleware` | [`LocalManager::scope`], [`LocalManager::guard`] |
+//! | `__ident_func__` (greenlets) | [`Context::new`] + [`Context::run`] / [`Context::enter`] |
+//! | `threading.local` subclass `__init__` | [`Local::with_init`], `#[context_local(default)]`, `#[context_local(init = f)]` |
+//!
+//! # A `Local`, a stack or a proxy?
+//!
+//! - A [`Local`] (or a `#[context_local]` struct) holds *one* value per context: the current
+//!   user, a per-thread cache, a database handle. Set it, read it, release it.
+//! - A [`LocalStack`] (or [`context_stack!`]) holds a *stack* per context, for things that nest:
+//!   app contexts, spans, transaction savepoints, test overrides. [`scope`](LocalStack::scope)
+//!   and [`enter`](LocalStack::enter) pop exactly what they pushed, even out of order or on
+//!   panic; popping the last element releases the context's entry.
+//! - A [`LocalProxy`] is a `Copy` handle to either that can live in a `static`, projects to a part
+//!   of the value, and formats as the current value (or `<unbound NAME>`): Flask's `request`
+//!   and `current_app`.
+//!
+//! # Threads and explicit contexts
+//!
+//! Every thread is a context of its own, created on first use and torn down when the thread
+//! exits: its values are dropped then, on that thread (`JoinHandle::join` waits for that;
+//! `std::thread::scope` may return a moment earlier, while the thread still runs its
+//! thread-local destructors). An explicit [`Context`] is entered with [`Context::run`] or
+//! [`Context::enter`] — by one thread at a time — and its values are dropped with it. Use
+//! explicit contexts for anything that is not a thread: a request handled on a pool, a task of
+//! an executor, a green thread of a scheduler, a test. Ids ([`ContextId`]) are small and reused,
+//! but values belong to contexts, never to ids, so a new context never sees a dead one's values.
+//!
+//! # Bounds: why `Send + 'static`
+//!
+//! Values must be `Send + 'static`. An explicit context can be moved to another thread and
+//! entered there (an async task does exactly that on a multi-threaded executor), taking its
+//! values along, and a thread's context is dropped on that thread at exit; both need `Send`.
+//! A context can outlive any borrow, hence `'static`. Iterating every context's value
+//! ([`Local::for_each`]) hands out `&T` across threads, so it also needs `T: Sync`.
+//!
+//! # Cost
+//!
+//! A bound read is a thread-local load and index arithmetic: no lock, no hashing, no allocation;
+//! a push/pop cycle allocates nothing. Iteration across contexts is the rare, expensive side
+//! (one `membarrier` syscall on Linux) that keeps the hot paths free of hardware fences. See
+//! the README's Performance section for figures next to std and the peer crates.
 
 #![deny(missing_docs)]
 
