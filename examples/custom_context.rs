@@ -56,17 +56,39 @@ fn upload(n: u32) -> bool {
 
 /// Deep inside any task: which task it is comes from the current context.
 fn record(n: u32) {
-    let at = format!("step {n} in {:?} at {:?}", CALLS.top().unwrap_or("-"), ContextId::current());
+    let at = format!(
+        "step {n} in {:?} at {:?}",
+        CALLS.top().unwrap_or("-"),
+        ContextId::current()
+    );
     Progress::with_mut(|p| p.steps.push(at));
 }
 
 fn main() {
     let mut tasks = vec![
-        Task { name: "download", ctx: Context::new(), step: download, n: 0 },
-        Task { name: "parse", ctx: Context::new(), step: parse, n: 0 },
-        Task { name: "upload", ctx: Context::new(), step: upload, n: 0 },
+        Task {
+            name: "download",
+            ctx: Context::new(),
+            step: download,
+            n: 0,
+        },
+        Task {
+            name: "parse",
+            ctx: Context::new(),
+            step: parse,
+            n: 0,
+        },
+        Task {
+            name: "upload",
+            ctx: Context::new(),
+            step: upload,
+            n: 0,
+        },
     ];
-    println!("scheduler runs in {:?}; round-robin over 3 tasks", ContextId::current());
+    println!(
+        "scheduler runs in {:?}; round-robin over 3 tasks",
+        ContextId::current()
+    );
     let mut round = 0;
     while !tasks.is_empty() {
         round += 1;
@@ -81,8 +103,12 @@ fn main() {
                 continue;
             }
             let done = tasks.remove(i);
-            let log = done.ctx.run(|| Progress::get()).unwrap_or_default();
-            println!("round {round}: {} finished after {} steps:", done.name, log.steps.len());
+            let log = done.ctx.run(Progress::get).unwrap_or_default();
+            println!(
+                "round {round}: {} finished after {} steps:",
+                done.name,
+                log.steps.len()
+            );
             for s in &log.steps {
                 println!("    {s}");
             }
@@ -94,5 +120,9 @@ fn main() {
         Progress::is_set(),
         CALLS.len()
     );
-    println!("contexts still holding values: {} / {}", Progress::local().contexts(), CALLS.contexts());
+    println!(
+        "contexts still holding values: {} / {}",
+        Progress::local().contexts(),
+        CALLS.contexts()
+    );
 }

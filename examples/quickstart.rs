@@ -30,33 +30,57 @@ fn render_greeting() -> String {
 
 fn audit() -> String {
     // A nested app for one call: pushed, and popped again by `scope`.
-    APPS.scope("audit-log", || format!("{CURRENT_APP} sees {} apps on the stack", APPS.len()))
+    APPS.scope("audit-log", || {
+        format!("{CURRENT_APP} sees {} apps on the stack", APPS.len())
+    })
 }
 
 fn handle(manager: &LocalManager, id: u32, user: &str, app: &'static str) -> String {
     // A fresh context per request: nothing of an earlier request can be seen in it.
     Context::new().run(|| {
         manager.scope(|| {
-            User::set(User { name: user.to_string() });
+            User::set(User {
+                name: user.to_string(),
+            });
             APPS.push(app);
-            format!("request {id} in context {}: {} | {}", ContextId::current(), render_greeting(), audit())
+            format!(
+                "request {id} in context {}: {} | {}",
+                ContextId::current(),
+                render_greeting(),
+                audit()
+            )
         })
     })
 }
 
 fn main() {
     let manager = LocalManager::new([User::local() as _, &APPS as _]);
-    let requests = [(1, "ada", "shop"), (2, "grace", "blog"), (3, "linus", "shop"), (4, "barbara", "admin"), (5, "ken", "blog"), (6, "margaret", "admin")];
+    let requests = [
+        (1, "ada", "shop"),
+        (2, "grace", "blog"),
+        (3, "linus", "shop"),
+        (4, "barbara", "admin"),
+        (5, "ken", "blog"),
+        (6, "margaret", "admin"),
+    ];
 
     let mut lines: Vec<String> = thread::scope(|s| {
         let workers: Vec<_> = requests
             .chunks(2)
             .map(|chunk| {
                 let manager = &manager;
-                s.spawn(move || chunk.iter().map(|&(id, user, app)| handle(manager, id, user, app)).collect::<Vec<_>>())
+                s.spawn(move || {
+                    chunk
+                        .iter()
+                        .map(|&(id, user, app)| handle(manager, id, user, app))
+                        .collect::<Vec<_>>()
+                })
             })
             .collect();
-        workers.into_iter().flat_map(|w| w.join().unwrap()).collect()
+        workers
+            .into_iter()
+            .flat_map(|w| w.join().unwrap())
+            .collect()
     });
     lines.sort();
 
@@ -65,6 +89,13 @@ fn main() {
         println!("  {line}");
     }
     // The main thread is a context of its own, untouched by the workers.
-    println!("main thread: user bound = {}, current app = {CURRENT_APP}", User::is_set());
-    println!("contexts still holding a value: User {}, APPS {}", User::local().contexts(), APPS.contexts());
+    println!(
+        "main thread: user bound = {}, current app = {CURRENT_APP}",
+        User::is_set()
+    );
+    println!(
+        "contexts still holding a value: User {}, APPS {}",
+        User::local().contexts(),
+        APPS.contexts()
+    );
 }

@@ -42,7 +42,11 @@ fn run_job(job: Job) -> String {
         "job {} billed tenant {tenant:<7} (spans open: {}){}",
         job.id,
         SPANS.len(),
-        if wrong { "   <-- WRONG: an earlier job's tenant" } else { "" }
+        if wrong {
+            "   <-- WRONG: an earlier job's tenant"
+        } else {
+            ""
+        }
     )
 }
 
@@ -61,7 +65,8 @@ fn run_pool(jobs: &[Job], workers: usize, manager: Option<&LocalManager>) -> Vec
                             Some(m) => m.scope(|| run_job(job)),
                             None => run_job(job),
                         });
-                        let line = outcome.unwrap_or_else(|_| format!("job {} panicked halfway", job.id));
+                        let line =
+                            outcome.unwrap_or_else(|_| format!("job {} panicked halfway", job.id));
                         report_tx.send(format!("worker {w}: {line}")).unwrap();
                     }
                 });
@@ -81,12 +86,36 @@ fn run_pool(jobs: &[Job], workers: usize, manager: Option<&LocalManager>) -> Vec
 fn main() {
     std::panic::set_hook(Box::new(|_| {})); // job 3's panic is expected; its line says so
     let jobs = [
-        Job { id: 1, tenant: Some("acme"), panics: false },
-        Job { id: 2, tenant: Some("globex"), panics: false },
-        Job { id: 3, tenant: None, panics: false },
-        Job { id: 4, tenant: None, panics: false },
-        Job { id: 5, tenant: Some("initech"), panics: true },
-        Job { id: 6, tenant: None, panics: false },
+        Job {
+            id: 1,
+            tenant: Some("acme"),
+            panics: false,
+        },
+        Job {
+            id: 2,
+            tenant: Some("globex"),
+            panics: false,
+        },
+        Job {
+            id: 3,
+            tenant: None,
+            panics: false,
+        },
+        Job {
+            id: 4,
+            tenant: None,
+            panics: false,
+        },
+        Job {
+            id: 5,
+            tenant: Some("initech"),
+            panics: true,
+        },
+        Job {
+            id: 6,
+            tenant: None,
+            panics: false,
+        },
     ];
 
     println!("Without cleanup, a worker's thread keeps the previous job's tenant:");
