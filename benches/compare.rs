@@ -270,12 +270,13 @@ fn hot_paths(rows: &mut Vec<Row>) {
         Gate::AtMost(1.5),
     ));
     let naive = Naive::default();
-    let (o, p) = pair(ours_push_pop, |n| {
+    let naive_push_pop = |n| {
         for i in 0..n {
             naive.push(black_box(i));
             black_box(naive.pop());
         }
-    });
+    };
+    let (o, p) = pair(ours_push_pop, naive_push_pop);
     rows.push(row(
         "push + pop, 1 thread",
         o,
@@ -284,12 +285,7 @@ fn hot_paths(rows: &mut Vec<Row>) {
         Gate::Speedup(15.0),
     ));
     let o = parallel(2, ours_push_pop);
-    let p = parallel(2, |n| {
-        for i in 0..n {
-            naive.push(black_box(i));
-            black_box(naive.pop());
-        }
-    });
+    let p = parallel(2, naive_push_pop);
     rows.push(row(
         "push + pop, 2 contending threads",
         o,
