@@ -57,43 +57,31 @@ fn parse_default(o: &mut Options, key: &Ident, _: ParseStream<'_>) -> syn::Resul
 
 fn parse_init(o: &mut Options, key: &Ident, input: ParseStream<'_>) -> syn::Result<()> {
     let msg = "the `init` option needs a function: `init = path::to::function`";
-    expect_eq(key, input, msg)?;
-    o.init = Some(
-        input
-            .parse::<Path>()
-            .map_err(|e| syn::Error::new(e.span(), msg))?,
-    );
+    o.init = Some(value(key, input, msg)?);
     Ok(())
 }
 
 fn parse_name(o: &mut Options, key: &Ident, input: ParseStream<'_>) -> syn::Result<()> {
     let msg = "`name` must be a string literal, e.g. `name = \"REQUEST\"`";
-    expect_eq(key, input, msg)?;
-    o.name = Some(
-        input
-            .parse::<LitStr>()
-            .map_err(|e| syn::Error::new(e.span(), msg))?,
-    );
+    o.name = Some(value::<LitStr>(key, input, msg)?);
     Ok(())
 }
 
 fn parse_crate(o: &mut Options, key: &Ident, input: ParseStream<'_>) -> syn::Result<()> {
     let msg = "`crate` must be the path of the context-local crate, e.g. `crate = ::my_crate::context_local`";
-    expect_eq(key, input, msg)?;
-    o.krate = Some(
-        input
-            .parse::<Path>()
-            .map_err(|e| syn::Error::new(e.span(), msg))?,
-    );
+    o.krate = Some(value(key, input, msg)?);
     Ok(())
 }
 
-fn expect_eq(key: &Ident, input: ParseStream<'_>, msg: &str) -> syn::Result<()> {
-    if input.peek(Token![=]) {
-        input.parse::<Token![=]>().map(drop)
-    } else {
-        Err(syn::Error::new(key.span(), msg))
+/// `= VALUE` after an option's name; any mistake is reported as `msg`, at the name when the
+/// `=` is missing, at the value otherwise.
+fn value<T: syn::parse::Parse>(key: &Ident, input: ParseStream<'_>, msg: &str) -> syn::Result<T> {
+    if input.parse::<Option<Token![=]>>()?.is_none() {
+        return Err(syn::Error::new(key.span(), msg));
     }
+    input
+        .parse::<T>()
+        .map_err(|e| syn::Error::new(e.span(), msg))
 }
 
 impl Options {
