@@ -189,3 +189,35 @@ fn iterating_inside_own_with_mut_in_an_outer_context_panics_instead_of_deadlocki
     assert!(msg.contains("`OUTER`") && msg.contains("with_mut"), "{msg}");
     assert_eq!(L.get(), Some(1));
 }
+
+#[test]
+fn a_guard_dropped_while_another_thread_drops_its_context_does_nothing() {
+    use std::sync::mpsc;
+    static S: LocalStack<common::Counted> = LocalStack::named("S");
+    static HOLD: Local<Hold> = Local::named("HOLD");
+    /// Keeps the context's teardown open until told to finish.
+    struct Hold(mpsc::Sender<()>, mpsc::Receiver<()>);
+    impl Drop for Hold {
+        fn drop(&mut self) {
+            self.0.send(()).unwrap(); // "teardown has started"
+            self.1.recv().unwrap(); // wait until the guard was dropped
+        }
+    }
+    let t = Tally::new();
+    let (started_tx, started_rx) = mpsc::channel();
+    let (finish_tx, finish_rx) = mpsc::channel();
+    let ctx = Context::new();
+    let guard = {
+        let _inside = ctx.enter();
+        HOLD.set(Hold(started_tx, finish_rx));
+        S.enter(t.make(1))
+    };
+    let dropper = thread::spawn(move || drop(ctx));
+    started_rx.recv().unwrap();
+    // The context is mid-teardown on the other thread: the guard's value goes with it.
+    drop(guard);
+    finish_tx.send(()).unwrap();
+    dropper.join().unwrap();
+    assert_eq!(t.live(), 0);
+    assert_eq!(S.contexts(), 0);
+}

@@ -207,15 +207,24 @@ fn a_values_drop_may_use_context_locals() {
     struct Noisy;
     impl Drop for Noisy {
         fn drop(&mut self) {
-            // The local being released is already unbound while its old value drops.
-            assert!(!SELF_REF.is_set() || SELF_REF.try_with(|_| ()).is_ok());
-            LOG.with_mut(|l| l.push("dropped"));
+            // Runs outside any borrow: the local it lives in can be read (or not) right here.
+            let seen = match SELF_REF.try_with(|_| ()) {
+                Ok(()) => "dropped while the next value was bound",
+                Err(_) => "dropped after release",
+            };
+            LOG.with_mut(|l| l.push(seen));
         }
     }
     SELF_REF.set(Noisy);
-    SELF_REF.set(Noisy); // drop of the first runs after the second is in place
-    SELF_REF.release();
-    assert_eq!(LOG.with(Vec::len), 2);
+    SELF_REF.set(Noisy); // the first drops after the second is in place
+    SELF_REF.release(); // the second drops after the entry is gone
+    assert_eq!(
+        LOG.with(Vec::clone),
+        [
+            "dropped while the next value was bound",
+            "dropped after release"
+        ]
+    );
     // At thread exit, too: the drop can bind values, which are dropped in turn.
     thread::spawn(|| {
         SELF_REF.set(Noisy);

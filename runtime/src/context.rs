@@ -14,7 +14,7 @@ use std::ptr;
 
 use crate::error::EnterError;
 use crate::slot::SlotHeader;
-use crate::sync::{lock, Arc, AtomicBool, AtomicPtr, AtomicU64, Mutex, Ordering};
+use crate::sync::{lock, Arc, AtomicPtr, AtomicU64, Mutex, Ordering};
 
 /// Slots 0..INLINE live inside the context itself: no extra indirection for the first locals.
 pub(crate) const INLINE: usize = 32;
@@ -87,7 +87,6 @@ pub(crate) struct CtxInner {
     overflow: [AtomicPtr<AtomicPtr<SlotHeader>>; BUCKETS],
     /// Serialises detaching slots: teardown vs. a dropped `Local` removing its own slot.
     detach: Mutex<()>,
-    dead: AtomicBool,
 }
 
 // SAFETY: a CtxInner is type-erased storage for values that are all `Send` (every constructor
@@ -107,7 +106,6 @@ impl CtxInner {
             inline: std::array::from_fn(|_| AtomicPtr::new(ptr::null_mut())),
             overflow: std::array::from_fn(|_| AtomicPtr::new(ptr::null_mut())),
             detach: Mutex::new(()),
-            dead: AtomicBool::new(false),
         }
     }
 
@@ -143,11 +141,9 @@ impl CtxInner {
         self.cell(index).expect("bucket was just installed")
     }
 
-    /// Every slot pointer of this context, with its index.
-    pub(crate) fn for_each_slot(&self, mut f: impl FnMut(usize, &AtomicPtr<SlotHeader>)) {
-        for (i, c) in self.inline.iter().enumerate() {
-            f(i, c);
-        }
+    /// Every slot pointer cell of this context.
+    pub(crate) fn for_each_slot(&self, mut f: impl FnMut(&AtomicPtr<SlotHeader>)) {
+        self.inline.iter().for_each(&mut f);
         for bucket in 0..BUCKETS {
             let base = self.overflow[bucket].load(Ordering::Acquire);
             if base.is_null() {
@@ -155,7 +151,7 @@ impl CtxInner {
             }
             for offset in 0..bucket_len(bucket) {
                 // SAFETY: as in `cell`.
-                f((INLINE << bucket) + offset, unsafe { &*base.add(offset) });
+                f(unsafe { &*base.add(offset) });
             }
         }
     }
@@ -164,8 +160,11 @@ impl CtxInner {
         lock(&self.detach)
     }
 
-    pub(crate) fn is_dead(&self) -> bool {
-        self.dead.load(Ordering::Acquire)
+    /// Whether an explicit context is being dropped (its values go with it). A thread's own
+    /// context needs no such state: it is torn down on its own thread, where it is never
+    /// looked up by a (`!Send`) guard while that runs.
+    pub(crate) fn is_dropping(&self) -> bool {
+        self.owner.load(Ordering::Acquire) == DROPPING
     }
 
     /// Drops every value of this context, outside any lock or borrow, in rounds (a value's
@@ -179,7 +178,7 @@ impl CtxInner {
             let taken = {
                 let _guard = self.detach_lock();
                 let mut taken = Vec::new();
-                self.for_each_slot(|_, cell| {
+                self.for_each_slot(|cell| {
                     let p = cell.load(Ordering::Acquire);
                     if let Some(hdr) = ptr::NonNull::new(p) {
                         // SAFETY: a non-null cell holds a live slot (freed only by `Drop`
@@ -200,7 +199,6 @@ impl CtxInner {
                 first_panic.get_or_insert(p);
             }
         }
-        self.dead.store(true, Ordering::Release);
         first_panic
     }
 }
@@ -210,7 +208,7 @@ impl Drop for CtxInner {
         // Last reference: nobody can reach the slots any more. Values still present (a value
         // bound by a destructor after the last teardown round, or one whose owner was iterating
         // it while it was torn down) are dropped here with their slots.
-        self.for_each_slot(|_, cell| {
+        self.for_each_slot(|cell| {
             if let Some(hdr) = ptr::NonNull::new(cell.load(Ordering::Relaxed)) {
                 // SAFETY: exclusive access (`&mut self`), the slot is live and owned by us.
                 unsafe { SlotHeader::free(hdr) };

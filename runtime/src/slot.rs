@@ -379,11 +379,9 @@ impl<V: Payload> Storage<V> {
         f: impl FnOnce(&mut V) -> R,
     ) -> Result<R, AccessError> {
         let st = slot.hdr.state.load(Ordering::Relaxed);
-        if st & WRITING != 0 {
-            return Err(self.err(AccessErrorKind::BorrowedMut));
-        }
-        if st >= SHARED_ONE {
-            return Err(self.err(AccessErrorKind::Borrowed));
+        // Any bit but PRESENT is a borrow: one branch on the hot path, classified when cold.
+        if st > PRESENT {
+            return Err(self.borrowed(st));
         }
         if !begin_write(&slot.hdr, st) {
             panic!(
@@ -394,6 +392,15 @@ impl<V: Payload> Storage<V> {
         let _write = Write(slot);
         // SAFETY: owner, WRITING set, no shared borrow, foreign readers waited out.
         Ok(slot.value.with_mut(|v| f(unsafe { &mut *v })))
+    }
+
+    #[cold]
+    fn borrowed(&self, state: usize) -> AccessError {
+        if state & WRITING != 0 {
+            self.err(AccessErrorKind::BorrowedMut)
+        } else {
+            self.err(AccessErrorKind::Borrowed)
+        }
     }
 
     /// Whether the current context holds a value.

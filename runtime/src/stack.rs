@@ -62,10 +62,7 @@ impl<T> StackStore<T> {
     fn remove_guarded(&mut self, id: u64) -> Option<T> {
         if let Some(&(top_id, pos)) = self.guarded.last() {
             if top_id == id && pos + 1 == self.items.len() {
-                self.guarded.pop();
-                let v = self.items.pop();
-                self.trim();
-                return v;
+                return self.pop(); // also drops the registry entry: it is at the top
             }
         }
         let k = self.guarded.iter().position(|g| g.0 == id)?;
@@ -618,8 +615,8 @@ impl<T: Send + 'static> StackGuard<'_, T> {
         let Some(ctx) = context::lookup(self.ctx_id, self.serial) else {
             return; // The context is gone, and our value was dropped with it.
         };
-        if ctx.is_dead() {
-            return;
+        if ctx.is_dropping() {
+            return; // Another thread is dropping the context, and our value with it.
         }
         let token = context::thread_token();
         let owner = ctx.owner.load(Ordering::Acquire);
