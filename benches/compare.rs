@@ -17,7 +17,7 @@ use std::thread::{self, ThreadId};
 use std::time::Instant;
 
 use context_local::{Context, Local, LocalStack};
-use context_local_runtime::alloc_counter::CountingAlloc;
+use context_local_alloc_counter::CountingAlloc;
 
 #[global_allocator]
 static GLOBAL: CountingAlloc = CountingAlloc;
@@ -570,7 +570,7 @@ fn main() {
     println!(
         "context-local benchmarks: {} cores, asymmetric fence (membarrier): {}",
         thread::available_parallelism().map_or(0, |n| n.get()),
-        context_local::uses_asymmetric_fence()
+        context_local::__diagnostics::uses_asymmetric_fence()
     );
     println!("medians of {SAMPLES} alternating samples of ~2 ms each; ratio = ours / peer\n");
     header();

@@ -38,18 +38,21 @@ const _: () = {
     where
         for<'__context_local> Request: ::context_local::__private::ContextLocal,
     {
-        #[doc = "Binds `value` as the current context's `Request`; a previous value is dropped.\n\n# Panics\n\nInside `Request::with` or `Request::with_mut` (the value is borrowed), or during thread exit after this thread's context was destroyed."]
+        #[doc = "Binds `value` as the current context's `Request`; a previous value is dropped.\n\n# Panics\n\nInside `Request::with` or `Request::with_mut` (the value is borrowed). Also during thread exit, after this thread's context was destroyed."]
         #[inline]
+        #[track_caller]
         pub fn set(value: Self) {
             __CONTEXT_LOCAL.set(value)
         }
-        #[doc = "Binds `value` as the current context's `Request` and returns the previous one.\n\n# Panics\n\nInside `Request::with` or `Request::with_mut` (the value is borrowed), or during thread exit after this thread's context was destroyed."]
+        #[doc = "Binds `value` as the current context's `Request` and returns the previous one.\n\n# Panics\n\nInside `Request::with` or `Request::with_mut` (the value is borrowed). Also during thread exit, after this thread's context was destroyed."]
         #[inline]
+        #[track_caller]
         pub fn replace(value: Self) -> ::core::option::Option<Self> {
             __CONTEXT_LOCAL.replace(value)
         }
-        #[doc = "Unbinds the current context's `Request` and returns it.\n\n# Panics\n\nInside `Request::with` or `Request::with_mut` (the value is borrowed), or during thread exit after this thread's context was destroyed."]
+        #[doc = "Unbinds the current context's `Request` and returns it.\n\n# Panics\n\nInside `Request::with` or `Request::with_mut` (the value is borrowed)."]
         #[inline]
+        #[track_caller]
         pub fn take() -> ::core::option::Option<Self> {
             __CONTEXT_LOCAL.take()
         }
@@ -58,8 +61,15 @@ const _: () = {
         pub fn is_set() -> bool {
             __CONTEXT_LOCAL.is_set()
         }
-        #[doc = "Calls `f` with the current context's `Request`. If the current context has no `Request` yet, its initial value is bound first.\n\n# Panics\n\nIf no `Request` is bound (the message names `REQUEST`), or inside `Request::with_mut`."]
+        #[doc = "Drops the current context's `Request`, if any.\n\n# Panics\n\nInside `Request::with` or `Request::with_mut` (the value is borrowed)."]
         #[inline]
+        #[track_caller]
+        pub fn release() {
+            __CONTEXT_LOCAL.release()
+        }
+        #[doc = "Calls `f` with the current context's `Request`. If the current context has no `Request` yet, its initial value is bound first.\n\n# Panics\n\nInside `Request::with_mut`; the message names `REQUEST`."]
+        #[inline]
+        #[track_caller]
         pub fn with<R>(f: impl ::core::ops::FnOnce(&Self) -> R) -> R {
             __CONTEXT_LOCAL.with(f)
         }
@@ -70,8 +80,9 @@ const _: () = {
         ) -> ::core::result::Result<R, ::context_local::__private::AccessError> {
             __CONTEXT_LOCAL.try_with(f)
         }
-        #[doc = "Calls `f` with mutable access to the current context's `Request`. If the current context has no `Request` yet, its initial value is bound first.\n\n# Panics\n\nIf no `Request` is bound, or inside `Request::with`/`Request::with_mut`."]
+        #[doc = "Calls `f` with mutable access to the current context's `Request`. If the current context has no `Request` yet, its initial value is bound first.\n\n# Panics\n\nInside `Request::with` or `Request::with_mut`; the message names `REQUEST`."]
         #[inline]
+        #[track_caller]
         pub fn with_mut<R>(f: impl ::core::ops::FnOnce(&mut Self) -> R) -> R {
             __CONTEXT_LOCAL.with_mut(f)
         }
@@ -84,16 +95,12 @@ const _: () = {
         }
         #[doc = "A clone of the current context's `Request`, or `None` if unbound. If the current context has no `Request` yet, its initial value is bound first.\n\n# Panics\n\nInside `Request::with_mut`."]
         #[inline]
+        #[track_caller]
         pub fn get() -> ::core::option::Option<Self>
         where
             for<'__context_local> Self: ::core::clone::Clone,
         {
             __CONTEXT_LOCAL.get()
-        }
-        #[doc = "Drops the current context's `Request`, if any.\n\n# Panics\n\nInside `Request::with` or `Request::with_mut` (the value is borrowed), or during thread exit after this thread's context was destroyed."]
-        #[inline]
-        pub fn release() {
-            __CONTEXT_LOCAL.release()
         }
         #[doc = "The per-context storage behind `Request`: for a `LocalManager`, `for_each` and `contexts`."]
         #[inline]

@@ -92,17 +92,22 @@
 #![deny(missing_docs)]
 
 pub use context_local_runtime::{
-    live_contexts, uses_asymmetric_fence, AccessError, AccessErrorKind, CleanupGuard, Context,
-    ContextGuard, ContextId, ContextLocal, EnterError, Local, LocalManager, LocalProxy, LocalStack,
-    Release, StackGuard,
+    AccessError, AccessErrorKind, CleanupGuard, Context, ContextGuard, ContextId, ContextLocal,
+    EnterError, Local, LocalManager, LocalProxy, LocalStack, Release, StackGuard,
 };
+
+/// Diagnostics for the project's own tests and benchmarks. Not public API.
+#[doc(hidden)]
+pub use context_local_runtime::__diagnostics;
 
 pub use context_local_macros::{context_local, context_stack};
 
-/// Items used by the code the macros generate. Not public API: no stability guarantees.
+/// Items used by the code the macros generate, and nothing else: each is named by the
+/// expansion in `macros/src/local/accessors.rs` or `macros/src/stack/expand.rs`. Not public
+/// API: no stability guarantees.
 #[doc(hidden)]
 pub mod __private {
-    pub use context_local_runtime::*;
+    pub use context_local_runtime::{AccessError, ContextLocal, Local, LocalProxy, LocalStack};
 }
 
 /// The README's examples, compiled and run as doc tests.

@@ -3,7 +3,7 @@
 //! process, so nothing else may run alongside.
 
 use context_local::{Local, LocalStack};
-use context_local_runtime::alloc_counter::CountingAlloc;
+use context_local_alloc_counter::CountingAlloc;
 
 #[global_allocator]
 static ALLOC: CountingAlloc = CountingAlloc;

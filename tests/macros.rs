@@ -4,6 +4,9 @@
 
 mod common;
 
+use std::cell::RefCell;
+use std::sync::Once;
+
 use common::{expect_panic, Tally};
 use context_local::{
     context_local, context_stack, AccessErrorKind, Context, LocalManager, LocalProxy,
@@ -145,4 +148,71 @@ fn generated_locals_work_with_a_manager_and_drop_values_exactly_once() {
     .join()
     .unwrap();
     assert_eq!((t.live(), t.created()), (0, 4));
+}
+
+thread_local! {
+    /// While [`panic_location`] runs on this thread: where the last panic happened.
+    static CAUGHT: RefCell<Option<Option<(String, u32)>>> = const { RefCell::new(None) };
+}
+
+/// Runs `f`, which must panic, and returns the file and line the panic reports: a panic hook
+/// records it (for other threads' panics, and outside this function, the hook before it runs).
+fn panic_location<R>(f: impl FnOnce() -> R) -> (String, u32) {
+    static HOOK: Once = Once::new();
+    HOOK.call_once(|| {
+        let previous = std::panic::take_hook();
+        std::panic::set_hook(Box::new(move |info| {
+            let location = info.location().map(|l| (l.file().to_owned(), l.line()));
+            let recorded = CAUGHT.with_borrow_mut(|caught| caught.as_mut().map(|c| *c = location));
+            if recorded.is_none() {
+                previous(info);
+            }
+        }));
+    });
+    CAUGHT.set(Some(None));
+    expect_panic(f);
+    CAUGHT
+        .take()
+        .flatten()
+        .expect("the panic reports a location")
+}
+
+#[test]
+fn panics_point_at_the_callers_line() {
+    let mut wrong = Vec::new();
+    // Each panicking call is on the line before its check.
+    let mut check = |what: &str, at: (String, u32), line: u32| {
+        if at != (file!().to_owned(), line - 1) {
+            wrong.push(format!("{what}: {}:{}", at.0, at.1));
+        }
+    };
+    Context::new().run(|| {
+        let at = panic_location(|| Request::with(|r| r.id));
+        check("with, unbound", at, line!());
+        let at = panic_location(|| Request::with_mut(|r| r.id));
+        check("with_mut, unbound", at, line!());
+
+        Request::set(Request { id: 1, user: None });
+        let (set, replace) = (Request { id: 2, user: None }, Request { id: 3, user: None });
+        let at = panic_location(|| Request::with(|_| Request::set(set)));
+        check("set inside with", at, line!());
+        let at = panic_location(|| Request::with(|_| Request::replace(replace)));
+        check("replace inside with", at, line!());
+        let at = panic_location(|| Request::with(|_| Request::take()));
+        check("take inside with", at, line!());
+        let at = panic_location(|| Request::with(|_| Request::release()));
+        check("release inside with", at, line!());
+        let at = panic_location(|| Request::with(|_| Request::with_mut(|_| ())));
+        check("with_mut inside with", at, line!());
+        let at = panic_location(|| Request::with_mut(|_| Request::with(|_| ())));
+        check("with inside with_mut", at, line!());
+        let at = panic_location(|| Request::with_mut(|_| Request::get()));
+        check("get inside with_mut", at, line!());
+    });
+    assert!(
+        wrong.is_empty(),
+        "these panics do not point at the caller's line in {}:\n{}",
+        file!(),
+        wrong.join("\n")
+    );
 }

@@ -1,11 +1,12 @@
 //! Proc macros of [`context-local`](https://docs.rs/context-local): `#[context_local]` and
 //! `context_stack!`. Use them through the `context-local` crate, which documents them.
 //!
-//! This file holds only the entry points; parsing and expansion live in `options`, `local`
-//! and `stack`.
+//! This file holds only the entry points: options are parsed in `options`, `#[context_local]`
+//! is validated and expanded in `local`, `context_stack!` is parsed and expanded in `stack`.
 
 #![forbid(unsafe_code)]
 
+mod errors;
 mod local;
 mod options;
 #[cfg(test)]
@@ -30,7 +31,8 @@ use proc_macro::TokenStream;
 /// - `crate = path`: where `context_local` is, for crates that re-export it.
 ///
 /// The struct must be `Send + 'static` and not generic; a mistake gets one error, pointing at
-/// it.
+/// it. The accessors that can panic (`set`, `replace`, `take`, `with`, `with_mut`, `get`,
+/// `release`) are `#[track_caller]`: a panic reports the line that called them.
 ///
 /// # Examples
 ///
@@ -72,6 +74,12 @@ pub fn context_local(args: TokenStream, item: TokenStream) -> TokenStream {
 /// be `Send + 'static`; there is no initializer (every context starts with an empty stack) and
 /// no `static mut` (stacks change through `&`). A mistake gets one error, pointing at it.
 ///
+/// A declaration's options are attributes of it, among its other attributes, in any order;
+/// the macro consumes them:
+/// - `#[crate = path]`: where `context_local` is, for crates that re-export it; the path is
+///   written as in `#[context_local(crate = path)]` (serde's `#[serde(crate = "...")]` and
+///   tokio's `crate = "..."` do the same with a string).
+///
 /// # Examples
 ///
 /// ```
@@ -91,6 +99,39 @@ pub fn context_local(args: TokenStream, item: TokenStream) -> TokenStream {
 /// assert_eq!(JOBS.pop().as_deref(), Some("index"));
 /// assert!(DEPTH.is_empty());
 /// assert_eq!(REQUESTS.name(), "REQUESTS");
+/// ```
+///
+/// In a crate that re-exports context-local, so that its users need not depend on it, each
+/// declaration says where the re-export is; a `macro_rules!` wrapper says it with `$crate`:
+///
+/// ```
+/// mod framework {
+///     pub use context_local as cl;
+///
+///     /// Declares a stack; its users' crates need no `context-local` dependency.
+///     macro_rules! app_stack {
+///         ($(#[$m:meta])* $vis:vis static $name:ident: $ty:ty) => {
+///             $crate::framework::cl::context_stack!(
+///                 #[crate = $crate::framework::cl]
+///                 $(#[$m])* $vis static $name: $ty
+///             );
+///         };
+///     }
+///     pub(crate) use app_stack;
+/// }
+///
+/// framework::cl::context_stack! {
+///     /// Spans of the current request.
+///     #[crate = crate::framework::cl]
+///     pub static SPANS: &'static str;
+/// }
+/// framework::app_stack!(static APPS: &'static str);
+///
+/// fn main() {
+///     APPS.scope("shop", || SPANS.scope("handler", || {
+///         assert_eq!((APPS.top(), SPANS.top()), (Some("shop"), Some("handler")));
+///     }));
+/// }
 /// ```
 #[proc_macro]
 pub fn context_stack(input: TokenStream) -> TokenStream {

@@ -1,15 +1,19 @@
-//! The options of `#[context_local(...)]`.
+//! The options of both macros: the list in `#[context_local(default, init = f, name = "..",
+//! crate = path)]`, and the attributes a `context_stack!` declaration takes (`#[crate = path]`).
 //!
-//! Each option is one row of [`OPTIONS`] plus one small parse function; the parser handles
-//! commas, unknown and duplicate names, and recovery, so adding an option touches nothing else.
-//! Parsing never stops at the first mistake: every mistake gets its own spanned error, and the
-//! options that did parse are still used, so the struct's accessors are still generated.
+//! Each option is one [`OptionSpec`] plus one small parse function, and each macro lists the
+//! options it takes ([`LOCAL`], [`STACK`]); the parser handles commas, unknown and duplicate
+//! names, and recovery, so adding an option touches nothing else. Parsing never stops at the
+//! first mistake: every mistake gets its own spanned error, and the options that did parse are
+//! still used, so the accessors or the static are still generated.
 
 use proc_macro2::{Span, TokenStream};
 use quote::quote;
 use syn::ext::IdentExt;
 use syn::parse::{ParseStream, Parser};
 use syn::{Ident, LitStr, Path, Token};
+
+use crate::errors::Errors;
 
 /// The parsed options, with the spans errors point at.
 #[derive(Default)]
@@ -26,29 +30,33 @@ pub(crate) struct Options {
     given: Vec<(&'static str, Span)>,
 }
 
-struct OptionSpec {
+/// One option: its name and how its value (if any) is parsed after the name.
+pub(crate) struct OptionSpec {
     name: &'static str,
     parse: fn(&mut Options, &Ident, ParseStream<'_>) -> syn::Result<()>,
 }
 
-const OPTIONS: &[OptionSpec] = &[
-    OptionSpec {
-        name: "default",
-        parse: parse_default,
-    },
-    OptionSpec {
-        name: "init",
-        parse: parse_init,
-    },
-    OptionSpec {
-        name: "name",
-        parse: parse_name,
-    },
-    OptionSpec {
-        name: "crate",
-        parse: parse_crate,
-    },
-];
+const DEFAULT: OptionSpec = OptionSpec {
+    name: "default",
+    parse: parse_default,
+};
+const INIT: OptionSpec = OptionSpec {
+    name: "init",
+    parse: parse_init,
+};
+const NAME: OptionSpec = OptionSpec {
+    name: "name",
+    parse: parse_name,
+};
+const CRATE: OptionSpec = OptionSpec {
+    name: "crate",
+    parse: parse_crate,
+};
+
+/// The options of `#[context_local(...)]`, comma-separated in the attribute's arguments.
+pub(crate) const LOCAL: &[OptionSpec] = &[DEFAULT, INIT, NAME, CRATE];
+/// The options of a `context_stack!` declaration, one per attribute: `#[crate = path]`.
+pub(crate) const STACK: &[OptionSpec] = &[CRATE];
 
 fn parse_default(o: &mut Options, key: &Ident, _: ParseStream<'_>) -> syn::Result<()> {
     o.default = Some(key.span());
@@ -69,15 +77,26 @@ fn parse_name(o: &mut Options, key: &Ident, input: ParseStream<'_>) -> syn::Resu
 
 fn parse_crate(o: &mut Options, key: &Ident, input: ParseStream<'_>) -> syn::Result<()> {
     let msg = "`crate` must be the path of the context-local crate, e.g. `crate = ::my_crate::context_local`";
+    if input.peek(Token![=]) && input.peek2(LitStr) {
+        // `crate = "path"`, the serde/tokio habit: an error, but the path inside is still used,
+        // so that a crate reaching context-local only through a re-export gets no second error.
+        input.parse::<Token![=]>()?;
+        let lit: LitStr = input.parse()?;
+        o.krate = lit.parse().ok();
+        return Err(syn::Error::new(lit.span(), msg));
+    }
     o.krate = Some(value(key, input, msg)?);
     Ok(())
 }
 
-/// `= VALUE` after an option's name; any mistake is reported as `msg`, at the name when the
-/// `=` is missing, at the value otherwise.
+/// `= VALUE` after an option's name; any mistake is reported as `msg`: at the name when the
+/// `=` is missing, at `name =` when the value is, at the value otherwise.
 fn value<T: syn::parse::Parse>(key: &Ident, input: ParseStream<'_>, msg: &str) -> syn::Result<T> {
-    if input.parse::<Option<Token![=]>>()?.is_none() {
+    let Some(eq) = input.parse::<Option<Token![=]>>()? else {
         return Err(syn::Error::new(key.span(), msg));
+    };
+    if input.is_empty() || input.peek(Token![,]) {
+        return Err(syn::Error::new_spanned(quote!(#key #eq), msg));
     }
     input
         .parse::<T>()
@@ -85,12 +104,13 @@ fn value<T: syn::parse::Parse>(key: &Ident, input: ParseStream<'_>, msg: &str) -
 }
 
 impl Options {
-    /// Parses the attribute's arguments. Returns the options that parsed and every error.
+    /// Parses the arguments of `#[context_local(...)]`. Returns the options that parsed and
+    /// every error.
     pub(crate) fn parse(args: TokenStream) -> (Options, Option<syn::Error>) {
         let mut options = Options::default();
         let mut errors = Errors::default();
         let parser = |input: ParseStream<'_>| {
-            parse_all(&mut options, &mut errors, input);
+            parse_list(&mut options, &mut errors, input);
             Ok(())
         };
         if let Err(e) = parser.parse2(args) {
@@ -98,6 +118,63 @@ impl Options {
         }
         options.validate(&mut errors);
         (options, errors.into_error())
+    }
+
+    /// Whether an attribute's content (`input`, inside `#[...]`) is one of `specs` rather than
+    /// an attribute to keep: it starts with an option's name, not followed by `::` (so
+    /// `#[crate::my_attribute]` is kept).
+    pub(crate) fn is_option(specs: &[OptionSpec], input: ParseStream<'_>) -> bool {
+        let fork = input.fork();
+        match Ident::parse_any(&fork) {
+            Ok(key) => !fork.peek(Token![::]) && specs.iter().any(|o| key == o.name),
+            Err(_) => false,
+        }
+    }
+
+    /// Parses an attribute's content that [`is_option`](Self::is_option): exactly one option.
+    /// Consumes the whole content, also on a mistake.
+    pub(crate) fn parse_attribute(
+        &mut self,
+        specs: &[OptionSpec],
+        input: ParseStream<'_>,
+    ) -> syn::Result<()> {
+        let parsed = self.parse_one(specs, input);
+        let rest: TokenStream = input.parse()?;
+        parsed?;
+        if rest.is_empty() {
+            return Ok(());
+        }
+        Err(syn::Error::new_spanned(
+            rest,
+            "unexpected tokens after the option: an attribute holds one option, e.g. `#[crate = path]`",
+        ))
+    }
+
+    /// One option out of `specs`: its name, then whatever its parse function takes.
+    fn parse_one(&mut self, specs: &[OptionSpec], input: ParseStream<'_>) -> syn::Result<()> {
+        let key = Ident::parse_any(input).map_err(|e| {
+            syn::Error::new(
+                e.span(),
+                format!("expected an option: one of {}", option_list(specs)),
+            )
+        })?;
+        let Some(spec) = specs.iter().find(|o| key == o.name) else {
+            return Err(syn::Error::new(
+                key.span(),
+                format!(
+                    "unknown option `{key}`: expected one of {}",
+                    option_list(specs)
+                ),
+            ));
+        };
+        if self.given.iter().any(|(name, _)| *name == spec.name) {
+            return Err(syn::Error::new(
+                key.span(),
+                format!("duplicate option `{}`", spec.name),
+            ));
+        }
+        self.given.push((spec.name, key.span()));
+        (spec.parse)(self, &key, input)
     }
 
     /// Rules between options.
@@ -126,9 +203,10 @@ impl Options {
     }
 }
 
-fn parse_all(options: &mut Options, errors: &mut Errors, input: ParseStream<'_>) {
+/// The comma-separated options of `#[context_local(...)]`.
+fn parse_list(options: &mut Options, errors: &mut Errors, input: ParseStream<'_>) {
     while !input.is_empty() {
-        if let Err(e) = parse_one(options, input) {
+        if let Err(e) = options.parse_one(LOCAL, input) {
             errors.push(e);
             skip_to_comma(input);
         }
@@ -143,53 +221,13 @@ fn parse_all(options: &mut Options, errors: &mut Errors, input: ParseStream<'_>)
     }
 }
 
-fn parse_one(options: &mut Options, input: ParseStream<'_>) -> syn::Result<()> {
-    let key = Ident::parse_any(input).map_err(|e| {
-        syn::Error::new(
-            e.span(),
-            format!("expected an option: one of {}", option_list()),
-        )
-    })?;
-    let Some(spec) = OPTIONS.iter().find(|o| key == o.name) else {
-        return Err(syn::Error::new(
-            key.span(),
-            format!("unknown option `{key}`: expected one of {}", option_list()),
-        ));
-    };
-    if options.given.iter().any(|(name, _)| *name == spec.name) {
-        return Err(syn::Error::new(
-            key.span(),
-            format!("duplicate option `{}`", spec.name),
-        ));
-    }
-    options.given.push((spec.name, key.span()));
-    (spec.parse)(options, &key, input)
-}
-
-fn option_list() -> String {
-    let names: Vec<String> = OPTIONS.iter().map(|o| format!("`{}`", o.name)).collect();
+fn option_list(specs: &[OptionSpec]) -> String {
+    let names: Vec<String> = specs.iter().map(|o| format!("`{}`", o.name)).collect();
     names.join(", ")
 }
 
 fn skip_to_comma(input: ParseStream<'_>) {
     while !input.is_empty() && !input.peek(Token![,]) {
         let _ = input.parse::<proc_macro2::TokenTree>();
-    }
-}
-
-/// Several errors, reported together.
-#[derive(Default)]
-pub(crate) struct Errors(Option<syn::Error>);
-
-impl Errors {
-    pub(crate) fn push(&mut self, e: syn::Error) {
-        match &mut self.0 {
-            Some(all) => all.combine(e),
-            None => self.0 = Some(e),
-        }
-    }
-
-    pub(crate) fn into_error(self) -> Option<syn::Error> {
-        self.0
     }
 }

@@ -53,6 +53,9 @@ pub enum AccessErrorKind {
     BorrowedMut,
     /// The current thread is exiting and its context has already been destroyed.
     Destroyed,
+    /// The local's initializer ([`Local::with_init`](crate::Local::with_init)) is running in
+    /// this context and used the local itself.
+    Initializing,
 }
 
 impl AccessError {
@@ -89,6 +92,7 @@ impl AccessError {
 
 /// For accessors that answer "nothing here" with `None`: no value (unbound) and no context
 /// (destroyed) both mean nothing is bound; a borrow conflict is a bug in the caller and panics.
+#[track_caller]
 pub(crate) fn nothing_bound_is_none<R>(result: Result<R, AccessError>) -> Option<R> {
     match result {
         Ok(v) => Some(v),
@@ -100,7 +104,7 @@ pub(crate) fn nothing_bound_is_none<R>(result: Result<R, AccessError>) -> Option
         {
             None
         }
-        Err(e) => panic!("{e}"),
+        Err(e) => fail(format_args!("{e}")),
     }
 }
 
@@ -118,6 +122,10 @@ impl fmt::Display for AccessError {
             AccessErrorKind::BorrowedMut => write!(
                 f,
                 "context local `{name}` is already mutably borrowed (inside `with_mut` or a mutation)"
+            ),
+            AccessErrorKind::Initializing => write!(
+                f,
+                "context local `{name}` is used by its own initializer, which must not read or change it"
             ),
             AccessErrorKind::Destroyed => write!(
                 f,
@@ -137,6 +145,15 @@ impl fmt::Debug for AccessError {
 }
 
 impl std::error::Error for AccessError {}
+
+/// The one place the runtime panics at its caller. Every public function that can get here is
+/// `#[track_caller]`, so the panic points at the user's line, not into the runtime.
+#[cold]
+#[inline(never)]
+#[track_caller]
+pub(crate) fn fail(message: fmt::Arguments<'_>) -> ! {
+    panic!("{message}")
+}
 
 /// Why a [`Context`](crate::Context) could not be entered.
 ///

@@ -37,36 +37,36 @@
 
 #![deny(missing_docs)]
 
-#[cfg(feature = "alloc-counter")]
-#[doc(hidden)]
-pub mod alloc_counter;
 mod context;
 mod error;
 mod local;
+#[cfg(all(test, loom))]
+mod loom_tests;
 mod manager;
 mod proxy;
-mod slot;
 mod stack;
+mod storage;
 mod sync;
 
-#[cfg(loom)]
-pub use context::loom_thread_exit;
-pub use context::{live_contexts, Context, ContextGuard, ContextId};
+pub use context::{Context, ContextGuard, ContextId};
 pub use error::{AccessError, AccessErrorKind, EnterError};
 pub use local::{ContextLocal, Local};
 pub use manager::{CleanupGuard, LocalManager, Release};
 pub use proxy::LocalProxy;
 pub use stack::{LocalStack, StackGuard};
 
-/// Whether this process uses the asymmetric (membarrier) fence, so that the owners' hot paths
-/// run without a hardware fence. `false` means every mutation pays a full fence.
-///
-/// # Examples
-///
-/// ```
-/// // On Linux 4.14+ this is normally true.
-/// let _fast = context_local_runtime::uses_asymmetric_fence();
-/// ```
-pub fn uses_asymmetric_fence() -> bool {
-    sync::is_asymmetric()
+/// Diagnostics for the project's own tests, benchmarks and examples. Not public API: no
+/// stability guarantees.
+#[doc(hidden)]
+pub mod __diagnostics {
+    /// Number of live contexts (threads that used a local, plus explicit contexts).
+    pub fn live_contexts() -> usize {
+        crate::context::live_contexts()
+    }
+
+    /// Whether this process uses the asymmetric (membarrier) fence, so that the holders' hot
+    /// paths run without a hardware fence. `false` means every mutation pays a full fence.
+    pub fn uses_asymmetric_fence() -> bool {
+        crate::sync::is_asymmetric()
+    }
 }

@@ -2,8 +2,8 @@
 
 use std::fmt;
 
-use crate::error::{nothing_bound_is_none, AccessError, AccessErrorKind};
-use crate::slot::{Payload, Storage};
+use crate::error::{fail, nothing_bound_is_none, AccessError, AccessErrorKind};
+use crate::storage::{Payload, Storage};
 use crate::{ContextId, LocalProxy, Release};
 
 impl<T: Send + 'static> Payload for Option<T> {
@@ -85,7 +85,11 @@ impl<T> Local<T> {
     /// `__init__`). `set`, `is_set` and `take` do not run it.
     ///
     /// If `init` itself binds this local, the value bound by `init` is kept and the one it
-    /// returns is dropped. If `init` panics, nothing is bound and the panic propagates.
+    /// returns is dropped (after the access that ran `init`). If `init` reads or changes this
+    /// local in the same context, that access fails with
+    /// [`AccessErrorKind::Initializing`](crate::AccessErrorKind::Initializing) (the panicking
+    /// accessors panic naming the local) instead of recursing. If `init` panics, nothing is
+    /// bound and the panic propagates.
     ///
     /// # Examples
     ///
@@ -135,6 +139,7 @@ impl<T: Send + 'static> Local<T> {
     /// L.set("b".into());
     /// assert_eq!(L.get().as_deref(), Some("b"));
     /// ```
+    #[track_caller]
     pub fn set(&self, value: T) {
         drop(self.replace(value));
     }
@@ -153,10 +158,11 @@ impl<T: Send + 'static> Local<T> {
     /// assert_eq!(L.replace(1), None);
     /// assert_eq!(L.replace(2), Some(1));
     /// ```
+    #[track_caller]
     pub fn replace(&self, value: T) -> Option<T> {
         match self.storage.write(true, |v| v.replace(value)) {
             Ok(old) => old.flatten(),
-            Err(e) => panic!("{e}"),
+            Err(e) => fail(format_args!("{e}")),
         }
     }
 
@@ -175,11 +181,12 @@ impl<T: Send + 'static> Local<T> {
     /// assert_eq!(L.take(), Some(3));
     /// assert!(!L.is_set());
     /// ```
+    #[track_caller]
     pub fn take(&self) -> Option<T> {
         match self.storage.write(false, Option::take) {
             Ok(v) => v.flatten(),
             Err(e) if e.kind() == AccessErrorKind::Destroyed => None,
-            Err(e) => panic!("{e}"),
+            Err(e) => fail(format_args!("{e}")),
         }
     }
 
@@ -214,10 +221,11 @@ impl<T: Send + 'static> Local<T> {
     /// assert_eq!(L.with(|s| s.len()), 5);
     /// ```
     #[inline]
+    #[track_caller]
     pub fn with<R>(&self, f: impl FnOnce(&T) -> R) -> R {
         match self.try_with(f) {
             Ok(r) => r,
-            Err(e) => panic!("{e}"),
+            Err(e) => fail(format_args!("{e}")),
         }
     }
 
@@ -270,10 +278,11 @@ impl<T: Send + 'static> Local<T> {
     /// assert_eq!(HITS.get(), Some(2));
     /// ```
     #[inline]
+    #[track_caller]
     pub fn with_mut<R>(&self, f: impl FnOnce(&mut T) -> R) -> R {
         match self.try_with_mut(f) {
             Ok(r) => r,
-            Err(e) => panic!("{e}"),
+            Err(e) => fail(format_args!("{e}")),
         }
     }
 
@@ -311,7 +320,9 @@ impl<T: Send + 'static> Local<T> {
     }
 
     /// The unbound path of the `with` family: run the initializer (outside any borrow), bind
-    /// its value unless `init` bound one itself, then retry once.
+    /// its value unless `init` bound one itself, then retry once. A value `init` returned but
+    /// that was not bound is dropped only after the retry, so its `Drop` cannot unbind what
+    /// the retry reads.
     #[cold]
     #[inline(never)]
     fn init_then<R>(
@@ -320,7 +331,10 @@ impl<T: Send + 'static> Local<T> {
     ) -> Result<R, AccessError> {
         let unbound = self.storage.err(AccessErrorKind::Unbound);
         let init = self.init.ok_or(unbound)?;
-        let value = init();
+        let value = {
+            let _running = self.storage.begin_init()?;
+            init()
+        };
         let rejected = self.storage.write(true, |v| {
             if v.is_some() {
                 Some(value)
@@ -328,8 +342,9 @@ impl<T: Send + 'static> Local<T> {
                 v.replace(value)
             }
         })?;
+        let result = retry(self);
         drop(rejected);
-        retry(self)?.ok_or(unbound)
+        result?.ok_or(unbound)
     }
 
     /// A clone of the current context's value (running the initializer if there is one), or
@@ -348,6 +363,7 @@ impl<T: Send + 'static> Local<T> {
     /// L.set("x".into());
     /// assert_eq!(L.get().as_deref(), Some("x"));
     /// ```
+    #[track_caller]
     pub fn get(&self) -> Option<T>
     where
         T: Clone,
@@ -370,6 +386,7 @@ impl<T: Send + 'static> Local<T> {
     /// L.release();
     /// assert!(!L.is_set());
     /// ```
+    #[track_caller]
     pub fn release(&self) {
         drop(self.take());
     }
@@ -406,6 +423,7 @@ impl<T: Send + 'static> Local<T> {
     ///     done_tx.send(()).unwrap();
     /// });
     /// ```
+    #[track_caller]
     pub fn for_each(&self, mut f: impl FnMut(ContextId, &T))
     where
         T: Sync,
@@ -464,6 +482,10 @@ impl<T: Send + 'static> Release for Local<T> {
 
     fn name(&self) -> &'static str {
         Local::name(self)
+    }
+
+    fn is_bound(&self) -> bool {
+        self.is_set()
     }
 }
 

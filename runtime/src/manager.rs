@@ -29,7 +29,17 @@ pub trait Release: Sync {
     fn name(&self) -> &'static str {
         "<unnamed>"
     }
+
+    /// Whether the current context holds a value of this local. [`LocalManager::cleanup`]
+    /// releases again while one does (a value's `Drop` may bind another local). The default
+    /// says `false`: an implementation without it is released once per cleanup.
+    fn is_bound(&self) -> bool {
+        false
+    }
 }
+
+/// Cleanup rounds before giving up on values whose `Drop` keeps binding managed locals.
+const CLEANUP_ROUNDS: usize = 1 << 16;
 
 /// Releases a set of locals for the current context in one call: Werkzeug's `LocalManager`.
 ///
@@ -100,6 +110,9 @@ impl LocalManager {
 
     /// Releases every managed local in the current context.
     ///
+    /// A released value's `Drop` may bind a managed local again (one released before it, or
+    /// itself); cleanup then releases again, until no managed local is bound.
+    ///
     /// # Panics
     ///
     /// If releasing a local panics (a value's `Drop` panicked, or the local is borrowed here),
@@ -115,11 +128,21 @@ impl LocalManager {
     /// manager.cleanup();
     /// assert!(!A.is_set());
     /// ```
+    #[track_caller]
     pub fn cleanup(&self) {
         let mut first_panic = None;
-        for local in &self.locals {
-            if let Err(p) = panic::catch_unwind(AssertUnwindSafe(|| local.release())) {
-                first_panic.get_or_insert(p);
+        for round in 0..CLEANUP_ROUNDS {
+            for local in &self.locals {
+                if round > 0 && !local.is_bound() {
+                    continue;
+                }
+                if let Err(p) = panic::catch_unwind(AssertUnwindSafe(|| local.release())) {
+                    first_panic.get_or_insert(p);
+                }
+            }
+            // A panic may mean a local cannot be released here (it is borrowed): stop.
+            if first_panic.is_some() || !self.locals.iter().any(|l| l.is_bound()) {
+                break;
             }
         }
         if let Some(p) = first_panic {
@@ -146,6 +169,7 @@ impl LocalManager {
     /// assert!(r.is_err());
     /// assert!(!A.is_set());
     /// ```
+    #[track_caller]
     pub fn scope<R>(&self, f: impl FnOnce() -> R) -> R {
         let _cleanup = self.guard();
         f()

@@ -2,7 +2,7 @@
 
 use std::fmt;
 
-use crate::error::{nothing_bound_is_none, AccessError, AccessErrorKind};
+use crate::error::{fail, nothing_bound_is_none, AccessError, AccessErrorKind};
 
 /// What a proxy can forward to: a [`Local`](crate::Local) (its value) or a
 /// [`LocalStack`](crate::LocalStack) (its top).
@@ -107,10 +107,11 @@ impl<T: 'static, U: ?Sized + 'static> LocalProxy<T, U> {
     /// L.set("abc".into());
     /// assert_eq!(P.with(|s| s.len()), 3);
     /// ```
+    #[track_caller]
     pub fn with<R>(&self, f: impl FnOnce(&U) -> R) -> R {
         match self.try_with(f) {
             Ok(r) => r,
-            Err(e) => panic!("{e}"),
+            Err(e) => fail(format_args!("{e}")),
         }
     }
 
@@ -158,6 +159,7 @@ impl<T: 'static, U: ?Sized + 'static> LocalProxy<T, U> {
     /// S.push(5);
     /// assert_eq!(TOP.get(), Some(5));
     /// ```
+    #[track_caller]
     pub fn get(&self) -> Option<U>
     where
         U: Clone,

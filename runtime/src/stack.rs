@@ -3,10 +3,9 @@
 use std::fmt;
 use std::marker::PhantomData;
 
-use crate::context::{self, CtxInner};
-use crate::error::{AccessError, AccessErrorKind};
-use crate::slot::{Payload, Slot, Storage};
-use crate::sync::Ordering;
+use crate::context::{self, registry, CtxInner};
+use crate::error::{fail, AccessError, AccessErrorKind};
+use crate::storage::{Payload, Slot, Storage};
 use crate::{ContextId, LocalProxy, Release};
 
 /// A buffer larger than this is freed when the stack empties; a smaller one is kept, so a
@@ -103,8 +102,13 @@ impl<T: Send + 'static> Payload for StackStore<T> {
         !self.items.is_empty()
     }
     fn take_all(&mut self) -> Option<Box<dyn Send>> {
-        let items = self.clear();
+        let mut items = self.clear();
+        // Top first, like variables at the end of a scope.
+        items.reverse();
         (!items.is_empty()).then(|| Box::new(items) as Box<dyn Send>)
+    }
+    fn remove_guarded(&mut self, id: u64) -> Option<Box<dyn Send>> {
+        StackStore::remove_guarded(self, id).map(|v| Box::new(v) as Box<dyn Send>)
     }
     fn label() -> &'static str {
         std::any::type_name::<T>()
@@ -199,9 +203,10 @@ impl<T: Send + 'static> LocalStack<T> {
     /// assert_eq!(S.len(), 2);
     /// ```
     #[inline]
+    #[track_caller]
     pub fn push(&self, value: T) {
         if let Err(e) = self.storage.write(true, |s| s.push(value)) {
-            panic!("{e}");
+            fail(format_args!("{e}"));
         }
     }
 
@@ -224,11 +229,12 @@ impl<T: Send + 'static> LocalStack<T> {
     /// assert_eq!(S.pop(), None);
     /// ```
     #[inline]
+    #[track_caller]
     pub fn pop(&self) -> Option<T> {
         match self.storage.write(false, StackStore::pop) {
             Ok(v) => v.flatten(),
             Err(e) if e.kind() == AccessErrorKind::Destroyed => None,
-            Err(e) => panic!("{e}"),
+            Err(e) => fail(format_args!("{e}")),
         }
     }
 
@@ -247,6 +253,7 @@ impl<T: Send + 'static> LocalStack<T> {
     /// S.push("a".into());
     /// assert_eq!(S.top().as_deref(), Some("a"));
     /// ```
+    #[track_caller]
     pub fn top(&self) -> Option<T>
     where
         T: Clone,
@@ -269,11 +276,12 @@ impl<T: Send + 'static> LocalStack<T> {
     /// assert_eq!(S.with_top(|s| s.len()), Some(3));
     /// ```
     #[inline]
+    #[track_caller]
     pub fn with_top<R>(&self, f: impl FnOnce(&T) -> R) -> Option<R> {
         match self.storage.read(|s| s.items.last().map(f)) {
             Ok(r) => r.flatten(),
             Err(e) if e.kind() == AccessErrorKind::Destroyed => None,
-            Err(e) => panic!("{e}"),
+            Err(e) => fail(format_args!("{e}")),
         }
     }
 
@@ -293,11 +301,12 @@ impl<T: Send + 'static> LocalStack<T> {
     /// S.with_top_mut(|t| *t += 1);
     /// assert_eq!(S.top(), Some(2));
     /// ```
+    #[track_caller]
     pub fn with_top_mut<R>(&self, f: impl FnOnce(&mut T) -> R) -> Option<R> {
         match self.storage.write(false, |s| s.items.last_mut().map(f)) {
             Ok(r) => r.flatten(),
             Err(e) if e.kind() == AccessErrorKind::Destroyed => None,
-            Err(e) => panic!("{e}"),
+            Err(e) => fail(format_args!("{e}")),
         }
     }
 
@@ -312,11 +321,12 @@ impl<T: Send + 'static> LocalStack<T> {
     /// S.push(0);
     /// assert_eq!(S.len(), 1);
     /// ```
+    #[track_caller]
     pub fn len(&self) -> usize {
         match self.storage.read(|s| s.items.len()) {
             Ok(n) => n.unwrap_or(0),
             Err(e) if e.kind() == AccessErrorKind::Destroyed => 0,
-            Err(e) => panic!("{e}"),
+            Err(e) => fail(format_args!("{e}")),
         }
     }
 
@@ -356,13 +366,14 @@ impl<T: Send + 'static> LocalStack<T> {
     /// assert!(S.is_empty());
     /// ```
     #[inline]
+    #[track_caller]
     pub fn enter(&self, value: T) -> StackGuard<'_, T> {
         let Some(ctx) = context::current() else {
-            panic!("{}", self.storage.err(AccessErrorKind::Destroyed));
+            fail(format_args!("{}", self.storage.err(AccessErrorKind::Destroyed)));
         };
         // One lookup for push and pop: the guard keeps the slot.
         let slot = self.storage.slot_or_create(ctx);
-        match self.storage.write_slot(slot, |s| s.push_guarded(value)) {
+        match self.storage.write_slot(ctx, slot, |s| s.push_guarded(value)) {
             Ok(id) => StackGuard {
                 stack: self,
                 slot: SlotPtr(std::ptr::from_ref(slot)),
@@ -372,7 +383,7 @@ impl<T: Send + 'static> LocalStack<T> {
                 id,
                 _not_send: PhantomData,
             },
-            Err(e) => panic!("{e}"),
+            Err(e) => fail(format_args!("{e}")),
         }
     }
 
@@ -393,6 +404,7 @@ impl<T: Send + 'static> LocalStack<T> {
     /// assert_eq!(S.scope(2, || S.top()), Some(2));
     /// ```
     #[inline]
+    #[track_caller]
     pub fn scope<R>(&self, value: T, f: impl FnOnce() -> R) -> R {
         let _guard = self.enter(value);
         f()
@@ -414,11 +426,12 @@ impl<T: Send + 'static> LocalStack<T> {
     /// S.release();
     /// assert!(S.is_empty());
     /// ```
+    #[track_caller]
     pub fn release(&self) {
         match self.storage.write(false, StackStore::clear) {
             Ok(items) => drop(items),
             Err(e) if e.kind() == AccessErrorKind::Destroyed => {}
-            Err(e) => panic!("{e}"),
+            Err(e) => fail(format_args!("{e}")),
         }
     }
 
@@ -442,6 +455,7 @@ impl<T: Send + 'static> LocalStack<T> {
     /// S.for_each(|_, items| seen.push(items.to_vec()));
     /// assert_eq!(seen, [vec![1, 2]]);
     /// ```
+    #[track_caller]
     pub fn for_each(&self, mut f: impl FnMut(ContextId, &[T]))
     where
         T: Sync,
@@ -483,20 +497,22 @@ impl<T: Send + 'static> LocalStack<T> {
         LocalProxy::new(self)
     }
 
-    /// Removes guard `id`'s value from `ctx`'s stack; `ctx` is owned by this thread.
-    fn remove_in(&self, ctx: &CtxInner, id: u64) {
-        if let Some(slot) = self.storage.slot_in(ctx) {
-            self.remove_from(slot, id);
+    /// Removes guard `id`'s value from `slot` of `ctx`, which this thread holds. When the slot
+    /// is borrowed (the guard is dropped inside `with_top`) or iterated by this thread, the
+    /// removal is queued and done as soon as that ends.
+    #[inline]
+    fn remove_held(&self, ctx: &CtxInner, slot: &Slot<StackStore<T>>, id: u64) {
+        match self.storage.try_write_slot(ctx, slot, |s| s.remove_guarded(id)) {
+            Some(v) => drop(v),
+            None => self.defer_removal(ctx, slot, id),
         }
     }
 
-    /// Removes guard `id`'s value from `slot`, of a context this thread owns.
-    #[inline]
-    fn remove_from(&self, slot: &Slot<StackStore<T>>, id: u64) {
-        match self.storage.write_slot(slot, |s| s.remove_guarded(id)) {
-            Ok(v) => drop(v),
-            Err(_) if std::thread::panicking() => {}
-            Err(e) => panic!("{e}: a StackGuard was dropped inside `with_top` of its stack"),
+    #[cold]
+    fn defer_removal(&self, ctx: &CtxInner, slot: &Slot<StackStore<T>>, id: u64) {
+        if let Some(index) = self.storage.index() {
+            ctx.post_removal(index, id);
+            self.storage.mark_pending(slot);
         }
     }
 }
@@ -514,6 +530,10 @@ impl<T: Send + 'static> Release for LocalStack<T> {
 
     fn name(&self) -> &'static str {
         LocalStack::name(self)
+    }
+
+    fn is_bound(&self) -> bool {
+        !self.is_empty()
     }
 }
 
@@ -600,7 +620,7 @@ impl<T: Send + 'static> Drop for StackGuard<'_, T> {
             if ctx.serial == self.serial {
                 // SAFETY: see the `slot` field: its context is current and is the one pushed into.
                 let slot = unsafe { &*self.slot.0 };
-                self.stack.remove_from(slot, self.id);
+                self.stack.remove_held(ctx, slot, self.id);
                 return;
             }
         }
@@ -609,34 +629,33 @@ impl<T: Send + 'static> Drop for StackGuard<'_, T> {
 }
 
 impl<T: Send + 'static> StackGuard<'_, T> {
-    /// The guard's context is not the current one: find it, if it still exists.
+    /// The guard's context is not the current one. If this thread holds it further out, the
+    /// value is removed as usual; if nobody holds it, this thread claims it just long enough
+    /// to move the value out (no user code runs under the claim) and drops the value after;
+    /// if another thread or a task holds it, the removal is queued and applied by the holder
+    /// the next time it enters, before anything else runs there. Never a panic, never a wait
+    /// on user code.
     #[cold]
     fn drop_elsewhere(&self) {
-        let Some(ctx) = context::lookup(self.ctx_id, self.serial) else {
+        let Some(ctx) = registry::lookup(self.ctx_id, self.serial) else {
             return; // The context is gone, and our value was dropped with it.
         };
-        if ctx.is_dropping() {
-            return; // Another thread is dropping the context, and our value with it.
+        let Some(slot) = self.stack.storage.slot_in(&ctx) else {
+            return;
+        };
+        if context::is_held_here(&ctx) {
+            self.stack.remove_held(&ctx, slot, self.id);
+            return;
         }
-        let token = context::thread_token();
-        let owner = ctx.owner.load(Ordering::Acquire);
-        if owner == token {
-            // Entered by this thread, further out (or the thread's own context).
-            self.stack.remove_in(&ctx, self.id);
-        } else if ctx
-            .owner
-            .compare_exchange(0, token, Ordering::Acquire, Ordering::Relaxed)
-            .is_ok()
-        {
-            // Entered by nobody: own it for the removal.
-            self.stack.remove_in(&ctx, self.id);
-            ctx.owner.store(0, Ordering::Release);
-        } else if !std::thread::panicking() {
-            panic!(
-                "a StackGuard of `{}` was dropped while its context {:?} is entered by another thread",
-                self.stack.name(),
-                self.ctx_id
-            );
+        let Some(index) = self.stack.storage.index() else {
+            return;
+        };
+        ctx.post_removal(index, self.id);
+        let claim = ctx.owner.try_remove();
+        if let Some(claim) = claim {
+            let removed = ctx.apply_removals();
+            drop(claim);
+            drop(removed);
         }
     }
 }

@@ -1,10 +1,10 @@
-//! loom models of the runtime's concurrent paths. Run with `scripts/loom` (which sets
-//! `--cfg loom` and bounds the preemptions). Every value counts its drops: each model checks
+//! loom models of the runtime's concurrent paths, inside the crate so they can end a modelled
+//! thread's context without a public hook. Run with `scripts/loom` (which sets `--cfg loom` and
+//! bounds the preemptions). Every value counts its drops: each model checks
 //! that each value is dropped exactly once, never early, in every interleaving loom explores,
 //! and loom itself checks every payload access for data races.
-#![cfg(loom)]
 
-use context_local_runtime::{Context, Local, LocalStack};
+use crate::{Context, Local, LocalStack};
 use loom::thread;
 use std::sync::atomic::{AtomicUsize, Ordering::SeqCst};
 use std::sync::Arc;
@@ -39,7 +39,7 @@ fn model(f: impl Fn() + Sync + Send + 'static) {
     }
     builder.check(move || {
         f();
-        context_local_runtime::loom_thread_exit();
+        crate::context::loom_thread_exit();
     });
 }
 
@@ -47,7 +47,7 @@ fn model(f: impl Fn() + Sync + Send + 'static) {
 fn spawn<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> thread::JoinHandle<T> {
     thread::spawn(move || {
         let out = f();
-        context_local_runtime::loom_thread_exit();
+        crate::context::loom_thread_exit();
         out
     })
 }
@@ -202,5 +202,74 @@ fn explicit_context_entered_and_dropped_across_threads() {
         drop(ctx);
         assert_eq!(drops.load(SeqCst), 2);
         assert_eq!(stack.contexts(), 0);
+    });
+}
+
+/// A `StackGuard` dropped on the thread that pushed, while another thread drops the guard's
+/// context: whichever comes first, the value is dropped exactly once, neither side panics, and
+/// nothing is left (the owner state machine: `Removing` vs `Dropping`).
+#[test]
+fn foreign_guard_drop_races_with_context_drop() {
+    model(|| {
+        let drops = Arc::new(AtomicUsize::new(0));
+        let stack = Arc::new(LocalStack::<Counted>::named("S"));
+        let ctx = Context::new();
+        let guard = ctx.run(|| stack.enter(Counted::new(&drops, 1)));
+        let t = spawn(move || drop(ctx));
+        drop(guard);
+        t.join().unwrap();
+        assert_eq!(drops.load(SeqCst), 1);
+        assert_eq!(stack.contexts(), 0);
+    });
+}
+
+/// A `StackGuard` dropped from afar while another thread enters the context: either the guard
+/// removes the value first (claim) or the removal is queued and the entering thread applies it
+/// before running anything there. Either way the entered thread never sees the value once it
+/// has observed the guard dropped, and the value is dropped once.
+#[test]
+fn foreign_guard_drop_races_with_enter() {
+    model(|| {
+        let drops = Arc::new(AtomicUsize::new(0));
+        let stack = Arc::new(LocalStack::<Counted>::named("S"));
+        let ctx = Context::new();
+        ctx.run(|| stack.push(Counted::new(&drops, 0)));
+        let guard = ctx.run(|| stack.enter(Counted::new(&drops, 1)));
+        let t = {
+            let stack = stack.clone();
+            spawn(move || {
+                let depth = ctx.run(|| stack.len());
+                assert!(depth == 1 || depth == 2, "{depth}");
+                ctx
+            })
+        };
+        drop(guard);
+        let ctx = t.join().unwrap();
+        // Every removal is applied by now: by the guard, or by the next entry.
+        assert_eq!(ctx.run(|| stack.len()), 1);
+        assert_eq!(drops.load(SeqCst), 1);
+        drop(ctx);
+        assert_eq!(drops.load(SeqCst), 2);
+    });
+}
+
+/// A `StackGuard` dropped from afar while another thread iterates its stack: the removal never
+/// waits for the reader (it is queued when a reader is there) and the reader never sees a value
+/// being removed.
+#[test]
+fn foreign_guard_drop_races_with_for_each() {
+    model(|| {
+        let drops = Arc::new(AtomicUsize::new(0));
+        let stack = Arc::new(LocalStack::<Counted>::named("S"));
+        let ctx = Context::new();
+        let guard = ctx.run(|| stack.enter(Counted::new(&drops, 1)));
+        let t = {
+            let stack = stack.clone();
+            spawn(move || stack.for_each(|_, items| assert_eq!(items[0].n, 1)))
+        };
+        drop(guard);
+        t.join().unwrap();
+        assert_eq!(ctx.run(|| stack.len()), 0);
+        assert_eq!(drops.load(SeqCst), 1);
     });
 }

@@ -1,5 +1,5 @@
-//! A global allocator that counts, for the project's own benches and tests (feature
-//! `alloc-counter`): "a push/pop cycle allocates nothing" is checked with it, not assumed.
+//! A global allocator that counts, for the project's own benches and tests (a workspace
+//! member that is never published): "a push/pop cycle allocates nothing" is checked with it, not assumed.
 
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -9,7 +9,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 /// # Examples
 ///
 /// ```
-/// use context_local_runtime::alloc_counter::CountingAlloc;
+/// use context_local_alloc_counter::CountingAlloc;
 ///
 /// #[global_allocator]
 /// static ALLOC: CountingAlloc = CountingAlloc;

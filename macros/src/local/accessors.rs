@@ -1,0 +1,245 @@
+//! The expansion of `#[context_local]`: a hidden `static Local<Self>`, the `ContextLocal` impl
+//! and the documented inherent accessors. Every accessor that can panic is `#[track_caller]`,
+//! like the runtime method it forwards to, so a panic points at the user's call.
+
+use proc_macro2::TokenStream;
+use quote::{quote, quote_spanned};
+use syn::{DeriveInput, Ident, LitStr, Visibility};
+
+use crate::options::Options;
+
+/// The hidden static, the `ContextLocal` impl and the inherent accessors.
+pub(super) fn accessors(input: &DeriveInput, options: &Options) -> TokenStream {
+    let private = options.private_path();
+    let ident = &input.ident;
+    let constructor = constructor(ident, options, &private);
+    let methods = methods(input, options, &private);
+    // The `ContextLocal` impl names the user's type with the user's span: a non-`Send` struct
+    // gets its one error there. The accessors' impl is bounded by a higher-ranked (so not
+    // "trivially false") `ContextLocal` clause, so they add no second error.
+    quote! {
+        const _: () = {
+            static __CONTEXT_LOCAL: #private::Local<#ident> = #constructor;
+
+            impl #private::ContextLocal for #ident {
+                #[inline]
+                fn local() -> &'static #private::Local<Self> {
+                    &__CONTEXT_LOCAL
+                }
+            }
+
+            #[allow(dead_code)]
+            impl #ident
+            where
+                for<'__context_local> #ident: #private::ContextLocal,
+            {
+                #methods
+            }
+        };
+    }
+}
+
+fn constructor(ident: &Ident, options: &Options, private: &TokenStream) -> TokenStream {
+    let name = match &options.name {
+        Some(name) => name.value(),
+        None => ident.to_string(),
+    };
+    if let Some(init) = &options.init {
+        quote!(#private::Local::with_init(#name, #init))
+    } else if let Some(span) = options.default {
+        // Spanned at `default`: a struct that is not `Default` is told so right there.
+        let ty = Ident::new(&ident.to_string(), span);
+        let init = quote_spanned!(span=> <#ty as ::core::default::Default>::default);
+        quote!(#private::Local::with_init(#name, #init))
+    } else {
+        quote!(#private::Local::named(#name))
+    }
+}
+
+fn methods(input: &DeriveInput, options: &Options, private: &TokenStream) -> TokenStream {
+    let words = Words::new(input, options);
+    let binding = binding(&words);
+    let access = access(&words, private);
+    let storage = storage(&words, private);
+    let all = binding.into_iter().chain(access).chain(storage);
+    all.map(|accessor| accessor.into_tokens(&input.vis))
+        .collect()
+}
+
+/// One accessor: its documentation, when it panics (if it can), and its item.
+struct Accessor {
+    doc: String,
+    /// The `# Panics` section. An accessor that has one is `#[track_caller]`.
+    panics: Option<String>,
+    item: TokenStream,
+}
+
+impl Accessor {
+    fn panicking(doc: String, panics: String, item: TokenStream) -> Self {
+        let panics = Some(panics);
+        Accessor { doc, panics, item }
+    }
+
+    fn infallible(doc: String, item: TokenStream) -> Self {
+        let panics = None;
+        Accessor { doc, panics, item }
+    }
+
+    fn into_tokens(self, vis: &Visibility) -> TokenStream {
+        let Accessor {
+            mut doc,
+            panics,
+            item,
+        } = self;
+        let track_caller = panics.map(|panics| {
+            doc.push_str("\n\n# Panics\n\n");
+            doc.push_str(&panics);
+            quote!(#[track_caller])
+        });
+        quote!(#[doc = #doc] #[inline] #track_caller #vis #item)
+    }
+}
+
+/// What the accessors' docs say about the struct.
+struct Words {
+    /// The struct's name.
+    ty: String,
+    /// The name errors use (`name = "..."`, else the struct's).
+    name: String,
+    /// A sentence on lazy initialisation, or nothing.
+    lazy: String,
+    /// When a write panics because the value is borrowed.
+    borrowed: String,
+}
+
+impl Words {
+    fn new(input: &DeriveInput, options: &Options) -> Self {
+        let ty = input.ident.to_string();
+        let name = options
+            .name
+            .as_ref()
+            .map_or_else(|| ty.clone(), LitStr::value);
+        let lazy = if options.init.is_some() || options.default.is_some() {
+            format!(" If the current context has no `{ty}` yet, its initial value is bound first.")
+        } else {
+            String::new()
+        };
+        let borrowed = format!("Inside `{ty}::with` or `{ty}::with_mut` (the value is borrowed).");
+        Words {
+            ty,
+            name,
+            lazy,
+            borrowed,
+        }
+    }
+
+    /// When `with`/`with_mut` panic: unbound (unless bound lazily), or inside `borrows`.
+    fn access_panics(&self, borrows: &str) -> String {
+        let Words { ty, name, .. } = self;
+        let when = if self.lazy.is_empty() {
+            format!("If no `{ty}` is bound, or inside {borrows}")
+        } else {
+            format!("Inside {borrows}")
+        };
+        format!("{when}; the message names `{name}`.")
+    }
+}
+
+/// `set`, `replace`, `take`, `is_set`, `release`.
+fn binding(w: &Words) -> [Accessor; 5] {
+    let Words { ty, borrowed, .. } = w;
+    let destroyed =
+        format!("{borrowed} Also during thread exit, after this thread's context was destroyed.");
+    [
+        Accessor::panicking(
+            format!("Binds `value` as the current context's `{ty}`; a previous value is dropped."),
+            destroyed.clone(),
+            quote!(
+                fn set(value: Self) {
+                    __CONTEXT_LOCAL.set(value)
+                }
+            ),
+        ),
+        Accessor::panicking(
+            format!("Binds `value` as the current context's `{ty}` and returns the previous one."),
+            destroyed,
+            quote!(
+                fn replace(value: Self) -> ::core::option::Option<Self> {
+                    __CONTEXT_LOCAL.replace(value)
+                }
+            ),
+        ),
+        Accessor::panicking(
+            format!("Unbinds the current context's `{ty}` and returns it."),
+            borrowed.clone(),
+            quote!(
+                fn take() -> ::core::option::Option<Self> {
+                    __CONTEXT_LOCAL.take()
+                }
+            ),
+        ),
+        Accessor::infallible(
+            format!("Whether the current context has a `{ty}` bound."),
+            quote!(
+                fn is_set() -> bool {
+                    __CONTEXT_LOCAL.is_set()
+                }
+            ),
+        ),
+        Accessor::panicking(
+            format!("Drops the current context's `{ty}`, if any."),
+            borrowed.clone(),
+            quote!(
+                fn release() {
+                    __CONTEXT_LOCAL.release()
+                }
+            ),
+        ),
+    ]
+}
+
+/// `with`, `try_with`, `with_mut`, `try_with_mut`, `get`.
+fn access(w: &Words, private: &TokenStream) -> [Accessor; 5] {
+    let Words { ty, name, lazy, .. } = w;
+    let error = quote!(::core::result::Result<R, #private::AccessError>);
+    [
+        Accessor::panicking(
+            format!("Calls `f` with the current context's `{ty}`.{lazy}"),
+            w.access_panics(&format!("`{ty}::with_mut`")),
+            quote!(fn with<R>(f: impl ::core::ops::FnOnce(&Self) -> R) -> R { __CONTEXT_LOCAL.with(f) }),
+        ),
+        Accessor::infallible(
+            format!("Calls `f` with the current context's `{ty}`, or says why it cannot.{lazy}\n\n# Errors\n\n`AccessError` naming `{name}`: unbound, mutably borrowed, or destroyed (thread exit)."),
+            quote!(fn try_with<R>(f: impl ::core::ops::FnOnce(&Self) -> R) -> #error { __CONTEXT_LOCAL.try_with(f) }),
+        ),
+        Accessor::panicking(
+            format!("Calls `f` with mutable access to the current context's `{ty}`.{lazy}"),
+            w.access_panics(&format!("`{ty}::with` or `{ty}::with_mut`")),
+            quote!(fn with_mut<R>(f: impl ::core::ops::FnOnce(&mut Self) -> R) -> R { __CONTEXT_LOCAL.with_mut(f) }),
+        ),
+        Accessor::infallible(
+            format!("Calls `f` with mutable access to the current context's `{ty}`, or says why it cannot.{lazy}\n\n# Errors\n\n`AccessError` naming `{name}`: unbound, borrowed, or destroyed (thread exit)."),
+            quote!(fn try_with_mut<R>(f: impl ::core::ops::FnOnce(&mut Self) -> R) -> #error { __CONTEXT_LOCAL.try_with_mut(f) }),
+        ),
+        Accessor::panicking(
+            format!("A clone of the current context's `{ty}`, or `None` if unbound.{lazy}"),
+            format!("Inside `{ty}::with_mut`."),
+            quote!(fn get() -> ::core::option::Option<Self> where for<'__context_local> Self: ::core::clone::Clone { __CONTEXT_LOCAL.get() }),
+        ),
+    ]
+}
+
+/// `local`, `proxy`.
+fn storage(w: &Words, private: &TokenStream) -> [Accessor; 2] {
+    let ty = &w.ty;
+    [
+        Accessor::infallible(
+            format!("The per-context storage behind `{ty}`: for a `LocalManager`, `for_each` and `contexts`."),
+            quote!(fn local() -> &'static #private::Local<Self> { &__CONTEXT_LOCAL }),
+        ),
+        Accessor::infallible(
+            format!("A `LocalProxy` of the current context's `{ty}`, usable in `static`s."),
+            quote!(const fn proxy() -> #private::LocalProxy<Self> { __CONTEXT_LOCAL.proxy() }),
+        ),
+    ]
+}

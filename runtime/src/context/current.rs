@@ -1,0 +1,232 @@
+//! The current context of each thread, and the chain of contexts it has entered.
+//!
+//! `CURRENT` points at the top of this thread's chain; each entered context's `link` points at
+//! the one below it; the thread's own context (created on first use) is the bottom. Entering
+//! pushes, leaving unlinks — from the top in the usual case, from anywhere when guards are
+//! dropped out of order — so each guard leaves exactly its own entry. Every context in the
+//! chain is held for this thread (see `owner.rs`) and kept alive by its holder, which is what
+//! makes following the links sound.
+
+use std::cell::{Cell, RefCell};
+use std::ptr;
+
+use super::inner::CtxInner;
+use super::owner::State;
+use super::registry;
+use crate::sync::Arc;
+
+/// Sentinel address in `CURRENT` once this thread's own context is destroyed (thread exit).
+const DESTROYED: usize = 1;
+
+crate::sync::thread_locals! {
+    /// Top of this thread's chain: null = the own context is not created yet, `DESTROYED` =
+    /// it is gone.
+    static CURRENT: Cell<*const CtxInner> = const { Cell::new(ptr::null()) };
+    /// While the thread's own context is torn down (thread exit) with it current, the chain
+    /// that was above it (contexts entered by guards that live in other thread-locals).
+    static SET_ASIDE: Cell<*const CtxInner> = const { Cell::new(ptr::null()) };
+    /// The thread's own context; its destructor tears the context down at thread exit.
+    static THREAD_CTX: RefCell<Option<ThreadCtx>> = const { RefCell::new(None) };
+}
+
+/// `CURRENT`, read. A const, `Drop`-free thread-local is never destroyed by std, so `try_with`
+/// costs nothing; loom's mock thread-locals are destroyed at thread exit, which reads as
+/// `DESTROYED`.
+#[inline(always)]
+fn current_ptr() -> *const CtxInner {
+    CURRENT
+        .try_with(Cell::get)
+        .unwrap_or(DESTROYED as *const CtxInner)
+}
+
+#[inline(always)]
+fn set_current(p: *const CtxInner) -> *const CtxInner {
+    CURRENT
+        .try_with(|c| c.replace(p))
+        .unwrap_or(DESTROYED as *const CtxInner)
+}
+
+fn is_context(p: *const CtxInner) -> bool {
+    p.addr() > DESTROYED
+}
+
+/// The current context, or `None` if this thread's context is destroyed (thread exit).
+#[inline]
+pub(crate) fn current() -> Option<&'static CtxInner> {
+    let p = current_ptr();
+    if is_context(p) {
+        // SAFETY: `CURRENT` only ever holds null, `DESTROYED`, or the top of this thread's
+        // chain, which its holder keeps alive until it leaves the chain. The `'static` is
+        // internal: callers use it within one call.
+        Some(unsafe { &*p })
+    } else {
+        current_slow()
+    }
+}
+
+#[cold]
+#[inline(never)]
+fn current_slow() -> Option<&'static CtxInner> {
+    if current_ptr().addr() == DESTROYED {
+        return None;
+    }
+    // First use on this thread, outside any entered context: create its own context.
+    let inner = registry::register(State::Own);
+    let raw = Arc::as_ptr(&inner);
+    let installed = THREAD_CTX
+        .try_with(|slot| *slot.borrow_mut() = Some(ThreadCtx(inner.clone())))
+        .is_ok();
+    if !installed {
+        // The thread is already running its thread-local destructors.
+        drop(registry::unregister(inner.id));
+        set_current(DESTROYED as *const CtxInner);
+        return None;
+    }
+    set_current(raw);
+    // SAFETY: `THREAD_CTX` now holds a strong reference until thread exit.
+    Some(unsafe { &*raw })
+}
+
+/// The current context, if it lives at `addr` (a context's address, remembered earlier).
+#[inline]
+pub(crate) fn current_if_at(addr: usize) -> Option<&'static CtxInner> {
+    let p = current_ptr();
+    if p.addr() != addr || !is_context(p) {
+        return None;
+    }
+    // SAFETY: as in `current`.
+    Some(unsafe { &*p })
+}
+
+/// Makes `ctx` current on this thread, on top of the chain, until [`Entered`] is dropped.
+///
+/// # Safety
+///
+/// The caller holds `ctx` for this thread (an `Entered`, `Task` or `Dropping` claim, see
+/// `owner.rs`) and keeps it alive until the returned guard is dropped.
+#[inline]
+pub(crate) unsafe fn enter(ctx: &CtxInner) -> Entered<'_> {
+    ctx.set_link(set_current(ctx));
+    Entered(ctx)
+}
+
+/// Keeps a context in this thread's chain; dropping it takes exactly that context out.
+pub(crate) struct Entered<'a>(&'a CtxInner);
+
+impl Drop for Entered<'_> {
+    #[inline]
+    fn drop(&mut self) {
+        let me = ptr::from_ref(self.0);
+        if current_ptr() == me {
+            set_current(self.0.link());
+        } else {
+            leave_out_of_order(self.0);
+        }
+    }
+}
+
+/// `ctx` is not on top: unlink it from below whatever was entered after it.
+#[cold]
+fn leave_out_of_order(ctx: &CtxInner) {
+    if unlink(current_ptr(), ctx) {
+        return;
+    }
+    let aside = SET_ASIDE.try_with(Cell::get).unwrap_or(ptr::null());
+    if aside == ptr::from_ref(ctx) {
+        let _ = SET_ASIDE.try_with(|a| a.set(ctx.link()));
+    } else {
+        unlink(aside, ctx);
+    }
+}
+
+/// In the chain starting at `top`, makes whatever points at `ctx` point past it.
+fn unlink(top: *const CtxInner, ctx: &CtxInner) -> bool {
+    let me = ptr::from_ref(ctx);
+    let mut node = top;
+    while is_context(node) {
+        // SAFETY: every context in this thread's chain is alive (see the module docs).
+        let n = unsafe { &*node };
+        let next = n.link();
+        if next == me {
+            n.set_link(ctx.link());
+            return true;
+        }
+        node = next;
+    }
+    false
+}
+
+/// Whether this thread holds `ctx`: current, entered further out, or its own context.
+pub(crate) fn is_held_here(ctx: &CtxInner) -> bool {
+    let me = ptr::from_ref(ctx);
+    let aside = SET_ASIDE.try_with(Cell::get).unwrap_or(ptr::null());
+    [current_ptr(), aside].into_iter().any(|mut node| {
+        while is_context(node) {
+            if node == me {
+                return true;
+            }
+            // SAFETY: as in `unlink`.
+            node = unsafe { &*node }.link();
+        }
+        false
+    })
+}
+
+/// In the chain starting at `top`, makes whatever points at `old` point at `new`.
+fn rebase(top: *const CtxInner, old: *const CtxInner, new: *const CtxInner) {
+    let mut node = top;
+    while is_context(node) && node != old {
+        // SAFETY: as in `unlink`.
+        let n = unsafe { &*node };
+        if n.link() == old {
+            n.set_link(new);
+            return;
+        }
+        node = n.link();
+    }
+}
+
+/// The thread's own context: torn down when the thread exits.
+struct ThreadCtx(Arc<CtxInner>);
+
+impl Drop for ThreadCtx {
+    fn drop(&mut self) {
+        let own = Arc::as_ptr(&self.0);
+        // Contexts still entered above the own one (their guards live in thread-locals that
+        // are destroyed later) are set aside, so the own context's values drop with it current.
+        let top = set_current(own);
+        if top != own {
+            let _ = SET_ASIDE.try_with(|a| a.set(top));
+        }
+        let panicked = self.0.teardown();
+        // From now on, leaving the contexts that were entered above the own one ends in
+        // `DESTROYED`.
+        let aside = SET_ASIDE.try_with(|a| a.replace(ptr::null())).unwrap_or(ptr::null());
+        let below = if is_context(aside) {
+            rebase(aside, own, DESTROYED as *const CtxInner);
+            aside
+        } else {
+            DESTROYED as *const CtxInner
+        };
+        let after = current_ptr();
+        if after == own {
+            set_current(below);
+        } else {
+            rebase(after, own, below);
+        }
+        drop(registry::unregister(self.0.id));
+        if let Some(p) = panicked {
+            // As with any thread-local whose destructor panics, std aborts the process here.
+            std::panic::resume_unwind(p);
+        }
+    }
+}
+
+/// Under loom only: tears down this thread's context now, as thread exit does. loom drops
+/// mock thread-locals outside the model, where no modelled primitive may be touched, so the
+/// models call this as the last step of every thread instead.
+#[cfg(loom)]
+pub(crate) fn loom_thread_exit() {
+    let ctx = THREAD_CTX.with(|c| c.borrow_mut().take());
+    drop(ctx);
+}

@@ -1,0 +1,227 @@
+//! `CtxInner`: one context's storage, its holder, its place in a thread's chain, its pending
+//! removals and its teardown.
+
+use std::any::Any;
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::ptr::{self, NonNull};
+
+use super::owner::{Owner, State};
+use super::table::{Removal, SlotHeader, Table, BORROWS, PENDING};
+use super::ContextId;
+use crate::sync::{lock, AtomicBool, Mutex, MutexGuard, Ordering, UnsafeCell};
+
+/// Teardown rounds before giving up on values whose `Drop` keeps binding new ones: a finite
+/// chain of re-bindings completes, an endless one is cut off (its remaining values are then
+/// dropped with the context's storage).
+const TEARDOWN_ROUNDS: usize = 1 << 16;
+
+/// A removal posted by a `StackGuard` that could not remove its value at once.
+#[derive(Clone, Copy)]
+struct Pending {
+    index: usize,
+    id: u64,
+}
+
+/// The per-context storage. Shared (`Arc`) between its holder (`Context`, `InContext` or the
+/// thread), the registry, and iterators holding a snapshot.
+pub(crate) struct CtxInner {
+    pub(crate) id: ContextId,
+    /// Unique for the life of the process (ids are recycled, serials are not).
+    pub(crate) serial: u64,
+    pub(crate) owner: Owner,
+    pub(crate) table: Table,
+    /// The context that was current before this one was entered: this thread's chain of
+    /// entered contexts runs through it. Read and written only by the thread that has the
+    /// context entered.
+    link: UnsafeCell<*const CtxInner>,
+    /// Local indices in the order of their first binding here (teardown runs it backwards).
+    /// Written only by the context's holder.
+    order: UnsafeCell<Vec<usize>>,
+    /// Removals that `StackGuard`s posted while the context was held elsewhere or its slot
+    /// borrowed; applied by the next holder. `has_pending` lets holders skip the lock.
+    pending: Mutex<Vec<Pending>>,
+    has_pending: AtomicBool,
+    /// The context was left while some of its values were borrowed: its claim ends when the
+    /// last of those borrows does (`settle`). Holder-only.
+    release_deferred: AtomicBool,
+    /// Serialises detaching slots: teardown vs. a dropped `Local` removing its own slot.
+    detach: Mutex<()>,
+}
+
+// SAFETY: a CtxInner is type-erased storage for values that are all `Send` (every slot
+// constructor requires it). Its slots, `link` and `order` are used only by the context's
+// holder (exclusive by `owner`), and slots are read from other threads only by `for_each`,
+// which requires `T: Sync` and synchronises with the holder through the protocol in
+// `storage/borrow.rs`.
+unsafe impl Send for CtxInner {}
+// SAFETY: see above; every field touched by non-holders is an atomic or a mutex.
+unsafe impl Sync for CtxInner {}
+
+impl CtxInner {
+    pub(crate) fn new(id: ContextId, serial: u64, state: State) -> Self {
+        Self {
+            id,
+            serial,
+            owner: Owner::new(state),
+            table: Table::new(),
+            link: UnsafeCell::new(ptr::null()),
+            order: UnsafeCell::new(Vec::new()),
+            pending: Mutex::new(Vec::new()),
+            has_pending: AtomicBool::new(false),
+            release_deferred: AtomicBool::new(false),
+            detach: Mutex::new(()),
+        }
+    }
+
+    pub(crate) fn link(&self) -> *const CtxInner {
+        // SAFETY: only the thread that has this context entered calls this (see `current`).
+        self.link.with(|l| unsafe { *l })
+    }
+
+    pub(crate) fn set_link(&self, to: *const CtxInner) {
+        // SAFETY: as in `link`.
+        self.link.with_mut(|l| unsafe { *l = to });
+    }
+
+    /// Records that the local at `index` was bound here for the first time.
+    pub(crate) fn record_first_binding(&self, index: usize) {
+        // SAFETY: only the holder creates slots, and it holds no reference into `order`.
+        self.order.with_mut(|o| unsafe { (*o).push(index) });
+    }
+
+    pub(crate) fn detach_lock(&self) -> MutexGuard<'_, ()> {
+        lock(&self.detach)
+    }
+
+    /// Queues a guard's removal for the next holder.
+    pub(crate) fn post_removal(&self, index: usize, id: u64) {
+        lock(&self.pending).push(Pending { index, id });
+        self.has_pending.store(true, Ordering::Release);
+    }
+
+    /// Whether removals are queued. Holders call it after claiming, so a post that happened
+    /// before the claim is seen.
+    #[inline]
+    pub(crate) fn has_pending(&self) -> bool {
+        self.has_pending.load(Ordering::Acquire)
+    }
+
+    /// Applies the queued removals and returns the removed values, for the caller to drop
+    /// outside any claim. Called by the context's holder. A removal whose slot is borrowed or
+    /// being read stays queued, and the slot is marked so its next use applies it.
+    #[cold]
+    pub(crate) fn apply_removals(&self) -> Vec<Box<dyn Send>> {
+        self.has_pending.store(false, Ordering::Relaxed);
+        let queued = std::mem::take(&mut *lock(&self.pending));
+        let mut removed = Vec::new();
+        for p in queued {
+            let _guard = self.detach_lock();
+            let Some(slot) = self.table.slot(p.index) else {
+                continue; // the local was dropped, and its values with it
+            };
+            // SAFETY: we hold the context and its detach lock; the slot is live.
+            match unsafe { SlotHeader::remove(slot, p.id) } {
+                Removal::Done(v) => removed.extend(v),
+                Removal::Busy => self.post_removal(p.index, p.id),
+            }
+        }
+        removed
+    }
+
+    /// Forgets queued removals of a local that is being dropped (its index will be reused).
+    pub(crate) fn forget_removals(&self, index: usize) {
+        lock(&self.pending).retain(|p| p.index != index);
+    }
+
+    /// Drops every value of this context: the holder calls it with the context current.
+    ///
+    /// Locals go in the reverse order of their first binding here, one at a time, so a value's
+    /// `Drop` still sees the values bound before it. A `Drop` may bind new values; later
+    /// rounds drop those. A panicking `Drop` does not stop the teardown: the first panic is
+    /// returned for the caller to resume once the context is unregistered.
+    pub(crate) fn teardown(&self) -> Option<Box<dyn Any + Send>> {
+        let mut first_panic = None;
+        for _ in 0..TEARDOWN_ROUNDS {
+            let mut dropped_any = false;
+            // SAFETY: holder-only; the length is read before any user code runs.
+            let mut i = self.order.with(|o| unsafe { (*o).len() });
+            while i > 0 {
+                i -= 1;
+                // SAFETY: as above; `order` only grows, so `i` stays in bounds.
+                let index = self.order.with(|o| unsafe { (&*o)[i] });
+                let Some(values) = self.take_slot(index) else {
+                    continue;
+                };
+                dropped_any = true;
+                // Dropping a `Vec` keeps dropping the rest when one element panics.
+                if let Err(p) = catch_unwind(AssertUnwindSafe(|| drop(values))) {
+                    first_panic.get_or_insert(p);
+                }
+            }
+            if !dropped_any {
+                break;
+            }
+        }
+        lock(&self.pending).clear();
+        first_panic
+    }
+
+    fn take_slot(&self, index: usize) -> Option<Box<dyn Send>> {
+        let _guard = self.detach_lock();
+        let slot: NonNull<SlotHeader> = self.table.slot(index)?;
+        // SAFETY: the holder tears down; we hold the detach lock, so the slot stays live.
+        unsafe { SlotHeader::take(slot) }
+    }
+}
+
+impl CtxInner {
+    /// Whether a value of this context is borrowed right now (by its holder, this thread).
+    fn borrowed_slots(&self, mut f: impl FnMut(&crate::sync::AtomicUsize)) -> bool {
+        let mut any = false;
+        self.order.with(|o| {
+            // SAFETY: holder-only, and no user code runs while `order` is borrowed.
+            for &index in unsafe { &*o } {
+                if let Some(slot) = self.table.slot(index) {
+                    // SAFETY: a slot in the table is live while the context is.
+                    let state = unsafe { &slot.as_ref().state };
+                    if state.load(Ordering::Relaxed) & BORROWS != 0 {
+                        any = true;
+                        f(state);
+                    }
+                }
+            }
+        });
+        any
+    }
+
+    /// Ends the holder's claim now, or — when the context is left while one of its values is
+    /// borrowed (a guard dropped inside `with`) — once the last such borrow ends. Returns
+    /// whether the caller releases it now.
+    pub(crate) fn release_now_or_later(&self) -> bool {
+        let later = self.borrowed_slots(|state| {
+            let st = state.load(Ordering::Relaxed);
+            state.store(st | PENDING, Ordering::Relaxed);
+        });
+        if later {
+            self.release_deferred.store(true, Ordering::Relaxed);
+        }
+        !later
+    }
+
+    /// The holder's work queued for when borrows end (see `PENDING`): applies queued removals
+    /// and ends a deferred claim once nothing is borrowed. Returns the removed values, for the
+    /// caller to drop after this returns.
+    #[cold]
+    pub(crate) fn settle(&self) -> Vec<Box<dyn Send>> {
+        let removed = if self.has_pending() {
+            self.apply_removals()
+        } else {
+            Vec::new()
+        };
+        if self.release_deferred.load(Ordering::Relaxed) && !self.borrowed_slots(|_| ()) {
+            self.release_deferred.store(false, Ordering::Relaxed);
+            self.owner.end_deferred();
+        }
+        removed
+    }
+}

@@ -1,0 +1,191 @@
+//! A context's slot table: one cell per local index, pointing at that local's slot.
+//!
+//! Slots `0..INLINE` live inside the context, the rest in buckets allocated on first use and
+//! never moved, so a slot reference stays valid while the context lives. The table knows slots
+//! only through their type-erased header; `storage` owns what is inside them.
+
+use std::ptr::{self, NonNull};
+
+use crate::sync::{AtomicPtr, AtomicUsize, Ordering};
+
+/// Slots 0..INLINE live inside the context itself: no extra indirection for the first locals.
+pub(crate) const INLINE: usize = 32;
+/// Overflow bucket `b` covers indices `INLINE << b .. INLINE << (b + 1)`.
+const BUCKETS: usize = 26;
+
+/// What a context can do with a slot without knowing its type. Implemented in `storage`.
+pub(crate) struct SlotVTable {
+    /// Moves out the slot's values (teardown), or `None` if it holds none or cannot be
+    /// written now.
+    pub(crate) take: unsafe fn(NonNull<SlotHeader>) -> Option<Box<dyn Send>>,
+    /// Removes the value a `StackGuard` pushed, without waiting for anyone; a busy slot is
+    /// marked so that its holder retries when it next uses it.
+    pub(crate) remove: unsafe fn(NonNull<SlotHeader>, u64) -> Removal,
+    /// Frees the slot and whatever it still holds.
+    pub(crate) free: unsafe fn(NonNull<SlotHeader>),
+}
+
+/// The outcome of a guard's removal.
+pub(crate) enum Removal {
+    /// Removed: the caller drops it.
+    Done(Option<Box<dyn Send>>),
+    /// The slot is borrowed or being read right now: try again later.
+    Busy,
+}
+
+/// The type-independent head of every slot: `storage::Slot<V>` starts with it (`repr(C)`).
+#[repr(C)]
+pub(crate) struct SlotHeader {
+    /// Written only by the context's holder, with plain stores; the bits below. The borrow
+    /// protocol that uses them is in `storage/borrow.rs`.
+    pub(crate) state: AtomicUsize,
+    pub(crate) vtable: &'static SlotVTable,
+}
+
+/// `state`: the payload holds a value (a bound local, a non-empty stack). Read by `contexts()`
+/// and `for_each` from other threads.
+pub(crate) const PRESENT: usize = 1;
+/// `state`: the holder is mutating the payload or lends it out as `&mut`.
+pub(crate) const WRITING: usize = 2;
+/// `state`: work is queued for when the slot's borrows end (a guard's removal, the release of
+/// a context left while this slot was borrowed). Holder-only meaning.
+pub(crate) const PENDING: usize = 4;
+/// `state`: the local's initializer is running in this context (`Local::with_init`), so a
+/// use of the local inside it is reported instead of recursing. Holder-only meaning.
+pub(crate) const INIT: usize = 8;
+/// `state`: one shared borrow (nested `with`s count up). Holder-only meaning.
+pub(crate) const SHARED_ONE: usize = 16;
+/// `state`: any borrow.
+pub(crate) const BORROWS: usize = WRITING | !(SHARED_ONE - 1);
+
+impl SlotHeader {
+    /// See [`SlotVTable::take`].
+    ///
+    /// # Safety
+    ///
+    /// `hdr` must point to a live slot of a context the caller holds exclusively, and the
+    /// caller must hold that context's detach lock.
+    pub(crate) unsafe fn take(hdr: NonNull<SlotHeader>) -> Option<Box<dyn Send>> {
+        // SAFETY: forwarded from the caller; the vtable is the one of the slot's own type.
+        unsafe { (hdr.as_ref().vtable.take)(hdr) }
+    }
+
+    /// See [`SlotVTable::remove`].
+    ///
+    /// # Safety
+    ///
+    /// As [`take`](Self::take).
+    pub(crate) unsafe fn remove(hdr: NonNull<SlotHeader>, id: u64) -> Removal {
+        // SAFETY: as in `take`.
+        unsafe { (hdr.as_ref().vtable.remove)(hdr, id) }
+    }
+
+    /// See [`SlotVTable::free`].
+    ///
+    /// # Safety
+    ///
+    /// `hdr` must point to a live slot that nobody else can reach any more.
+    pub(crate) unsafe fn free(hdr: NonNull<SlotHeader>) {
+        // SAFETY: as in `take`.
+        unsafe { (hdr.as_ref().vtable.free)(hdr) }
+    }
+}
+
+pub(crate) struct Table {
+    inline: [AtomicPtr<SlotHeader>; INLINE],
+    overflow: [AtomicPtr<AtomicPtr<SlotHeader>>; BUCKETS],
+}
+
+impl Table {
+    pub(crate) fn new() -> Self {
+        Self {
+            inline: std::array::from_fn(|_| AtomicPtr::new(ptr::null_mut())),
+            overflow: std::array::from_fn(|_| AtomicPtr::new(ptr::null_mut())),
+        }
+    }
+
+    /// The slot pointer cell for `index`, if its bucket exists.
+    #[inline]
+    pub(crate) fn cell(&self, index: usize) -> Option<&AtomicPtr<SlotHeader>> {
+        if index < INLINE {
+            return Some(&self.inline[index]);
+        }
+        let (bucket, offset) = bucket_of(index);
+        let base = self.overflow[bucket].load(Ordering::Acquire);
+        if base.is_null() {
+            return None;
+        }
+        // SAFETY: a non-null bucket pointer came from `cell_or_grow`, which allocated
+        // `bucket_len(bucket)` cells that live until `self` drops; `offset` is below that
+        // length by construction of `bucket_of`.
+        Some(unsafe { &*base.add(offset) })
+    }
+
+    /// The slot at `index`, if any.
+    #[inline]
+    pub(crate) fn slot(&self, index: usize) -> Option<NonNull<SlotHeader>> {
+        NonNull::new(self.cell(index)?.load(Ordering::Acquire))
+    }
+
+    /// Like [`cell`](Self::cell), allocating the bucket first. Only the context's holder calls
+    /// it, so no other bucket can be installed concurrently.
+    pub(crate) fn cell_or_grow(&self, index: usize) -> &AtomicPtr<SlotHeader> {
+        if let Some(c) = self.cell(index) {
+            return c;
+        }
+        let (bucket, _) = bucket_of(index);
+        let cells: Box<[AtomicPtr<SlotHeader>]> = (0..bucket_len(bucket))
+            .map(|_| AtomicPtr::new(ptr::null_mut()))
+            .collect();
+        let base = Box::into_raw(cells).cast::<AtomicPtr<SlotHeader>>();
+        self.overflow[bucket].store(base, Ordering::Release);
+        self.cell(index).expect("bucket was just installed")
+    }
+
+    /// Every slot pointer cell.
+    pub(crate) fn for_each_cell(&self, mut f: impl FnMut(&AtomicPtr<SlotHeader>)) {
+        self.inline.iter().for_each(&mut f);
+        for bucket in 0..BUCKETS {
+            let base = self.overflow[bucket].load(Ordering::Acquire);
+            if base.is_null() {
+                continue;
+            }
+            for offset in 0..bucket_len(bucket) {
+                // SAFETY: as in `cell`.
+                f(unsafe { &*base.add(offset) });
+            }
+        }
+    }
+}
+
+impl Drop for Table {
+    fn drop(&mut self) {
+        // Last reference to the context: nobody can reach the slots any more. Values still in
+        // them (see `CtxInner::teardown`) go with them.
+        self.for_each_cell(|cell| {
+            if let Some(hdr) = NonNull::new(cell.load(Ordering::Relaxed)) {
+                // SAFETY: exclusive access (`&mut self`); the slot is live and ours.
+                unsafe { SlotHeader::free(hdr) };
+            }
+        });
+        for bucket in 0..BUCKETS {
+            let base = self.overflow[bucket].load(Ordering::Relaxed);
+            if !base.is_null() {
+                let len = bucket_len(bucket);
+                // SAFETY: allocated in `cell_or_grow` as a boxed slice of exactly `len` cells.
+                drop(unsafe { Box::from_raw(ptr::slice_from_raw_parts_mut(base, len)) });
+            }
+        }
+    }
+}
+
+#[inline]
+fn bucket_of(index: usize) -> (usize, usize) {
+    let q = index / INLINE; // >= 1
+    let bucket = (usize::BITS - 1 - q.leading_zeros()) as usize;
+    (bucket, index - (INLINE << bucket))
+}
+
+fn bucket_len(bucket: usize) -> usize {
+    INLINE << bucket
+}

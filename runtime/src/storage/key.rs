@@ -1,0 +1,76 @@
+//! Local indices: each `Local`/`LocalStack` gets a small index on first use, its slot's place
+//! in every context's table. Indices are recycled when a non-`static` local is dropped.
+
+use super::borrow::IndexSync;
+use crate::sync::{self as s, lock, Mutex, Ordering};
+
+const UNASSIGNED: usize = usize::MAX;
+
+struct Indices {
+    next: usize,
+    free: Vec<usize>,
+    syncs: Vec<&'static IndexSync>,
+}
+
+s::globals! {
+    static INDICES: Mutex<Indices> = Mutex::new(Indices {
+        next: 0,
+        free: Vec::new(),
+        syncs: Vec::new(),
+    });
+}
+
+/// The index of one local. A plain std atomic even under loom: `Key::new` must stay `const`,
+/// and the index is only ever published under the `INDICES` lock.
+pub(crate) struct Key(std::sync::atomic::AtomicUsize);
+
+impl Key {
+    pub(crate) const fn new() -> Self {
+        Self(std::sync::atomic::AtomicUsize::new(UNASSIGNED))
+    }
+
+    /// The index, if one was assigned.
+    #[inline]
+    pub(crate) fn get(&self) -> Option<usize> {
+        let i = self.0.load(Ordering::Acquire);
+        (i != UNASSIGNED).then_some(i)
+    }
+
+    /// The index, assigned now if needed.
+    pub(crate) fn get_or_assign(&self) -> usize {
+        if let Some(i) = self.get() {
+            return i;
+        }
+        s::init_fence();
+        let mut idx = lock(&INDICES);
+        // Re-check under the lock: another thread may have assigned it meanwhile.
+        if let Some(i) = self.get() {
+            return i;
+        }
+        let i = match idx.free.pop() {
+            Some(i) => i,
+            None => {
+                let i = idx.next;
+                idx.next += 1;
+                idx.syncs.push(Box::leak(Box::new(IndexSync::new())));
+                i
+            }
+        };
+        self.0.store(i, Ordering::Release);
+        i
+    }
+
+    /// Gives the index back for reuse (the local is being dropped, its slots are gone).
+    pub(crate) fn recycle(&mut self) {
+        let i = *self.0.get_mut();
+        if i != UNASSIGNED {
+            lock(&INDICES).free.push(i);
+            *self.0.get_mut() = UNASSIGNED;
+        }
+    }
+}
+
+/// What readers and writers of `index` share.
+pub(crate) fn sync_of(index: usize) -> &'static IndexSync {
+    lock(&INDICES).syncs[index]
+}

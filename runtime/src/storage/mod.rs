@@ -1,0 +1,370 @@
+//! Storage: the part of a `Local`/`LocalStack` that lives in the static, and typed access to
+//! its slot in the current context.
+//!
+//! - `key`: the local's index, assigned on first use;
+//! - `slot`: the typed slot and what a context can do with it untyped;
+//! - `borrow`: the borrow protocol (holder borrows and writes, foreign readers).
+
+mod borrow;
+mod key;
+mod slot;
+
+use std::marker::PhantomData;
+use std::ptr::{self, NonNull};
+
+pub(crate) use slot::{Payload, Slot};
+
+use crate::context::table::{BORROWS, INIT, PENDING, PRESENT, SHARED_ONE, WRITING};
+use crate::context::{self, registry, CtxInner};
+use crate::error::{fail, AccessError, AccessErrorKind};
+use crate::sync::Ordering;
+use crate::ContextId;
+use borrow::{begin_write, Reading, SharedBorrow};
+use key::{sync_of, Key};
+
+/// The holder's work queued for the end of a borrow (see `PENDING`), run when `state` — the
+/// state just stored — says so and no borrow is left.
+#[inline]
+fn settle_if_pending(ctx: &CtxInner, state: usize) {
+    if state & PENDING != 0 && state & BORROWS == 0 {
+        settle(ctx);
+    }
+}
+
+#[cold]
+#[inline(never)]
+fn settle(ctx: &CtxInner) {
+    // The removed values are dropped here, after every borrow and claim has ended.
+    drop(ctx.settle());
+}
+
+pub(crate) struct Storage<V> {
+    key: Key,
+    name: Option<&'static str>,
+    _payload: PhantomData<fn() -> V>,
+}
+
+impl<V> Storage<V> {
+    pub(crate) const fn new(name: Option<&'static str>) -> Self {
+        Self {
+            key: Key::new(),
+            name,
+            _payload: PhantomData,
+        }
+    }
+}
+
+impl<V: Payload> Storage<V> {
+    pub(crate) fn name(&self) -> &'static str {
+        self.name.unwrap_or_else(V::label)
+    }
+
+    pub(crate) fn err(&self, kind: AccessErrorKind) -> AccessError {
+        AccessError::new(self.name(), kind)
+    }
+
+    /// This local's index, if it was ever used.
+    pub(crate) fn index(&self) -> Option<usize> {
+        self.key.get()
+    }
+
+    /// This local's slot in `ctx`, if it was ever created there.
+    #[inline]
+    pub(crate) fn slot_in<'a>(&'a self, ctx: &'a CtxInner) -> Option<&'a Slot<V>> {
+        let p = ctx.table.slot(self.key.get()?)?;
+        // SAFETY: a slot at our index holds a `Slot<V>` created by `create` for this local
+        // (indices are recycled only after a dropped local removed its slots everywhere). It
+        // lives as long as `ctx` and while `self` is borrowed (only `Drop` of this local
+        // detaches it), so it outlives the borrow we return.
+        Some(unsafe { p.cast::<Slot<V>>().as_ref() })
+    }
+
+    /// Current context and this local's slot in it; `Err(Destroyed)` during thread exit.
+    #[inline]
+    #[allow(clippy::type_complexity)]
+    fn current_slot(&self) -> Result<(&'static CtxInner, Option<&Slot<V>>), AccessError> {
+        let ctx = context::current().ok_or_else(|| self.err(AccessErrorKind::Destroyed))?;
+        Ok((ctx, self.slot_in(ctx)))
+    }
+
+    #[cold]
+    #[inline(never)]
+    fn create<'a>(&'a self, ctx: &'a CtxInner) -> &'a Slot<V> {
+        let i = self.key.get_or_assign();
+        let cell = ctx.table.cell_or_grow(i);
+        let p = Box::into_raw(Slot::<V>::new(sync_of(i)));
+        cell.store(p.cast(), Ordering::Release);
+        ctx.record_first_binding(i);
+        // SAFETY: just allocated; owned by `ctx` from now on (see `slot_in`).
+        unsafe { &*p }
+    }
+
+    /// This local's slot in `ctx` (held by this thread), created if needed.
+    #[inline]
+    pub(crate) fn slot_or_create<'a>(&'a self, ctx: &'a CtxInner) -> &'a Slot<V> {
+        match self.slot_in(ctx) {
+            Some(slot) => slot,
+            None => self.create(ctx),
+        }
+    }
+
+    /// Shared access to the current context's payload; `Ok(None)` if it has no slot yet.
+    #[inline]
+    pub(crate) fn read<R>(&self, f: impl FnOnce(&V) -> R) -> Result<Option<R>, AccessError> {
+        let (ctx, slot) = self.current_slot()?;
+        let Some(slot) = slot else { return Ok(None) };
+        let mut st = slot.hdr.state.load(Ordering::Relaxed);
+        if st & (WRITING | PENDING) != 0 {
+            st = self.read_slow(ctx, slot, st)?;
+        }
+        slot.hdr.state.store(st + SHARED_ONE, Ordering::Release);
+        let _borrow = SharedBorrow { hdr: &slot.hdr, ctx };
+        // SAFETY: we hold the context (it is current on this thread), WRITING is clear and
+        // stays clear while our shared borrow is counted; foreign readers only read.
+        Ok(Some(slot.value.with(|v| f(unsafe { &*v }))))
+    }
+
+    /// A read found the slot being written (an error) or with queued work (done first, when
+    /// nothing is borrowed). Returns the state to borrow from.
+    #[cold]
+    #[inline(never)]
+    fn read_slow(&self, ctx: &CtxInner, slot: &Slot<V>, st: usize) -> Result<usize, AccessError> {
+        if st & WRITING != 0 {
+            return Err(self.err(AccessErrorKind::BorrowedMut));
+        }
+        if st & BORROWS == 0 {
+            settle(ctx);
+        }
+        Ok(slot.hdr.state.load(Ordering::Relaxed))
+    }
+
+    /// Exclusive access to the current context's payload, creating the slot if `create`.
+    /// `Ok(None)` if there is no slot and `create` is false.
+    #[inline]
+    pub(crate) fn write<R>(
+        &self,
+        create: bool,
+        f: impl FnOnce(&mut V) -> R,
+    ) -> Result<Option<R>, AccessError> {
+        let (ctx, slot) = self.current_slot()?;
+        let slot = match slot {
+            Some(slot) => slot,
+            None if create => self.create(ctx),
+            None => return Ok(None),
+        };
+        self.write_slot(ctx, slot, f).map(Some)
+    }
+
+    /// Exclusive access to `slot`, of `ctx`, which this thread holds.
+    #[inline]
+    pub(crate) fn write_slot<R>(
+        &self,
+        ctx: &CtxInner,
+        slot: &Slot<V>,
+        f: impl FnOnce(&mut V) -> R,
+    ) -> Result<R, AccessError> {
+        let mut st = slot.hdr.state.load(Ordering::Relaxed);
+        // Any bit but PRESENT is a borrow or queued work: one branch on the hot path.
+        if st > PRESENT {
+            st = self.write_slow(ctx, slot, st)?;
+        }
+        if !begin_write(&slot.hdr, slot.sync, st) {
+            fail(format_args!(
+                "context local `{}` cannot be changed inside its own `for_each`",
+                self.name()
+            ));
+        }
+        let write = Write { slot, ctx };
+        // SAFETY: holder, WRITING set, no shared borrow, foreign readers waited out.
+        let r = slot.value.with_mut(|v| f(unsafe { &mut *v }));
+        drop(write);
+        Ok(r)
+    }
+
+    #[cold]
+    #[inline(never)]
+    fn write_slow(&self, ctx: &CtxInner, slot: &Slot<V>, st: usize) -> Result<usize, AccessError> {
+        if st & WRITING != 0 {
+            return Err(self.err(AccessErrorKind::BorrowedMut));
+        }
+        if st & BORROWS != 0 {
+            return Err(self.err(AccessErrorKind::Borrowed));
+        }
+        if st & PENDING != 0 {
+            settle(ctx);
+        }
+        Ok(slot.hdr.state.load(Ordering::Relaxed))
+    }
+
+    /// Exclusive access to `slot` of `ctx` (held by this thread), or `None` when that cannot
+    /// be had now: the slot is borrowed, or this thread is iterating this local.
+    pub(crate) fn try_write_slot<R>(
+        &self,
+        ctx: &CtxInner,
+        slot: &Slot<V>,
+        f: impl FnOnce(&mut V) -> R,
+    ) -> Option<R> {
+        let st = slot.hdr.state.load(Ordering::Relaxed);
+        if st & BORROWS != 0 || !begin_write(&slot.hdr, slot.sync, st) {
+            return None;
+        }
+        let write = Write { slot, ctx };
+        // SAFETY: holder, WRITING set, no shared borrow, foreign readers waited out.
+        let r = slot.value.with_mut(|v| f(unsafe { &mut *v }));
+        drop(write);
+        Some(r)
+    }
+
+    /// Queues work on `slot` of `ctx` (held by this thread) for when its borrows end.
+    pub(crate) fn mark_pending(&self, slot: &Slot<V>) {
+        let st = slot.hdr.state.load(Ordering::Relaxed);
+        slot.hdr.state.store(st | PENDING, Ordering::Relaxed);
+    }
+
+    /// Marks the current context's slot as running this local's initializer; the guard
+    /// unmarks it.
+    ///
+    /// # Errors
+    ///
+    /// `Initializing` if the initializer is already running here (it used its own local);
+    /// `Destroyed` during thread exit.
+    pub(crate) fn begin_init(&self) -> Result<InitGuard<'_, V>, AccessError> {
+        let (ctx, slot) = self.current_slot()?;
+        let slot = match slot {
+            Some(slot) => slot,
+            None => self.create(ctx),
+        };
+        let st = slot.hdr.state.load(Ordering::Relaxed);
+        if st & INIT != 0 {
+            return Err(self.err(AccessErrorKind::Initializing));
+        }
+        slot.hdr.state.store(st | INIT, Ordering::Relaxed);
+        Ok(InitGuard(slot))
+    }
+
+    /// Whether the current context holds a value.
+    #[inline]
+    pub(crate) fn is_present(&self) -> bool {
+        let Ok((ctx, Some(slot))) = self.current_slot() else {
+            return false;
+        };
+        let st = slot.hdr.state.load(Ordering::Relaxed);
+        if st & PENDING != 0 && st & BORROWS == 0 {
+            settle(ctx);
+            return slot.hdr.state.load(Ordering::Relaxed) & PRESENT != 0;
+        }
+        st & PRESENT != 0
+    }
+
+    /// How many contexts hold a value.
+    pub(crate) fn contexts(&self) -> usize {
+        let mut n = 0;
+        registry::visit_locked(|ctx| {
+            if let Some(slot) = self.slot_in(ctx) {
+                if slot.hdr.state.load(Ordering::Acquire) & PRESENT != 0 {
+                    n += 1;
+                }
+            }
+        });
+        n
+    }
+
+    /// Calls `f` with every context's present payload.
+    ///
+    /// `f` runs while this local is being iterated: holders wanting to change their value wait.
+    pub(crate) fn for_each(&self, mut f: impl FnMut(ContextId, &V))
+    where
+        V: Sync,
+    {
+        let Some(i) = self.key.get() else {
+            return;
+        };
+        let _reading = Reading::start(sync_of(i));
+        for ctx in registry::snapshot() {
+            let Some(slot) = self.slot_in(&ctx) else {
+                continue;
+            };
+            let st = self.wait_not_writing(&ctx, slot);
+            if st & PRESENT != 0 {
+                // SAFETY: WRITING was clear after our announcement was visible to the holder
+                // (asymmetric fence), so the holder now backs off from writing until we finish;
+                // the Acquire load synchronised with its last write. `V: Sync` makes sharing
+                // the `&V` with the holder's own shared borrows sound.
+                slot.value.with(|v| f(ctx.id, unsafe { &*v }));
+            }
+        }
+    }
+
+    #[track_caller]
+    fn wait_not_writing(&self, ctx: &CtxInner, slot: &Slot<V>) -> usize {
+        let mut round = 0u32;
+        loop {
+            let st = slot.hdr.state.load(Ordering::Acquire);
+            if st & WRITING == 0 {
+                return st;
+            }
+            // The writer is this very thread (an outer `with_mut`, maybe in a context entered
+            // further out): waiting would never end.
+            if context::is_held_here(ctx) {
+                fail(format_args!(
+                    "context local `{}` cannot be iterated inside its own `with_mut`",
+                    self.name()
+                ));
+            }
+            crate::sync::backoff(&mut round);
+        }
+    }
+}
+
+impl<V> Storage<V> {
+    /// Removes and drops this local's slots in every context (a dropped non-`static` local),
+    /// then recycles its index.
+    pub(crate) fn detach_all(&mut self) {
+        let Some(i) = self.key.get() else {
+            return;
+        };
+        let mut detached: Vec<NonNull<_>> = Vec::new();
+        for ctx in registry::snapshot() {
+            let _guard = ctx.detach_lock();
+            ctx.forget_removals(i);
+            if let Some(cell) = ctx.table.cell(i) {
+                if let Some(p) = NonNull::new(cell.swap(ptr::null_mut(), Ordering::AcqRel)) {
+                    detached.push(p);
+                }
+            }
+        }
+        for p in detached {
+            // SAFETY: swapped out under the context's detach lock, so teardown cannot reach it,
+            // and nobody can use this local (we have `&mut self`): we own the slot.
+            unsafe { crate::context::table::SlotHeader::free(p) };
+        }
+        // Contexts that died before the snapshot may still hold a slot at `i`; they are never
+        // current again, so the recycled index cannot meet the stale slot.
+        self.key.recycle();
+    }
+}
+
+/// Ends a write, also on unwind, publishing whether the payload is present, and runs what was
+/// queued for its end.
+struct Write<'a, V: Payload> {
+    slot: &'a Slot<V>,
+    ctx: &'a CtxInner,
+}
+
+impl<V: Payload> Drop for Write<'_, V> {
+    #[inline]
+    fn drop(&mut self) {
+        let st = self.slot.end_write();
+        settle_if_pending(self.ctx, st);
+    }
+}
+
+/// Unmarks a running initializer, also on unwind.
+pub(crate) struct InitGuard<'a, V>(&'a Slot<V>);
+
+impl<V> Drop for InitGuard<'_, V> {
+    fn drop(&mut self) {
+        let st = self.0.hdr.state.load(Ordering::Relaxed);
+        self.0.hdr.state.store(st & !INIT, Ordering::Relaxed);
+    }
+}

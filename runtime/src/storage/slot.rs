@@ -1,0 +1,116 @@
+//! Slots: one local's storage in one context, and what a context can do with it untyped.
+//!
+//! A slot is boxed once per (context, local) and reused: release-on-pop only clears the
+//! `PRESENT` bit, so a push/pop cycle never allocates.
+
+use std::ptr::NonNull;
+
+use super::borrow::{begin_write, try_begin_write, IndexSync};
+use crate::context::table::{Removal, SlotHeader, SlotVTable, BORROWS, INIT, PENDING, PRESENT};
+use crate::sync::{AtomicUsize, Ordering, UnsafeCell};
+
+/// What a slot holds.
+pub(crate) trait Payload: Send + Sized + 'static {
+    fn empty() -> Self;
+    fn is_present(&self) -> bool;
+    /// Moves out everything that must be dropped when the context ends, leaving `empty()`.
+    fn take_all(&mut self) -> Option<Box<dyn Send>>;
+    /// Removes the value pushed by guard `id`, if it is still there.
+    fn remove_guarded(&mut self, _id: u64) -> Option<Box<dyn Send>> {
+        None
+    }
+    /// How an unnamed local is called in messages: its value type.
+    fn label() -> &'static str;
+}
+
+/// Aligned to 128 bytes (the pair of lines x86 prefetches together) so that two contexts'
+/// slots, written on every push and pop, never share a cache line.
+#[repr(C, align(128))]
+pub(crate) struct Slot<V> {
+    pub(crate) hdr: SlotHeader,
+    pub(crate) sync: &'static IndexSync,
+    pub(crate) value: UnsafeCell<V>,
+}
+
+impl<V: Payload> Slot<V> {
+    const VTABLE: SlotVTable = SlotVTable {
+        take: take_impl::<V>,
+        remove: remove_impl::<V>,
+        free: free_impl::<V>,
+    };
+
+    pub(crate) fn new(sync: &'static IndexSync) -> Box<Self> {
+        Box::new(Slot {
+            hdr: SlotHeader {
+                state: AtomicUsize::new(0),
+                vtable: &Self::VTABLE,
+            },
+            sync,
+            value: UnsafeCell::new(V::empty()),
+        })
+    }
+
+    /// Ends a write, publishing whether the payload is present; keeps `PENDING` and `INIT`.
+    #[inline]
+    pub(crate) fn end_write(&self) -> usize {
+        // SAFETY: we still hold WRITING, so no one else touches the payload.
+        let present = self.value.with(|v| unsafe { (*v).is_present() });
+        let kept = self.hdr.state.load(Ordering::Relaxed) & (PENDING | INIT);
+        let st = if present { PRESENT } else { 0 } | kept;
+        self.hdr.state.store(st, Ordering::Release);
+        st
+    }
+}
+
+/// # Safety
+///
+/// `hdr` must head a live `Slot<V>` of a context the caller holds.
+unsafe fn slot<'a, V>(hdr: NonNull<SlotHeader>) -> &'a Slot<V> {
+    // SAFETY: per the caller; `Slot<V>` is `repr(C)` with the header first.
+    unsafe { hdr.cast::<Slot<V>>().as_ref() }
+}
+
+/// # Safety
+///
+/// `hdr` must head a live `Slot<V>` of a context the caller holds exclusively.
+unsafe fn take_impl<V: Payload>(hdr: NonNull<SlotHeader>) -> Option<Box<dyn Send>> {
+    // SAFETY: per the caller.
+    let slot = unsafe { slot::<V>(hdr) };
+    let state = slot.hdr.state.load(Ordering::Relaxed);
+    // Borrowed (no user frame is left in a context being torn down, so only through a leaked
+    // borrow) or being read by this thread's `for_each`: leave it for the final free.
+    if state & BORROWS != 0 || !begin_write(&slot.hdr, slot.sync, state) {
+        return None;
+    }
+    // SAFETY: we hold the context, set WRITING and waited out foreign readers.
+    let out = slot.value.with_mut(|v| unsafe { (*v).take_all() });
+    slot.hdr.state.store(0, Ordering::Release);
+    out
+}
+
+/// # Safety
+///
+/// As `take_impl`.
+unsafe fn remove_impl<V: Payload>(hdr: NonNull<SlotHeader>, id: u64) -> Removal {
+    // SAFETY: per the caller.
+    let slot = unsafe { slot::<V>(hdr) };
+    let state = slot.hdr.state.load(Ordering::Relaxed) & !PENDING;
+    if state & BORROWS != 0 || !try_begin_write(&slot.hdr, slot.sync, state) {
+        // Try again when the borrow ends or the slot is next used.
+        let st = slot.hdr.state.load(Ordering::Relaxed);
+        slot.hdr.state.store(st | PENDING, Ordering::Relaxed);
+        return Removal::Busy;
+    }
+    // SAFETY: we hold the context, set WRITING, and no foreign reader is there.
+    let out = slot.value.with_mut(|v| unsafe { (*v).remove_guarded(id) });
+    slot.end_write();
+    Removal::Done(out)
+}
+
+/// # Safety
+///
+/// `hdr` must head a `Slot<V>` allocated by `Slot::new`, unreachable by anyone else.
+unsafe fn free_impl<V: Payload>(hdr: NonNull<SlotHeader>) {
+    // SAFETY: allocated as `Box<Slot<V>>` in `Slot::new`; exclusive per the caller.
+    drop(unsafe { Box::from_raw(hdr.cast::<Slot<V>>().as_ptr()) });
+}
