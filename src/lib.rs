@@ -93,7 +93,8 @@
 
 pub use context_local_runtime::{
     AccessError, AccessErrorKind, CleanupGuard, Context, ContextGuard, ContextId, ContextLocal,
-    EnterError, Local, LocalManager, LocalProxy, LocalStack, Release, StackGuard,
+    EnterError, FutureExt, InContext, Local, LocalManager, LocalProxy, LocalScope, LocalStack,
+    Release, StackGuard, StackScope,
 };
 
 /// Diagnostics for the project's own tests and benchmarks. Not public API.

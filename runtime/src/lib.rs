@@ -47,6 +47,7 @@ mod proxy;
 mod stack;
 mod storage;
 mod sync;
+mod task;
 
 pub use context::{Context, ContextGuard, ContextId};
 pub use error::{AccessError, AccessErrorKind, EnterError};
@@ -54,6 +55,7 @@ pub use local::{ContextLocal, Local};
 pub use manager::{CleanupGuard, LocalManager, Release};
 pub use proxy::LocalProxy;
 pub use stack::{LocalStack, StackGuard};
+pub use task::{FutureExt, InContext, LocalScope, StackScope};
 
 /// Diagnostics for the project's own tests, benchmarks and examples. Not public API: no
 /// stability guarantees.

@@ -347,6 +347,74 @@ impl<T: Send + 'static> Local<T> {
         result?.ok_or(unbound)
     }
 
+    /// Binds `value` in the current context for the duration of `f`, then restores the
+    /// previous binding (or unbinds), also when `f` panics. Nested scopes nest. The scoped
+    /// value (or whatever `f` bound in its place) is dropped at the end.
+    ///
+    /// # Panics
+    ///
+    /// As [`set`](Self::set); a panic of `f` propagates after the restore.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use context_local::Local;
+    ///
+    /// static LEVEL: Local<&str> = Local::named("LEVEL");
+    ///
+    /// LEVEL.set("info");
+    /// LEVEL.scope("debug", || {
+    ///     assert_eq!(LEVEL.get(), Some("debug"));
+    ///     LEVEL.scope("trace", || assert_eq!(LEVEL.get(), Some("trace")));
+    ///     assert_eq!(LEVEL.get(), Some("debug"));
+    /// });
+    /// assert_eq!(LEVEL.get(), Some("info"));
+    /// ```
+    #[track_caller]
+    pub fn scope<R>(&self, value: T, f: impl FnOnce() -> R) -> R {
+        crate::task::scope_sync(crate::task::LocalBinding::new(self, value), f)
+    }
+
+    /// A future that runs `fut` with `value` bound: the value is bound at the start of every
+    /// poll of `fut` and while `fut` is dropped, and the previous binding restored after each —
+    /// so it is visible exactly while `fut` runs, in whatever context polls it, on any thread
+    /// (tokio's `task_local!` `scope`, for every local). A `set` inside `fut` replaces the
+    /// scoped value for the rest of the scope.
+    ///
+    /// # Panics
+    ///
+    /// Polling panics as [`set`](Self::set) does (inside `with` of this local).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use context_local::Local;
+    /// # fn block_on<F: std::future::Future>(f: F) -> F::Output {
+    /// #     use std::task::{Context, Poll, Waker};
+    /// #     let mut f = std::pin::pin!(f);
+    /// #     let mut cx = Context::from_waker(Waker::noop());
+    /// #     loop { if let Poll::Ready(v) = f.as_mut().poll(&mut cx) { return v; } }
+    /// # }
+    ///
+    /// static USER: Local<String> = Local::named("USER");
+    ///
+    /// async fn greet() -> String {
+    ///     std::future::ready(()).await;
+    ///     USER.with(|u| format!("hello {u}"))
+    /// }
+    ///
+    /// let reply = block_on(USER.scope_future("ada".into(), greet()));
+    /// assert_eq!(reply, "hello ada");
+    /// assert!(!USER.is_set());
+    /// ```
+    pub fn scope_future<F: std::future::Future>(
+        &self,
+        value: T,
+        fut: F,
+    ) -> crate::LocalScope<'_, T, F> {
+        crate::LocalScope::new(crate::task::LocalBinding::new(self, value), fut)
+    }
+
     /// A clone of the current context's value (running the initializer if there is one), or
     /// `None` if unbound.
     ///

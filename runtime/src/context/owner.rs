@@ -92,7 +92,6 @@ impl Owner {
     }
 
     /// A future takes the context for its whole life: `Idle -> Task`.
-    #[allow(dead_code)] // used by the task wrapper (next)
     pub(crate) fn begin_task(&self) -> Result<(), State> {
         self.claim_after_removal(State::Task, None)
     }

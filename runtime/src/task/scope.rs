@@ -1,0 +1,252 @@
+//! Scopes that span `.await`: a value bound (pushed) for each poll of a future.
+
+use std::fmt;
+use std::future::Future;
+use std::mem::ManuallyDrop;
+use std::pin::Pin;
+use std::task::{Context as Waker, Poll};
+
+use crate::{Local, LocalStack};
+
+/// What a scope future binds around each poll, and takes back after.
+pub(crate) trait Binding {
+    /// Binds (pushes) the value for one poll; what `unbind` needs to take it back.
+    type Token;
+    fn bind(&mut self) -> Self::Token;
+    fn unbind(&mut self, token: Self::Token);
+}
+
+/// Binds its value (pushes it) at the start of every poll of the inner future, and while
+/// dropping it, and takes it back out after — on whichever thread and in whichever context
+/// polls it.
+pub(crate) struct Scoped<B: Binding, F> {
+    binding: B,
+    /// Structurally pinned; dropped in place by `Drop`, with the value bound.
+    future: ManuallyDrop<F>,
+}
+
+impl<B: Binding, F> Scoped<B, F> {
+    pub(crate) fn new(binding: B, future: F) -> Self {
+        Self {
+            binding,
+            future: ManuallyDrop::new(future),
+        }
+    }
+}
+
+/// Takes the value back out, also when the poll panics.
+struct Unbind<'a, B: Binding> {
+    binding: &'a mut B,
+    token: Option<B::Token>,
+}
+
+impl<B: Binding> Drop for Unbind<'_, B> {
+    #[inline]
+    fn drop(&mut self) {
+        if let Some(token) = self.token.take() {
+            self.binding.unbind(token);
+        }
+    }
+}
+
+/// Binds for the duration of `f`, then takes the value back (also when `f` panics).
+#[track_caller]
+pub(crate) fn scope_sync<B: Binding, R>(mut binding: B, f: impl FnOnce() -> R) -> R {
+    let token = binding.bind();
+    let _unbind = Unbind {
+        binding: &mut binding,
+        token: Some(token),
+    };
+    f()
+}
+
+impl<B: Binding, F: Future> Future for Scoped<B, F> {
+    type Output = F::Output;
+
+    #[inline]
+    #[track_caller]
+    fn poll(self: Pin<&mut Self>, cx: &mut Waker<'_>) -> Poll<F::Output> {
+        // SAFETY: `future` is structurally pinned and never moved out (only dropped in place);
+        // `binding` is not pinned.
+        let this = unsafe { self.get_unchecked_mut() };
+        let token = this.binding.bind();
+        let _unbind = Unbind {
+            binding: &mut this.binding,
+            token: Some(token),
+        };
+        // SAFETY: pinned with `self` (see above).
+        unsafe { Pin::new_unchecked(&mut *this.future) }.poll(cx)
+    }
+}
+
+impl<B: Binding, F> Drop for Scoped<B, F> {
+    fn drop(&mut self) {
+        let token = self.binding.bind();
+        let _unbind = Unbind {
+            binding: &mut self.binding,
+            token: Some(token),
+        };
+        // SAFETY: dropped in place, exactly once (here), and never used again.
+        unsafe { ManuallyDrop::drop(&mut self.future) };
+    }
+}
+
+macro_rules! scope_future {
+    ($(#[$doc:meta])* $name:ident, $binding:ident, $source:literal) => {
+        $(#[$doc])*
+        #[must_use = "futures do nothing unless polled"]
+        pub struct $name<'a, T: Send + 'static, F>(Scoped<$binding<'a, T>, F>);
+
+        impl<'a, T: Send + 'static, F> $name<'a, T, F> {
+            pub(crate) fn new(binding: $binding<'a, T>, future: F) -> Self {
+                Self(Scoped::new(binding, future))
+            }
+        }
+
+        impl<T: Send + 'static, F: Future> Future for $name<'_, T, F> {
+            type Output = F::Output;
+
+            #[inline]
+            #[track_caller]
+            fn poll(self: Pin<&mut Self>, cx: &mut Waker<'_>) -> Poll<F::Output> {
+                // SAFETY: the only field is structurally pinned: a projection of a pin.
+                unsafe { self.map_unchecked_mut(|s| &mut s.0) }.poll(cx)
+            }
+        }
+
+        impl<T: Send + 'static, F> fmt::Debug for $name<'_, T, F> {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.debug_struct(stringify!($name))
+                    .field($source, &self.0.binding.name())
+                    .finish_non_exhaustive()
+            }
+        }
+    };
+}
+
+scope_future! {
+    /// The future of [`Local::scope_future`]: the value is bound at the start of every poll of
+    /// the inner future (and while it is dropped), and the previous binding restored after —
+    /// on whichever thread and in whichever context polls it.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use context_local::Local;
+    /// # fn block_on<F: std::future::Future>(f: F) -> F::Output {
+    /// #     use std::task::{Context, Poll, Waker};
+    /// #     let mut f = std::pin::pin!(f);
+    /// #     let mut cx = Context::from_waker(Waker::noop());
+    /// #     loop { if let Poll::Ready(v) = f.as_mut().poll(&mut cx) { return v; } }
+    /// # }
+    ///
+    /// static TENANT: Local<&str> = Local::named("TENANT");
+    ///
+    /// let fut = TENANT.scope_future("acme", async { TENANT.get() });
+    /// assert_eq!(block_on(fut), Some("acme"));
+    /// assert_eq!(TENANT.get(), None); // only while the future runs
+    /// ```
+    LocalScope, LocalBinding, "local"
+}
+
+scope_future! {
+    /// The future of [`LocalStack::scope_future`]: the value is pushed at the start of every
+    /// poll of the inner future (and while it is dropped), and exactly it removed after — on
+    /// whichever thread and in whichever context polls it.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use context_local::LocalStack;
+    /// # fn block_on<F: std::future::Future>(f: F) -> F::Output {
+    /// #     use std::task::{Context, Poll, Waker};
+    /// #     let mut f = std::pin::pin!(f);
+    /// #     let mut cx = Context::from_waker(Waker::noop());
+    /// #     loop { if let Poll::Ready(v) = f.as_mut().poll(&mut cx) { return v; } }
+    /// # }
+    ///
+    /// static SPANS: LocalStack<&str> = LocalStack::named("SPANS");
+    ///
+    /// let fut = SPANS.scope_future("request", async {
+    ///     SPANS.scope_future("db", async { SPANS.top() }).await
+    /// });
+    /// assert_eq!(block_on(fut), Some("db"));
+    /// assert!(SPANS.is_empty());
+    /// ```
+    StackScope, StackBinding, "stack"
+}
+
+/// A `Local`'s scoped value: swapped in for each poll, the previous binding restored after.
+pub(crate) struct LocalBinding<'a, T> {
+    local: &'a Local<T>,
+    value: Option<T>,
+}
+
+impl<'a, T: Send + 'static> LocalBinding<'a, T> {
+    pub(crate) fn new(local: &'a Local<T>, value: T) -> Self {
+        Self {
+            local,
+            value: Some(value),
+        }
+    }
+
+    fn name(&self) -> &'static str {
+        self.local.name()
+    }
+}
+
+impl<T: Send + 'static> Binding for LocalBinding<'_, T> {
+    /// The binding this poll displaced, restored after it.
+    type Token = Option<T>;
+
+    #[track_caller]
+    fn bind(&mut self) -> Option<T> {
+        match self.value.take() {
+            Some(v) => self.local.replace(v),
+            None => self.local.take(),
+        }
+    }
+
+    fn unbind(&mut self, previous: Option<T>) {
+        // What the poll left bound is the scope's value from now on (a `set` inside the scope
+        // persists across `.await`, within the scope).
+        self.value = match previous {
+            Some(p) => self.local.replace(p),
+            None => self.local.take(),
+        };
+    }
+}
+
+/// A `LocalStack`'s scoped element: pushed for each poll, exactly it removed after.
+pub(crate) struct StackBinding<'a, T> {
+    stack: &'a LocalStack<T>,
+    value: Option<T>,
+}
+
+impl<'a, T: Send + 'static> StackBinding<'a, T> {
+    pub(crate) fn new(stack: &'a LocalStack<T>, value: T) -> Self {
+        Self {
+            stack,
+            value: Some(value),
+        }
+    }
+
+    fn name(&self) -> &'static str {
+        self.stack.name()
+    }
+}
+
+impl<T: Send + 'static> Binding for StackBinding<'_, T> {
+    /// The pushed element's guard id, if one was pushed.
+    type Token = Option<u64>;
+
+    #[track_caller]
+    fn bind(&mut self) -> Option<u64> {
+        self.value.take().map(|v| self.stack.push_scoped(v))
+    }
+
+    fn unbind(&mut self, id: Option<u64>) {
+        // `None` when the poll popped the element itself: it was the popper's to keep.
+        self.value = id.and_then(|id| self.stack.remove_scoped(id));
+    }
+}
