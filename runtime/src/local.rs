@@ -307,12 +307,12 @@ impl<T: Send + 'static> Local<T> {
         let mut f = Some(f);
         let attempt = self
             .storage
-            .write(false, |v| v.as_mut().map(|v| (f.take().unwrap())(v)));
+            .write_user(|v| v.as_mut().map(|v| (f.take().unwrap())(v)));
         match attempt {
             Ok(Some(Some(r))) => Ok(r),
             Ok(_) => self.init_then(|this| {
                 this.storage
-                    .write(false, |v| v.as_mut().map(f.take().unwrap()))
+                    .write_user(|v| v.as_mut().map(f.take().unwrap()))
                     .map(Option::flatten)
             }),
             Err(e) => Err(e),

@@ -303,7 +303,7 @@ impl<T: Send + 'static> LocalStack<T> {
     /// ```
     #[track_caller]
     pub fn with_top_mut<R>(&self, f: impl FnOnce(&mut T) -> R) -> Option<R> {
-        match self.storage.write(false, |s| s.items.last_mut().map(f)) {
+        match self.storage.write_user(|s| s.items.last_mut().map(f)) {
             Ok(r) => r.flatten(),
             Err(e) if e.kind() == AccessErrorKind::Destroyed => None,
             Err(e) => fail(format_args!("{e}")),
@@ -369,11 +369,17 @@ impl<T: Send + 'static> LocalStack<T> {
     #[track_caller]
     pub fn enter(&self, value: T) -> StackGuard<'_, T> {
         let Some(ctx) = context::current() else {
-            fail(format_args!("{}", self.storage.err(AccessErrorKind::Destroyed)));
+            fail(format_args!(
+                "{}",
+                self.storage.err(AccessErrorKind::Destroyed)
+            ));
         };
         // One lookup for push and pop: the guard keeps the slot.
         let slot = self.storage.slot_or_create(ctx);
-        match self.storage.write_slot(ctx, slot, |s| s.push_guarded(value)) {
+        match self
+            .storage
+            .write_slot(ctx, slot, |s| s.push_guarded(value))
+        {
             Ok(id) => StackGuard {
                 stack: self,
                 slot: SlotPtr(std::ptr::from_ref(slot)),
@@ -558,7 +564,10 @@ impl<T: Send + 'static> LocalStack<T> {
     /// removal is queued and done as soon as that ends.
     #[inline]
     fn remove_held(&self, ctx: &CtxInner, slot: &Slot<StackStore<T>>, id: u64) {
-        match self.storage.try_write_slot(ctx, slot, |s| s.remove_guarded(id)) {
+        match self
+            .storage
+            .try_write_slot(ctx, slot, |s| s.remove_guarded(id))
+        {
             Some(v) => drop(v),
             None => self.defer_removal(ctx, slot, id),
         }

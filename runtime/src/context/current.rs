@@ -201,7 +201,9 @@ impl Drop for ThreadCtx {
         let panicked = self.0.teardown();
         // From now on, leaving the contexts that were entered above the own one ends in
         // `DESTROYED`.
-        let aside = SET_ASIDE.try_with(|a| a.replace(ptr::null())).unwrap_or(ptr::null());
+        let aside = SET_ASIDE
+            .try_with(|a| a.replace(ptr::null()))
+            .unwrap_or(ptr::null());
         let below = if is_context(aside) {
             rebase(aside, own, DESTROYED as *const CtxInner);
             aside

@@ -85,4 +85,3 @@ impl fmt::Display for ContextId {
         write!(f, "#{}", self.0)
     }
 }
-

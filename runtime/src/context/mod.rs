@@ -16,9 +16,9 @@ pub(crate) mod table;
 use std::fmt;
 use std::marker::PhantomData;
 
-pub(crate) use current::{current, current_if_at, enter, is_held_here, Entered};
 #[cfg(loom)]
 pub(crate) use current::loom_thread_exit;
+pub(crate) use current::{current, current_if_at, enter, is_held_here, Entered};
 pub use id::ContextId;
 pub(crate) use inner::CtxInner;
 

@@ -118,7 +118,10 @@ impl<V: Payload> Storage<V> {
             st = self.read_slow(ctx, slot, st)?;
         }
         slot.hdr.state.store(st + SHARED_ONE, Ordering::Release);
-        let _borrow = SharedBorrow { hdr: &slot.hdr, ctx };
+        let _borrow = SharedBorrow {
+            hdr: &slot.hdr,
+            ctx,
+        };
         // SAFETY: we hold the context (it is current on this thread), WRITING is clear and
         // stays clear while our shared borrow is counted; foreign readers only read.
         Ok(Some(slot.value.with(|v| f(unsafe { &*v }))))
@@ -138,8 +141,9 @@ impl<V: Payload> Storage<V> {
         Ok(slot.hdr.state.load(Ordering::Relaxed))
     }
 
-    /// Exclusive access to the current context's payload, creating the slot if `create`.
-    /// `Ok(None)` if there is no slot and `create` is false.
+    /// Exclusive access to the current context's payload for the runtime's own changes (`f`
+    /// runs no user code), creating the slot if `create`. `Ok(None)` if there is no slot and
+    /// `create` is false.
     #[inline]
     pub(crate) fn write<R>(
         &self,
@@ -155,9 +159,34 @@ impl<V: Payload> Storage<V> {
         self.write_slot(ctx, slot, f).map(Some)
     }
 
-    /// Exclusive access to `slot`, of `ctx`, which this thread holds.
+    /// Exclusive access to the current context's payload for a user closure (`with_mut`):
+    /// `Ok(None)` if there is no slot.
+    #[inline]
+    pub(crate) fn write_user<R>(
+        &self,
+        f: impl FnOnce(&mut V) -> R,
+    ) -> Result<Option<R>, AccessError> {
+        let (ctx, slot) = self.current_slot()?;
+        let Some(slot) = slot else { return Ok(None) };
+        self.write_in::<true, R>(ctx, slot, f).map(Some)
+    }
+
+    /// Exclusive access to `slot`, of `ctx`, which this thread holds; `f` runs no user code.
     #[inline]
     pub(crate) fn write_slot<R>(
+        &self,
+        ctx: &CtxInner,
+        slot: &Slot<V>,
+        f: impl FnOnce(&mut V) -> R,
+    ) -> Result<R, AccessError> {
+        self.write_in::<false, R>(ctx, slot, f)
+    }
+
+    /// The write protocol. With `USER`, `f` is user code, which may queue work on the slot
+    /// (a guard dropped inside `with_mut`), so the end of the write looks for it; without,
+    /// nothing can change the state meanwhile.
+    #[inline]
+    fn write_in<const USER: bool, R>(
         &self,
         ctx: &CtxInner,
         slot: &Slot<V>,
@@ -174,11 +203,19 @@ impl<V: Payload> Storage<V> {
                 self.name()
             ));
         }
-        let write = Write { slot, ctx };
-        // SAFETY: holder, WRITING set, no shared borrow, foreign readers waited out.
-        let r = slot.value.with_mut(|v| f(unsafe { &mut *v }));
-        drop(write);
-        Ok(r)
+        if USER {
+            let write = Write { slot, ctx };
+            // SAFETY: holder, WRITING set, no shared borrow, foreign readers waited out.
+            let r = slot.value.with_mut(|v| f(unsafe { &mut *v }));
+            drop(write);
+            Ok(r)
+        } else {
+            // SAFETY: as above. `f` runs no user code: it cannot unwind (short of an
+            // allocation failure, which aborts) nor queue work on the slot.
+            let r = slot.value.with_mut(|v| f(unsafe { &mut *v }));
+            slot.end_write_from(st);
+            Ok(r)
+        }
     }
 
     #[cold]

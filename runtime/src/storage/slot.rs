@@ -50,6 +50,18 @@ impl<V: Payload> Slot<V> {
         })
     }
 
+    /// Ends a write that ran no user code, from `state`, the state it began with: nothing can
+    /// have changed `PENDING` or `INIT` meanwhile.
+    #[inline]
+    pub(crate) fn end_write_from(&self, state: usize) {
+        // SAFETY: we still hold WRITING, so no one else touches the payload.
+        let present = self.value.with(|v| unsafe { (*v).is_present() });
+        let kept = state & (PENDING | INIT);
+        self.hdr
+            .state
+            .store(if present { PRESENT } else { 0 } | kept, Ordering::Release);
+    }
+
     /// Ends a write, publishing whether the payload is present; keeps `PENDING` and `INIT`.
     #[inline]
     pub(crate) fn end_write(&self) -> usize {

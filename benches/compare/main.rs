@@ -17,6 +17,8 @@ use std::thread::{self, ThreadId};
 use std::time::Instant;
 
 use context_local::{Context, Local, LocalStack};
+
+mod tasks;
 use context_local_alloc_counter::CountingAlloc;
 
 #[global_allocator]
@@ -561,12 +563,25 @@ fn main() {
     if std::env::args().any(|a| a == "--test" || a == "--list") {
         return; // `cargo test --benches` builds and lists benches; nothing to run then
     }
+    // `cargo bench --bench compare -- NAME...` runs only the named sections.
+    let only: Vec<String> = std::env::args()
+        .skip(1)
+        .filter(|a| !a.starts_with('-'))
+        .collect();
+    let sections: [(&str, fn(&mut Vec<Row>)); 6] = [
+        ("hot_paths", hot_paths),
+        ("scaling", scaling),
+        ("scopes", scopes),
+        ("contexts", contexts),
+        ("tasks", tasks::tasks),
+        ("memory", memory),
+    ];
     let mut rows = Vec::new();
-    hot_paths(&mut rows);
-    scaling(&mut rows);
-    scopes(&mut rows);
-    contexts(&mut rows);
-    memory(&mut rows);
+    for (name, section) in sections {
+        if only.is_empty() || only.iter().any(|o| o == name) {
+            section(&mut rows);
+        }
+    }
     println!(
         "context-local benchmarks: {} cores, asymmetric fence (membarrier): {}",
         thread::available_parallelism().map_or(0, |n| n.get()),
