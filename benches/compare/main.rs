@@ -568,7 +568,8 @@ fn main() {
         .skip(1)
         .filter(|a| !a.starts_with('-'))
         .collect();
-    let sections: [(&str, fn(&mut Vec<Row>)); 6] = [
+    type Section = fn(&mut Vec<Row>);
+    let sections: [(&str, Section); 6] = [
         ("hot_paths", hot_paths),
         ("scaling", scaling),
         ("scopes", scopes),
