@@ -69,10 +69,81 @@
 //! exits: its values are dropped then, on that thread (`JoinHandle::join` waits for that;
 //! `std::thread::scope` may return a moment earlier, while the thread still runs its
 //! thread-local destructors). An explicit [`Context`] is entered with [`Context::run`] or
-//! [`Context::enter`] — by one thread at a time — and its values are dropped with it. Use
+//! [`Context::enter`] — by one thread at a time — and its values are dropped with it.
+//! Guards may be dropped in any order, also while unwinding: each leaves exactly its own entry.
+//!
+//! When a context ends (its thread exits, the [`Context`] or the task owning it is dropped),
+//! its values are dropped *with that context current*, local by local in the reverse order of
+//! their first binding there (like variables at the end of a scope, a stack's elements top
+//! first). A value's `Drop` therefore sees its own context and the values bound before it; a
+//! value it binds is dropped too. A value that is removed explicitly (`pop`, `take`, `set`'s
+//! old value, a guard) is dropped by that call, where it runs. Use
 //! explicit contexts for anything that is not a thread: a request handled on a pool, a task of
 //! an executor, a green thread of a scheduler, a test. Ids ([`ContextId`]) are small and reused,
 //! but values belong to contexts, never to ids, so a new context never sees a dead one's values.
+//!
+//! # Async: contexts that follow tasks
+//!
+//! A request handler today is a future, polled by an executor that runs many tasks on few
+//! threads and moves them between threads at every `.await`. A thread's context is then the
+//! wrong place for request values: a value `set` in one task is seen by whatever task the
+//! worker polls next, and is gone when the task resumes on another worker. Tried on axum 0.8
+//! with tokio's multi-thread runtime (4 workers, 200 concurrent requests, handlers that await),
+//! a middleware that calls `Request::set` and awaits the handler gave 0 of 200 correct replies,
+//! and 4-5 requests read *another user's* values. Two patterns are right:
+//!
+//! - **A context per task** — [`FutureExt::in_new_context`] (or [`in_context`](FutureExt::in_context)
+//!   with a [`Context`] you made): every poll enters the task's own context, on whichever thread
+//!   polls, and leaves it after. Everything works inside as in sync code: `set`, `push`,
+//!   `with_mut` persist across `.await`, stacks and guards, macros. A poll costs one context
+//!   switch in and one out, whatever number of locals is bound.
+//! - **Scoped values** — [`Local::scope_future`] and [`LocalStack::scope_future`] (tokio's
+//!   `task_local!` `scope`, for every local and stack): the value is bound at the start of each
+//!   poll of the wrapped future and taken back out after, in whatever context polls it.
+//!
+//! ```
+//! use context_local::{context_local, FutureExt};
+//! # fn block_on<F: std::future::Future>(f: F) -> F::Output {
+//! #     use std::task::{Context, Poll, Waker};
+//! #     let mut f = std::pin::pin!(f);
+//! #     let mut cx = Context::from_waker(Waker::noop());
+//! #     loop { if let Poll::Ready(v) = f.as_mut().poll(&mut cx) { return v; } }
+//! # }
+//!
+//! #[context_local]
+//! #[derive(Clone)]
+//! pub struct Request { pub id: u64 }
+//!
+//! async fn handler() -> u64 {
+//!     std::future::ready(()).await; // the task may resume on another thread here
+//!     Request::with(|r| r.id)
+//! }
+//!
+//! // In a middleware: give the request its own context, then set values in it.
+//! async fn middleware(id: u64) -> u64 {
+//!     Request::set(Request { id });
+//!     handler().await
+//! }
+//! assert_eq!(block_on(middleware(7).in_new_context()), 7);
+//! assert!(!Request::is_set()); // nothing leaked into the thread
+//! ```
+//!
+//! Guards ([`ContextGuard`], [`StackGuard`]) are `!Send`, so a `Send` future cannot hold one
+//! across `.await`. In a `!Send` future on a current-thread runtime it compiles but is still
+//! wrong: while the future waits, the executor polls other tasks on the same thread, and they
+//! run inside the entered context (or see the pushed value). Use [`InContext`] or
+//! `scope_future` instead; they are entered only while their own future runs.
+//!
+//! | from | to |
+//! |---|---|
+//! | `tokio::task_local! { static ID: u64; }` | `static ID: Local<u64> = Local::named("ID");` (or `#[context_local]`) |
+//! | `ID.scope(v, fut).await` | `ID.scope_future(v, fut).await`, or `fut.in_new_context()` and `ID.set(v)` inside |
+//! | `ID.sync_scope(v, f)` | [`Local::scope`]`(v, f)` |
+//! | `ID.with(\|v\| ..)`, `ID.try_with(..)` | [`Local::with`], [`Local::try_with`] — plus `set`, `with_mut`, stacks, sync code |
+//! | (not inherited by `tokio::spawn`) | [`FutureExt::in_child_context`] |
+//! | OpenTelemetry `Context::current_with_value(v)` + `fut.with_context(cx)` | `fut.in_new_context()`, `X.set(v)` inside — typed, O(1) writes |
+//! | `Context::current().get::<T>()` | `X.with(\|v\| ..)` |
+//! | `cx.attach()` guard in sync code | [`Context::run`] / [`Context::enter`] |
 //!
 //! # Bounds: why `Send + 'static`
 //!
