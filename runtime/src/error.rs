@@ -11,7 +11,7 @@ use std::fmt;
 /// # Examples
 ///
 /// ```
-/// use context_local_runtime::{AccessErrorKind, Local};
+/// use context_local::{AccessErrorKind, Local};
 ///
 /// static USER: Local<String> = Local::named("USER");
 ///
@@ -32,7 +32,7 @@ pub struct AccessError {
 /// # Examples
 ///
 /// ```
-/// use context_local_runtime::{AccessErrorKind, Local};
+/// use context_local::{AccessErrorKind, Local};
 ///
 /// static N: Local<u32> = Local::named("N");
 /// N.set(1);
@@ -68,7 +68,7 @@ impl AccessError {
     /// # Examples
     ///
     /// ```
-    /// # use context_local_runtime::Local;
+    /// # use context_local::Local;
     /// static DB: Local<u8> = Local::named("DB");
     /// assert_eq!(DB.try_with(|_| ()).unwrap_err().name(), "DB");
     /// ```
@@ -81,7 +81,7 @@ impl AccessError {
     /// # Examples
     ///
     /// ```
-    /// # use context_local_runtime::{AccessErrorKind, Local};
+    /// # use context_local::{AccessErrorKind, Local};
     /// static DB: Local<u8> = Local::named("DB");
     /// assert_eq!(DB.try_with(|_| ()).unwrap_err().kind(), AccessErrorKind::Unbound);
     /// ```
@@ -163,7 +163,7 @@ pub(crate) fn fail(message: fmt::Arguments<'_>) -> ! {
 /// # Examples
 ///
 /// ```
-/// use context_local_runtime::Context;
+/// use context_local::Context;
 ///
 /// let ctx = Context::new();
 /// let _inside = ctx.enter();

@@ -12,7 +12,7 @@
 //! # Example
 //!
 //! ```
-//! use context_local_runtime::{Context, Local, LocalStack};
+//! use context_local::{Context, Local, LocalStack};
 //!
 //! static USER: Local<String> = Local::named("USER");
 //! static SPANS: LocalStack<&str> = LocalStack::named("SPANS");

@@ -32,7 +32,7 @@ impl<T: Send + 'static> Payload for Option<T> {
 /// # Examples
 ///
 /// ```
-/// use context_local_runtime::Local;
+/// use context_local::Local;
 ///
 /// static REQUEST_ID: Local<u64> = Local::named("REQUEST_ID");
 ///
@@ -53,7 +53,7 @@ impl<T> Local<T> {
     /// # Examples
     ///
     /// ```
-    /// # use context_local_runtime::Local;
+    /// # use context_local::Local;
     /// static COUNTER: Local<u32> = Local::new();
     /// assert_eq!(COUNTER.name(), "u32");
     /// ```
@@ -69,7 +69,7 @@ impl<T> Local<T> {
     /// # Examples
     ///
     /// ```
-    /// # use context_local_runtime::Local;
+    /// # use context_local::Local;
     /// static USER: Local<String> = Local::named("USER");
     /// assert_eq!(USER.name(), "USER");
     /// ```
@@ -94,7 +94,7 @@ impl<T> Local<T> {
     /// # Examples
     ///
     /// ```
-    /// # use context_local_runtime::Local;
+    /// # use context_local::Local;
     /// static SEEN: Local<Vec<u32>> = Local::with_init("SEEN", Vec::new);
     /// SEEN.with_mut(|v| v.push(1));
     /// assert_eq!(SEEN.get(), Some(vec![1]));
@@ -114,7 +114,7 @@ impl<T: Send + 'static> Local<T> {
     /// # Examples
     ///
     /// ```
-    /// # use context_local_runtime::Local;
+    /// # use context_local::Local;
     /// static L: Local<u8> = Local::named("L");
     /// assert_eq!(L.name(), "L");
     /// ```
@@ -133,7 +133,7 @@ impl<T: Send + 'static> Local<T> {
     /// # Examples
     ///
     /// ```
-    /// # use context_local_runtime::Local;
+    /// # use context_local::Local;
     /// static L: Local<String> = Local::named("L");
     /// L.set("a".into());
     /// L.set("b".into());
@@ -153,7 +153,7 @@ impl<T: Send + 'static> Local<T> {
     /// # Examples
     ///
     /// ```
-    /// # use context_local_runtime::Local;
+    /// # use context_local::Local;
     /// static L: Local<u8> = Local::named("L");
     /// assert_eq!(L.replace(1), None);
     /// assert_eq!(L.replace(2), Some(1));
@@ -175,7 +175,7 @@ impl<T: Send + 'static> Local<T> {
     /// # Examples
     ///
     /// ```
-    /// # use context_local_runtime::Local;
+    /// # use context_local::Local;
     /// static L: Local<u8> = Local::named("L");
     /// L.set(3);
     /// assert_eq!(L.take(), Some(3));
@@ -195,7 +195,7 @@ impl<T: Send + 'static> Local<T> {
     /// # Examples
     ///
     /// ```
-    /// # use context_local_runtime::Local;
+    /// # use context_local::Local;
     /// static L: Local<u8> = Local::named("L");
     /// assert!(!L.is_set());
     /// L.set(1);
@@ -215,7 +215,7 @@ impl<T: Send + 'static> Local<T> {
     /// # Examples
     ///
     /// ```
-    /// # use context_local_runtime::Local;
+    /// # use context_local::Local;
     /// static L: Local<String> = Local::named("L");
     /// L.set("hello".into());
     /// assert_eq!(L.with(|s| s.len()), 5);
@@ -239,7 +239,7 @@ impl<T: Send + 'static> Local<T> {
     /// # Examples
     ///
     /// ```
-    /// # use context_local_runtime::Local;
+    /// # use context_local::Local;
     /// static L: Local<u8> = Local::named("L");
     /// assert!(L.try_with(|v| *v).is_err());
     /// L.set(4);
@@ -271,7 +271,7 @@ impl<T: Send + 'static> Local<T> {
     /// # Examples
     ///
     /// ```
-    /// # use context_local_runtime::Local;
+    /// # use context_local::Local;
     /// static HITS: Local<u32> = Local::with_init("HITS", || 0);
     /// HITS.with_mut(|h| *h += 1);
     /// HITS.with_mut(|h| *h += 1);
@@ -296,7 +296,7 @@ impl<T: Send + 'static> Local<T> {
     /// # Examples
     ///
     /// ```
-    /// # use context_local_runtime::{AccessErrorKind, Local};
+    /// # use context_local::{AccessErrorKind, Local};
     /// static L: Local<u8> = Local::named("L");
     /// L.set(1);
     /// let err = L.with(|_| L.try_with_mut(|v| *v += 1)).unwrap_err();
@@ -425,7 +425,7 @@ impl<T: Send + 'static> Local<T> {
     /// # Examples
     ///
     /// ```
-    /// # use context_local_runtime::Local;
+    /// # use context_local::Local;
     /// static L: Local<String> = Local::named("L");
     /// assert_eq!(L.get(), None);
     /// L.set("x".into());
@@ -448,7 +448,7 @@ impl<T: Send + 'static> Local<T> {
     /// # Examples
     ///
     /// ```
-    /// # use context_local_runtime::Local;
+    /// # use context_local::Local;
     /// static L: Local<u8> = Local::named("L");
     /// L.set(1);
     /// L.release();
@@ -472,7 +472,7 @@ impl<T: Send + 'static> Local<T> {
     /// # Examples
     ///
     /// ```
-    /// # use context_local_runtime::Local;
+    /// # use context_local::Local;
     /// static PORT: Local<u16> = Local::named("PORT");
     /// PORT.set(80);
     /// std::thread::scope(|s| {
@@ -508,7 +508,7 @@ impl<T: Send + 'static> Local<T> {
     /// # Examples
     ///
     /// ```
-    /// # use context_local_runtime::Local;
+    /// # use context_local::Local;
     /// static L: Local<u8> = Local::named("L");
     /// assert_eq!(L.contexts(), 0);
     /// L.set(1);
@@ -525,7 +525,7 @@ impl<T: Send + 'static> Local<T> {
     /// # Examples
     ///
     /// ```
-    /// # use context_local_runtime::{Local, LocalProxy};
+    /// # use context_local::{Local, LocalProxy};
     /// static USER: Local<String> = Local::named("USER");
     /// static CURRENT_USER: LocalProxy<String> = USER.proxy();
     /// USER.set("ada".into());
@@ -596,7 +596,7 @@ impl<T> Drop for Local<T> {
 /// # Examples
 ///
 /// ```
-/// use context_local_runtime::{ContextLocal, Local};
+/// use context_local::{ContextLocal, Local};
 ///
 /// struct Tenant(u32);
 /// static TENANT: Local<Tenant> = Local::named("Tenant");

@@ -10,7 +10,7 @@ use std::panic::{self, AssertUnwindSafe};
 /// # Examples
 ///
 /// ```
-/// use context_local_runtime::{Local, LocalStack, Release};
+/// use context_local::{Local, LocalStack, Release};
 ///
 /// static USER: Local<String> = Local::named("USER");
 /// static APPS: LocalStack<u32> = LocalStack::named("APPS");
@@ -49,7 +49,7 @@ const CLEANUP_ROUNDS: usize = 1 << 16;
 /// # Examples
 ///
 /// ```
-/// use context_local_runtime::{Local, LocalManager, LocalStack};
+/// use context_local::{Local, LocalManager, LocalStack};
 ///
 /// static USER: Local<String> = Local::named("USER");
 /// static APPS: LocalStack<&str> = LocalStack::named("APPS");
@@ -72,7 +72,7 @@ impl LocalManager {
     /// # Examples
     ///
     /// ```
-    /// # use context_local_runtime::{Local, LocalManager};
+    /// # use context_local::{Local, LocalManager};
     /// static A: Local<u8> = Local::named("A");
     /// static B: Local<u8> = Local::named("B");
     /// let manager = LocalManager::new([&A as _, &B as _]);
@@ -89,7 +89,7 @@ impl LocalManager {
     /// # Examples
     ///
     /// ```
-    /// # use context_local_runtime::LocalManager;
+    /// # use context_local::LocalManager;
     /// assert_eq!(LocalManager::new([]).len(), 0);
     /// ```
     pub fn len(&self) -> usize {
@@ -101,7 +101,7 @@ impl LocalManager {
     /// # Examples
     ///
     /// ```
-    /// # use context_local_runtime::LocalManager;
+    /// # use context_local::LocalManager;
     /// assert!(LocalManager::new([]).is_empty());
     /// ```
     pub fn is_empty(&self) -> bool {
@@ -121,7 +121,7 @@ impl LocalManager {
     /// # Examples
     ///
     /// ```
-    /// # use context_local_runtime::{Local, LocalManager};
+    /// # use context_local::{Local, LocalManager};
     /// static A: Local<u8> = Local::named("A");
     /// let manager = LocalManager::new([&A as _]);
     /// A.set(1);
@@ -162,7 +162,7 @@ impl LocalManager {
     /// # Examples
     ///
     /// ```
-    /// # use context_local_runtime::{Local, LocalManager};
+    /// # use context_local::{Local, LocalManager};
     /// static A: Local<u8> = Local::named("A");
     /// let manager = LocalManager::new([&A as _]);
     /// let r = std::panic::catch_unwind(|| manager.scope(|| { A.set(1); panic!("handler failed") }));
@@ -180,7 +180,7 @@ impl LocalManager {
     /// # Examples
     ///
     /// ```
-    /// # use context_local_runtime::{Local, LocalManager};
+    /// # use context_local::{Local, LocalManager};
     /// static A: Local<u8> = Local::named("A");
     /// let manager = LocalManager::new([&A as _]);
     /// {
@@ -212,7 +212,7 @@ impl fmt::Debug for LocalManager {
 /// # Examples
 ///
 /// ```
-/// # use context_local_runtime::{Local, LocalManager};
+/// # use context_local::{Local, LocalManager};
 /// static A: Local<u8> = Local::named("A");
 /// let manager = LocalManager::new([&A as _]);
 /// let guard = manager.guard();

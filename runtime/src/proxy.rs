@@ -27,7 +27,7 @@ fn identity<T>(t: &T) -> &T {
 /// # Examples
 ///
 /// ```
-/// use context_local_runtime::{LocalProxy, LocalStack};
+/// use context_local::{LocalProxy, LocalStack};
 ///
 /// struct Request { path: String, user: Option<String> }
 ///
@@ -60,7 +60,7 @@ impl<T: 'static> LocalProxy<T> {
     /// # Examples
     ///
     /// ```
-    /// # use context_local_runtime::{Local, LocalProxy};
+    /// # use context_local::{Local, LocalProxy};
     /// struct User { name: String, admin: bool }
     /// static USER: Local<User> = Local::named("USER");
     /// static IS_ADMIN: LocalProxy<User, bool> = USER.proxy().map(|u| &u.admin);
@@ -82,7 +82,7 @@ impl<T: 'static, U: ?Sized + 'static> LocalProxy<T, U> {
     /// # Examples
     ///
     /// ```
-    /// # use context_local_runtime::{Local, LocalProxy};
+    /// # use context_local::{Local, LocalProxy};
     /// static L: Local<u8> = Local::named("L");
     /// static P: LocalProxy<u8> = L.proxy();
     /// assert_eq!(P.name(), "L");
@@ -101,7 +101,7 @@ impl<T: 'static, U: ?Sized + 'static> LocalProxy<T, U> {
     /// # Examples
     ///
     /// ```
-    /// # use context_local_runtime::{Local, LocalProxy};
+    /// # use context_local::{Local, LocalProxy};
     /// static L: Local<String> = Local::named("L");
     /// static P: LocalProxy<String> = L.proxy();
     /// L.set("abc".into());
@@ -124,7 +124,7 @@ impl<T: 'static, U: ?Sized + 'static> LocalProxy<T, U> {
     /// # Examples
     ///
     /// ```
-    /// # use context_local_runtime::{Local, LocalProxy};
+    /// # use context_local::{Local, LocalProxy};
     /// static L: Local<u8> = Local::named("L");
     /// static P: LocalProxy<u8> = L.proxy();
     /// assert!(P.try_with(|v| *v).is_err());
@@ -152,7 +152,7 @@ impl<T: 'static, U: ?Sized + 'static> LocalProxy<T, U> {
     /// # Examples
     ///
     /// ```
-    /// # use context_local_runtime::{LocalProxy, LocalStack};
+    /// # use context_local::{LocalProxy, LocalStack};
     /// static S: LocalStack<u8> = LocalStack::named("S");
     /// static TOP: LocalProxy<u8> = S.proxy();
     /// assert_eq!(TOP.get(), None);
@@ -172,7 +172,7 @@ impl<T: 'static, U: ?Sized + 'static> LocalProxy<T, U> {
     /// # Examples
     ///
     /// ```
-    /// # use context_local_runtime::{Local, LocalProxy};
+    /// # use context_local::{Local, LocalProxy};
     /// static L: Local<u8> = Local::named("L");
     /// static P: LocalProxy<u8> = L.proxy();
     /// assert!(!P.is_bound());

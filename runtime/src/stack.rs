@@ -126,7 +126,7 @@ impl<T: Send + 'static> Payload for StackStore<T> {
 /// # Examples
 ///
 /// ```
-/// use context_local_runtime::LocalStack;
+/// use context_local::LocalStack;
 ///
 /// static APPS: LocalStack<&str> = LocalStack::named("APPS");
 ///
@@ -146,7 +146,7 @@ impl<T> LocalStack<T> {
     /// # Examples
     ///
     /// ```
-    /// # use context_local_runtime::LocalStack;
+    /// # use context_local::LocalStack;
     /// static S: LocalStack<u8> = LocalStack::new();
     /// assert_eq!(S.name(), "u8");
     /// ```
@@ -161,7 +161,7 @@ impl<T> LocalStack<T> {
     /// # Examples
     ///
     /// ```
-    /// # use context_local_runtime::LocalStack;
+    /// # use context_local::LocalStack;
     /// static S: LocalStack<u8> = LocalStack::named("S");
     /// assert_eq!(S.name(), "S");
     /// ```
@@ -178,7 +178,7 @@ impl<T: Send + 'static> LocalStack<T> {
     /// # Examples
     ///
     /// ```
-    /// # use context_local_runtime::LocalStack;
+    /// # use context_local::LocalStack;
     /// static S: LocalStack<u8> = LocalStack::named("S");
     /// assert_eq!(S.name(), "S");
     /// ```
@@ -196,7 +196,7 @@ impl<T: Send + 'static> LocalStack<T> {
     /// # Examples
     ///
     /// ```
-    /// # use context_local_runtime::LocalStack;
+    /// # use context_local::LocalStack;
     /// static S: LocalStack<u8> = LocalStack::named("S");
     /// S.push(1);
     /// S.push(2);
@@ -220,7 +220,7 @@ impl<T: Send + 'static> LocalStack<T> {
     /// # Examples
     ///
     /// ```
-    /// # use context_local_runtime::LocalStack;
+    /// # use context_local::LocalStack;
     /// static S: LocalStack<u8> = LocalStack::named("S");
     /// S.push(1);
     /// assert_eq!(S.contexts(), 1);
@@ -247,7 +247,7 @@ impl<T: Send + 'static> LocalStack<T> {
     /// # Examples
     ///
     /// ```
-    /// # use context_local_runtime::LocalStack;
+    /// # use context_local::LocalStack;
     /// static S: LocalStack<String> = LocalStack::named("S");
     /// assert_eq!(S.top(), None);
     /// S.push("a".into());
@@ -270,7 +270,7 @@ impl<T: Send + 'static> LocalStack<T> {
     /// # Examples
     ///
     /// ```
-    /// # use context_local_runtime::LocalStack;
+    /// # use context_local::LocalStack;
     /// static S: LocalStack<String> = LocalStack::named("S");
     /// S.push("abc".into());
     /// assert_eq!(S.with_top(|s| s.len()), Some(3));
@@ -295,7 +295,7 @@ impl<T: Send + 'static> LocalStack<T> {
     /// # Examples
     ///
     /// ```
-    /// # use context_local_runtime::LocalStack;
+    /// # use context_local::LocalStack;
     /// static S: LocalStack<u32> = LocalStack::named("S");
     /// S.push(1);
     /// S.with_top_mut(|t| *t += 1);
@@ -315,7 +315,7 @@ impl<T: Send + 'static> LocalStack<T> {
     /// # Examples
     ///
     /// ```
-    /// # use context_local_runtime::LocalStack;
+    /// # use context_local::LocalStack;
     /// static S: LocalStack<u8> = LocalStack::named("S");
     /// assert_eq!(S.len(), 0);
     /// S.push(0);
@@ -335,7 +335,7 @@ impl<T: Send + 'static> LocalStack<T> {
     /// # Examples
     ///
     /// ```
-    /// # use context_local_runtime::LocalStack;
+    /// # use context_local::LocalStack;
     /// static S: LocalStack<u8> = LocalStack::named("S");
     /// assert!(S.is_empty());
     /// ```
@@ -355,7 +355,7 @@ impl<T: Send + 'static> LocalStack<T> {
     /// # Examples
     ///
     /// ```
-    /// # use context_local_runtime::LocalStack;
+    /// # use context_local::LocalStack;
     /// static S: LocalStack<&str> = LocalStack::named("S");
     /// let a = S.enter("a");
     /// let b = S.enter("b");
@@ -402,7 +402,7 @@ impl<T: Send + 'static> LocalStack<T> {
     /// # Examples
     ///
     /// ```
-    /// # use context_local_runtime::LocalStack;
+    /// # use context_local::LocalStack;
     /// static S: LocalStack<u32> = LocalStack::named("S");
     /// let r = std::panic::catch_unwind(|| S.scope(1, || panic!("boom")));
     /// assert!(r.is_err());
@@ -481,7 +481,7 @@ impl<T: Send + 'static> LocalStack<T> {
     /// # Examples
     ///
     /// ```
-    /// # use context_local_runtime::LocalStack;
+    /// # use context_local::LocalStack;
     /// static S: LocalStack<u8> = LocalStack::named("S");
     /// S.push(1);
     /// S.push(2);
@@ -509,7 +509,7 @@ impl<T: Send + 'static> LocalStack<T> {
     /// # Examples
     ///
     /// ```
-    /// # use context_local_runtime::LocalStack;
+    /// # use context_local::LocalStack;
     /// static S: LocalStack<u8> = LocalStack::named("S");
     /// S.push(1);
     /// S.push(2);
@@ -534,7 +534,7 @@ impl<T: Send + 'static> LocalStack<T> {
     /// # Examples
     ///
     /// ```
-    /// # use context_local_runtime::LocalStack;
+    /// # use context_local::LocalStack;
     /// static S: LocalStack<u8> = LocalStack::named("S");
     /// S.push(1);
     /// assert_eq!(S.contexts(), 1);
@@ -549,7 +549,7 @@ impl<T: Send + 'static> LocalStack<T> {
     /// # Examples
     ///
     /// ```
-    /// # use context_local_runtime::{LocalProxy, LocalStack};
+    /// # use context_local::{LocalProxy, LocalStack};
     /// static APPS: LocalStack<String> = LocalStack::named("APPS");
     /// static CURRENT_APP: LocalProxy<String> = APPS.proxy();
     /// assert!(!CURRENT_APP.is_bound());
@@ -646,7 +646,7 @@ impl<T> Drop for LocalStack<T> {
 /// # Examples
 ///
 /// ```
-/// # use context_local_runtime::LocalStack;
+/// # use context_local::LocalStack;
 /// static S: LocalStack<u8> = LocalStack::named("S");
 /// {
 ///     let _g = S.enter(1);

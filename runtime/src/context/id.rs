@@ -10,7 +10,7 @@ use std::fmt;
 /// # Examples
 ///
 /// ```
-/// use context_local_runtime::{Context, ContextId};
+/// use context_local::{Context, ContextId};
 ///
 /// let here = ContextId::current();
 /// let other = std::thread::spawn(ContextId::current).join().unwrap();
@@ -34,7 +34,7 @@ impl ContextId {
     /// # Examples
     ///
     /// ```
-    /// # use context_local_runtime::ContextId;
+    /// # use context_local::ContextId;
     /// assert_eq!(ContextId::current(), ContextId::current());
     /// ```
     #[track_caller]
@@ -53,7 +53,7 @@ impl ContextId {
     /// # Examples
     ///
     /// ```
-    /// # use context_local_runtime::ContextId;
+    /// # use context_local::ContextId;
     /// assert!(ContextId::try_current().is_some());
     /// ```
     pub fn try_current() -> Option<Self> {
@@ -65,7 +65,7 @@ impl ContextId {
     /// # Examples
     ///
     /// ```
-    /// # use context_local_runtime::ContextId;
+    /// # use context_local::ContextId;
     /// let n: u32 = ContextId::current().as_u32();
     /// # let _ = n;
     /// ```
