@@ -166,6 +166,20 @@ impl<T: Send + 'static> Local<T> {
         }
     }
 
+    /// `replace` for a scope: binds the value in `value` (taken out only on success) and
+    /// returns the previous one.
+    pub(crate) fn try_replace_from(&self, value: &mut Option<T>) -> Result<Option<T>, AccessError> {
+        Ok(self
+            .storage
+            .write(true, |v| std::mem::replace(v, value.take()))?
+            .flatten())
+    }
+
+    /// `take` for a scope: an error instead of a panic.
+    pub(crate) fn try_take(&self) -> Result<Option<T>, AccessError> {
+        Ok(self.storage.write(false, Option::take)?.flatten())
+    }
+
     /// Unbinds the current context's value and returns it.
     ///
     /// # Panics

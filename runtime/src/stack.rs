@@ -3,6 +3,9 @@
 use std::fmt;
 use std::marker::PhantomData;
 
+use std::ptr::NonNull;
+
+use crate::context::table::{Removal, Remover, SlotHeader};
 use crate::context::{self, registry, CtxInner};
 use crate::error::{fail, AccessError, AccessErrorKind};
 use crate::storage::{Payload, Slot, Storage};
@@ -454,17 +457,17 @@ impl<T: Send + 'static> LocalStack<T> {
         crate::StackScope::new(crate::task::StackBinding::new(self, value), fut)
     }
 
-    /// Pushes `value` like [`enter`](Self::enter), returning the id its removal needs.
-    #[track_caller]
-    pub(crate) fn push_scoped(&self, value: T) -> u64 {
-        match self.storage.write(true, |s| s.push_guarded(value)) {
-            Ok(Some(id)) => id,
-            Ok(None) => unreachable!("write(create: true) always has a slot"),
-            Err(e) => fail(format_args!("{e}")),
-        }
+    /// Pushes the value in `value` (taken out only on success) like [`enter`](Self::enter),
+    /// returning the id its removal needs.
+    pub(crate) fn try_push_scoped_from(&self, value: &mut Option<T>) -> Result<u64, AccessError> {
+        let pushed = self
+            .storage
+            .write(true, |s| value.take().map(|v| s.push_guarded(v)))?;
+        Ok(pushed.flatten().expect("a scope pushes a value it holds"))
     }
 
-    /// Removes the value pushed by [`push_scoped`](Self::push_scoped) as `id`, if still there.
+    /// Removes the value pushed by [`try_push_scoped_from`](Self::try_push_scoped_from) as `id`,
+    /// if still there.
     pub(crate) fn remove_scoped(&self, id: u64) -> Option<T> {
         match self.storage.write(false, |s| s.remove_guarded(id)) {
             Ok(v) => v.flatten(),
@@ -695,11 +698,12 @@ impl<T: Send + 'static> Drop for StackGuard<'_, T> {
 
 impl<T: Send + 'static> StackGuard<'_, T> {
     /// The guard's context is not the current one. If this thread holds it further out, the
-    /// value is removed as usual; if nobody holds it, this thread claims it just long enough
-    /// to move the value out (no user code runs under the claim) and drops the value after;
-    /// if another thread or a task holds it, the removal is queued and applied by the holder
-    /// the next time it enters, before anything else runs there. Never a panic, never a wait
-    /// on user code.
+    /// value is removed as usual. If nobody holds it, this thread claims it just long enough
+    /// to move the value out (no user code runs under the claim; iterations of the stack are
+    /// waited out before claiming, as any change of it waits) and drops the value after. If
+    /// another thread or a task holds it, or this thread is iterating the stack, the removal
+    /// is queued and applied by the holder the next time it enters, before anything else runs
+    /// there. Never a panic.
     #[cold]
     fn drop_elsewhere(&self) {
         let Some(ctx) = registry::lookup(self.ctx_id, self.serial) else {
@@ -715,12 +719,38 @@ impl<T: Send + 'static> StackGuard<'_, T> {
         let Some(index) = self.stack.storage.index() else {
             return;
         };
-        ctx.post_removal(index, self.id);
-        let claim = ctx.owner.try_remove();
-        if let Some(claim) = claim {
-            let removed = ctx.apply_removals();
+        loop {
+            let claim = ctx.owner.try_remove();
+            let Some(claim) = claim else {
+                ctx.post_removal(index, self.id);
+                return;
+            };
+            let mut removed = if ctx.has_pending() {
+                ctx.apply_removals(Remover::Visitor)
+            } else {
+                Vec::new()
+            };
+            // SAFETY: we hold the context (`Removing`); the slot lives as long as it does and
+            // this stack, which the guard borrows, does.
+            let ours =
+                unsafe { SlotHeader::remove(NonNull::from(&slot.hdr), self.id, Remover::Visitor) };
             drop(claim);
+            let busy = match ours {
+                Removal::Done(v) => {
+                    removed.extend(v);
+                    false
+                }
+                Removal::Busy => true,
+            };
             drop(removed);
+            if !busy {
+                return;
+            }
+            // A reader is iterating the stack: wait for it outside the claim, then retry.
+            if !self.stack.storage.wait_for_readers_of(slot) {
+                ctx.post_removal(index, self.id);
+                return;
+            }
         }
     }
 }

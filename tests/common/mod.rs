@@ -77,3 +77,151 @@ pub fn expect_panic<R>(f: impl FnOnce() -> R) -> String {
         Err(p) => panic_message(p),
     }
 }
+
+/// Runs `f` on a thread of its own and waits at most `secs` seconds for it: a hang fails the
+/// test with a message starting with "hang" instead of blocking CI. A panic of `f` is resumed
+/// here with its own payload.
+pub fn within<R: Send + 'static>(secs: u64, f: impl FnOnce() -> R + Send + 'static) -> R {
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(f));
+        let _ = tx.send(r);
+    });
+    match rx.recv_timeout(std::time::Duration::from_secs(secs)) {
+        Ok(Ok(r)) => r,
+        Ok(Err(p)) => std::panic::resume_unwind(p),
+        Err(_) => panic!("hang: the test body did not finish within {secs} s"),
+    }
+}
+
+/// Runs `f`, failing the test with "`what` panicked: MESSAGE" if it panics.
+pub fn no_panic<R>(what: &str, f: impl FnOnce() -> R) -> R {
+    match std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)) {
+        Ok(r) => r,
+        Err(p) => panic!("{what} panicked: {}", panic_message(p)),
+    }
+}
+
+/// Re-runs this test binary for the one `#[ignore]`d test `name`, with the environment
+/// variable `env` set, and returns its output (for faults that abort the process). A child
+/// still running after `secs` seconds is killed and the test fails with "hang".
+pub fn run_child(name: &str, env: &str, secs: u64) -> std::process::Output {
+    use std::io::Read;
+    use std::process::{Command, Stdio};
+    let mut child = Command::new(std::env::current_exe().unwrap())
+        .args([
+            "--exact",
+            name,
+            "--ignored",
+            "--nocapture",
+            "--test-threads=1",
+        ])
+        .env(env, "1")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut out = child.stdout.take().unwrap();
+    let mut err = child.stderr.take().unwrap();
+    let out = std::thread::spawn(move || {
+        let mut v = Vec::new();
+        let _ = out.read_to_end(&mut v);
+        v
+    });
+    let err = std::thread::spawn(move || {
+        let mut v = Vec::new();
+        let _ = err.read_to_end(&mut v);
+        v
+    });
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(secs);
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        if std::time::Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("hang: child test `{name}` did not finish within {secs} s");
+        }
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    };
+    std::process::Output {
+        status,
+        stdout: out.join().unwrap(),
+        stderr: err.join().unwrap(),
+    }
+}
+
+/// A counted value that runs a closure when dropped, so a test can watch what a `Drop` sees.
+pub struct Probe {
+    pub n: u64,
+    on_drop: std::sync::Mutex<Option<Box<dyn FnOnce() + Send>>>,
+    _counted: Counted,
+}
+
+impl Probe {
+    /// A probe carrying `n` that calls `on_drop` when dropped.
+    pub fn new(t: &Tally, n: u64, on_drop: impl FnOnce() + Send + 'static) -> Self {
+        Self {
+            n,
+            on_drop: std::sync::Mutex::new(Some(Box::new(on_drop))),
+            _counted: t.make(n),
+        }
+    }
+
+    /// A probe that does nothing special when dropped.
+    pub fn plain(t: &Tally, n: u64) -> Self {
+        Self {
+            n,
+            on_drop: std::sync::Mutex::new(None),
+            _counted: t.make(n),
+        }
+    }
+
+    /// A probe whose `Drop` panics with "bomb" (unless the thread is already panicking).
+    pub fn bomb(t: &Tally, n: u64) -> Self {
+        Self::new(t, n, || {
+            if !std::thread::panicking() {
+                panic!("bomb");
+            }
+        })
+    }
+}
+
+impl Drop for Probe {
+    fn drop(&mut self) {
+        let f = self
+            .on_drop
+            .get_mut()
+            .unwrap_or_else(|e| e.into_inner())
+            .take();
+        if let Some(f) = f {
+            f();
+        }
+    }
+}
+
+impl std::fmt::Debug for Probe {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Probe({})", self.n)
+    }
+}
+
+/// What `Drop`s saw, in the order they ran.
+#[derive(Clone, Default)]
+pub struct Log(Arc<std::sync::Mutex<Vec<String>>>);
+
+impl Log {
+    pub fn new() -> Self {
+        Self::default()
+    }
+    pub fn push(&self, entry: impl Into<String>) {
+        self.0
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(entry.into());
+    }
+    pub fn entries(&self) -> Vec<String> {
+        self.0.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+}

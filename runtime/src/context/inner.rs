@@ -6,7 +6,7 @@ use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::ptr::{self, NonNull};
 
 use super::owner::{Owner, State};
-use super::table::{Removal, SlotHeader, Table, BORROWS, PENDING};
+use super::table::{Removal, Remover, SlotHeader, Table, BORROWS, PENDING};
 use super::ContextId;
 use crate::sync::{lock, AtomicBool, Mutex, MutexGuard, Ordering, UnsafeCell};
 
@@ -110,7 +110,7 @@ impl CtxInner {
     /// outside any claim. Called by the context's holder. A removal whose slot is borrowed or
     /// being read stays queued, and the slot is marked so its next use applies it.
     #[cold]
-    pub(crate) fn apply_removals(&self) -> Vec<Box<dyn Send>> {
+    pub(crate) fn apply_removals(&self, by: Remover) -> Vec<Box<dyn Send>> {
         self.has_pending.store(false, Ordering::Relaxed);
         let queued = std::mem::take(&mut *lock(&self.pending));
         let mut removed = Vec::new();
@@ -120,7 +120,7 @@ impl CtxInner {
                 continue; // the local was dropped, and its values with it
             };
             // SAFETY: we hold the context and its detach lock; the slot is live.
-            match unsafe { SlotHeader::remove(slot, p.id) } {
+            match unsafe { SlotHeader::remove(slot, p.id, by) } {
                 Removal::Done(v) => removed.extend(v),
                 Removal::Busy => self.post_removal(p.index, p.id),
             }
@@ -214,7 +214,7 @@ impl CtxInner {
     #[cold]
     pub(crate) fn settle(&self) -> Vec<Box<dyn Send>> {
         let removed = if self.has_pending() {
-            self.apply_removals()
+            self.apply_removals(Remover::Holder)
         } else {
             Vec::new()
         };

@@ -171,7 +171,10 @@ impl Context {
         };
         if self.inner.has_pending() {
             // Queued while held elsewhere; dropped here, with the context current.
-            drop(self.inner.apply_removals());
+            drop(
+                self.inner
+                    .apply_removals(crate::context::table::Remover::Holder),
+            );
         }
         Ok(guard)
     }

@@ -18,11 +18,22 @@ pub(crate) struct SlotVTable {
     /// Moves out the slot's values (teardown), or `None` if it holds none or cannot be
     /// written now.
     pub(crate) take: unsafe fn(NonNull<SlotHeader>) -> Option<Box<dyn Send>>,
-    /// Removes the value a `StackGuard` pushed, without waiting for anyone; a busy slot is
-    /// marked so that its holder retries when it next uses it.
-    pub(crate) remove: unsafe fn(NonNull<SlotHeader>, u64) -> Removal,
+    /// Removes the value a `StackGuard` pushed. The context's holder (`Holder`) waits for
+    /// foreign readers like any write, and marks a slot it cannot write now (borrowed, or
+    /// iterated by this thread) so that its next use retries; a foreign claimant (`Visitor`)
+    /// never waits and marks nothing.
+    pub(crate) remove: unsafe fn(NonNull<SlotHeader>, u64, Remover) -> Removal,
     /// Frees the slot and whatever it still holds.
     pub(crate) free: unsafe fn(NonNull<SlotHeader>),
+}
+
+/// Who removes a guard's value (see [`SlotVTable::remove`]).
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Remover {
+    /// The context's holder: entered on this thread (or a task being polled).
+    Holder,
+    /// A thread holding a brief `Removing` claim.
+    Visitor,
 }
 
 /// The outcome of a guard's removal.
@@ -75,9 +86,9 @@ impl SlotHeader {
     /// # Safety
     ///
     /// As [`take`](Self::take).
-    pub(crate) unsafe fn remove(hdr: NonNull<SlotHeader>, id: u64) -> Removal {
+    pub(crate) unsafe fn remove(hdr: NonNull<SlotHeader>, id: u64, by: Remover) -> Removal {
         // SAFETY: as in `take`.
-        unsafe { (hdr.as_ref().vtable.remove)(hdr, id) }
+        unsafe { (hdr.as_ref().vtable.remove)(hdr, id, by) }
     }
 
     /// See [`SlotVTable::free`].

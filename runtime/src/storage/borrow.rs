@@ -88,6 +88,21 @@ fn wait_for_readers(hdr: &SlotHeader, sync: &IndexSync, state: usize) -> bool {
     }
 }
 
+/// Waits until `sync` has no reader; `false` (at once) if this thread is one.
+pub(crate) fn wait_no_readers(sync: &IndexSync) -> bool {
+    if iterating_here(sync) {
+        return false;
+    }
+    let mut g = lock(&sync.wake);
+    while sync.readers.load(Ordering::Acquire) != 0 {
+        g = match sync.cv.wait(g) {
+            Ok(g) => g,
+            Err(e) => e.into_inner(),
+        };
+    }
+    true
+}
+
 s::thread_locals! {
     /// Indices this thread is iterating with `for_each` right now (usually zero or one).
     static ITERATING: RefCell<Vec<*const IndexSync>> = const { RefCell::new(Vec::new()) };

@@ -252,6 +252,12 @@ impl<V: Payload> Storage<V> {
         Some(r)
     }
 
+    /// Waits until no foreign reader iterates this local, for a thread that holds nothing;
+    /// `false` (at once) if the reader is this very thread.
+    pub(crate) fn wait_for_readers_of(&self, slot: &Slot<V>) -> bool {
+        borrow::wait_no_readers(slot.sync)
+    }
+
     /// Queues work on `slot` of `ctx` (held by this thread) for when its borrows end.
     pub(crate) fn mark_pending(&self, slot: &Slot<V>) {
         let st = slot.hdr.state.load(Ordering::Relaxed);

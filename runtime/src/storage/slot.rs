@@ -6,7 +6,9 @@
 use std::ptr::NonNull;
 
 use super::borrow::{begin_write, try_begin_write, IndexSync};
-use crate::context::table::{Removal, SlotHeader, SlotVTable, BORROWS, INIT, PENDING, PRESENT};
+use crate::context::table::{
+    Removal, Remover, SlotHeader, SlotVTable, BORROWS, INIT, PENDING, PRESENT,
+};
 use crate::sync::{AtomicUsize, Ordering, UnsafeCell};
 
 /// What a slot holds.
@@ -103,19 +105,25 @@ unsafe fn take_impl<V: Payload>(hdr: NonNull<SlotHeader>) -> Option<Box<dyn Send
 /// # Safety
 ///
 /// As `take_impl`.
-unsafe fn remove_impl<V: Payload>(hdr: NonNull<SlotHeader>, id: u64) -> Removal {
+unsafe fn remove_impl<V: Payload>(hdr: NonNull<SlotHeader>, id: u64, by: Remover) -> Removal {
     // SAFETY: per the caller.
     let slot = unsafe { slot::<V>(hdr) };
-    let state = slot.hdr.state.load(Ordering::Relaxed) & !PENDING;
-    if state & BORROWS != 0 || !try_begin_write(&slot.hdr, slot.sync, state) {
-        // Try again when the borrow ends or the slot is next used.
-        let st = slot.hdr.state.load(Ordering::Relaxed);
-        slot.hdr.state.store(st | PENDING, Ordering::Relaxed);
+    let state = slot.hdr.state.load(Ordering::Relaxed);
+    let writable = state & BORROWS == 0
+        && match by {
+            Remover::Holder => begin_write(&slot.hdr, slot.sync, state),
+            Remover::Visitor => try_begin_write(&slot.hdr, slot.sync, state),
+        };
+    if !writable {
+        if by == Remover::Holder {
+            // Retried when the borrow ends, or when the slot is next used.
+            slot.hdr.state.store(state | PENDING, Ordering::Relaxed);
+        }
         return Removal::Busy;
     }
     // SAFETY: we hold the context, set WRITING, and no foreign reader is there.
     let out = slot.value.with_mut(|v| unsafe { (*v).remove_guarded(id) });
-    slot.end_write();
+    slot.end_write_from(state & !PENDING);
     Removal::Done(out)
 }
 

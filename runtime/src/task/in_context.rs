@@ -99,7 +99,7 @@ impl<F: Future> Future for InContext<F> {
         let _entered = unsafe { context::enter(inner) };
         if inner.has_pending() {
             // Queued removals of guards dropped elsewhere; dropped in the context.
-            drop(inner.apply_removals());
+            drop(inner.apply_removals(crate::context::table::Remover::Holder));
         }
         // SAFETY: pinned with `self` (see above).
         unsafe { Pin::new_unchecked(&mut *this.future) }.poll(cx)

@@ -6,13 +6,15 @@ use std::mem::ManuallyDrop;
 use std::pin::Pin;
 use std::task::{Context as Waker, Poll};
 
+use crate::error::{fail, AccessError};
 use crate::{Local, LocalStack};
 
 /// What a scope future binds around each poll, and takes back after.
 pub(crate) trait Binding {
     /// Binds (pushes) the value for one poll; what `unbind` needs to take it back.
     type Token;
-    fn bind(&mut self) -> Self::Token;
+    /// Binds, or fails (the local is borrowed here) keeping the value for the next try.
+    fn bind(&mut self) -> Result<Self::Token, AccessError>;
     fn unbind(&mut self, token: Self::Token);
 }
 
@@ -52,7 +54,7 @@ impl<B: Binding> Drop for Unbind<'_, B> {
 /// Binds for the duration of `f`, then takes the value back (also when `f` panics).
 #[track_caller]
 pub(crate) fn scope_sync<B: Binding, R>(mut binding: B, f: impl FnOnce() -> R) -> R {
-    let token = binding.bind();
+    let token = binding.bind().unwrap_or_else(|e| fail(format_args!("{e}")));
     let _unbind = Unbind {
         binding: &mut binding,
         token: Some(token),
@@ -69,7 +71,10 @@ impl<B: Binding, F: Future> Future for Scoped<B, F> {
         // SAFETY: `future` is structurally pinned and never moved out (only dropped in place);
         // `binding` is not pinned.
         let this = unsafe { self.get_unchecked_mut() };
-        let token = this.binding.bind();
+        let token = this
+            .binding
+            .bind()
+            .unwrap_or_else(|e| fail(format_args!("{e}")));
         let _unbind = Unbind {
             binding: &mut this.binding,
             token: Some(token),
@@ -81,13 +86,24 @@ impl<B: Binding, F: Future> Future for Scoped<B, F> {
 
 impl<B: Binding, F> Drop for Scoped<B, F> {
     fn drop(&mut self) {
-        let token = self.binding.bind();
-        let _unbind = Unbind {
+        // Bound while the inner future is dropped; if that is impossible here (dropped inside
+        // `with` of the same local), the inner future is still dropped, then that is reported.
+        let (token, failed) = match self.binding.bind() {
+            Ok(token) => (Some(token), None),
+            Err(e) => (None, Some(e)),
+        };
+        let unbind = Unbind {
             binding: &mut self.binding,
-            token: Some(token),
+            token,
         };
         // SAFETY: dropped in place, exactly once (here), and never used again.
         unsafe { ManuallyDrop::drop(&mut self.future) };
+        drop(unbind);
+        if let Some(e) = failed {
+            if !std::thread::panicking() {
+                fail(format_args!("{e}: a scope future of it was dropped there"));
+            }
+        }
     }
 }
 
@@ -199,11 +215,10 @@ impl<T: Send + 'static> Binding for LocalBinding<'_, T> {
     /// The binding this poll displaced, restored after it.
     type Token = Option<T>;
 
-    #[track_caller]
-    fn bind(&mut self) -> Option<T> {
-        match self.value.take() {
-            Some(v) => self.local.replace(v),
-            None => self.local.take(),
+    fn bind(&mut self) -> Result<Option<T>, AccessError> {
+        match &mut self.value {
+            value @ Some(_) => self.local.try_replace_from(value),
+            None => self.local.try_take(),
         }
     }
 
@@ -240,9 +255,11 @@ impl<T: Send + 'static> Binding for StackBinding<'_, T> {
     /// The pushed element's guard id, if one was pushed.
     type Token = Option<u64>;
 
-    #[track_caller]
-    fn bind(&mut self) -> Option<u64> {
-        self.value.take().map(|v| self.stack.push_scoped(v))
+    fn bind(&mut self) -> Result<Option<u64>, AccessError> {
+        match &mut self.value {
+            value @ Some(_) => self.stack.try_push_scoped_from(value).map(Some),
+            None => Ok(None),
+        }
     }
 
     fn unbind(&mut self, id: Option<u64>) {
