@@ -7,6 +7,7 @@
 use crate::{Context, Local, LocalStack};
 use loom::thread;
 use std::sync::atomic::{AtomicUsize, Ordering::SeqCst};
+use std::pin::Pin;
 use std::sync::Arc;
 
 /// A value that counts its drops (in a plain atomic: it is an observer, not part of the model).
@@ -271,5 +272,55 @@ fn foreign_guard_drop_races_with_for_each() {
         t.join().unwrap();
         assert_eq!(ctx.run(|| stack.len()), 0);
         assert_eq!(drops.load(SeqCst), 1);
+    });
+}
+
+/// A task's context (`InContext`) is polled on one thread, moved, polled and dropped on
+/// another, while a third iterates: the task's value is seen only as the task left it, the
+/// threads' own contexts never see it, and it is dropped once, with the task.
+#[test]
+fn task_context_polled_on_two_threads_races_with_for_each() {
+    use crate::FutureExt;
+    use std::future::Future;
+    use std::task::{Context as Cx, Poll, Waker};
+
+    model(|| {
+        let drops = Arc::new(AtomicUsize::new(0));
+        let local = Arc::new(Local::<Counted>::named("L"));
+        let task = {
+            let (local, drops) = (local.clone(), drops.clone());
+            let mut polls = 0;
+            std::future::poll_fn(move |_| {
+                polls += 1;
+                if polls == 1 {
+                    local.set(Counted::new(&drops, 1));
+                    return Poll::Pending;
+                }
+                assert_eq!(local.with(|v| v.n), 1, "the task's value followed it");
+                Poll::Ready(())
+            })
+            .in_new_context()
+        };
+        let poll = |task: &mut Pin<Box<dyn Future<Output = ()> + Send>>| {
+            task.as_mut().poll(&mut Cx::from_waker(Waker::noop()))
+        };
+        let mut task: Pin<Box<dyn Future<Output = ()> + Send>> = Box::pin(task);
+        let t = {
+            let local = local.clone();
+            spawn(move || {
+                assert!(poll(&mut task).is_pending());
+                assert!(!local.is_set(), "the thread's own context never sees it");
+                task
+            })
+        };
+        local.for_each(|_, v| assert_eq!(v.n, 1));
+        let mut task = t.join().unwrap();
+        let t2 = spawn(move || {
+            assert!(poll(&mut task).is_ready());
+            drop(task);
+        });
+        t2.join().unwrap();
+        assert_eq!(drops.load(SeqCst), 1);
+        assert_eq!(local.contexts(), 0);
     });
 }
