@@ -49,8 +49,8 @@ mod storage;
 mod sync;
 mod task;
 
-pub use context::{Context, ContextGuard, ContextId};
-pub use error::{AccessError, AccessErrorKind, EnterError};
+pub use context::{Context, ContextGuard, ContextId, EnterError};
+pub use error::{AccessError, AccessErrorKind};
 pub use local::{ContextLocal, Local};
 pub use manager::{CleanupGuard, LocalManager, Release};
 pub use proxy::LocalProxy;

@@ -6,8 +6,8 @@
 
 use crate::{Context, Local, LocalStack};
 use loom::thread;
-use std::sync::atomic::{AtomicUsize, Ordering::SeqCst};
 use std::pin::Pin;
+use std::sync::atomic::{AtomicUsize, Ordering::SeqCst};
 use std::sync::Arc;
 
 /// A value that counts its drops (in a plain atomic: it is an observer, not part of the model).

@@ -419,44 +419,6 @@ impl<T: Send + 'static> LocalStack<T> {
         f()
     }
 
-    /// A future that runs `fut` with `value` pushed: the value is pushed at the start of every
-    /// poll of `fut` and while `fut` is dropped, and exactly it removed after each (wherever
-    /// it then is in the stack) — so it is on top exactly while `fut` runs, in whatever context
-    /// polls it, on any thread. Nested scopes nest. If `fut` pops the value itself, it is
-    /// not pushed again.
-    ///
-    /// # Panics
-    ///
-    /// Polling panics as [`push`](Self::push) does.
-    ///
-    /// # Examples
-    ///
-    /// ```
-    /// use context_local::LocalStack;
-    /// # fn block_on<F: std::future::Future>(f: F) -> F::Output {
-    /// #     use std::task::{Context, Poll, Waker};
-    /// #     let mut f = std::pin::pin!(f);
-    /// #     let mut cx = Context::from_waker(Waker::noop());
-    /// #     loop { if let Poll::Ready(v) = f.as_mut().poll(&mut cx) { return v; } }
-    /// # }
-    ///
-    /// static APPS: LocalStack<&str> = LocalStack::named("APPS");
-    ///
-    /// let fut = APPS.scope_future("shop", async {
-    ///     std::future::ready(()).await;
-    ///     APPS.top()
-    /// });
-    /// assert_eq!(block_on(fut), Some("shop"));
-    /// assert!(APPS.is_empty());
-    /// ```
-    pub fn scope_future<F: std::future::Future>(
-        &self,
-        value: T,
-        fut: F,
-    ) -> crate::StackScope<'_, T, F> {
-        crate::StackScope::new(crate::task::StackBinding::new(self, value), fut)
-    }
-
     /// Pushes the value in `value` (taken out only on success) like [`enter`](Self::enter),
     /// returning the id its removal needs.
     pub(crate) fn try_push_scoped_from(&self, value: &mut Option<T>) -> Result<u64, AccessError> {

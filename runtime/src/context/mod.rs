@@ -7,6 +7,7 @@
 //! - `registry`: live contexts by id, for iteration.
 
 mod current;
+mod enter_error;
 mod id;
 mod inner;
 pub(crate) mod owner;
@@ -19,10 +20,11 @@ use std::marker::PhantomData;
 #[cfg(loom)]
 pub(crate) use current::loom_thread_exit;
 pub(crate) use current::{current, current_if_at, enter, is_held_here, Entered};
+pub use enter_error::EnterError;
 pub use id::ContextId;
 pub(crate) use inner::CtxInner;
 
-use crate::error::{fail, EnterError};
+use crate::error::fail;
 use crate::sync::Arc;
 use owner::{EnterClaim, State};
 

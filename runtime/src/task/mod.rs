@@ -9,7 +9,6 @@ mod scope;
 use std::future::Future;
 
 pub use in_context::InContext;
-pub(crate) use scope::{scope_sync, LocalBinding, StackBinding};
 pub use scope::{LocalScope, StackScope};
 
 use crate::Context;

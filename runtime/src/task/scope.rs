@@ -267,3 +267,107 @@ impl<T: Send + 'static> Binding for StackBinding<'_, T> {
         self.value = id.and_then(|id| self.stack.remove_scoped(id));
     }
 }
+
+/// Scoped values of a [`Local`]: for a closure, and for a future across `.await`.
+impl<T: Send + 'static> Local<T> {
+    /// Binds `value` in the current context for the duration of `f`, then restores the
+    /// previous binding (or unbinds), also when `f` panics. Nested scopes nest. The scoped
+    /// value (or whatever `f` bound in its place) is dropped at the end.
+    ///
+    /// # Panics
+    ///
+    /// As [`set`](Self::set); a panic of `f` propagates after the restore.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use context_local::Local;
+    ///
+    /// static LEVEL: Local<&str> = Local::named("LEVEL");
+    ///
+    /// LEVEL.set("info");
+    /// LEVEL.scope("debug", || {
+    ///     assert_eq!(LEVEL.get(), Some("debug"));
+    ///     LEVEL.scope("trace", || assert_eq!(LEVEL.get(), Some("trace")));
+    ///     assert_eq!(LEVEL.get(), Some("debug"));
+    /// });
+    /// assert_eq!(LEVEL.get(), Some("info"));
+    /// ```
+    #[track_caller]
+    pub fn scope<R>(&self, value: T, f: impl FnOnce() -> R) -> R {
+        scope_sync(LocalBinding::new(self, value), f)
+    }
+
+    /// A future that runs `fut` with `value` bound: the value is bound at the start of every
+    /// poll of `fut` and while `fut` is dropped, and the previous binding restored after each —
+    /// so it is visible exactly while `fut` runs, in whatever context polls it, on any thread
+    /// (tokio's `task_local!` `scope`, for every local). A `set` inside `fut` replaces the
+    /// scoped value for the rest of the scope.
+    ///
+    /// # Panics
+    ///
+    /// Polling panics as [`set`](Self::set) does (inside `with` of this local).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use context_local::Local;
+    /// # fn block_on<F: std::future::Future>(f: F) -> F::Output {
+    /// #     use std::task::{Context, Poll, Waker};
+    /// #     let mut f = std::pin::pin!(f);
+    /// #     let mut cx = Context::from_waker(Waker::noop());
+    /// #     loop { if let Poll::Ready(v) = f.as_mut().poll(&mut cx) { return v; } }
+    /// # }
+    ///
+    /// static USER: Local<String> = Local::named("USER");
+    ///
+    /// async fn greet() -> String {
+    ///     std::future::ready(()).await;
+    ///     USER.with(|u| format!("hello {u}"))
+    /// }
+    ///
+    /// let reply = block_on(USER.scope_future("ada".into(), greet()));
+    /// assert_eq!(reply, "hello ada");
+    /// assert!(!USER.is_set());
+    /// ```
+    pub fn scope_future<F: Future>(&self, value: T, fut: F) -> LocalScope<'_, T, F> {
+        LocalScope::new(LocalBinding::new(self, value), fut)
+    }
+}
+
+/// Scoped elements of a [`LocalStack`] for a future, across `.await`.
+impl<T: Send + 'static> LocalStack<T> {
+    /// A future that runs `fut` with `value` pushed: the value is pushed at the start of every
+    /// poll of `fut` and while `fut` is dropped, and exactly it removed after each (wherever
+    /// it then is in the stack) — so it is on top exactly while `fut` runs, in whatever context
+    /// polls it, on any thread. Nested scopes nest. If `fut` pops the value itself, it is
+    /// not pushed again.
+    ///
+    /// # Panics
+    ///
+    /// Polling panics as [`push`](Self::push) does.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use context_local::LocalStack;
+    /// # fn block_on<F: std::future::Future>(f: F) -> F::Output {
+    /// #     use std::task::{Context, Poll, Waker};
+    /// #     let mut f = std::pin::pin!(f);
+    /// #     let mut cx = Context::from_waker(Waker::noop());
+    /// #     loop { if let Poll::Ready(v) = f.as_mut().poll(&mut cx) { return v; } }
+    /// # }
+    ///
+    /// static APPS: LocalStack<&str> = LocalStack::named("APPS");
+    ///
+    /// let fut = APPS.scope_future("shop", async {
+    ///     std::future::ready(()).await;
+    ///     APPS.top()
+    /// });
+    /// assert_eq!(block_on(fut), Some("shop"));
+    /// assert!(APPS.is_empty());
+    /// ```
+    pub fn scope_future<F: Future>(&self, value: T, fut: F) -> StackScope<'_, T, F> {
+        StackScope::new(StackBinding::new(self, value), fut)
+    }
+}
