@@ -165,8 +165,13 @@
 pub use context_local_runtime::{
     AccessError, AccessErrorKind, CleanupGuard, Context, ContextGuard, ContextId, ContextLocal,
     EnterError, FutureExt, InContext, Local, LocalManager, LocalProxy, LocalScope, LocalStack,
-    Release, StackGuard, StackScope,
+    Release, Snapshot, StackGuard, StackScope,
 };
+
+/// Threads that start with their parent's inheritable values: [`thread::spawn`].
+pub mod thread {
+    pub use context_local_runtime::thread::spawn;
+}
 
 /// Diagnostics for the project's own tests and benchmarks. Not public API.
 #[doc(hidden)]

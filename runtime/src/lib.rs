@@ -39,6 +39,7 @@
 
 mod context;
 mod error;
+mod inherit;
 mod local;
 #[cfg(all(test, loom))]
 mod loom_tests;
@@ -51,6 +52,7 @@ mod task;
 
 pub use context::{Context, ContextGuard, ContextId, EnterError};
 pub use error::{AccessError, AccessErrorKind};
+pub use inherit::{thread, Snapshot};
 pub use local::{ContextLocal, Local};
 pub use manager::{CleanupGuard, LocalManager, Release};
 pub use proxy::LocalProxy;

@@ -3,7 +3,7 @@
 use std::fmt;
 
 use crate::error::{fail, nothing_bound_is_none, AccessError, AccessErrorKind};
-use crate::storage::{Payload, Storage};
+use crate::storage::{Inherit, Payload, Share, Storage};
 use crate::{ContextId, LocalProxy, Release};
 
 impl<T: Send + 'static> Payload for Option<T> {
@@ -105,6 +105,37 @@ impl<T> Local<T> {
             storage: Storage::new(Some(name)),
             init: Some(init),
         }
+    }
+}
+
+impl<T: Clone + Send + Sync + 'static> Local<T> {
+    /// Makes this local inheritable: a [`Snapshot`](crate::Snapshot) captures its value, and
+    /// children — [`Context::child`](crate::Context::child), `in_child_context()`,
+    /// [`thread::spawn`](crate::thread::spawn), `Snapshot::wrap` — start with it. A child's
+    /// writes stay its own; its first write copies the inherited value (`T: Clone`), which is
+    /// shared meanwhile (`T: Sync`).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use context_local::{thread, Local};
+    ///
+    /// static TENANT: Local<String> = Local::named("TENANT").inheritable();
+    ///
+    /// TENANT.set("acme".into());
+    /// let seen = thread::spawn(|| TENANT.get()).join().unwrap();
+    /// assert_eq!(seen.as_deref(), Some("acme"));
+    /// ```
+    pub const fn inheritable(self) -> Self {
+        let mut this = self;
+        this.storage.set_inheritable(Inherit::of());
+        this
+    }
+}
+
+impl<T: Clone + Send + Sync + 'static> Share for Option<T> {
+    fn share(&self) -> Self {
+        self.clone()
     }
 }
 

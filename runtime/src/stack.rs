@@ -8,7 +8,7 @@ use std::ptr::NonNull;
 use crate::context::table::{Removal, Remover, SlotHeader};
 use crate::context::{self, registry, CtxInner};
 use crate::error::{fail, AccessError, AccessErrorKind};
-use crate::storage::{Payload, Slot, Storage};
+use crate::storage::{Inherit, Payload, Share, Slot, Storage};
 use crate::{ContextId, LocalProxy, Release};
 
 /// A buffer larger than this is freed when the stack empties; a smaller one is kept, so a
@@ -171,6 +171,41 @@ impl<T> LocalStack<T> {
     pub const fn named(name: &'static str) -> Self {
         Self {
             storage: Storage::new(Some(name)),
+        }
+    }
+}
+
+impl<T: Clone + Send + Sync + 'static> LocalStack<T> {
+    /// Makes this stack inheritable: a [`Snapshot`](crate::Snapshot) captures its elements,
+    /// and children start with them. A child's pushes and pops stay its own; popping an
+    /// inherited element gives the child a clone, and the parent keeps its own.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use context_local::{Context, LocalStack};
+    ///
+    /// static APPS: LocalStack<&str> = LocalStack::named("APPS").inheritable();
+    ///
+    /// APPS.push("shop");
+    /// let child = Context::child();
+    /// assert_eq!(child.run(|| APPS.pop()), Some("shop"));
+    /// assert_eq!(APPS.top(), Some("shop")); // the parent keeps its own
+    /// # APPS.release();
+    /// ```
+    pub const fn inheritable(self) -> Self {
+        let mut this = self;
+        this.storage.set_inheritable(Inherit::of());
+        this
+    }
+}
+
+impl<T: Clone + Send + Sync + 'static> Share for StackStore<T> {
+    fn share(&self) -> Self {
+        Self {
+            items: self.items.clone(),
+            guarded: Vec::new(),
+            next_id: 0,
         }
     }
 }

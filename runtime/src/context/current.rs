@@ -71,7 +71,7 @@ fn current_slow() -> Option<&'static CtxInner> {
         return None;
     }
     // First use on this thread, outside any entered context: create its own context.
-    let inner = registry::register(State::Own);
+    let inner = registry::register(State::Own, None);
     let raw = Arc::as_ptr(&inner);
     let installed = THREAD_CTX
         .try_with(|slot| *slot.borrow_mut() = Some(ThreadCtx(inner.clone())))
@@ -227,7 +227,7 @@ impl Drop for ThreadCtx {
 /// Under loom only: tears down this thread's context now, as thread exit does. loom drops
 /// mock thread-locals outside the model, where no modelled primitive may be touched, so the
 /// models call this as the last step of every thread instead.
-#[cfg(loom)]
+#[cfg(all(loom, test))]
 pub(crate) fn loom_thread_exit() {
     let ctx = THREAD_CTX.with(|c| c.borrow_mut().take());
     drop(ctx);

@@ -5,10 +5,11 @@ use std::any::Any;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::ptr::{self, NonNull};
 
+use super::inherit::Frame;
 use super::owner::{Owner, State};
 use super::table::{Removal, Remover, SlotHeader, Table, BORROWS, PENDING};
 use super::ContextId;
-use crate::sync::{lock, AtomicBool, Mutex, MutexGuard, Ordering, UnsafeCell};
+use crate::sync::{lock, Arc, AtomicBool, Mutex, MutexGuard, Ordering, UnsafeCell};
 
 /// Teardown rounds before giving up on values whose `Drop` keeps binding new ones: a finite
 /// chain of re-bindings completes, an endless one is cut off (its remaining values are then
@@ -36,7 +37,7 @@ pub(crate) struct CtxInner {
     link: UnsafeCell<*const CtxInner>,
     /// Local indices in the order of their first binding here (teardown runs it backwards).
     /// Written only by the context's holder.
-    order: UnsafeCell<Vec<usize>>,
+    pub(super) order: UnsafeCell<Vec<usize>>,
     /// Removals that `StackGuard`s posted while the context was held elsewhere or its slot
     /// borrowed; applied by the next holder. `has_pending` lets holders skip the lock.
     pending: Mutex<Vec<Pending>>,
@@ -46,6 +47,14 @@ pub(crate) struct CtxInner {
     release_deferred: AtomicBool,
     /// Serialises detaching slots: teardown vs. a dropped `Local` removing its own slot.
     detach: Mutex<()>,
+    /// The frame this context was forked from (immutable): inheritable locals it has not
+    /// written read from here (see `inherit.rs`).
+    pub(crate) inherited: Option<Arc<Frame>>,
+    /// This context's last captured frame; stale once `changed`. Holder-only.
+    pub(crate) cache: UnsafeCell<Option<Arc<Frame>>>,
+    pub(crate) changed: AtomicBool,
+    /// Whether any inheritable local has a slot here (else a capture is what was inherited).
+    pub(crate) has_own_inheritable: AtomicBool,
 }
 
 // SAFETY: a CtxInner is type-erased storage for values that are all `Send` (every slot
@@ -58,7 +67,12 @@ unsafe impl Send for CtxInner {}
 unsafe impl Sync for CtxInner {}
 
 impl CtxInner {
-    pub(crate) fn new(id: ContextId, serial: u64, state: State) -> Self {
+    pub(crate) fn new(
+        id: ContextId,
+        serial: u64,
+        state: State,
+        inherited: Option<Arc<Frame>>,
+    ) -> Self {
         Self {
             id,
             serial,
@@ -70,6 +84,10 @@ impl CtxInner {
             has_pending: AtomicBool::new(false),
             release_deferred: AtomicBool::new(false),
             detach: Mutex::new(()),
+            inherited,
+            cache: UnsafeCell::new(None),
+            changed: AtomicBool::new(false),
+            has_own_inheritable: AtomicBool::new(false),
         }
     }
 
@@ -121,7 +139,13 @@ impl CtxInner {
             };
             // SAFETY: we hold the context and its detach lock; the slot is live.
             match unsafe { SlotHeader::remove(slot, p.id, by) } {
-                Removal::Done(v) => removed.extend(v),
+                Removal::Done(v) => {
+                    // SAFETY: the slot is live (see above).
+                    if unsafe { slot.as_ref() }.capture.is_some() {
+                        self.mark_changed();
+                    }
+                    removed.extend(v);
+                }
                 Removal::Busy => self.post_removal(p.index, p.id),
             }
         }
@@ -163,6 +187,12 @@ impl CtxInner {
             }
         }
         lock(&self.pending).clear();
+        // The cached frame holds frozen copies: they go with the context, while it is current.
+        // SAFETY: holder-only.
+        let cache = self.cache.with_mut(|c| unsafe { (*c).take() });
+        if let Err(p) = catch_unwind(AssertUnwindSafe(|| drop(cache))) {
+            first_panic.get_or_insert(p);
+        }
         first_panic
     }
 

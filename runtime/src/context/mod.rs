@@ -9,6 +9,7 @@
 mod current;
 mod enter_error;
 mod id;
+pub(crate) mod inherit;
 mod inner;
 pub(crate) mod owner;
 pub(crate) mod registry;
@@ -17,7 +18,7 @@ pub(crate) mod table;
 use std::fmt;
 use std::marker::PhantomData;
 
-#[cfg(loom)]
+#[cfg(all(loom, test))]
 pub(crate) use current::loom_thread_exit;
 pub(crate) use current::{current, current_if_at, enter, is_held_here, Entered};
 pub use enter_error::EnterError;
@@ -68,7 +69,7 @@ impl Context {
     /// ```
     pub fn new() -> Self {
         Self {
-            inner: registry::register(State::Idle),
+            inner: registry::register(State::Idle, None),
         }
     }
 
@@ -194,6 +195,15 @@ impl Context {
     /// ```
     pub fn is_entered(&self) -> bool {
         matches!(self.inner.owner.state(), State::Entered | State::Task)
+    }
+}
+
+impl Context {
+    /// A new context that starts with `frame`'s values (a fork of a snapshot).
+    pub(crate) fn with_inherited(frame: Arc<inherit::Frame>) -> Self {
+        Self {
+            inner: registry::register(State::Idle, Some(frame)),
+        }
     }
 }
 

@@ -3,6 +3,7 @@
 //! A context's values belong to its `CtxInner`, not to its id, so a recycled id can never show
 //! a new context a dead one's values (Werkzeug 1.0.1's bug).
 
+use super::inherit::Frame;
 use super::inner::CtxInner;
 use super::owner::State;
 use super::ContextId;
@@ -22,8 +23,8 @@ crate::sync::globals! {
     });
 }
 
-/// A new context in `state`, registered.
-pub(crate) fn register(state: State) -> Arc<CtxInner> {
+/// A new context in `state`, starting with the `inherited` values, registered.
+pub(crate) fn register(state: State, inherited: Option<Arc<Frame>>) -> Arc<CtxInner> {
     crate::sync::init_fence();
     let mut reg = lock(&REGISTRY);
     let serial = reg.next_serial;
@@ -37,7 +38,7 @@ pub(crate) fn register(state: State) -> Arc<CtxInner> {
             id
         }
     };
-    let inner = Arc::new(CtxInner::new(ContextId(id), serial, state));
+    let inner = Arc::new(CtxInner::new(ContextId(id), serial, state, inherited));
     reg.entries[id as usize] = Some(inner.clone());
     inner
 }

@@ -51,6 +51,12 @@ pub(crate) struct SlotHeader {
     /// protocol that uses them is in `storage/borrow.rs`.
     pub(crate) state: AtomicUsize,
     pub(crate) vtable: &'static SlotVTable,
+    /// For an inheritable local: freezes its payload for a snapshot.
+    pub(crate) capture: Option<super::inherit::CaptureFn>,
+    /// The serial of the local this slot belongs to (see `inherit::Entry`).
+    pub(crate) serial: u64,
+    /// The local's name, for messages about the slot.
+    pub(crate) name: &'static str,
 }
 
 /// `state`: the payload holds a value (a bound local, a non-empty stack). Read by `contexts()`

@@ -8,6 +8,7 @@ const UNASSIGNED: usize = usize::MAX;
 
 struct Indices {
     next: usize,
+    next_serial: u64,
     free: Vec<usize>,
     syncs: Vec<&'static IndexSync>,
 }
@@ -15,25 +16,40 @@ struct Indices {
 s::globals! {
     static INDICES: Mutex<Indices> = Mutex::new(Indices {
         next: 0,
+        next_serial: 0,
         free: Vec::new(),
         syncs: Vec::new(),
     });
 }
 
-/// The index of one local. A plain std atomic even under loom: `Key::new` must stay `const`,
-/// and the index is only ever published under the `INDICES` lock.
-pub(crate) struct Key(std::sync::atomic::AtomicUsize);
+/// The index of one local, and its serial (unique for the process: indices of dropped locals
+/// are reused, serials never). Plain std atomics even under loom: `Key::new` must stay
+/// `const`, and both are only ever published under the `INDICES` lock.
+pub(crate) struct Key {
+    index: std::sync::atomic::AtomicUsize,
+    serial: std::sync::atomic::AtomicU64,
+}
 
 impl Key {
     pub(crate) const fn new() -> Self {
-        Self(std::sync::atomic::AtomicUsize::new(UNASSIGNED))
+        Self {
+            index: std::sync::atomic::AtomicUsize::new(UNASSIGNED),
+            serial: std::sync::atomic::AtomicU64::new(0),
+        }
     }
 
     /// The index, if one was assigned.
     #[inline]
     pub(crate) fn get(&self) -> Option<usize> {
-        let i = self.0.load(Ordering::Acquire);
+        let i = self.index.load(Ordering::Acquire);
         (i != UNASSIGNED).then_some(i)
+    }
+
+    /// The serial; meaningful once [`get`](Self::get) returned an index (it is published
+    /// before the index).
+    #[inline]
+    pub(crate) fn serial(&self) -> u64 {
+        self.serial.load(Ordering::Relaxed)
     }
 
     /// The index, assigned now if needed.
@@ -56,16 +72,18 @@ impl Key {
                 i
             }
         };
-        self.0.store(i, Ordering::Release);
+        idx.next_serial += 1;
+        self.serial.store(idx.next_serial, Ordering::Relaxed);
+        self.index.store(i, Ordering::Release);
         i
     }
 
     /// Gives the index back for reuse (the local is being dropped, its slots are gone).
     pub(crate) fn recycle(&mut self) {
-        let i = *self.0.get_mut();
+        let i = *self.index.get_mut();
         if i != UNASSIGNED {
             lock(&INDICES).free.push(i);
-            *self.0.get_mut() = UNASSIGNED;
+            *self.index.get_mut() = UNASSIGNED;
         }
     }
 }

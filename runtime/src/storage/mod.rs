@@ -12,7 +12,7 @@ mod slot;
 use std::marker::PhantomData;
 use std::ptr::{self, NonNull};
 
-pub(crate) use slot::{Payload, Slot};
+pub(crate) use slot::{Inherit, Payload, Share, Slot};
 
 use crate::context::table::{BORROWS, INIT, PENDING, PRESENT, SHARED_ONE, WRITING};
 use crate::context::{self, registry, CtxInner};
@@ -41,6 +41,8 @@ fn settle(ctx: &CtxInner) {
 pub(crate) struct Storage<V> {
     key: Key,
     name: Option<&'static str>,
+    /// Set for an inheritable local: how forks get its values.
+    inherit: Option<Inherit<V>>,
     _payload: PhantomData<fn() -> V>,
 }
 
@@ -49,8 +51,14 @@ impl<V> Storage<V> {
         Self {
             key: Key::new(),
             name,
+            inherit: None,
             _payload: PhantomData,
         }
+    }
+
+    /// Makes the local inheritable: snapshots capture it, forks start with it.
+    pub(crate) const fn set_inheritable(&mut self, inherit: Inherit<V>) {
+        self.inherit = Some(inherit);
     }
 }
 
@@ -91,12 +99,45 @@ impl<V: Payload> Storage<V> {
     #[inline(never)]
     fn create<'a>(&'a self, ctx: &'a CtxInner) -> &'a Slot<V> {
         let i = self.key.get_or_assign();
+        let serial = self.key.serial();
+        // A fork's first write starts from what it inherited (copy-on-write).
+        let (value, capture) = match &self.inherit {
+            Some(inherit) => {
+                ctx.mark_changed();
+                ctx.has_own_inheritable.store(true, Ordering::Relaxed);
+                let inherited = self.inherited_in(ctx).map(|v| (inherit.share)(v));
+                (inherited.unwrap_or_else(V::empty), Some(inherit.capture))
+            }
+            None => (V::empty(), None),
+        };
         let cell = ctx.table.cell_or_grow(i);
-        let p = Box::into_raw(Slot::<V>::new(sync_of(i)));
+        let p = Box::into_raw(Slot::<V>::new(
+            sync_of(i),
+            capture,
+            (serial, self.name()),
+            value,
+        ));
         cell.store(p.cast(), Ordering::Release);
         ctx.record_first_binding(i);
         // SAFETY: just allocated; owned by `ctx` from now on (see `slot_in`).
         unsafe { &*p }
+    }
+
+    /// What `ctx` inherited for this local (it has no slot of it yet), if anything.
+    #[inline]
+    fn inherited_in<'a>(&self, ctx: &'a CtxInner) -> Option<&'a V> {
+        if self.inherit.is_none() || !ctx.has_inherited() {
+            return None;
+        }
+        let frozen = ctx.inherited(self.key.get()?, self.key.serial())?;
+        frozen.downcast_ref::<V>()
+    }
+
+    /// A read where `ctx` has no slot: what it inherited, if anything.
+    #[cold]
+    #[inline(never)]
+    fn read_unslotted<R>(&self, ctx: &CtxInner, f: impl FnOnce(&V) -> R) -> Option<R> {
+        self.inherited_in(ctx).map(f)
     }
 
     /// This local's slot in `ctx` (held by this thread), created if needed.
@@ -112,7 +153,9 @@ impl<V: Payload> Storage<V> {
     #[inline]
     pub(crate) fn read<R>(&self, f: impl FnOnce(&V) -> R) -> Result<Option<R>, AccessError> {
         let (ctx, slot) = self.current_slot()?;
-        let Some(slot) = slot else { return Ok(None) };
+        let Some(slot) = slot else {
+            return Ok(self.read_unslotted(ctx, f));
+        };
         let mut st = slot.hdr.state.load(Ordering::Relaxed);
         if st & (WRITING | PENDING) != 0 {
             st = self.read_slow(ctx, slot, st)?;
@@ -153,7 +196,7 @@ impl<V: Payload> Storage<V> {
         let (ctx, slot) = self.current_slot()?;
         let slot = match slot {
             Some(slot) => slot,
-            None if create => self.create(ctx),
+            None if create || self.inherited_in(ctx).is_some() => self.create(ctx),
             None => return Ok(None),
         };
         self.write_slot(ctx, slot, f).map(Some)
@@ -167,7 +210,11 @@ impl<V: Payload> Storage<V> {
         f: impl FnOnce(&mut V) -> R,
     ) -> Result<Option<R>, AccessError> {
         let (ctx, slot) = self.current_slot()?;
-        let Some(slot) = slot else { return Ok(None) };
+        let slot = match slot {
+            Some(slot) => slot,
+            None if self.inherited_in(ctx).is_some() => self.create(ctx),
+            None => return Ok(None),
+        };
         self.write_in::<true, R>(ctx, slot, f).map(Some)
     }
 
@@ -202,6 +249,9 @@ impl<V: Payload> Storage<V> {
                 "context local `{}` cannot be changed inside its own `for_each`",
                 self.name()
             ));
+        }
+        if self.inherit.is_some() {
+            ctx.mark_changed();
         }
         if USER {
             let write = Write { slot, ctx };
@@ -244,6 +294,9 @@ impl<V: Payload> Storage<V> {
         let st = slot.hdr.state.load(Ordering::Relaxed);
         if st & BORROWS != 0 || !begin_write(&slot.hdr, slot.sync, st) {
             return None;
+        }
+        if self.inherit.is_some() {
+            ctx.mark_changed();
         }
         let write = Write { slot, ctx };
         // SAFETY: holder, WRITING set, no shared borrow, foreign readers waited out.
@@ -288,8 +341,10 @@ impl<V: Payload> Storage<V> {
     /// Whether the current context holds a value.
     #[inline]
     pub(crate) fn is_present(&self) -> bool {
-        let Ok((ctx, Some(slot))) = self.current_slot() else {
-            return false;
+        let (ctx, slot) = match self.current_slot() {
+            Ok((ctx, Some(slot))) => (ctx, slot),
+            Ok((ctx, None)) => return self.read_unslotted(ctx, V::is_present).unwrap_or(false),
+            Err(_) => return false,
         };
         let st = slot.hdr.state.load(Ordering::Relaxed);
         if st & PENDING != 0 && st & BORROWS == 0 {
@@ -303,11 +358,11 @@ impl<V: Payload> Storage<V> {
     pub(crate) fn contexts(&self) -> usize {
         let mut n = 0;
         registry::visit_locked(|ctx| {
-            if let Some(slot) = self.slot_in(ctx) {
-                if slot.hdr.state.load(Ordering::Acquire) & PRESENT != 0 {
-                    n += 1;
-                }
-            }
+            let present = match self.slot_in(ctx) {
+                Some(slot) => slot.hdr.state.load(Ordering::Acquire) & PRESENT != 0,
+                None => self.inherited_in(ctx).is_some_and(V::is_present),
+            };
+            n += usize::from(present);
         });
         n
     }
@@ -325,6 +380,10 @@ impl<V: Payload> Storage<V> {
         let _reading = Reading::start(sync_of(i));
         for ctx in registry::snapshot() {
             let Some(slot) = self.slot_in(&ctx) else {
+                // A fork's inherited value is frozen: read it as it is.
+                if let Some(v) = self.inherited_in(&ctx).filter(|v| v.is_present()) {
+                    f(ctx.id, v);
+                }
                 continue;
             };
             let st = self.wait_not_writing(&ctx, slot);

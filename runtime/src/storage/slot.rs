@@ -6,10 +6,11 @@
 use std::ptr::NonNull;
 
 use super::borrow::{begin_write, try_begin_write, IndexSync};
+use crate::context::inherit::{CaptureFn, Frozen};
 use crate::context::table::{
     Removal, Remover, SlotHeader, SlotVTable, BORROWS, INIT, PENDING, PRESENT,
 };
-use crate::sync::{AtomicUsize, Ordering, UnsafeCell};
+use crate::sync::{Arc, AtomicUsize, Ordering, UnsafeCell};
 
 /// What a slot holds.
 pub(crate) trait Payload: Send + Sized + 'static {
@@ -23,6 +24,50 @@ pub(crate) trait Payload: Send + Sized + 'static {
     }
     /// How an unnamed local is called in messages: its value type.
     fn label() -> &'static str;
+}
+
+/// A payload that can be handed down to forks: an inheritable local's (`T: Clone + Sync`).
+pub(crate) trait Share: Payload + Sync {
+    /// A copy for a snapshot or a fork: the values, nothing of the context's bookkeeping.
+    fn share(&self) -> Self;
+}
+
+/// How an inheritable local's payload is frozen and thawed.
+pub(crate) struct Inherit<V> {
+    pub(crate) share: fn(&V) -> V,
+    pub(crate) capture: CaptureFn,
+}
+
+impl<V> Clone for Inherit<V> {
+    fn clone(&self) -> Self {
+        *self
+    }
+}
+
+impl<V> Copy for Inherit<V> {}
+
+impl<V: Share> Inherit<V> {
+    pub(crate) const fn of() -> Self {
+        Self {
+            share: V::share,
+            capture: capture_impl::<V>,
+        }
+    }
+}
+
+/// # Safety
+///
+/// `hdr` must head a live `Slot<V>` of a context the caller holds, not being written.
+unsafe fn capture_impl<V: Share>(hdr: NonNull<SlotHeader>) -> Option<Frozen> {
+    // SAFETY: per the caller.
+    let slot = unsafe { slot::<V>(hdr) };
+    // We hold the context and nobody writes the payload (per the caller): a shared read, like
+    // the holder's own `with`.
+    slot.value.with(|v| {
+        // SAFETY: see above.
+        let v = unsafe { &*v };
+        v.is_present().then(|| Arc::new(v.share()) as Frozen)
+    })
 }
 
 /// Aligned to 128 bytes (the pair of lines x86 prefetches together) so that two contexts'
@@ -41,14 +86,23 @@ impl<V: Payload> Slot<V> {
         free: free_impl::<V>,
     };
 
-    pub(crate) fn new(sync: &'static IndexSync) -> Box<Self> {
+    pub(crate) fn new(
+        sync: &'static IndexSync,
+        capture: Option<CaptureFn>,
+        (serial, name): (u64, &'static str),
+        value: V,
+    ) -> Box<Self> {
+        let state = if value.is_present() { PRESENT } else { 0 };
         Box::new(Slot {
             hdr: SlotHeader {
-                state: AtomicUsize::new(0),
+                state: AtomicUsize::new(state),
                 vtable: &Self::VTABLE,
+                capture,
+                serial,
+                name,
             },
             sync,
-            value: UnsafeCell::new(V::empty()),
+            value: UnsafeCell::new(value),
         })
     }
 

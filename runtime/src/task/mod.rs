@@ -84,22 +84,32 @@ pub trait FutureExt: Future + Sized {
         InContext::new(self, Context::new())
     }
 
-    /// Runs this future in a child of the current context. Until inheritance lands this is
-    /// [`in_new_context`](Self::in_new_context): the child starts empty.
+    /// Runs this future in a child of the current context ([`Context::child`]): it starts
+    /// with the caller's inheritable values as they are at this call, and its own writes stay
+    /// its own.
+    ///
+    /// # Panics
+    ///
+    /// As [`Snapshot::capture`](crate::Snapshot::capture).
     ///
     /// # Examples
     ///
     /// ```
-    /// use context_local::FutureExt;
+    /// use context_local::{FutureExt, Local};
     ///
-    /// let task = async { 1 }.in_child_context();
+    /// static USER: Local<&str> = Local::named("USER").inheritable();
+    ///
+    /// USER.set("ada");
+    /// let task = async { USER.get() }.in_child_context();
+    /// USER.set("bob"); // after the capture
     /// # use std::future::Future;
     /// # let task = std::pin::pin!(task);
     /// # let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
-    /// # assert_eq!(task.poll(&mut cx), std::task::Poll::Ready(1));
+    /// # assert_eq!(task.poll(&mut cx), std::task::Poll::Ready(Some("ada")));
     /// ```
+    #[track_caller]
     fn in_child_context(self) -> InContext<Self> {
-        self.in_new_context()
+        InContext::new(self, Context::child())
     }
 }
 

@@ -1,0 +1,147 @@
+//! What a context hands down to its forks: frozen values of inheritable locals, by index.
+//!
+//! A context made by `Snapshot::fork` starts with the snapshot it was forked from (`inherited`)
+//! and no slots: a read of an inheritable local that the fork has not written goes to the
+//! snapshot; the first write materialises the fork's own copy (copy-on-write). A context's own
+//! snapshot is cached and rebuilt only after a write to one of its inheritable locals, so
+//! repeated captures cost an `Arc` clone and allocate nothing.
+
+use std::any::Any;
+use std::ptr::NonNull;
+
+use super::table::{SlotHeader, WRITING};
+use super::CtxInner;
+use crate::sync::{Arc, Ordering};
+
+/// A frozen payload (`Arc<V>` of the local's payload type), shared by snapshots and forks.
+pub(crate) type Frozen = Arc<dyn Any + Send + Sync>;
+
+/// Freezes a slot's payload, or `None` if it holds nothing. The slot's context is held by the
+/// caller.
+pub(crate) type CaptureFn = unsafe fn(NonNull<SlotHeader>) -> Option<Frozen>;
+
+/// One local's frozen value, tagged with the serial of the local it belongs to (indices of
+/// dropped locals are reused; serials are not).
+#[derive(Clone)]
+pub(crate) struct Entry {
+    pub(crate) serial: u64,
+    pub(crate) value: Frozen,
+}
+
+/// The inheritable values of a context at one moment, indexed by local index.
+#[derive(Clone, Default)]
+pub(crate) struct Frame {
+    entries: Vec<Option<Entry>>,
+}
+
+impl Frame {
+    /// The frozen value of the local with `index` and `serial`, if bound here.
+    #[inline]
+    pub(crate) fn get(&self, index: usize, serial: u64) -> Option<&Frozen> {
+        match self.entries.get(index)? {
+            Some(e) if e.serial == serial => Some(&e.value),
+            _ => None,
+        }
+    }
+
+    fn set(&mut self, index: usize, entry: Option<Entry>) {
+        if index >= self.entries.len() {
+            if entry.is_none() {
+                return;
+            }
+            self.entries.resize(index + 1, None);
+        }
+        self.entries[index] = entry;
+    }
+
+    /// How many locals are bound.
+    pub(crate) fn len(&self) -> usize {
+        self.entries.iter().flatten().count()
+    }
+
+    /// Whether no local is bound.
+    pub(crate) fn is_empty(&self) -> bool {
+        self.entries.iter().all(Option::is_none)
+    }
+}
+
+impl CtxInner {
+    /// The frozen value this context inherited for a local, if any.
+    #[inline]
+    pub(crate) fn inherited(&self, index: usize, serial: u64) -> Option<&Frozen> {
+        self.inherited.as_ref()?.get(index, serial)
+    }
+
+    /// Whether this context inherited anything at all (cheap: a pointer test).
+    #[inline]
+    pub(crate) fn has_inherited(&self) -> bool {
+        self.inherited.is_some()
+    }
+
+    /// An inheritable local changed here: the cached snapshot is stale. Holder-only.
+    #[inline]
+    pub(crate) fn mark_changed(&self) {
+        self.changed.store(true, Ordering::Relaxed);
+    }
+
+    /// This context's inheritable values now (`None`: nothing): what it inherited if it never
+    /// bound an inheritable local itself, else the cached frame if nothing changed since it
+    /// was built, else a new one. Called by the holder, with the context current.
+    ///
+    /// # Errors
+    ///
+    /// The name of a local that is being changed right now (`with_mut` of it encloses the
+    /// capture), whose value cannot be read.
+    pub(crate) fn capture(&self) -> Result<Option<Arc<Frame>>, &'static str> {
+        if !self.has_own_inheritable.load(Ordering::Relaxed) {
+            return Ok(self.inherited.clone());
+        }
+        self.capture_own().map(Some)
+    }
+
+    fn capture_own(&self) -> Result<Arc<Frame>, &'static str> {
+        // SAFETY: holder-only, like `order`; no user code runs while it is borrowed.
+        let cached = self.cache.with(|c| unsafe { (*c).clone() });
+        if let Some(frame) = cached {
+            if !self.changed.load(Ordering::Relaxed) {
+                return Ok(frame);
+            }
+        }
+        let frame = Arc::new(self.build_frame()?);
+        // SAFETY: as above. The old frame is dropped after the cell is written (it only holds
+        // frozen copies, whose `Drop` may run user code).
+        let old = self
+            .cache
+            .with_mut(|c| unsafe { (*c).replace(frame.clone()) });
+        self.changed.store(false, Ordering::Relaxed);
+        drop(old);
+        Ok(frame)
+    }
+
+    fn build_frame(&self) -> Result<Frame, &'static str> {
+        let mut frame = self.inherited.as_deref().cloned().unwrap_or_default();
+        // SAFETY: holder-only; the capture functions run no user code but `Clone`, which
+        // cannot reach `order` (it only grows when a slot is created, by the holder).
+        let len = self.order.with(|o| unsafe { (*o).len() });
+        for i in 0..len {
+            // SAFETY: as above.
+            let index = self.order.with(|o| unsafe { (&*o)[i] });
+            let Some(hdr) = self.table.slot(index) else {
+                continue;
+            };
+            // SAFETY: a slot in the table is live while the context is.
+            let header = unsafe { hdr.as_ref() };
+            let Some(capture) = header.capture else {
+                continue;
+            };
+            if header.state.load(Ordering::Relaxed) & WRITING != 0 {
+                return Err(header.name);
+            }
+            // SAFETY: we hold the context; the slot is live and not being written.
+            let value = unsafe { capture(hdr) };
+            let serial = header.serial;
+            frame.set(index, value.map(|value| Entry { serial, value }));
+        }
+        Ok(frame)
+    }
+}
