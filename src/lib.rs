@@ -173,6 +173,13 @@ pub mod thread {
     pub use context_local_runtime::thread::spawn;
 }
 
+#[cfg(feature = "rayon")]
+pub mod rayon;
+#[cfg(feature = "tokio")]
+pub mod tokio;
+#[cfg(feature = "tower")]
+pub mod tower;
+
 /// Diagnostics for the project's own tests and benchmarks. Not public API.
 #[doc(hidden)]
 pub use context_local_runtime::__diagnostics;

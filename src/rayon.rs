@@ -1,0 +1,215 @@
+//! Rayon jobs and parallel iterators that see the caller's inheritable values (feature
+//! `rayon`).
+//!
+//! A pool thread runs many callers' jobs, so a job must neither miss its caller's request
+//! values nor leave its own behind for the next job. Each wrapper here captures a
+//! [`Snapshot`] at the call and runs every job — every item of a parallel iterator — in a
+//! fresh fork of it, dropped when the job ends.
+
+use rayon::iter::plumbing::{Consumer, Folder, UnindexedConsumer};
+use rayon::iter::ParallelIterator;
+
+use crate::Snapshot;
+
+/// [`rayon::spawn`], with `f` running in a child of the caller's context.
+///
+/// # Panics
+///
+/// As [`Snapshot::capture`].
+///
+/// # Examples
+///
+/// ```
+/// use context_local::Local;
+///
+/// static TENANT: Local<&str> = Local::named("TENANT").inheritable();
+///
+/// TENANT.set("acme");
+/// let (tx, rx) = std::sync::mpsc::channel();
+/// context_local::rayon::spawn(move || tx.send(TENANT.get()).unwrap());
+/// assert_eq!(rx.recv().unwrap(), Some("acme"));
+/// ```
+#[track_caller]
+pub fn spawn<F>(f: F)
+where
+    F: FnOnce() + Send + 'static,
+{
+    rayon::spawn(Snapshot::capture().wrap(f));
+}
+
+/// [`rayon::join`], with each closure running in its own child of the caller's context.
+///
+/// # Panics
+///
+/// As [`rayon::join`], and as [`Snapshot::capture`].
+///
+/// # Examples
+///
+/// ```
+/// use context_local::Local;
+///
+/// static USER: Local<&str> = Local::named("USER").inheritable();
+///
+/// USER.set("ada");
+/// let (a, b) = context_local::rayon::join(|| USER.get(), || USER.replace("bob"));
+/// assert_eq!((a, b), (Some("ada"), Some("ada")));
+/// assert_eq!(USER.get(), Some("ada")); // a child's write stays its own
+/// ```
+#[track_caller]
+pub fn join<A, B, RA, RB>(a: A, b: B) -> (RA, RB)
+where
+    A: FnOnce() -> RA + Send,
+    B: FnOnce() -> RB + Send,
+    RA: Send,
+    RB: Send,
+{
+    let snapshot = Snapshot::capture();
+    rayon::join(|| snapshot.run(a), || snapshot.run(b))
+}
+
+/// Parallel iterators whose items run in children of the caller's context.
+pub trait ParallelIteratorExt: ParallelIterator {
+    /// Everything after this adapter — `map`, `filter`, `for_each`, ... — runs, item by
+    /// item, in a fresh fork of the caller's [`Snapshot`] (captured at this call): each item
+    /// sees the caller's inheritable values, and what it binds is dropped when it is done.
+    /// Put it first.
+    ///
+    /// # Panics
+    ///
+    /// As [`Snapshot::capture`].
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use context_local::rayon::ParallelIteratorExt;
+    /// use context_local::Local;
+    /// use rayon::prelude::*;
+    ///
+    /// static REQUEST_ID: Local<u64> = Local::named("REQUEST_ID").inheritable();
+    ///
+    /// REQUEST_ID.set(7);
+    /// let ids: Vec<_> = (0..100u64)
+    ///     .into_par_iter()
+    ///     .in_child_contexts()
+    ///     .map(|i| REQUEST_ID.with(|id| id * 1000 + i))
+    ///     .collect();
+    /// assert_eq!(ids[42], 7042);
+    /// ```
+    #[track_caller]
+    fn in_child_contexts(self) -> InChildContexts<Self> {
+        InChildContexts {
+            base: self,
+            snapshot: Snapshot::capture(),
+        }
+    }
+}
+
+impl<I: ParallelIterator> ParallelIteratorExt for I {}
+
+/// The iterator of [`ParallelIteratorExt::in_child_contexts`].
+///
+/// # Examples
+///
+/// ```
+/// use context_local::rayon::{InChildContexts, ParallelIteratorExt};
+/// use rayon::prelude::*;
+///
+/// let it: InChildContexts<_> = (0..4).into_par_iter().in_child_contexts();
+/// assert_eq!(it.sum::<i32>(), 6);
+/// ```
+#[derive(Debug, Clone)]
+#[must_use = "iterator adaptors are lazy"]
+pub struct InChildContexts<I> {
+    base: I,
+    snapshot: Snapshot,
+}
+
+impl<I: ParallelIterator> ParallelIterator for InChildContexts<I> {
+    type Item = I::Item;
+
+    fn drive_unindexed<C>(self, consumer: C) -> C::Result
+    where
+        C: UnindexedConsumer<Self::Item>,
+    {
+        let consumer = InChildConsumer {
+            base: consumer,
+            snapshot: &self.snapshot,
+        };
+        self.base.drive_unindexed(consumer)
+    }
+}
+
+/// Hands items on to `base`, each in a fresh fork.
+struct InChildConsumer<'s, C> {
+    base: C,
+    snapshot: &'s Snapshot,
+}
+
+impl<'s, T, C: Consumer<T>> Consumer<T> for InChildConsumer<'s, C> {
+    type Folder = InChildFolder<'s, C::Folder>;
+    type Reducer = C::Reducer;
+    type Result = C::Result;
+
+    fn split_at(self, index: usize) -> (Self, Self, Self::Reducer) {
+        let (left, right, reducer) = self.base.split_at(index);
+        let snapshot = self.snapshot;
+        let left = InChildConsumer {
+            base: left,
+            snapshot,
+        };
+        let right = InChildConsumer {
+            base: right,
+            snapshot,
+        };
+        (left, right, reducer)
+    }
+
+    fn into_folder(self) -> Self::Folder {
+        InChildFolder {
+            base: self.base.into_folder(),
+            snapshot: self.snapshot,
+        }
+    }
+
+    fn full(&self) -> bool {
+        self.base.full()
+    }
+}
+
+impl<T, C: UnindexedConsumer<T>> UnindexedConsumer<T> for InChildConsumer<'_, C> {
+    fn split_off_left(&self) -> Self {
+        InChildConsumer {
+            base: self.base.split_off_left(),
+            snapshot: self.snapshot,
+        }
+    }
+
+    fn to_reducer(&self) -> Self::Reducer {
+        self.base.to_reducer()
+    }
+}
+
+struct InChildFolder<'s, F> {
+    base: F,
+    snapshot: &'s Snapshot,
+}
+
+impl<T, F: Folder<T>> Folder<T> for InChildFolder<'_, F> {
+    type Result = F::Result;
+
+    fn consume(self, item: T) -> Self {
+        let base = self.base;
+        InChildFolder {
+            base: self.snapshot.run(move || base.consume(item)),
+            snapshot: self.snapshot,
+        }
+    }
+
+    fn complete(self) -> F::Result {
+        self.base.complete()
+    }
+
+    fn full(&self) -> bool {
+        self.base.full()
+    }
+}

@@ -1,0 +1,71 @@
+//! Tokio tasks that start in a child context (feature `tokio`).
+//!
+//! `tokio::spawn` starts a task with nothing of its parent's: tokio's own task-locals are not
+//! inherited (tokio #2396, #6659). These start the child in a child context
+//! ([`Context::child`](crate::Context::child)), captured at the call: it sees the caller's
+//! inheritable locals and stacks as they are then, and its own writes stay its own.
+
+use std::future::Future;
+
+use tokio::task::JoinHandle;
+
+use crate::{FutureExt, Snapshot};
+
+/// [`tokio::spawn`], with the task running in a child of the caller's context.
+///
+/// # Panics
+///
+/// As [`tokio::spawn`] (outside a runtime), and as [`Snapshot::capture`].
+///
+/// # Examples
+///
+/// ```
+/// use context_local::Local;
+///
+/// static REQUEST_ID: Local<u64> = Local::named("REQUEST_ID").inheritable();
+///
+/// let rt = tokio::runtime::Builder::new_current_thread().build().unwrap();
+/// rt.block_on(async {
+///     REQUEST_ID.set(7);
+///     let child = context_local::tokio::spawn(async { REQUEST_ID.get() });
+///     REQUEST_ID.set(8); // after the spawn: the child keeps 7
+///     assert_eq!(child.await.unwrap(), Some(7));
+/// });
+/// ```
+#[track_caller]
+pub fn spawn<F>(future: F) -> JoinHandle<F::Output>
+where
+    F: Future + Send + 'static,
+    F::Output: Send + 'static,
+{
+    tokio::spawn(future.in_child_context())
+}
+
+/// [`tokio::task::spawn_blocking`], with `f` running in a child of the caller's context.
+///
+/// # Panics
+///
+/// As [`tokio::task::spawn_blocking`], and as [`Snapshot::capture`].
+///
+/// # Examples
+///
+/// ```
+/// use context_local::Local;
+///
+/// static TENANT: Local<&str> = Local::named("TENANT").inheritable();
+///
+/// let rt = tokio::runtime::Builder::new_current_thread().build().unwrap();
+/// rt.block_on(async {
+///     TENANT.set("acme");
+///     let seen = context_local::tokio::spawn_blocking(|| TENANT.get()).await.unwrap();
+///     assert_eq!(seen, Some("acme"));
+/// });
+/// ```
+#[track_caller]
+pub fn spawn_blocking<F, R>(f: F) -> JoinHandle<R>
+where
+    F: FnOnce() -> R + Send + 'static,
+    R: Send + 'static,
+{
+    tokio::task::spawn_blocking(Snapshot::capture().wrap(f))
+}

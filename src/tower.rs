@@ -1,0 +1,115 @@
+//! A tower layer that runs each request in its own child context (feature `tower`).
+
+use std::task::{Context as Waker, Poll};
+
+use tower_layer::Layer;
+use tower_service::Service;
+
+use crate::{Context, FutureExt, InContext};
+
+/// A [`Layer`] that gives each request its own child context
+/// ([`Context::child`](crate::Context::child)): the inner service's `call` runs in it, and so
+/// does every poll of the response future. Middleware below it can then simply `set`
+/// per-request values, and the handler — and everything it awaits, or spawns with
+/// [`crate::tokio::spawn`] — sees them; no request ever sees another's.
+///
+/// Put it outermost (first in a `ServiceBuilder`, last in axum's `.layer` chain).
+///
+/// # Examples
+///
+/// ```
+/// use std::convert::Infallible;
+/// use context_local::{tower::ContextLayer, Local};
+/// use tower_layer::Layer;
+/// use tower_service::Service;
+/// # fn block_on<F: std::future::Future>(f: F) -> F::Output {
+/// #     use std::task::{Context, Poll, Waker};
+/// #     let mut f = std::pin::pin!(f);
+/// #     let mut cx = Context::from_waker(Waker::noop());
+/// #     loop { if let Poll::Ready(v) = f.as_mut().poll(&mut cx) { return v; } }
+/// # }
+///
+/// static USER: Local<String> = Local::named("USER");
+///
+/// // A handler that reads what a middleware set, somewhere deep in its call stack.
+/// #[derive(Clone)]
+/// struct Handler;
+/// impl Service<&'static str> for Handler {
+///     type Response = String;
+///     type Error = Infallible;
+///     type Future = std::future::Ready<Result<String, Infallible>>;
+///     fn poll_ready(&mut self, _: &mut std::task::Context<'_>) -> std::task::Poll<Result<(), Infallible>> {
+///         std::task::Poll::Ready(Ok(()))
+///     }
+///     fn call(&mut self, user: &'static str) -> Self::Future {
+///         USER.set(user.to_string()); // a "middleware" setting the request's user
+///         std::future::ready(Ok(USER.with(|u| format!("hello {u}"))))
+///     }
+/// }
+///
+/// let mut service = ContextLayer::new().layer(Handler);
+/// assert_eq!(block_on(service.call("ada")).unwrap(), "hello ada");
+/// assert!(!USER.is_set()); // the request's value stayed in its context
+/// ```
+#[derive(Clone, Copy, Debug, Default)]
+pub struct ContextLayer {
+    _private: (),
+}
+
+impl ContextLayer {
+    /// The layer.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let layer = context_local::tower::ContextLayer::new();
+    /// # let _ = layer;
+    /// ```
+    pub const fn new() -> Self {
+        Self { _private: () }
+    }
+}
+
+impl<S> Layer<S> for ContextLayer {
+    type Service = ContextService<S>;
+
+    fn layer(&self, inner: S) -> ContextService<S> {
+        ContextService { inner }
+    }
+}
+
+/// The [`Service`] made by [`ContextLayer`].
+///
+/// # Examples
+///
+/// ```
+/// use context_local::tower::{ContextLayer, ContextService};
+/// use tower_layer::Layer;
+///
+/// let service: ContextService<()> = ContextLayer::new().layer(());
+/// # let _ = service;
+/// ```
+#[derive(Clone, Debug)]
+pub struct ContextService<S> {
+    inner: S,
+}
+
+impl<S, Request> Service<Request> for ContextService<S>
+where
+    S: Service<Request>,
+{
+    type Response = S::Response;
+    type Error = S::Error;
+    type Future = InContext<S::Future>;
+
+    fn poll_ready(&mut self, cx: &mut Waker<'_>) -> Poll<Result<(), S::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    #[track_caller]
+    fn call(&mut self, request: Request) -> Self::Future {
+        let ctx = Context::child();
+        let future = ctx.run(|| self.inner.call(request));
+        future.in_context(ctx)
+    }
+}
