@@ -67,12 +67,48 @@ where
     rayon::join(|| snapshot.run(a), || snapshot.run(b))
 }
 
+/// [`rayon::ThreadPool::install`], with `f` running in a child of the caller's context —
+/// so parallel iterators built inside it (with
+/// [`in_child_contexts`](ParallelIteratorExt::in_child_contexts)) see the caller's values.
+/// (`pool.install(..)` alone runs `f` on a pool thread, in that thread's context.)
+///
+/// # Panics
+///
+/// As [`rayon::ThreadPool::install`], and as [`Snapshot::capture`].
+///
+/// # Examples
+///
+/// ```
+/// use context_local::rayon::ParallelIteratorExt;
+/// use context_local::Local;
+/// use rayon::prelude::*;
+///
+/// static TENANT: Local<&str> = Local::named("TENANT").inheritable();
+///
+/// let pool = rayon::ThreadPoolBuilder::new().num_threads(2).build().unwrap();
+/// TENANT.set("acme");
+/// let seen: Vec<_> = context_local::rayon::install(&pool, || {
+///     (0..4).into_par_iter().in_child_contexts().map(|_| TENANT.get()).collect()
+/// });
+/// assert!(seen.iter().all(|t| *t == Some("acme")));
+/// ```
+#[track_caller]
+pub fn install<F, R>(pool: &rayon::ThreadPool, f: F) -> R
+where
+    F: FnOnce() -> R + Send,
+    R: Send,
+{
+    let snapshot = Snapshot::capture();
+    pool.install(|| snapshot.run(f))
+}
+
 /// Parallel iterators whose items run in children of the caller's context.
 pub trait ParallelIteratorExt: ParallelIterator {
     /// Everything after this adapter — `map`, `filter`, `for_each`, ... — runs, item by
     /// item, in a fresh fork of the caller's [`Snapshot`] (captured at this call): each item
     /// sees the caller's inheritable values, and what it binds is dropped when it is done.
-    /// Put it first.
+    /// Put it first. Inside [`ThreadPool::install`](rayon::ThreadPool::install) the caller is
+    /// a pool thread: use [`install`] instead, so that it carries your values there.
     ///
     /// # Panics
     ///

@@ -18,6 +18,7 @@ use std::time::Instant;
 
 use context_local::{Context, Local, LocalStack};
 
+mod inherit;
 mod tasks;
 use context_local_alloc_counter::CountingAlloc;
 
@@ -569,12 +570,13 @@ fn main() {
         .filter(|a| !a.starts_with('-'))
         .collect();
     type Section = fn(&mut Vec<Row>);
-    let sections: [(&str, Section); 6] = [
+    let sections: [(&str, Section); 7] = [
         ("hot_paths", hot_paths),
         ("scaling", scaling),
         ("scopes", scopes),
         ("contexts", contexts),
         ("tasks", tasks::tasks),
+        ("inherit", inherit::inherit),
         ("memory", memory),
     ];
     let mut rows = Vec::new();
