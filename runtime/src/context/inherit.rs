@@ -14,7 +14,9 @@ use super::CtxInner;
 use crate::sync::{Arc, Ordering};
 
 /// A frozen payload (`Arc<V>` of the local's payload type), shared by snapshots and forks.
-pub(crate) type Frozen = Arc<dyn Any + Send + Sync>;
+/// std's `Arc` even under loom (loom's cannot hold a `dyn`): frozen values are immutable, so
+/// only their reference counts are shared, which std's `Arc` gets right.
+pub(crate) type Frozen = std::sync::Arc<dyn Any + Send + Sync>;
 
 /// Freezes a slot's payload, or `None` if it holds nothing. The slot's context is held by the
 /// caller.

@@ -10,7 +10,7 @@ use crate::context::inherit::{CaptureFn, Frozen};
 use crate::context::table::{
     Removal, Remover, SlotHeader, SlotVTable, BORROWS, INIT, PENDING, PRESENT,
 };
-use crate::sync::{Arc, AtomicUsize, Ordering, UnsafeCell};
+use crate::sync::{AtomicUsize, Ordering, UnsafeCell};
 
 /// What a slot holds.
 pub(crate) trait Payload: Send + Sized + 'static {
@@ -66,7 +66,7 @@ unsafe fn capture_impl<V: Share>(hdr: NonNull<SlotHeader>) -> Option<Frozen> {
     slot.value.with(|v| {
         // SAFETY: see above.
         let v = unsafe { &*v };
-        v.is_present().then(|| Arc::new(v.share()) as Frozen)
+        v.is_present().then(|| std::sync::Arc::new(v.share()) as Frozen)
     })
 }
 
