@@ -6,13 +6,16 @@
 //! The input was:
 //!
 //! ```ignore
-//! #[context_local(default, name = "REQUEST")]
+//! #[context_local(default, inherit, name = "REQUEST")]
 //! #[derive(Default, Clone)]
 //! pub struct Request { pub id: u64, pub user: Option<String> }
 //!
 //! context_stack! {
 //!     /// Jobs of the current worker.
 //!     pub(crate) static JOBS: u32;
+//!     /// The apps of the current request, inherited by child contexts.
+//!     #[inherit]
+//!     static APPS: &'static str;
 //! }
 //! ```
 #![allow(missing_docs)]
@@ -22,11 +25,21 @@ pub struct Request {
     pub user: Option<String>,
 }
 const _: () = {
-    static __CONTEXT_LOCAL: ::context_local::__private::Local<Request> =
-        ::context_local::__private::Local::with_init(
-            "REQUEST",
-            <Request as ::core::default::Default>::default,
-        );
+    static __CONTEXT_LOCAL: ::context_local::__private::Local<Request> = {
+        const fn inheritable_values_must_be_clone_and_sync<
+            T: ::context_local::__private::ContextLocal + ::core::clone::Clone + ::core::marker::Sync,
+        >(
+            local: ::context_local::__private::Local<T>,
+        ) -> ::context_local::__private::Local<T> {
+            local.inheritable()
+        }
+        inheritable_values_must_be_clone_and_sync::<Request>(
+            ::context_local::__private::Local::with_init(
+                "REQUEST",
+                <Request as ::core::default::Default>::default,
+            ),
+        )
+    };
     impl ::context_local::__private::ContextLocal for Request {
         #[inline]
         fn local() -> &'static ::context_local::__private::Local<Self> {
@@ -38,7 +51,7 @@ const _: () = {
     where
         for<'__context_local> Request: ::context_local::__private::ContextLocal,
     {
-        #[doc = "Binds `value` as the current context's `Request`; a previous value is dropped.\n\n# Panics\n\nInside `Request::with` or `Request::with_mut` (the value is borrowed). Also during thread exit, after this thread's context was destroyed."]
+        #[doc = "Binds `value` as the current context's `Request`; a previous value is dropped. `Request` is inheritable: a child of this context (`Context::child`, `in_child_context`, `context_local::thread::spawn`) starts with the value bound when the child is made; later writes on either side stay their own.\n\n# Panics\n\nInside `Request::with` or `Request::with_mut` (the value is borrowed). Also during thread exit, after this thread's context was destroyed."]
         #[inline]
         #[track_caller]
         pub fn set(value: Self) {
@@ -121,13 +134,31 @@ const _: () = {
     fn stack_values_must_be_send<T: ?::core::marker::Sized + ::core::marker::Send + 'static>() {}
     let _ = stack_values_must_be_send::<u32>;
 };
+#[doc = r" The apps of the current request, inherited by child contexts."]
+static APPS: ::context_local::__private::LocalStack<&'static str> = {
+    const fn inheritable_stack_values_must_be_clone_send_and_sync<
+        T: ::core::clone::Clone + ::core::marker::Send + ::core::marker::Sync + 'static,
+    >(
+        stack: ::context_local::__private::LocalStack<T>,
+    ) -> ::context_local::__private::LocalStack<T> {
+        stack.inheritable()
+    }
+    inheritable_stack_values_must_be_clone_send_and_sync::<&'static str>(
+        ::context_local::__private::LocalStack::named("APPS"),
+    )
+};
 fn main() {
     Request::with_mut(|r| r.id += 1);
     JOBS.push(7);
+    APPS.push("shop");
     println!(
-        "request {} (bound: {}), job {:?}",
+        "request {} (bound: {}), job {:?}, app {:?}",
         Request::with(|r| r.id),
         Request::is_set(),
-        JOBS.top()
+        JOBS.top(),
+        APPS.top()
     );
+    let child =
+        ::context_local::thread::spawn(|| (Request::with(|r| r.id), JOBS.top(), APPS.top()));
+    println!("a spawned thread sees: {:?}", child.join().unwrap());
 }

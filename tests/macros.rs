@@ -60,6 +60,24 @@ context_stack! {
     static TRACKED: common::Counted;
 }
 
+/// The current tenant: inherited by child contexts.
+#[context_local(inherit)]
+#[derive(Clone, Debug, PartialEq)]
+pub struct Tenant(pub String);
+
+/// Lazily empty and inherited: `inherit` with another option.
+#[context_local(default, inherit, name = "TRAIL")]
+#[derive(Clone, Default)]
+pub struct Trail(pub Vec<u32>);
+
+context_stack! {
+    /// The apps of the current request, inherited by child contexts.
+    #[inherit]
+    pub static APPS: &'static str;
+    /// Spans: not inherited.
+    static SPANS: &'static str;
+}
+
 static CURRENT_REQUEST: LocalProxy<Request> = Request::proxy();
 static TOP_REQUEST: LocalProxy<Request> = REQUESTS.proxy();
 
@@ -148,6 +166,56 @@ fn generated_locals_work_with_a_manager_and_drop_values_exactly_once() {
     .join()
     .unwrap();
     assert_eq!((t.live(), t.created()), (0, 4));
+}
+
+#[test]
+fn inherit_locals_start_bound_in_children_and_the_others_do_not() {
+    let acme = || Some(Tenant("acme".into()));
+    Context::new().run(|| {
+        Tenant::set(Tenant("acme".into()));
+        Trail::with_mut(|t| t.0.push(1));
+        Request::set(Request { id: 1, user: None });
+        let seen = context_local::thread::spawn(|| {
+            (
+                Tenant::get(),
+                Trail::with(|t| t.0.clone()),
+                Request::is_set(),
+            )
+        });
+        assert_eq!(seen.join().unwrap(), (acme(), vec![1], false));
+        let child = Context::child();
+        Tenant::set(Tenant("later".into()));
+        child.run(|| {
+            assert_eq!((Tenant::get(), Request::is_set()), (acme(), false));
+            Tenant::set(Tenant("child".into()));
+            Trail::with_mut(|t| t.0.push(2));
+        });
+        assert_eq!(Tenant::get(), Some(Tenant("later".into())));
+        assert_eq!(Trail::with(|t| t.0.clone()), [1]);
+    });
+    assert_eq!(Trail::local().name(), "TRAIL");
+}
+
+#[test]
+fn inherit_stacks_start_with_the_parents_elements_and_the_others_do_not() {
+    Context::new().run(|| {
+        APPS.push("shop");
+        SPANS.push("handler");
+        let seen = context_local::thread::spawn(|| (APPS.top(), SPANS.is_empty()));
+        assert_eq!(seen.join().unwrap(), (Some("shop"), true));
+        Context::child().run(|| {
+            assert!(SPANS.is_empty());
+            APPS.push("admin");
+            assert_eq!(
+                (APPS.pop(), APPS.pop(), APPS.pop()),
+                (Some("admin"), Some("shop"), None)
+            );
+        });
+        assert_eq!(
+            (APPS.len(), APPS.top(), SPANS.top()),
+            (1, Some("shop"), Some("handler"))
+        );
+    });
 }
 
 thread_local! {

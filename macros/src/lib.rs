@@ -28,11 +28,16 @@ use proc_macro::TokenStream;
 /// - `default`: each context lazily starts with `Default::default()`;
 /// - `init = path`: each context lazily starts with `path()`;
 /// - `name = "..."`: the name errors and panics use (default: the struct's name);
+/// - `inherit`: the value is inheritable (`Local::inheritable`): a child context —
+///   `Context::child()`, `in_child_context()`, `context_local::thread::spawn`, a
+///   `Snapshot` — starts with the value bound when the child is made, and writes on either
+///   side stay their own; the struct must then also be `Clone + Sync`;
 /// - `crate = path`: where `context_local` is, for crates that re-export it.
 ///
-/// The struct must be `Send + 'static` and not generic; a mistake gets one error, pointing at
-/// it. The accessors that can panic (`set`, `replace`, `take`, `with`, `with_mut`, `get`,
-/// `release`) are `#[track_caller]`: a panic reports the line that called them.
+/// The struct must be `Send + 'static` (with `inherit`, `Clone + Sync` too) and not generic; a
+/// mistake gets one error, pointing at it. The accessors that can panic (`set`, `replace`,
+/// `take`, `with`, `with_mut`, `get`, `release`) are `#[track_caller]`: a panic reports the
+/// line that called them.
 ///
 /// # Examples
 ///
@@ -61,6 +66,22 @@ use proc_macro::TokenStream;
 /// std::thread::spawn(|| assert!(!Request::is_set())).join().unwrap();
 /// assert_eq!(Request::take().map(|r| r.id), Some(7));
 /// ```
+///
+/// With `inherit`, threads and tasks started for a request see its values:
+///
+/// ```
+/// use context_local::{context_local, thread, Context};
+///
+/// #[context_local(inherit)]
+/// #[derive(Clone)]
+/// struct Tenant(String);
+///
+/// Tenant::set(Tenant("acme".into()));
+/// let worker = thread::spawn(|| Tenant::with(|t| t.0.clone()));
+/// assert_eq!(worker.join().unwrap(), "acme");
+/// Context::child().run(|| Tenant::set(Tenant("other".into()))); // the child's own
+/// assert_eq!(Tenant::with(|t| t.0.clone()), "acme");
+/// ```
 #[proc_macro_attribute]
 pub fn context_local(args: TokenStream, item: TokenStream) -> TokenStream {
     local::expand(args.into(), item.into()).into()
@@ -71,11 +92,16 @@ pub fn context_local(args: TokenStream, item: TokenStream) -> TokenStream {
 /// attributes.
 ///
 /// One declaration takes one line; a block takes several, `;`-separated. The element type must
-/// be `Send + 'static`; there is no initializer (every context starts with an empty stack) and
-/// no `static mut` (stacks change through `&`). A mistake gets one error, pointing at it.
+/// be `Send + 'static` (with `#[inherit]`, `Clone + Sync` too); there is no initializer (every
+/// context starts with an empty stack) and no `static mut` (stacks change through `&`). A
+/// mistake gets one error, pointing at it.
 ///
 /// A declaration's options are attributes of it, among its other attributes, in any order;
 /// the macro consumes them:
+/// - `#[inherit]`: the stack is inheritable (`LocalStack::inheritable`): a child context —
+///   `Context::child()`, `in_child_context()`, `context_local::thread::spawn`, a `Snapshot` —
+///   starts with the elements there when the child is made; its pushes and pops stay its own
+///   (popping an inherited element gives it a clone);
 /// - `#[crate = path]`: where `context_local` is, for crates that re-export it; the path is
 ///   written as in `#[context_local(crate = path)]` (serde's `#[serde(crate = "...")]` and
 ///   tokio's `crate = "..."` do the same with a string).
@@ -99,6 +125,25 @@ pub fn context_local(args: TokenStream, item: TokenStream) -> TokenStream {
 /// assert_eq!(JOBS.pop().as_deref(), Some("index"));
 /// assert!(DEPTH.is_empty());
 /// assert_eq!(REQUESTS.name(), "REQUESTS");
+/// ```
+///
+/// An inheritable stack, for what a request's threads and tasks should see:
+///
+/// ```
+/// use context_local::{context_stack, thread, Context};
+///
+/// context_stack! {
+///     /// The apps of the current request.
+///     #[inherit]
+///     pub static APPS: &'static str;
+/// }
+///
+/// APPS.scope("shop", || {
+///     let worker = thread::spawn(|| APPS.top());
+///     assert_eq!(worker.join().unwrap(), Some("shop"));
+///     assert_eq!(Context::child().run(|| APPS.pop()), Some("shop")); // a clone
+///     assert_eq!(APPS.top(), Some("shop"));
+/// });
 /// ```
 ///
 /// In a crate that re-exports context-local, so that its users need not depend on it, each

@@ -1,5 +1,6 @@
 //! The options of both macros: the list in `#[context_local(default, init = f, name = "..",
-//! crate = path)]`, and the attributes a `context_stack!` declaration takes (`#[crate = path]`).
+//! inherit, crate = path)]`, and the attributes a `context_stack!` declaration takes
+//! (`#[inherit]`, `#[crate = path]`).
 //!
 //! Each option is one [`OptionSpec`] plus one small parse function, and each macro lists the
 //! options it takes ([`LOCAL`], [`STACK`]); the parser handles commas, unknown and duplicate
@@ -7,7 +8,7 @@
 //! first mistake: every mistake gets its own spanned error, and the options that did parse are
 //! still used, so the accessors or the static are still generated.
 
-use proc_macro2::{Span, TokenStream};
+use proc_macro2::{Span, TokenStream, TokenTree};
 use quote::quote;
 use syn::ext::IdentExt;
 use syn::parse::{ParseStream, Parser};
@@ -24,6 +25,8 @@ pub(crate) struct Options {
     pub(crate) init: Option<Path>,
     /// `name = "..."`: the name used in errors.
     pub(crate) name: Option<LitStr>,
+    /// `inherit`: children of a context start with its value (`.inheritable()`).
+    pub(crate) inherit: Option<Span>,
     /// `crate = path`: where the facade is, for crates that re-export it.
     pub(crate) krate: Option<Path>,
     /// Every option given, in order, with its span: rules between options point at the later.
@@ -48,18 +51,28 @@ const NAME: OptionSpec = OptionSpec {
     name: "name",
     parse: parse_name,
 };
+const INHERIT: OptionSpec = OptionSpec {
+    name: "inherit",
+    parse: parse_inherit,
+};
 const CRATE: OptionSpec = OptionSpec {
     name: "crate",
     parse: parse_crate,
 };
 
 /// The options of `#[context_local(...)]`, comma-separated in the attribute's arguments.
-pub(crate) const LOCAL: &[OptionSpec] = &[DEFAULT, INIT, NAME, CRATE];
-/// The options of a `context_stack!` declaration, one per attribute: `#[crate = path]`.
-pub(crate) const STACK: &[OptionSpec] = &[CRATE];
+pub(crate) const LOCAL: &[OptionSpec] = &[DEFAULT, INIT, NAME, INHERIT, CRATE];
+/// The options of a `context_stack!` declaration, one per attribute: `#[inherit]`,
+/// `#[crate = path]`.
+pub(crate) const STACK: &[OptionSpec] = &[INHERIT, CRATE];
 
-fn parse_default(o: &mut Options, key: &Ident, _: ParseStream<'_>) -> syn::Result<()> {
-    o.default = Some(key.span());
+fn parse_default(o: &mut Options, key: &Ident, input: ParseStream<'_>) -> syn::Result<()> {
+    o.default = Some(flag(key, input)?);
+    Ok(())
+}
+
+fn parse_inherit(o: &mut Options, key: &Ident, input: ParseStream<'_>) -> syn::Result<()> {
+    o.inherit = Some(flag(key, input)?);
     Ok(())
 }
 
@@ -87,6 +100,22 @@ fn parse_crate(o: &mut Options, key: &Ident, input: ParseStream<'_>) -> syn::Res
     }
     o.krate = Some(value(key, input, msg)?);
     Ok(())
+}
+
+/// An option that is only a name: anything after it (`= true`, `(x)`), up to the next comma, is
+/// reported and skipped, and the option is not set, so a value that meant "off" adds nothing.
+fn flag(key: &Ident, input: ParseStream<'_>) -> syn::Result<Span> {
+    let mut value = TokenStream::new();
+    while !input.is_empty() && !input.peek(Token![,]) {
+        value.extend([input.parse::<TokenTree>()?]);
+    }
+    if value.is_empty() {
+        return Ok(key.span());
+    }
+    Err(syn::Error::new_spanned(
+        &value,
+        format!("the `{key}` option takes no value: remove `{value}`"),
+    ))
 }
 
 /// `= VALUE` after an option's name; any mistake is reported as `msg`: at the name when the

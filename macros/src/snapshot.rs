@@ -17,13 +17,16 @@ const HEADER: &str = "\
 //! The input was:
 //!
 //! ```ignore
-//! #[context_local(default, name = \"REQUEST\")]
+//! #[context_local(default, inherit, name = \"REQUEST\")]
 //! #[derive(Default, Clone)]
 //! pub struct Request { pub id: u64, pub user: Option<String> }
 //!
 //! context_stack! {
 //!     /// Jobs of the current worker.
 //!     pub(crate) static JOBS: u32;
+//!     /// The apps of the current request, inherited by child contexts.
+//!     #[inherit]
+//!     static APPS: &'static str;
 //! }
 //! ```
 #![allow(missing_docs)]
@@ -31,7 +34,7 @@ const HEADER: &str = "\
 
 fn expansion() -> String {
     let local = crate::local::expand(
-        quote!(default, name = "REQUEST"),
+        quote!(default, inherit, name = "REQUEST"),
         quote! {
             #[derive(Default, Clone)]
             pub struct Request { pub id: u64, pub user: Option<String> }
@@ -40,12 +43,18 @@ fn expansion() -> String {
     let stack = crate::stack::expand(quote! {
         /// Jobs of the current worker.
         pub(crate) static JOBS: u32;
+        /// The apps of the current request, inherited by child contexts.
+        #[inherit]
+        static APPS: &'static str;
     });
     let main = quote! {
         fn main() {
             Request::with_mut(|r| r.id += 1);
             JOBS.push(7);
-            println!("request {} (bound: {}), job {:?}", Request::with(|r| r.id), Request::is_set(), JOBS.top());
+            APPS.push("shop");
+            println!("request {} (bound: {}), job {:?}, app {:?}", Request::with(|r| r.id), Request::is_set(), JOBS.top(), APPS.top());
+            let child = ::context_local::thread::spawn(|| (Request::with(|r| r.id), JOBS.top(), APPS.top()));
+            println!("a spawned thread sees: {:?}", child.join().unwrap());
         }
     };
     format!(

@@ -12,7 +12,12 @@ use crate::options::Options;
 pub(super) fn accessors(input: &DeriveInput, options: &Options) -> TokenStream {
     let private = options.private_path();
     let ident = &input.ident;
-    let constructor = constructor(ident, options, &private);
+    let constructor = inheritable(
+        constructor(ident, options, &private),
+        ident,
+        options,
+        &private,
+    );
     let methods = methods(input, options, &private);
     // The `ContextLocal` impl names the user's type with the user's span: a non-`Send` struct
     // gets its one error there. The accessors' impl is bounded by a higher-ranked (so not
@@ -54,6 +59,34 @@ fn constructor(ident: &Ident, options: &Options, private: &TokenStream) -> Token
     } else {
         quote!(#private::Local::named(#name))
     }
+}
+
+/// With `inherit`, `constructor.inheritable()` through a local `const fn` bounded by
+/// `Clone + Sync` and called at the struct's name: a struct that is not `Clone` or not `Sync`
+/// gets one error per missing trait there, naming the function. Inside it, `.inheritable()`
+/// is called on a `T` known to be `ContextLocal + Clone + Sync`, so `Send + 'static` too (the
+/// supertraits), and cannot fail; a non-`Send` struct is reported once, by its
+/// `ContextLocal` impl, which still satisfies the bound here.
+fn inheritable(
+    constructor: TokenStream,
+    ident: &Ident,
+    options: &Options,
+    private: &TokenStream,
+) -> TokenStream {
+    if options.inherit.is_none() {
+        return constructor;
+    }
+    let check = quote_spanned!(ident.span()=> inheritable_values_must_be_clone_and_sync::<#ident>);
+    quote! {{
+        const fn inheritable_values_must_be_clone_and_sync<
+            T: #private::ContextLocal + ::core::clone::Clone + ::core::marker::Sync,
+        >(
+            local: #private::Local<T>,
+        ) -> #private::Local<T> {
+            local.inheritable()
+        }
+        #check(#constructor)
+    }}
 }
 
 fn methods(input: &DeriveInput, options: &Options, private: &TokenStream) -> TokenStream {
@@ -110,6 +143,8 @@ struct Words {
     lazy: String,
     /// When a write panics because the value is borrowed.
     borrowed: String,
+    /// A sentence on inheritance (`inherit`), or nothing.
+    inherit: String,
 }
 
 impl Words {
@@ -125,11 +160,17 @@ impl Words {
             String::new()
         };
         let borrowed = format!("Inside `{ty}::with` or `{ty}::with_mut` (the value is borrowed).");
+        let inherit = if options.inherit.is_some() {
+            format!(" `{ty}` is inheritable: a child of this context (`Context::child`, `in_child_context`, `context_local::thread::spawn`) starts with the value bound when the child is made; later writes on either side stay their own.")
+        } else {
+            String::new()
+        };
         Words {
             ty,
             name,
             lazy,
             borrowed,
+            inherit,
         }
     }
 
@@ -147,12 +188,17 @@ impl Words {
 
 /// `set`, `replace`, `take`, `is_set`, `release`.
 fn binding(w: &Words) -> [Accessor; 5] {
-    let Words { ty, borrowed, .. } = w;
+    let Words {
+        ty,
+        borrowed,
+        inherit,
+        ..
+    } = w;
     let destroyed =
         format!("{borrowed} Also during thread exit, after this thread's context was destroyed.");
     [
         Accessor::panicking(
-            format!("Binds `value` as the current context's `{ty}`; a previous value is dropped."),
+            format!("Binds `value` as the current context's `{ty}`; a previous value is dropped.{inherit}"),
             destroyed.clone(),
             quote!(
                 fn set(value: Self) {

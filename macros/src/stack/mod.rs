@@ -2,10 +2,10 @@
 //! `static LocalStack<T>` (`expand`).
 //!
 //! Grammar: `(#[attr]* vis static NAME: Type);*` with an optional final `;`, where the
-//! attributes may include the declaration's options (`#[crate = path]`), which are consumed.
-//! A mistake in one declaration is reported once, spanned at the offending tokens; where the
-//! declaration is still understood (`static mut`, an initializer, a bad option) its static is
-//! generated anyway, so code that uses it reports nothing more.
+//! attributes may include the declaration's options (`#[inherit]`, `#[crate = path]`), which
+//! are consumed. A mistake in one declaration is reported once, spanned at the offending tokens;
+//! where the declaration is still understood (`static mut`, an initializer, a bad option) its
+//! static is generated anyway, so code that uses it reports nothing more.
 
 mod expand;
 mod parse;

@@ -58,8 +58,8 @@ fn parse_decl(input: ParseStream<'_>, errors: &mut Errors) -> syn::Result<Decl> 
     })
 }
 
-/// The attributes before a declaration: its options (`#[crate = path]`) are parsed, with
-/// their mistakes pushed to `errors`; every other attribute is kept for the static.
+/// The attributes before a declaration: its options (`#[inherit]`, `#[crate = path]`) are
+/// parsed, with their mistakes pushed to `errors`; every other attribute is kept for the static.
 fn parse_attrs(
     input: ParseStream<'_>,
     errors: &mut Errors,
