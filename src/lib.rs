@@ -168,6 +168,8 @@ pub use context_local_runtime::{
     Release, Snapshot, StackGuard, StackScope,
 };
 
+pub use context_local_runtime::baggage;
+
 /// Threads that start with their parent's inheritable values: [`thread::spawn`].
 pub mod thread {
     pub use context_local_runtime::thread::spawn;

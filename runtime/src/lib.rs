@@ -37,6 +37,7 @@
 
 #![deny(missing_docs)]
 
+pub mod baggage;
 mod context;
 mod error;
 mod inherit;

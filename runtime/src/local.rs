@@ -43,6 +43,8 @@ impl<T: Send + 'static> Payload for Option<T> {
 pub struct Local<T> {
     storage: Storage<Option<T>>,
     init: Option<fn() -> T>,
+    /// The key this local travels under as W3C Baggage (see `baggage`).
+    baggage: Option<&'static str>,
 }
 
 // Constructors carry no `Send` bound, so a `static` of a non-`Send` type fails where it is
@@ -61,6 +63,7 @@ impl<T> Local<T> {
         Self {
             storage: Storage::new(None),
             init: None,
+            baggage: None,
         }
     }
 
@@ -77,6 +80,7 @@ impl<T> Local<T> {
         Self {
             storage: Storage::new(Some(name)),
             init: None,
+            baggage: None,
         }
     }
 
@@ -104,6 +108,7 @@ impl<T> Local<T> {
         Self {
             storage: Storage::new(Some(name)),
             init: Some(init),
+            baggage: None,
         }
     }
 }
@@ -133,6 +138,62 @@ impl<T: Clone + Send + Sync + 'static> Local<T> {
     }
 }
 
+impl<T: crate::baggage::BaggageValue + Clone + Send + Sync + 'static> Local<T> {
+    /// Makes this local travel to other services as W3C Baggage under `key`, with a
+    /// [`baggage::Propagator`](crate::baggage::Propagator) that lists it; it is also
+    /// [`inheritable`](Self::inheritable) (an extracted value reaches the request's children).
+    ///
+    /// # Panics
+    ///
+    /// If `key` is not an HTTP token (letters, digits and ``!#$%&'*+-.^_`|~``) — at compile time
+    /// when the local is a `static`.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use context_local::{baggage::Propagator, Local};
+    ///
+    /// static TENANT: Local<String> = Local::named("TENANT").baggage("tenant");
+    /// assert_eq!(TENANT.baggage_key(), Some("tenant"));
+    /// let propagator = Propagator::new().with(&TENANT);
+    /// # let _ = propagator;
+    /// ```
+    pub const fn baggage(self, key: &'static str) -> Self {
+        let bytes = key.as_bytes();
+        let mut i = 0;
+        while i < bytes.len() {
+            let b = bytes[i];
+            let token = b.is_ascii_alphanumeric()
+                || matches!(
+                    b,
+                    b'!' | b'#'
+                        | b'$'
+                        | b'%'
+                        | b'&'
+                        | b'\''
+                        | b'*'
+                        | b'+'
+                        | b'-'
+                        | b'.'
+                        | b'^'
+                        | b'_'
+                        | b'`'
+                        | b'|'
+                        | b'~'
+                );
+            assert!(
+                token,
+                "a baggage key must be an HTTP token: letters, digits and !#$%&'*+-.^_`|~"
+            );
+            i += 1;
+        }
+        assert!(!bytes.is_empty(), "a baggage key must not be empty");
+        let mut this = self.inheritable();
+        this.baggage = Some(key);
+        this
+    }
+}
+
 impl<T: Clone + Send + Sync + 'static> Share for Option<T> {
     fn share(&self) -> Self {
         self.clone()
@@ -140,6 +201,25 @@ impl<T: Clone + Send + Sync + 'static> Share for Option<T> {
 }
 
 impl<T: Send + 'static> Local<T> {
+    /// The key this local travels under as W3C Baggage, if it was declared with one
+    /// ([`baggage`](Self::baggage)).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use context_local::Local;
+    /// static PLAIN: Local<u8> = Local::named("PLAIN");
+    /// assert_eq!(PLAIN.baggage_key(), None);
+    /// ```
+    pub const fn baggage_key(&self) -> Option<&'static str> {
+        self.baggage
+    }
+
+    /// This local's index and serial, for a frame of extracted values.
+    pub(crate) fn storage_key(&self) -> (usize, u64) {
+        self.storage.index_and_serial()
+    }
+
     /// The local's name (or its type's name if it was made with [`new`](Self::new)).
     ///
     /// # Examples

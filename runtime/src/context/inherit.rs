@@ -46,6 +46,11 @@ impl Frame {
         }
     }
 
+    /// Binds a local's value (an extracted one: see `baggage`).
+    pub(crate) fn put(&mut self, index: usize, serial: u64, value: Frozen) {
+        self.set(index, Some(Entry { serial, value }));
+    }
+
     fn set(&mut self, index: usize, entry: Option<Entry>) {
         if index >= self.entries.len() {
             if entry.is_none() {

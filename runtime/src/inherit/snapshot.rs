@@ -79,6 +79,13 @@ impl Snapshot {
         }
     }
 
+    /// A snapshot of `frame` (values extracted from elsewhere: see `baggage`).
+    pub(crate) fn from_frame(frame: Frame) -> Snapshot {
+        Snapshot {
+            frame: (!frame.is_empty()).then(|| Arc::new(frame)),
+        }
+    }
+
     /// A snapshot with nothing in it: its forks start empty.
     ///
     /// # Examples

@@ -71,6 +71,12 @@ impl<V: Payload> Storage<V> {
         AccessError::new(self.name(), kind)
     }
 
+    /// This local's index (assigned now if needed) and serial.
+    pub(crate) fn index_and_serial(&self) -> (usize, u64) {
+        let index = self.key.get_or_assign();
+        (index, self.key.serial())
+    }
+
     /// This local's index, if it was ever used.
     pub(crate) fn index(&self) -> Option<usize> {
         self.key.get()

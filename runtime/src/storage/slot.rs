@@ -66,7 +66,8 @@ unsafe fn capture_impl<V: Share>(hdr: NonNull<SlotHeader>) -> Option<Frozen> {
     slot.value.with(|v| {
         // SAFETY: see above.
         let v = unsafe { &*v };
-        v.is_present().then(|| std::sync::Arc::new(v.share()) as Frozen)
+        v.is_present()
+            .then(|| std::sync::Arc::new(v.share()) as Frozen)
     })
 }
 

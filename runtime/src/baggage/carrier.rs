@@ -1,0 +1,116 @@
+//! Where baggage is written to and read from: header maps and string maps.
+
+use std::collections::HashMap;
+use std::hash::BuildHasher;
+
+/// Something headers can be written into: what [`Propagator::inject`](super::Propagator::inject)
+/// takes. Implemented for `HashMap<String, String>` and (feature `http`) `http::HeaderMap`;
+/// implement it for a message queue's metadata, a gRPC map, ...
+///
+/// # Examples
+///
+/// ```
+/// use context_local::baggage::{Injector, Propagator};
+/// use context_local::Local;
+///
+/// // A carrier of your own: a list of (name, value) pairs.
+/// struct Pairs(Vec<(String, String)>);
+/// impl Injector for Pairs {
+///     fn get(&self, name: &str) -> Option<&str> {
+///         self.0.iter().find(|(n, _)| n == name).map(|(_, v)| v.as_str())
+///     }
+///     fn set(&mut self, name: &str, value: String) {
+///         self.0.retain(|(n, _)| n != name);
+///         self.0.push((name.to_string(), value));
+///     }
+/// }
+///
+/// static TENANT: Local<String> = Local::named("TENANT").baggage("tenant");
+/// TENANT.set("acme".into());
+/// let mut pairs = Pairs(Vec::new());
+/// Propagator::new().with(&TENANT).inject(&mut pairs);
+/// assert_eq!(pairs.0, [("baggage".to_string(), "tenant=acme".to_string())]);
+/// ```
+pub trait Injector {
+    /// The current value of header `name` (lower case), if any.
+    fn get(&self, name: &str) -> Option<&str>;
+    /// Sets header `name` (lower case) to `value`, replacing what was there.
+    fn set(&mut self, name: &str, value: String);
+}
+
+/// Something headers can be read from: what [`Propagator::extract`](super::Propagator::extract)
+/// takes. Values are bytes: a network header need not be UTF-8.
+///
+/// # Examples
+///
+/// ```
+/// use context_local::baggage::Extractor;
+///
+/// struct One(&'static [u8]);
+/// impl Extractor for One {
+///     fn get_all(&self, name: &str) -> Vec<&[u8]> {
+///         if name == "baggage" { vec![self.0] } else { Vec::new() }
+///     }
+/// }
+/// assert_eq!(One(b"k=v").get_all("baggage"), [b"k=v".as_slice()]);
+/// ```
+pub trait Extractor {
+    /// Every value of header `name` (lower case), in order.
+    fn get_all(&self, name: &str) -> Vec<&[u8]>;
+}
+
+/// Keys are matched exactly, then ignoring ASCII case (header names are case-insensitive).
+impl<S: BuildHasher> Injector for HashMap<String, String, S> {
+    fn get(&self, name: &str) -> Option<&str> {
+        match HashMap::get(self, name) {
+            Some(v) => Some(v),
+            None => self
+                .iter()
+                .find(|(k, _)| k.eq_ignore_ascii_case(name))
+                .map(|(_, v)| v.as_str()),
+        }
+    }
+
+    fn set(&mut self, name: &str, value: String) {
+        self.retain(|k, _| !k.eq_ignore_ascii_case(name));
+        self.insert(name.to_string(), value);
+    }
+}
+
+/// Keys are matched ignoring ASCII case (header names are case-insensitive).
+impl<S: BuildHasher> Extractor for HashMap<String, String, S> {
+    fn get_all(&self, name: &str) -> Vec<&[u8]> {
+        self.iter()
+            .filter(|(k, _)| k.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_bytes())
+            .collect()
+    }
+}
+
+#[cfg(feature = "http")]
+impl Injector for http::HeaderMap {
+    fn get(&self, name: &str) -> Option<&str> {
+        http::HeaderMap::get(self, name)?.to_str().ok()
+    }
+
+    fn set(&mut self, name: &str, value: String) {
+        // Encoded values are visible ASCII, so this cannot fail; a value that could would be
+        // left out rather than sent broken.
+        if let (Ok(name), Ok(value)) = (
+            http::header::HeaderName::from_bytes(name.as_bytes()),
+            http::HeaderValue::from_str(&value),
+        ) {
+            self.insert(name, value);
+        }
+    }
+}
+
+#[cfg(feature = "http")]
+impl Extractor for http::HeaderMap {
+    fn get_all(&self, name: &str) -> Vec<&[u8]> {
+        http::HeaderMap::get_all(self, name)
+            .iter()
+            .map(http::HeaderValue::as_bytes)
+            .collect()
+    }
+}

@@ -1,0 +1,20 @@
+//! Values that cross processes: chosen context locals travel with a request to the services it
+//! calls as W3C Baggage (the `baggage` header), and are restored there into the same locals.
+//!
+//! - [`Local::baggage`](crate::Local::baggage) (or `#[context_local(baggage = "key")]`) opts a
+//!   local in, with its key; its value type is a [`BaggageValue`] (every `Display + FromStr`);
+//! - a [`Propagator`] lists the locals, [`inject`](Propagator::inject)s their values into an
+//!   outgoing request's headers ([`Injector`]) and [`extract`](Propagator::extract)s them from an
+//!   incoming one's ([`Extractor`]) into a [`Snapshot`](crate::Snapshot) to fork per request.
+
+mod carrier;
+mod codec;
+mod error;
+mod propagator;
+mod value;
+
+pub use carrier::{Extractor, Injector};
+pub use codec::{MAX_BYTES, MAX_MEMBERS};
+pub use error::BaggageError;
+pub use propagator::{Extracted, Propagator, HEADER};
+pub use value::BaggageValue;
