@@ -44,11 +44,12 @@ pub(crate) fn shown(raw: &[u8]) -> String {
     }
 }
 
-/// Calls `member(key, decoded value)` for every well-formed member of `headers` (all values
-/// of the header, in order), and records what is wrong with the others in `errors`.
+/// Calls `member(key, decoded value, properties)` for every well-formed member of `headers`
+/// (all values of the header, in order; `properties` is what followed the first `;`, as sent),
+/// and records what is wrong with the others in `errors`.
 pub(crate) fn parse<'h>(
     headers: impl IntoIterator<Item = &'h [u8]>,
-    mut member: impl FnMut(&str, String),
+    mut member: impl FnMut(&str, String, &str),
     errors: &mut Vec<BaggageError>,
 ) {
     let mut members = 0usize;
@@ -67,7 +68,7 @@ pub(crate) fn parse<'h>(
                 continue;
             }
             match parse_member(trimmed) {
-                Ok((key, value)) => member(key, value),
+                Ok((key, value, properties)) => member(key, value, properties),
                 Err(problem) => errors.push(BaggageError::new(shown(trimmed), problem)),
             }
         }
@@ -80,12 +81,14 @@ pub(crate) fn parse<'h>(
     }
 }
 
-/// One trimmed member: its key and decoded value.
-fn parse_member(raw: &[u8]) -> Result<(&str, String), Problem> {
-    let pair = match raw.iter().position(|&b| b == b';') {
-        Some(semi) => &raw[..semi],
-        None => raw,
+/// One trimmed member: its key, decoded value and properties.
+fn parse_member(raw: &[u8]) -> Result<(&str, String, &str), Problem> {
+    let (pair, properties) = match raw.iter().position(|&b| b == b';') {
+        Some(semi) => (&raw[..semi], &raw[semi + 1..]),
+        None => (raw, &[][..]),
     };
+    // Properties are passed on as sent, if they are text; otherwise they are dropped.
+    let properties = std::str::from_utf8(trim_ows(properties)).unwrap_or("");
     let eq = pair
         .iter()
         .position(|&b| b == b'=')
@@ -97,7 +100,7 @@ fn parse_member(raw: &[u8]) -> Result<(&str, String), Problem> {
     let value = decode(trim_ows(&pair[eq + 1..]))?;
     // Every token byte is ASCII.
     let key = std::str::from_utf8(key).map_err(|_| Problem::BadKey)?;
-    Ok((key, value))
+    Ok((key, value, properties))
 }
 
 /// Percent-decodes a value, checking it is made of baggage-octets and decodes to UTF-8.

@@ -10,6 +10,8 @@
 mod carrier;
 mod codec;
 mod error;
+#[cfg(feature = "opentelemetry")]
+mod otel;
 mod propagator;
 mod value;
 

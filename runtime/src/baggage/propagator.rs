@@ -161,28 +161,12 @@ impl Propagator {
     /// assert_eq!(headers["baggage"], "other=1,tenant=a%2Cb");
     /// ```
     pub fn inject(&self, carrier: &mut impl Injector) -> Result<(), BaggageError> {
-        let mut out = String::new();
-        let mut members = 0;
-        let mut dropped = 0;
-        if let Some(existing) = carrier.get(HEADER) {
-            for raw in existing.split(',').map(|m| m.trim_matches([' ', '\t'])) {
-                let ours =
-                    codec::raw_key(raw).is_some_and(|k| self.carried.iter().any(|c| c.key == k));
-                if !raw.is_empty() && !ours {
-                    push_member(&mut out, &mut members, &mut dropped, |out| {
-                        out.push_str(raw);
-                        true
-                    });
-                }
-            }
-        }
-        for c in &self.carried {
-            push_member(&mut out, &mut members, &mut dropped, |out| {
-                out.push_str(c.key);
-                out.push('=');
-                (c.inject)(out)
-            });
-        }
+        let existing = carrier.get(HEADER).unwrap_or("");
+        let others = existing
+            .split(',')
+            .map(|m| m.trim_matches([' ', '\t']))
+            .filter(|m| !m.is_empty() && !codec::raw_key(m).is_some_and(|k| self.carries(k)));
+        let (out, dropped) = self.header_after(others);
         if !out.is_empty() {
             carrier.set(HEADER, out);
         }
@@ -229,15 +213,23 @@ impl Propagator {
     /// assert_eq!(extracted.snapshot().run(|| SHARD.get()), Some(3));
     /// ```
     pub fn extract_headers<'h>(&self, headers: impl IntoIterator<Item = &'h [u8]>) -> Extracted {
+        self.extract_with(headers, |_, _, _| {})
+    }
+
+    /// Extraction, handing the members with keys it does not carry to `other`.
+    pub(crate) fn extract_with<'h>(
+        &self,
+        headers: impl IntoIterator<Item = &'h [u8]>,
+        mut other: impl FnMut(&str, String, &str),
+    ) -> Extracted {
         let mut frame = Frame::default();
         let mut errors = Vec::new();
         let mut found = Vec::new();
         codec::parse(
             headers,
-            |key, value| {
-                if let Some(c) = self.carried.iter().find(|c| c.key == key) {
-                    found.push((c, value));
-                }
+            |key, value, properties| match self.carried.iter().find(|c| c.key == key) {
+                Some(c) => found.push((c, value)),
+                None => other(key, value, properties),
             },
             &mut errors,
         );
@@ -258,6 +250,38 @@ impl Propagator {
             snapshot: Snapshot::from_frame(frame),
             errors,
         }
+    }
+}
+
+impl Propagator {
+    /// Whether `key` is one of the carried keys.
+    pub(crate) fn carries(&self, key: &str) -> bool {
+        self.carried.iter().any(|c| c.key == key)
+    }
+
+    /// The header value for the current values of the carried locals, after `others` (members
+    /// already encoded), within the W3C limits; and how many members did not fit.
+    pub(crate) fn header_after<'a>(
+        &self,
+        others: impl IntoIterator<Item = &'a str>,
+    ) -> (String, usize) {
+        let mut out = String::new();
+        let mut members = 0;
+        let mut dropped = 0;
+        for raw in others {
+            push_member(&mut out, &mut members, &mut dropped, |out| {
+                out.push_str(raw);
+                true
+            });
+        }
+        for c in &self.carried {
+            push_member(&mut out, &mut members, &mut dropped, |out| {
+                out.push_str(c.key);
+                out.push('=');
+                (c.inject)(out)
+            });
+        }
+        (out, dropped)
     }
 }
 

@@ -1,0 +1,91 @@
+//! The bridge to OpenTelemetry (feature `opentelemetry`): a [`Propagator`] is a
+//! `TextMapPropagator`, so it sits in a `TextMapCompositePropagator` next to
+//! `TraceContextPropagator`.
+
+use opentelemetry::baggage::{Baggage, BaggageExt};
+use opentelemetry::propagation::text_map_propagator::FieldIter;
+use opentelemetry::propagation::{Extractor, Injector, TextMapPropagator};
+use opentelemetry::{Context, Key, StringValue};
+
+use super::codec;
+use super::propagator::{Propagator, HEADER};
+
+/// The header this propagator reads and writes.
+static FIELDS: std::sync::LazyLock<[String; 1]> = std::sync::LazyLock::new(|| [HEADER.to_string()]);
+
+/// Injects the carried locals' current values together with the OpenTelemetry baggage of the
+/// context given (entries under a carried key are the locals'); extracts the carried keys into
+/// an [`Extracted`](super::Extracted) stored in the returned `Context` (`cx.get::<Extracted>()`)
+/// and every other member into its OpenTelemetry baggage — so it replaces
+/// `opentelemetry_sdk`'s `BaggagePropagator` rather than running beside it (both write the
+/// same header; the last writer wins). What either one injects, the other extracts.
+///
+/// # Examples
+///
+/// ```
+/// use std::collections::HashMap;
+/// use context_local::baggage::{Extracted, Propagator};
+/// use context_local::Local;
+/// use opentelemetry::propagation::TextMapPropagator;
+///
+/// static TENANT: Local<String> = Local::named("TENANT").baggage("tenant");
+///
+/// let propagator = Propagator::new().with(&TENANT);
+/// TENANT.set("acme".into());
+/// let mut headers = HashMap::new();
+/// propagator.inject_context(&opentelemetry::Context::new(), &mut headers);
+///
+/// // (`TextMapPropagator::extract`, not the inherent `extract`, which returns `Extracted`.)
+/// let cx = TextMapPropagator::extract(&propagator, &headers);
+/// let extracted = cx.get::<Extracted>().unwrap();
+/// assert_eq!(extracted.snapshot().run(|| TENANT.get()).as_deref(), Some("acme"));
+/// ```
+impl TextMapPropagator for Propagator {
+    fn inject_context(&self, cx: &Context, injector: &mut dyn Injector) {
+        let mut others = Vec::new();
+        for (key, (value, metadata)) in cx.baggage() {
+            if self.carries(key.as_str()) {
+                continue;
+            }
+            let mut member = format!("{}=", key.as_str());
+            codec::encode_value(value.as_str(), &mut member);
+            if !metadata.as_str().is_empty() {
+                member.push(';');
+                member.push_str(metadata.as_str());
+            }
+            others.push(member);
+        }
+        // Over the W3C limits, the members that fit are sent (a `TextMapPropagator` cannot
+        // report an error).
+        let (header, _dropped) = self.header_after(others.iter().map(String::as_str));
+        if !header.is_empty() {
+            injector.set(HEADER, header);
+        }
+    }
+
+    fn extract_with_context(&self, cx: &Context, extractor: &dyn Extractor) -> Context {
+        let headers: Vec<&str> = match extractor.get_all(HEADER) {
+            Some(all) => all,
+            None => extractor.get(HEADER).into_iter().collect(),
+        };
+        let mut others: Vec<(Key, (StringValue, opentelemetry::baggage::BaggageMetadata))> =
+            Vec::new();
+        let extracted = self.extract_with(headers.iter().map(|h| h.as_bytes()), |k, v, p| {
+            others.push((
+                Key::new(k.to_string()),
+                (StringValue::from(v), p.to_string().into()),
+            ));
+        });
+        let cx = if others.is_empty() {
+            cx.clone()
+        } else {
+            let baggage: Baggage = others.into_iter().collect();
+            cx.with_baggage(baggage)
+        };
+        cx.with_value(extracted)
+    }
+
+    fn fields(&self) -> FieldIter<'_> {
+        FieldIter::new(FIELDS.as_slice())
+    }
+}
