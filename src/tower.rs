@@ -13,7 +13,11 @@ use crate::{Context, FutureExt, InContext};
 /// per-request values, and the handler — and everything it awaits, or spawns with
 /// [`crate::tokio::spawn`] — sees them; no request ever sees another's.
 ///
-/// Put it outermost (first in a `ServiceBuilder`, last in axum's `.layer` chain).
+/// Put it outermost — first in a `ServiceBuilder`, last in axum's `.layer` chain:
+/// `Router::new().route(..).layer(from_fn(set_request)).layer(ContextLayer::new())`. A
+/// middleware outside it runs in the worker thread's own context, where a `set` leaks into the
+/// next request that worker serves (`examples/axum-service` checks for exactly that with an
+/// `on_thread_park` hook).
 ///
 /// # Examples
 ///

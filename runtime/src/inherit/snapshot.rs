@@ -162,7 +162,8 @@ impl Snapshot {
 
     /// Wraps `f` to run in a fresh fork of this snapshot, wherever it is called: for thread
     /// pools and job queues, so a job sees its submitter's values and leaves nothing behind
-    /// on the worker.
+    /// on the worker. The fork (and what the job bound in it) is dropped when `f` returns — a
+    /// moment after anything `f` sent out of it (through a channel, say) may already be seen.
     ///
     /// # Examples
     ///
