@@ -18,6 +18,7 @@ use std::time::Instant;
 
 use context_local::{Context, Local, LocalStack};
 
+mod baggage;
 mod inherit;
 mod tasks;
 use context_local_alloc_counter::CountingAlloc;
@@ -155,6 +156,11 @@ impl Row {
                 )
             }
             (Some((_, p)), Gate::None) => (format!("{:.2}x", self.ours / p), "-".into(), ""),
+            (None, Gate::AtMost(max)) => (
+                "-".into(),
+                format!("<= {max}"),
+                if self.ours <= *max { "met" } else { "MISSED" },
+            ),
             (None, _) => ("-".into(), "-".into(), ""),
         };
         println!(
@@ -570,13 +576,14 @@ fn main() {
         .filter(|a| !a.starts_with('-'))
         .collect();
     type Section = fn(&mut Vec<Row>);
-    let sections: [(&str, Section); 7] = [
+    let sections: [(&str, Section); 8] = [
         ("hot_paths", hot_paths),
         ("scaling", scaling),
         ("scopes", scopes),
         ("contexts", contexts),
         ("tasks", tasks::tasks),
         ("inherit", inherit::inherit),
+        ("baggage", baggage::baggage),
         ("memory", memory),
     ];
     let mut rows = Vec::new();

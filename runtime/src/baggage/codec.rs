@@ -127,10 +127,15 @@ fn decode(raw: &[u8]) -> Result<String, Problem> {
     String::from_utf8(out).map_err(|_| Problem::NotUtf8)
 }
 
+/// Whether `b` must be percent-encoded in a value: it is not a baggage-octet, or it is `%`.
+pub(crate) fn needs_encoding(b: u8) -> bool {
+    !is_value_byte(b) || b == b'%'
+}
+
 /// Appends `value` percent-encoded: every byte that is not a baggage-octet, and `%`.
 pub(crate) fn encode_value(value: &str, out: &mut String) {
     for &b in value.as_bytes() {
-        if is_value_byte(b) && b != b'%' {
+        if !needs_encoding(b) {
             out.push(b as char);
         } else {
             // Writing to a String cannot fail.

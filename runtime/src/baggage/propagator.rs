@@ -265,7 +265,8 @@ impl Propagator {
         &self,
         others: impl IntoIterator<Item = &'a str>,
     ) -> (String, usize) {
-        let mut out = String::new();
+        // Room for typical members up front: one allocation for the whole header.
+        let mut out = String::with_capacity(64 * (self.carried.len() + 1));
         let mut members = 0;
         let mut dropped = 0;
         for raw in others {

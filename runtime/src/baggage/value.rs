@@ -3,7 +3,7 @@
 use std::fmt::{Display, Write as _};
 use std::str::FromStr;
 
-use super::codec::Encoding;
+use super::codec::{needs_encoding, Encoding};
 
 /// A value that can travel as W3C Baggage: written with [`encode`](Self::encode), read back
 /// with [`decode`](Self::decode). Every `Display + FromStr` type is one (strings, numbers,
@@ -61,9 +61,13 @@ where
     }
 }
 
-/// Appends `value` to `out`, percent-encoded.
+/// Appends `value` to `out`, percent-encoded. Written in place; only a value that needs
+/// encoding is copied once.
 pub(crate) fn encode_into<T: BaggageValue>(value: &T, out: &mut String) {
-    let mut text = String::new();
-    value.encode(&mut text);
-    let _ = Encoding(out).write_str(&text);
+    let start = out.len();
+    value.encode(out);
+    if out.as_bytes()[start..].iter().any(|&b| needs_encoding(b)) {
+        let text = out.split_off(start);
+        let _ = Encoding(out).write_str(&text);
+    }
 }
