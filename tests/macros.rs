@@ -218,6 +218,65 @@ fn inherit_stacks_start_with_the_parents_elements_and_the_others_do_not() {
     });
 }
 
+/// `#[context_local(baggage = "..")]`: a local that travels to other services.
+mod baggage {
+    use std::collections::HashMap;
+    use std::convert::Infallible;
+    use std::fmt;
+    use std::str::FromStr;
+
+    use context_local::baggage::Propagator;
+    use context_local::{context_local, Context};
+
+    /// The current tenant, carried to other services as `tenant` (and so inherited).
+    #[context_local(baggage = "tenant")]
+    #[derive(Clone, Debug, PartialEq)]
+    struct Tenant(String);
+
+    impl fmt::Display for Tenant {
+        fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+            f.write_str(&self.0)
+        }
+    }
+
+    impl FromStr for Tenant {
+        type Err = Infallible;
+
+        fn from_str(s: &str) -> Result<Self, Infallible> {
+            Ok(Tenant(s.to_owned()))
+        }
+    }
+
+    fn acme() -> Option<Tenant> {
+        Some(Tenant("acme corp".into()))
+    }
+
+    #[test]
+    fn baggage_locals_are_injected_extracted_and_inherited() {
+        assert_eq!(Tenant::local().baggage_key(), Some("tenant"));
+        let propagator = Propagator::new().with(Tenant::local());
+        let mut headers = HashMap::new();
+        Context::new().run(|| {
+            Tenant::set(Tenant("acme corp".into()));
+            propagator.inject(&mut headers).unwrap();
+            let child = Context::child();
+            Tenant::set(Tenant("later".into()));
+            assert_eq!(child.run(Tenant::get), acme());
+        });
+        assert_eq!(headers["baggage"], "tenant=acme%20corp");
+
+        let extracted = propagator.extract(&headers);
+        assert!(extracted.errors().is_empty(), "{:?}", extracted.errors());
+        let seen = extracted.snapshot().run(|| {
+            let thread = context_local::thread::spawn(Tenant::get);
+            let child = Context::child().run(Tenant::get);
+            (Tenant::get(), child, thread.join().unwrap())
+        });
+        assert_eq!(seen, (acme(), acme(), acme()));
+        assert!(!Tenant::is_set(), "extraction binds nothing here");
+    }
+}
+
 thread_local! {
     /// While [`panic_location`] runs on this thread: where the last panic happened.
     static CAUGHT: RefCell<Option<Option<(String, u32)>>> = const { RefCell::new(None) };

@@ -32,12 +32,18 @@ use proc_macro::TokenStream;
 ///   `Context::child()`, `in_child_context()`, `context_local::thread::spawn`, a
 ///   `Snapshot` — starts with the value bound when the child is made, and writes on either
 ///   side stay their own; the struct must then also be `Clone + Sync`;
+/// - `baggage = "key"`: the value travels with a request to the services it calls, as W3C
+///   Baggage under `key` (`Local::baggage`), with a `context_local::baggage::Propagator` that
+///   lists `Self::local()`; it is inheritable too (`inherit` is implied), so the children of
+///   a request see the value extracted for it. The key is an HTTP token (letters, digits and
+///   ``!#$%&'*+-.^_`|~``); the struct must also be `Clone + Sync` and a `BaggageValue`: every
+///   `Display + FromStr` type whose `FromStr::Err` is `Display` is one, others implement it;
 /// - `crate = path`: where `context_local` is, for crates that re-export it.
 ///
-/// The struct must be `Send + 'static` (with `inherit`, `Clone + Sync` too) and not generic; a
-/// mistake gets one error, pointing at it. The accessors that can panic (`set`, `replace`,
-/// `take`, `with`, `with_mut`, `get`, `release`) are `#[track_caller]`: a panic reports the
-/// line that called them.
+/// The struct must be `Send + 'static` (with `inherit`, `Clone + Sync` too; with `baggage`,
+/// also `BaggageValue`) and not generic; a mistake gets one error, pointing at it. The
+/// accessors that can panic (`set`, `replace`, `take`, `with`, `with_mut`, `get`, `release`)
+/// are `#[track_caller]`: a panic reports the line that called them.
 ///
 /// # Examples
 ///
@@ -81,6 +87,46 @@ use proc_macro::TokenStream;
 /// assert_eq!(worker.join().unwrap(), "acme");
 /// Context::child().run(|| Tenant::set(Tenant("other".into()))); // the child's own
 /// assert_eq!(Tenant::with(|t| t.0.clone()), "acme");
+/// ```
+///
+/// With `baggage`, a value also travels to the services a request calls, and is restored
+/// there for the request they handle:
+///
+/// ```
+/// use std::collections::HashMap;
+/// use std::{fmt, str::FromStr};
+///
+/// use context_local::{baggage::Propagator, context_local, Context};
+///
+/// #[context_local(baggage = "tenant")]
+/// #[derive(Clone, Debug, PartialEq)]
+/// struct Tenant(String);
+///
+/// impl fmt::Display for Tenant {
+///     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+///         f.write_str(&self.0)
+///     }
+/// }
+///
+/// impl FromStr for Tenant {
+///     type Err = std::convert::Infallible;
+///     fn from_str(s: &str) -> Result<Self, Self::Err> {
+///         Ok(Tenant(s.to_owned()))
+///     }
+/// }
+///
+/// let propagator = Propagator::new().with(Tenant::local());
+///
+/// // Calling another service:
+/// Tenant::set(Tenant("acme".into()));
+/// let mut headers = HashMap::new();
+/// propagator.inject(&mut headers).unwrap();
+/// assert_eq!(headers["baggage"], "tenant=acme");
+///
+/// // In that service, handling the call: the request's context and its children see it.
+/// let request = propagator.extract(&headers).into_snapshot().fork();
+/// let seen = request.run(|| Context::child().run(Tenant::get));
+/// assert_eq!(seen, Some(Tenant("acme".into())));
 /// ```
 #[proc_macro_attribute]
 pub fn context_local(args: TokenStream, item: TokenStream) -> TokenStream {

@@ -1,6 +1,6 @@
 //! The options of both macros: the list in `#[context_local(default, init = f, name = "..",
-//! inherit, crate = path)]`, and the attributes a `context_stack!` declaration takes
-//! (`#[inherit]`, `#[crate = path]`).
+//! inherit, baggage = "key", crate = path)]`, and the attributes a `context_stack!`
+//! declaration takes (`#[inherit]`, `#[crate = path]`).
 //!
 //! Each option is one [`OptionSpec`] plus one small parse function, and each macro lists the
 //! options it takes ([`LOCAL`], [`STACK`]); the parser handles commas, unknown and duplicate
@@ -27,6 +27,9 @@ pub(crate) struct Options {
     pub(crate) name: Option<LitStr>,
     /// `inherit`: children of a context start with its value (`.inheritable()`).
     pub(crate) inherit: Option<Span>,
+    /// `baggage = "key"`: travels as W3C Baggage under `key` (`.baggage(key)`, inheritable too).
+    /// Set only when the key is valid, so the runtime's own check cannot fail a second time.
+    pub(crate) baggage: Option<LitStr>,
     /// `crate = path`: where the facade is, for crates that re-export it.
     pub(crate) krate: Option<Path>,
     /// Every option given, in order, with its span: rules between options point at the later.
@@ -55,13 +58,17 @@ const INHERIT: OptionSpec = OptionSpec {
     name: "inherit",
     parse: parse_inherit,
 };
+const BAGGAGE: OptionSpec = OptionSpec {
+    name: "baggage",
+    parse: parse_baggage,
+};
 const CRATE: OptionSpec = OptionSpec {
     name: "crate",
     parse: parse_crate,
 };
 
 /// The options of `#[context_local(...)]`, comma-separated in the attribute's arguments.
-pub(crate) const LOCAL: &[OptionSpec] = &[DEFAULT, INIT, NAME, INHERIT, CRATE];
+pub(crate) const LOCAL: &[OptionSpec] = &[DEFAULT, INIT, NAME, INHERIT, BAGGAGE, CRATE];
 /// The options of a `context_stack!` declaration, one per attribute: `#[inherit]`,
 /// `#[crate = path]`.
 pub(crate) const STACK: &[OptionSpec] = &[INHERIT, CRATE];
@@ -86,6 +93,36 @@ fn parse_name(o: &mut Options, key: &Ident, input: ParseStream<'_>) -> syn::Resu
     let msg = "`name` must be a string literal, e.g. `name = \"REQUEST\"`";
     o.name = Some(value::<LitStr>(key, input, msg)?);
     Ok(())
+}
+
+fn parse_baggage(o: &mut Options, key: &Ident, input: ParseStream<'_>) -> syn::Result<()> {
+    let msg = "`baggage` must be the key as a string literal, e.g. `baggage = \"tenant\"`";
+    let lit = value::<LitStr>(key, input, msg)?;
+    baggage_key(&lit)?;
+    o.baggage = Some(lit);
+    Ok(())
+}
+
+/// A baggage key is an HTTP token (RFC 9110): one or more letters, digits and
+/// ``!#$%&'*+-.^_`|~``. The runtime checks the same at compile time, but its error would point
+/// into the expansion; this one points at the literal.
+fn baggage_key(lit: &LitStr) -> syn::Result<()> {
+    const TOKEN: &str = "a key is an HTTP token: letters, digits and !#$%&'*+-.^_`|~";
+    let key = lit.value();
+    let problem = if !lit.suffix().is_empty() {
+        format!("a baggage key takes no suffix: remove `{}`", lit.suffix())
+    } else if key.is_empty() {
+        format!("the baggage key cannot be empty ({TOKEN}), e.g. `baggage = \"tenant\"`")
+    } else if let Some(c) = key.chars().find(|&c| !is_token_char(c)) {
+        format!("invalid baggage key {key:?}: {c:?} is not allowed ({TOKEN})")
+    } else {
+        return Ok(());
+    };
+    Err(syn::Error::new(lit.span(), problem))
+}
+
+fn is_token_char(c: char) -> bool {
+    c.is_ascii_alphanumeric() || "!#$%&'*+-.^_`|~".contains(c)
 }
 
 fn parse_crate(o: &mut Options, key: &Ident, input: ParseStream<'_>) -> syn::Result<()> {
@@ -258,5 +295,40 @@ fn option_list(specs: &[OptionSpec]) -> String {
 fn skip_to_comma(input: ParseStream<'_>) {
     while !input.is_empty() && !input.peek(Token![,]) {
         let _ = input.parse::<proc_macro2::TokenTree>();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use syn::LitStr;
+
+    use super::baggage_key;
+
+    fn ok(key: &str) -> bool {
+        let lit: LitStr = syn::parse_str(key).unwrap();
+        baggage_key(&lit).is_ok()
+    }
+
+    #[test]
+    fn baggage_keys_are_http_tokens() {
+        for key in [
+            r#""tenant""#,
+            r#""x-Tenant_id.v1~""#,
+            r##""!#$%&'*+-.^_`|~09""##,
+            r#"r"raw""#,
+        ] {
+            assert!(ok(key), "{key} is a token");
+        }
+        for key in [
+            r#""""#,
+            r#""ten ant""#,
+            r#""a=b""#,
+            r#""a,b""#,
+            r#""é""#,
+            r#""t"x"#,
+            r#""a\tb""#,
+        ] {
+            assert!(!ok(key), "{key} is not a token");
+        }
     }
 }

@@ -8,7 +8,7 @@ use std::ptr::NonNull;
 use crate::context::table::{Removal, Remover, SlotHeader};
 use crate::context::{self, registry, CtxInner};
 use crate::error::{fail, AccessError, AccessErrorKind};
-use crate::storage::{Inherit, Payload, Share, Slot, Storage};
+use crate::storage::{Buf, Inherit, Payload, Share, Slot, Storage};
 use crate::{ContextId, LocalProxy, Release};
 
 /// A buffer larger than this is freed when the stack empties; a smaller one is kept, so a
@@ -20,84 +20,95 @@ const KEEP_CAPACITY: usize = 16;
 const FIRST_BUFFER_BYTES: usize = 128;
 
 /// One context's stack.
+///
+/// Every element has a sequence number, increasing from bottom to top: a guard (or a scope)
+/// remembers its element's number and removes exactly that element — at the top in one
+/// comparison, anywhere else by binary search — or nothing, if it is gone. Both buffers keep
+/// removals at the bottom O(1), so guards dropped oldest-first cost O(n) in all.
 pub(crate) struct StackStore<T> {
-    items: Vec<T>,
-    /// `(guard id, position)` of the values pushed by [`LocalStack::enter`], bottom to top.
-    /// A guard removes exactly its own value even when guards are dropped out of order, and
-    /// does nothing if its value was already popped.
-    guarded: Vec<(u64, usize)>,
-    next_id: u64,
+    items: Buf<T>,
+    seqs: Buf<u64>,
+    next_seq: u64,
 }
 
 impl<T> StackStore<T> {
+    /// The elements, bottom first.
     #[inline]
-    fn push(&mut self, value: T) {
+    pub(crate) fn items(&self) -> &[T] {
+        self.items.as_slice()
+    }
+
+    #[inline]
+    fn push(&mut self, value: T) -> u64 {
         if self.items.capacity() == 0 {
             self.reserve_first();
         }
+        let seq = self.next_seq;
+        self.next_seq += 1;
         self.items.push(value);
+        self.seqs.push(seq);
+        seq
     }
 
     #[cold]
     fn reserve_first(&mut self) {
         let size = std::mem::size_of::<T>().max(1);
-        self.items.reserve((FIRST_BUFFER_BYTES / size).max(4));
+        let n = (FIRST_BUFFER_BYTES / size).max(4);
+        self.items.reserve_first(n);
+        self.seqs.reserve_first(n);
     }
 
+    #[inline]
     fn pop(&mut self) -> Option<T> {
         let v = self.items.pop()?;
-        if self.guarded.last().is_some_and(|g| g.1 == self.items.len()) {
-            self.guarded.pop();
-        }
+        self.seqs.pop();
         self.trim();
         Some(v)
     }
 
-    fn push_guarded(&mut self, value: T) -> u64 {
-        self.push(value);
-        let id = self.next_id;
-        self.next_id += 1;
-        self.guarded.push((id, self.items.len() - 1));
-        id
-    }
-
-    fn remove_guarded(&mut self, id: u64) -> Option<T> {
-        if let Some(&(top_id, pos)) = self.guarded.last() {
-            if top_id == id && pos + 1 == self.items.len() {
-                return self.pop(); // also drops the registry entry: it is at the top
-            }
+    /// Removes the element pushed as `seq`, if it is still there.
+    #[inline]
+    fn remove_seq(&mut self, seq: u64) -> Option<T> {
+        let seqs = self.seqs.as_slice();
+        if seqs.last() == Some(&seq) {
+            return self.pop();
         }
-        let k = self.guarded.iter().position(|g| g.0 == id)?;
-        let (_, pos) = self.guarded.remove(k);
-        for g in &mut self.guarded[k..] {
-            g.1 -= 1;
-        }
-        let v = self.items.remove(pos);
+        let at = seqs.binary_search(&seq).ok()?;
+        self.seqs.remove(at);
+        let v = self.items.remove(at);
         self.trim();
         Some(v)
     }
 
     /// Release-on-pop: an empty stack is not counted as an entry (`PRESENT` follows
     /// `is_present`); a large buffer is handed back.
+    #[inline]
     fn trim(&mut self) {
         if self.items.is_empty() && self.items.capacity() > KEEP_CAPACITY {
-            self.items = Vec::new();
-            self.guarded = Vec::new();
+            self.shrink();
         }
     }
 
+    #[cold]
+    fn shrink(&mut self) {
+        self.items.shrink_empty();
+        self.seqs.shrink_empty();
+    }
+
     fn clear(&mut self) -> Vec<T> {
-        self.guarded.clear();
-        std::mem::take(&mut self.items)
+        self.seqs.drain_to_vec();
+        let items = self.items.drain_to_vec();
+        self.trim();
+        items
     }
 }
 
 impl<T: Send + 'static> Payload for StackStore<T> {
     fn empty() -> Self {
         Self {
-            items: Vec::new(),
-            guarded: Vec::new(),
-            next_id: 0,
+            items: Buf::new(),
+            seqs: Buf::new(),
+            next_seq: 0,
         }
     }
     #[inline]
@@ -111,7 +122,7 @@ impl<T: Send + 'static> Payload for StackStore<T> {
         (!items.is_empty()).then(|| Box::new(items) as Box<dyn Send>)
     }
     fn remove_guarded(&mut self, id: u64) -> Option<Box<dyn Send>> {
-        StackStore::remove_guarded(self, id).map(|v| Box::new(v) as Box<dyn Send>)
+        self.remove_seq(id).map(|v| Box::new(v) as Box<dyn Send>)
     }
     fn label() -> &'static str {
         std::any::type_name::<T>()
@@ -202,11 +213,12 @@ impl<T: Clone + Send + Sync + 'static> LocalStack<T> {
 
 impl<T: Clone + Send + Sync + 'static> Share for StackStore<T> {
     fn share(&self) -> Self {
-        Self {
-            items: self.items.clone(),
-            guarded: Vec::new(),
-            next_id: 0,
+        // The fork's own numbering: guards of the parent never reach the fork.
+        let mut out = Self::empty();
+        for v in self.items() {
+            out.push(v.clone());
         }
+        out
     }
 }
 
@@ -316,7 +328,7 @@ impl<T: Send + 'static> LocalStack<T> {
     #[inline]
     #[track_caller]
     pub fn with_top<R>(&self, f: impl FnOnce(&T) -> R) -> Option<R> {
-        match self.storage.read(|s| s.items.last().map(f)) {
+        match self.storage.read(|s| s.items().last().map(f)) {
             Ok(r) => r.flatten(),
             Err(e) if e.kind() == AccessErrorKind::Destroyed => None,
             Err(e) => fail(format_args!("{e}")),
@@ -414,10 +426,7 @@ impl<T: Send + 'static> LocalStack<T> {
         };
         // One lookup for push and pop: the guard keeps the slot.
         let slot = self.storage.slot_or_create(ctx);
-        match self
-            .storage
-            .write_slot(ctx, slot, |s| s.push_guarded(value))
-        {
+        match self.storage.write_slot(ctx, slot, |s| s.push(value)) {
             Ok(id) => StackGuard {
                 stack: self,
                 slot: SlotPtr(std::ptr::from_ref(slot)),
@@ -459,14 +468,14 @@ impl<T: Send + 'static> LocalStack<T> {
     pub(crate) fn try_push_scoped_from(&self, value: &mut Option<T>) -> Result<u64, AccessError> {
         let pushed = self
             .storage
-            .write(true, |s| value.take().map(|v| s.push_guarded(v)))?;
+            .write(true, |s| value.take().map(|v| s.push(v)))?;
         Ok(pushed.flatten().expect("a scope pushes a value it holds"))
     }
 
     /// Removes the value pushed by [`try_push_scoped_from`](Self::try_push_scoped_from) as `id`,
     /// if still there.
     pub(crate) fn remove_scoped(&self, id: u64) -> Option<T> {
-        match self.storage.write(false, |s| s.remove_guarded(id)) {
+        match self.storage.write(false, |s| s.remove_seq(id)) {
             Ok(v) => v.flatten(),
             Err(_) => None,
         }
@@ -524,7 +533,7 @@ impl<T: Send + 'static> LocalStack<T> {
     {
         self.storage.for_each(|id, s| {
             if !s.items.is_empty() {
-                f(id, &s.items);
+                f(id, s.items());
             }
         });
     }
@@ -564,10 +573,7 @@ impl<T: Send + 'static> LocalStack<T> {
     /// removal is queued and done as soon as that ends.
     #[inline]
     fn remove_held(&self, ctx: &CtxInner, slot: &Slot<StackStore<T>>, id: u64) {
-        match self
-            .storage
-            .try_write_slot(ctx, slot, |s| s.remove_guarded(id))
-        {
+        match self.storage.try_write_slot(ctx, slot, |s| s.remove_seq(id)) {
             Some(v) => drop(v),
             None => self.defer_removal(ctx, slot, id),
         }
@@ -604,7 +610,7 @@ impl<T: Send + 'static> Release for LocalStack<T> {
 
 impl<T: Send + 'static> crate::proxy::Source<T> for LocalStack<T> {
     fn try_with_dyn(&self, f: &mut dyn FnMut(&T)) -> Result<(), AccessError> {
-        match self.storage.read(|s| s.items.last().map(&mut *f)) {
+        match self.storage.read(|s| s.items().last().map(&mut *f)) {
             Ok(Some(Some(()))) => Ok(()),
             Ok(_) => Err(self.storage.err(AccessErrorKind::Unbound)),
             Err(e) => Err(e),
@@ -622,7 +628,7 @@ impl<T: Send + fmt::Debug + 'static> fmt::Debug for LocalStack<T> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let mut d = f.debug_struct("LocalStack");
         d.field("name", &self.name());
-        match self.storage.read(|s| format!("{:?}", s.items)) {
+        match self.storage.read(|s| format!("{:?}", s.items())) {
             Ok(Some(items)) => d.field("items", &format_args!("{items}")),
             Ok(None) => d.field("items", &format_args!("[]")),
             Err(e) => d.field("items", &format_args!("<{:?}>", e.kind())),

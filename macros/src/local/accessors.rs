@@ -2,8 +2,9 @@
 //! and the documented inherent accessors. Every accessor that can panic is `#[track_caller]`,
 //! like the runtime method it forwards to, so a panic points at the user's call.
 
-use proc_macro2::TokenStream;
-use quote::{quote, quote_spanned};
+use proc_macro2::{Span, TokenStream};
+use quote::{format_ident, quote, quote_spanned};
+use syn::ext::IdentExt;
 use syn::{DeriveInput, Ident, LitStr, Visibility};
 
 use crate::options::Options;
@@ -47,13 +48,14 @@ pub(super) fn accessors(input: &DeriveInput, options: &Options) -> TokenStream {
 fn constructor(ident: &Ident, options: &Options, private: &TokenStream) -> TokenStream {
     let name = match &options.name {
         Some(name) => name.value(),
-        None => ident.to_string(),
+        None => ident.unraw().to_string(),
     };
     if let Some(init) = &options.init {
         quote!(#private::Local::with_init(#name, #init))
     } else if let Some(span) = options.default {
         // Spanned at `default`: a struct that is not `Default` is told so right there.
-        let ty = Ident::new(&ident.to_string(), span);
+        let mut ty = ident.clone();
+        ty.set_span(span);
         let init = quote_spanned!(span=> <#ty as ::core::default::Default>::default);
         quote!(#private::Local::with_init(#name, #init))
     } else {
@@ -61,32 +63,97 @@ fn constructor(ident: &Ident, options: &Options, private: &TokenStream) -> Token
     }
 }
 
-/// With `inherit`, `constructor.inheritable()` through a local `const fn` bounded by
-/// `Clone + Sync` and called at the struct's name: a struct that is not `Clone` or not `Sync`
-/// gets one error per missing trait there, naming the function. Inside it, `.inheritable()`
-/// is called on a `T` known to be `ContextLocal + Clone + Sync`, so `Send + 'static` too (the
-/// supertraits), and cannot fail; a non-`Send` struct is reported once, by its
-/// `ContextLocal` impl, which still satisfies the bound here.
+/// With `inherit` or `baggage`, the constructor goes through a local `const fn` bounded by what
+/// the runtime method needs ([`Check`]) and called at the struct's name: a struct that lacks a
+/// trait gets one error per missing trait there, naming the function. Inside it, the method is
+/// called on a `T` known to be `ContextLocal` plus those traits, so `Send + 'static` too (the
+/// supertraits), and cannot fail; a non-`Send` struct is reported once, by its `ContextLocal`
+/// impl, which still satisfies the bound here.
 fn inheritable(
     constructor: TokenStream,
     ident: &Ident,
     options: &Options,
     private: &TokenStream,
 ) -> TokenStream {
-    if options.inherit.is_none() {
+    let Some(Check {
+        name,
+        bounds,
+        call,
+        items,
+    }) = Check::new(ident, options, private)
+    else {
         return constructor;
-    }
-    let check = quote_spanned!(ident.span()=> inheritable_values_must_be_clone_and_sync::<#ident>);
+    };
+    let at_struct = Ident::new(name, ident.span());
+    let call_at_struct = quote_spanned!(ident.span()=> #at_struct::<#ident>);
+    let name = Ident::new(name, Span::call_site());
     quote! {{
-        const fn inheritable_values_must_be_clone_and_sync<
-            T: #private::ContextLocal + ::core::clone::Clone + ::core::marker::Sync,
-        >(
+        #items
+        const fn #name<T: #private::ContextLocal + #bounds>(
             local: #private::Local<T>,
         ) -> #private::Local<T> {
-            local.inheritable()
+            local.#call
         }
-        #check(#constructor)
+        #call_at_struct(#constructor)
     }}
+}
+
+/// The bound check of an inheritable local: the checking function's name, its bounds, the
+/// runtime call it makes, and items the bounds need.
+struct Check {
+    name: &'static str,
+    bounds: TokenStream,
+    call: TokenStream,
+    items: TokenStream,
+}
+
+impl Check {
+    /// `.baggage("key")` (inheritable too, so `inherit` then adds nothing; the key was checked
+    /// when parsed), or `.inheritable()`, or nothing to check.
+    fn new(ident: &Ident, options: &Options, private: &TokenStream) -> Option<Check> {
+        let clone_sync = quote!(::core::clone::Clone + ::core::marker::Sync);
+        if let Some(key) = &options.baggage {
+            let (value, items) = baggage_value(ident, private);
+            return Some(Check {
+                name: "baggage_values_must_be_baggage_value_clone_and_sync",
+                bounds: quote!(#value + #clone_sync),
+                call: quote!(baggage(#key)),
+                items,
+            });
+        }
+        options.inherit?;
+        Some(Check {
+            name: "inheritable_values_must_be_clone_and_sync",
+            bounds: clone_sync,
+            call: quote!(inheritable()),
+            items: TokenStream::new(),
+        })
+    }
+}
+
+/// `BaggageValue` under a name of the struct's own (`TenantTravelsAsBaggage`), for one error
+/// with a message of its own: through `BaggageValue`'s blanket impl, rustc would report
+/// `Display` and `FromStr` separately. The name is the struct's so that rustc prints it bare
+/// (a trait in the hidden `__private` module, or one name shared by every expansion, it
+/// prints with a path).
+fn baggage_value(ident: &Ident, private: &TokenStream) -> (Ident, TokenStream) {
+    let name = format_ident!(
+        "{}TravelsAsBaggage",
+        ident.unraw(),
+        span = Span::call_site()
+    );
+    let items = quote! {
+        #[diagnostic::on_unimplemented(
+            message = "`{Self}` cannot travel as baggage: it is not a `BaggageValue`",
+            label = "not a `BaggageValue`",
+            note = "a baggage value is written and read as text: implement `Display` and `FromStr` (with an `Err` that is `Display`) for it, or `context_local::baggage::BaggageValue` by hand"
+        )]
+        #[allow(non_camel_case_types)]
+        trait #name: #private::BaggageValue {}
+        #[diagnostic::do_not_recommend]
+        impl<T: #private::BaggageValue> #name for T {}
+    };
+    (name, items)
 }
 
 fn methods(input: &DeriveInput, options: &Options, private: &TokenStream) -> TokenStream {
@@ -143,13 +210,15 @@ struct Words {
     lazy: String,
     /// When a write panics because the value is borrowed.
     borrowed: String,
-    /// A sentence on inheritance (`inherit`), or nothing.
+    /// A sentence on inheritance (`inherit`, `baggage`), or nothing.
     inherit: String,
+    /// A sentence on the baggage key (`baggage`), or nothing.
+    baggage: String,
 }
 
 impl Words {
     fn new(input: &DeriveInput, options: &Options) -> Self {
-        let ty = input.ident.to_string();
+        let ty = input.ident.unraw().to_string();
         let name = options
             .name
             .as_ref()
@@ -160,17 +229,21 @@ impl Words {
             String::new()
         };
         let borrowed = format!("Inside `{ty}::with` or `{ty}::with_mut` (the value is borrowed).");
-        let inherit = if options.inherit.is_some() {
+        let inherit = if options.inherit.is_some() || options.baggage.is_some() {
             format!(" `{ty}` is inheritable: a child of this context (`Context::child`, `in_child_context`, `context_local::thread::spawn`) starts with the value bound when the child is made; later writes on either side stay their own.")
         } else {
             String::new()
         };
+        let baggage = options.baggage.as_ref().map_or_else(String::new, |key| {
+            format!(" It travels to other services as W3C Baggage under the key `{}` with a `baggage::Propagator` that lists it: `Propagator::new().with({ty}::local())`.", key.value())
+        });
         Words {
             ty,
             name,
             lazy,
             borrowed,
             inherit,
+            baggage,
         }
     }
 
@@ -277,10 +350,10 @@ fn access(w: &Words, private: &TokenStream) -> [Accessor; 5] {
 
 /// `local`, `proxy`.
 fn storage(w: &Words, private: &TokenStream) -> [Accessor; 2] {
-    let ty = &w.ty;
+    let Words { ty, baggage, .. } = w;
     [
         Accessor::infallible(
-            format!("The per-context storage behind `{ty}`: for a `LocalManager`, `for_each` and `contexts`."),
+            format!("The per-context storage behind `{ty}`: for a `LocalManager`, `for_each` and `contexts`.{baggage}"),
             quote!(fn local() -> &'static #private::Local<Self> { &__CONTEXT_LOCAL }),
         ),
         Accessor::infallible(

@@ -4,6 +4,7 @@
 
 use proc_macro2::TokenStream;
 use quote::{quote, quote_spanned};
+use syn::ext::IdentExt;
 use syn::spanned::Spanned;
 use syn::Type;
 
@@ -19,7 +20,7 @@ pub(super) fn expand_decl(decl: &Decl) -> TokenStream {
         ty,
     } = decl;
     let private = options.private_path();
-    let name = ident.to_string();
+    let name = ident.unraw().to_string();
     let constructor = quote!(#private::LocalStack::named(#name));
     let (init, assert_send) = match options.inherit {
         Some(_) => (inheritable(&constructor, ty, &private), TokenStream::new()),

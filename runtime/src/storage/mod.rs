@@ -6,12 +6,14 @@
 //! - `borrow`: the borrow protocol (holder borrows and writes, foreign readers).
 
 mod borrow;
+mod buf;
 mod key;
 mod slot;
 
 use std::marker::PhantomData;
 use std::ptr::{self, NonNull};
 
+pub(crate) use buf::Buf;
 pub(crate) use slot::{Inherit, Payload, Share, Slot};
 
 use crate::context::table::{BORROWS, INIT, PENDING, PRESENT, SHARED_ONE, WRITING};

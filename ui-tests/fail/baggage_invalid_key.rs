@@ -1,0 +1,9 @@
+use context_local::context_local;
+
+#[context_local(baggage = "ten ant")]
+#[derive(Clone)]
+struct Tenant(u32);
+
+fn main() {
+    Tenant::set(Tenant(1));
+}
