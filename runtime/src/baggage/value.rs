@@ -33,6 +33,11 @@ use super::codec::{needs_encoding, Encoding};
 /// assert_eq!(u32::decode("42"), Ok(42));
 /// assert!(u32::decode("x").is_err());
 /// ```
+#[diagnostic::on_unimplemented(
+    message = "`{Self}` cannot travel as baggage: it is not a `BaggageValue`",
+    label = "not a `BaggageValue`",
+    note = "a baggage value is written and read as text: implement `Display` and `FromStr` (with an `Err` that is `Display`), or `BaggageValue` by hand"
+)]
 pub trait BaggageValue: Sized {
     /// Appends the value as text (not yet percent-encoded) to `out`.
     fn encode(&self, out: &mut String);
@@ -46,6 +51,7 @@ pub trait BaggageValue: Sized {
     fn decode(text: &str) -> Result<Self, String>;
 }
 
+#[diagnostic::do_not_recommend]
 impl<T> BaggageValue for T
 where
     T: Display + FromStr,
