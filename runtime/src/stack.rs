@@ -649,6 +649,11 @@ impl<T> Drop for LocalStack<T> {
 /// Not `Send`: it belongs to the thread (and context) that pushed. Guards may be dropped in any
 /// order; each removes only its own value.
 ///
+/// Do not hold one across `.await`: a `Send` future cannot, and in a `!Send` future on a
+/// current-thread runtime the value stays pushed while the executor polls *other* tasks, which
+/// then see it. Use [`LocalStack::scope_future`] (pushed only while its future runs) or give
+/// the task its own context ([`FutureExt::in_new_context`](crate::FutureExt::in_new_context)).
+///
 /// # Examples
 ///
 /// ```

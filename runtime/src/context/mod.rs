@@ -257,6 +257,11 @@ impl Drop for Context {
 /// order (also while unwinding): each takes out only its own entry, and once all are gone the
 /// thread is back in its own context.
 ///
+/// Do not hold one across `.await`: a `Send` future cannot, and in a `!Send` future on a
+/// current-thread runtime every task the executor polls meanwhile would run inside the
+/// context. Use [`FutureExt::in_context`](crate::FutureExt::in_context) instead: the context is
+/// entered only while its own future is polled.
+///
 /// # Examples
 ///
 /// ```
