@@ -16,6 +16,11 @@
 //! `GET /report` answers with what each of them saw, one `place: observation` line each
 //! (checked by [`check`]). [`SCRATCH`] is a second, *non*-inheritable local the handler sets:
 //! children must start without it, and nothing may be left in any worker's own context.
+//!
+//! The [`chain`] module goes across processes: two services over loopback, where service A
+//! (axum + [`ContextLayer`]) calls service B, and the tenant and request id it set travel as
+//! W3C Baggage (`context_local::baggage::Propagator`) into the same `#[context_local]` structs
+//! in B.
 
 use std::io;
 use std::net::{SocketAddr, ToSocketAddrs};
@@ -37,6 +42,7 @@ use rayon::prelude::*;
 use tokio::net::TcpSocket;
 use tokio::sync::oneshot;
 
+pub mod chain;
 pub mod client;
 
 /// The request being handled.
@@ -141,17 +147,18 @@ pub struct Stats {
 }
 
 impl Stats {
-    /// `/report` requests answered.
+    /// Requests answered (`/report`; for the [`chain`] services, `/chain` and `/whoami`).
     pub fn handled(&self) -> u64 {
         self.handled.load(Ordering::SeqCst)
     }
 
-    /// The most `/report` handlers that were running at once.
+    /// The most of those handlers that were running at once.
     pub fn max_in_flight(&self) -> usize {
         self.max_in_flight.load(Ordering::SeqCst)
     }
 
-    /// How often a worker thread went idle with [`REQUEST`] or [`SCRATCH`] bound in its own
+    /// How often a worker thread went idle with a request value ([`REQUEST`] or [`SCRATCH`];
+    /// for the [`chain`] services, [`chain::Tenant`] or [`chain::RequestId`]) bound in its own
     /// context (request values leaking out of their request): should stay 0.
     pub fn dirty_parks(&self) -> u64 {
         self.dirty_parks.load(Ordering::SeqCst)
@@ -360,15 +367,27 @@ pub fn check(reply: &client::Reply, request: &Request) -> Result<Checked, String
 ///
 /// As [`tokio::runtime::Builder::build`].
 pub fn runtime(workers: usize, stats: &Arc<Stats>) -> io::Result<tokio::runtime::Runtime> {
+    runtime_named("rt", workers, stats, || {
+        REQUEST.is_set() || SCRATCH.is_set()
+    })
+}
+
+/// [`runtime`] with worker threads named `{prefix}-N`, counting a park as dirty when `dirty()`.
+pub(crate) fn runtime_named(
+    prefix: &'static str,
+    workers: usize,
+    stats: &Arc<Stats>,
+    dirty: fn() -> bool,
+) -> io::Result<tokio::runtime::Runtime> {
     let stats = Arc::clone(stats);
     let next = AtomicUsize::new(0);
     tokio::runtime::Builder::new_multi_thread()
         .worker_threads(workers)
         .max_blocking_threads(8)
-        .thread_name_fn(move || format!("rt-{}", next.fetch_add(1, Ordering::Relaxed)))
+        .thread_name_fn(move || format!("{prefix}-{}", next.fetch_add(1, Ordering::Relaxed)))
         .on_thread_park(move || {
             // Between polls a worker is in its own context: no request value may be here.
-            if REQUEST.is_set() || SCRATCH.is_set() {
+            if dirty() {
                 stats.dirty_parks.fetch_add(1, Ordering::SeqCst);
             }
         })
@@ -393,8 +412,22 @@ impl Server {
     ///
     /// Binding the address, building the runtime, spawning the thread.
     pub fn start(addr: impl ToSocketAddrs, workers: usize) -> io::Result<Server> {
+        Server::start_app(addr, workers, "rt", app, || {
+            REQUEST.is_set() || SCRATCH.is_set()
+        })
+    }
+
+    /// Serves the router `app(stats)` on `addr` with `workers` worker threads named
+    /// `{threads}-N`; a worker going idle while `dirty()` counts in [`Stats::dirty_parks`].
+    pub(crate) fn start_app(
+        addr: impl ToSocketAddrs,
+        workers: usize,
+        threads: &'static str,
+        app: impl FnOnce(Arc<Stats>) -> Router,
+        dirty: fn() -> bool,
+    ) -> io::Result<Server> {
         let stats = Arc::new(Stats::default());
-        let runtime = runtime(workers, &stats)?;
+        let runtime = runtime_named(threads, workers, &stats, dirty)?;
         let addr = addr
             .to_socket_addrs()?
             .next()
@@ -417,7 +450,7 @@ impl Server {
         let (finished, done) = mpsc::channel();
         let app = app(Arc::clone(&stats));
         let thread = thread::Builder::new()
-            .name("server".into())
+            .name(format!("server-{threads}"))
             .spawn(move || {
                 let served = runtime.block_on(async move {
                     axum::serve(listener, app)

@@ -6,14 +6,26 @@
 //! - `cargo run -p context-local-axum-example -- selftest [N]` starts it on a free loopback
 //!   port, sends it `N` (default 200) concurrent requests, checks that every reply carries only
 //!   its own request's values, shuts it down and exits (non-zero on any failure).
+//! - `cargo run -p context-local-axum-example -- chain [A_ADDR [B_ADDR]]` serves the two
+//!   chained services (`chain` module) on `127.0.0.1:3000` and `127.0.0.1:3001` until Ctrl-C;
+//!   try `curl -H 'x-tenant: acme corp' -H 'x-request-id: r1' http://127.0.0.1:3000/chain`.
+//! - `cargo run -p context-local-axum-example -- chain-selftest [N]` starts both on free
+//!   loopback ports, sends A `N` (default 100) concurrent chained requests with tricky tenants,
+//!   checks that B saw exactly A's values for each, sends B a hostile `baggage` header, shuts
+//!   both down and exits (non-zero on any failure).
 
 use std::collections::BTreeSet;
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
+use context_local_axum_example::chain::{
+    check_chain, hostile_baggage, tricky_request_id, tricky_tenant, Chain, RequestId, Tenant,
+    BAGGAGE_ERROR, BAGGAGE_ERRORS, HOSTILE_ERRORS, X_REQUEST_ID, X_TENANT,
+};
 use context_local_axum_example::{check, client, Request, Server, REQUEST, SCRATCH};
 
-const USAGE: &str = "usage: context-local-axum-example [serve [ADDR] | selftest [N]]";
+const USAGE: &str = "usage: context-local-axum-example [serve [ADDR] | selftest [N] | \
+                     chain [A_ADDR [B_ADDR]] | chain-selftest [N]]";
 const WORKERS: usize = 4;
 
 fn main() -> ExitCode {
@@ -25,6 +37,14 @@ fn main() -> ExitCode {
         ["selftest"] => selftest(200),
         ["selftest", n] => match n.parse() {
             Ok(n) if n > 0 && n <= 10_000 => selftest(n),
+            _ => Err(format!("N must be 1..=10000\n{USAGE}")),
+        },
+        ["chain"] => chain("127.0.0.1:3000", "127.0.0.1:3001"),
+        ["chain", a] => chain(a, "127.0.0.1:0"),
+        ["chain", a, b] => chain(a, b),
+        ["chain-selftest"] => chain_selftest(100),
+        ["chain-selftest", n] => match n.parse() {
+            Ok(n) if n > 0 && n <= 10_000 => chain_selftest(n),
             _ => Err(format!("N must be 1..=10000\n{USAGE}")),
         },
         _ => Err(USAGE.to_string()),
@@ -47,13 +67,7 @@ fn serve(addr: &str) -> Result<(), String> {
         server.addr(),
         server.addr()
     );
-    let signals = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .map_err(|e| e.to_string())?;
-    signals
-        .block_on(tokio::signal::ctrl_c())
-        .map_err(|e| format!("cannot wait for Ctrl-C: {e}"))?;
+    ctrl_c()?;
     let handled = server.stats().handled();
     let took = server
         .shutdown(Duration::from_secs(10))
@@ -157,5 +171,156 @@ fn selftest(n: usize) -> Result<(), String> {
         return Err("request values were left behind".to_string());
     }
     println!("self-test passed");
+    Ok(())
+}
+
+/// Waits for Ctrl-C.
+fn ctrl_c() -> Result<(), String> {
+    let signals = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| e.to_string())?;
+    signals
+        .block_on(tokio::signal::ctrl_c())
+        .map_err(|e| format!("cannot wait for Ctrl-C: {e}"))
+}
+
+fn chain(a: &str, b: &str) -> Result<(), String> {
+    let chain =
+        Chain::start(a, b, WORKERS).map_err(|e| format!("cannot serve on {a}, {b}: {e}"))?;
+    let (a, b) = (chain.a.addr(), chain.b.addr());
+    println!(
+        "service A on http://{a}, calling service B on http://{b} ({WORKERS} workers each; \
+         Ctrl-C to stop)\n\
+         try: curl -i -H 'x-tenant: acme corp' -H 'x-request-id: r1' http://{a}/chain\n\
+         or B alone: curl -i -H 'baggage: tenant=acme%20corp,request-id=r1,oops' http://{b}/whoami"
+    );
+    ctrl_c()?;
+    let handled = (chain.a.stats().handled(), chain.b.stats().handled());
+    let (took_a, took_b) = chain
+        .shutdown(Duration::from_secs(10))
+        .map_err(|e| e.to_string())?;
+    println!(
+        "shut down in {took_a:?} (A, {} requests) and {took_b:?} (B, {} requests)",
+        handled.0, handled.1
+    );
+    Ok(())
+}
+
+fn chain_selftest(n: usize) -> Result<(), String> {
+    let chain = Chain::start("127.0.0.1:0", "127.0.0.1:0", WORKERS).map_err(|e| e.to_string())?;
+    let (a, b) = (chain.a.addr(), chain.b.addr());
+    println!(
+        "service A on http://{a} calls service B on http://{b} ({WORKERS} workers each); \
+         sending A {n} concurrent chained requests"
+    );
+    let clients = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| e.to_string())?;
+    let replies = clients.block_on(async {
+        let fire = async {
+            let tasks: Vec<_> = (0..n)
+                .map(|i| {
+                    let (tenant, id) = (tricky_tenant(i), tricky_request_id(i));
+                    tokio::spawn(async move {
+                        let headers = [(X_TENANT, &*tenant), (X_REQUEST_ID, &*id)];
+                        let reply = client::get(a, "/chain", &headers).await;
+                        (tenant, id, reply)
+                    })
+                })
+                .collect();
+            let mut replies = Vec::with_capacity(n);
+            for task in tasks {
+                replies.push(task.await.map_err(|e| e.to_string())?);
+            }
+            Ok::<_, String>(replies)
+        };
+        tokio::time::timeout(Duration::from_secs(60), fire)
+            .await
+            .map_err(|_| "the clients were not done within 60 s".to_string())?
+    })?;
+
+    let mut failures = Vec::new();
+    let mut places = 0;
+    for (tenant, id, reply) in &replies {
+        let checked = reply
+            .as_ref()
+            .map_err(|e| format!("{id}: {e}"))
+            .and_then(|reply| check_chain(reply, tenant, id));
+        match checked {
+            Ok(checked) => places += checked.places,
+            Err(e) => failures.push(e),
+        }
+    }
+    if let Some((tenant, _, Ok(reply))) = replies.get(5) {
+        let sent = reply.body.lines().find_map(|l| l.strip_prefix("a.sent: "));
+        println!(
+            "e.g. tenant {tenant:?} travelled as: baggage: {}",
+            sent.unwrap_or("?")
+        );
+    }
+
+    let hostile = hostile_baggage();
+    let headers: Vec<(&str, &str)> = hostile.iter().map(|h| ("baggage", h.as_str())).collect();
+    let hostile_reply = clients
+        .block_on(client::get(b, "/whoami", &headers))
+        .map_err(|e| format!("B did not answer a hostile baggage header: {e}"))?;
+    let valid = r#"deep: tenant="hostile but valid" request-id="survivor""#;
+    let applied = hostile_reply.status == 200 && hostile_reply.body.lines().any(|l| l == valid);
+    let errors: Vec<&str> = hostile_reply
+        .headers
+        .iter()
+        .filter(|(name, _)| name == BAGGAGE_ERROR)
+        .map(|(_, v)| v.as_str())
+        .collect();
+    let count = hostile_reply.header(BAGGAGE_ERRORS).unwrap_or("none");
+
+    // While still serving: every request's contexts are gone (allow a moment for the last
+    // blocking job's).
+    let counts = || (Tenant::local().contexts(), RequestId::local().contexts());
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while counts() != (0, 0) && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    let serving = counts();
+    let dirty = (chain.a.stats().dirty_parks(), chain.b.stats().dirty_parks());
+    let (took_a, took_b) = chain
+        .shutdown(Duration::from_secs(10))
+        .map_err(|e| e.to_string())?;
+
+    println!(
+        "{} of {n} chained replies: B saw exactly A's tenant and request id, everywhere \
+         ({places} places checked), no baggage errors",
+        n - failures.len()
+    );
+    println!(
+        "hostile baggage straight to B: valid members applied: {applied}; {count} problems \
+         reported:"
+    );
+    for error in &errors {
+        println!("  {error}");
+    }
+    println!(
+        "contexts holding Tenant / RequestId once all replies were in: {} / {}; workers idle \
+         with a value bound: {} (A) / {} (B)",
+        serving.0, serving.1, dirty.0, dirty.1
+    );
+    println!("graceful shutdown took {took_a:?} (A) and {took_b:?} (B)");
+    if let Some(first) = failures.first() {
+        return Err(format!(
+            "{} replies were wrong; the first:\n{first}",
+            failures.len()
+        ));
+    }
+    if !applied || errors.len() != HOSTILE_ERRORS || count != HOSTILE_ERRORS.to_string() {
+        return Err(format!(
+            "the hostile header was mishandled:\n{hostile_reply:?}"
+        ));
+    }
+    if serving != (0, 0) || dirty != (0, 0) {
+        return Err("request values were left behind".to_string());
+    }
+    println!("chain self-test passed");
     Ok(())
 }
