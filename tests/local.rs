@@ -323,3 +323,26 @@ fn access_from_a_thread_local_destructor_after_teardown_is_an_error() {
     // after the context's teardown: the access must be refused, not UB and not an abort.
     assert_eq!(rx.recv().unwrap(), "Destroyed");
 }
+
+/// `try_with_mut` inside the same local's `for_each` is an error, not a panic (and `with_mut`
+/// panics naming the local); the iteration and the value are unharmed.
+#[test]
+fn changing_a_local_inside_its_own_for_each_is_an_error_naming_it() {
+    static L: Local<u32> = Local::named("ITERATED");
+    L.set(1);
+    let mut seen = Vec::new();
+    L.for_each(|_, v| {
+        let err = L.try_with_mut(|v| *v += 1).unwrap_err();
+        assert_eq!(err.kind(), AccessErrorKind::Iterating);
+        assert!(err.to_string().contains("`ITERATED`"), "{err}");
+        let msg = expect_panic(|| L.with_mut(|v| *v += 1));
+        assert!(
+            msg.contains("`ITERATED`") && msg.contains("for_each"),
+            "{msg}"
+        );
+        seen.push(*v);
+    });
+    assert_eq!(seen, [1]);
+    assert_eq!(L.get(), Some(1));
+    L.release();
+}

@@ -31,11 +31,14 @@ static LOCALS: [Local<String>; 8] = [
 struct Slot(Option<String>);
 
 impl Injector for Slot {
-    fn get(&self, _: &str) -> Option<&str> {
-        None
+    fn get_all(&self, _: &str) -> Vec<&[u8]> {
+        Vec::new()
     }
     fn set(&mut self, _: &str, value: String) {
         self.0 = Some(value);
+    }
+    fn remove(&mut self, _: &str) {
+        self.0 = None;
     }
 }
 

@@ -494,6 +494,28 @@ fn contexts(rows: &mut Vec<Row>) {
             Gate::None,
         ));
     }
+    // A burst of contexts that are gone again must not slow iteration down for good.
+    let local: Local<u64> = Local::named("BURST");
+    let one = Context::new();
+    one.run(|| local.set(1));
+    let iterate = |n: u64| {
+        for _ in 0..n {
+            let mut sum = 0;
+            local.for_each(|_, v| sum += *v);
+            black_box(sum);
+        }
+    };
+    let (before, _) = pair(iterate, |_| {});
+    let burst: Vec<Context> = (0..200_000).map(|_| Context::new()).collect();
+    drop(burst);
+    let (after, _) = pair(iterate, |_| {});
+    rows.push(row(
+        "for_each over 1 context after a burst of 200k",
+        after,
+        "the same before the burst",
+        before,
+        Gate::AtMost(1.5),
+    ));
     let (o, p) = pair(
         |n| {
             for i in 0..n {

@@ -56,6 +56,8 @@ pub enum AccessErrorKind {
     /// The local's initializer ([`Local::with_init`](crate::Local::with_init)) is running in
     /// this context and used the local itself.
     Initializing,
+    /// This thread is iterating the local (`for_each`), so its values cannot change now.
+    Iterating,
 }
 
 impl AccessError {
@@ -122,6 +124,10 @@ impl fmt::Display for AccessError {
             AccessErrorKind::BorrowedMut => write!(
                 f,
                 "context local `{name}` is already mutably borrowed (inside `with_mut` or a mutation)"
+            ),
+            AccessErrorKind::Iterating => write!(
+                f,
+                "context local `{name}` cannot be changed inside its own `for_each`"
             ),
             AccessErrorKind::Initializing => write!(
                 f,

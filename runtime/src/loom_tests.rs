@@ -324,3 +324,222 @@ fn task_context_polled_on_two_threads_races_with_for_each() {
         assert_eq!(local.contexts(), 0);
     });
 }
+
+/// Inheritance: values shared by a context's cached capture, snapshots and forks, dropped and
+/// read on several threads.
+mod inherit {
+    use super::{model, spawn};
+    use crate::{Context, Local, LocalStack, Snapshot};
+    use std::sync::atomic::{AtomicUsize, Ordering::SeqCst};
+    use std::sync::Arc;
+
+    /// A value that counts its clones and drops (plain atomics: observers, not the model).
+    struct Shared {
+        made: Arc<AtomicUsize>,
+        drops: Arc<AtomicUsize>,
+        n: u32,
+    }
+
+    impl Shared {
+        fn new(made: &Arc<AtomicUsize>, drops: &Arc<AtomicUsize>, n: u32) -> Self {
+            made.fetch_add(1, SeqCst);
+            Self {
+                made: made.clone(),
+                drops: drops.clone(),
+                n,
+            }
+        }
+    }
+
+    impl Clone for Shared {
+        fn clone(&self) -> Self {
+            Self::new(&self.made, &self.drops, self.n)
+        }
+    }
+
+    impl Drop for Shared {
+        fn drop(&mut self) {
+            self.drops.fetch_add(1, SeqCst);
+        }
+    }
+
+    fn counters() -> (Arc<AtomicUsize>, Arc<AtomicUsize>) {
+        (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)))
+    }
+
+    /// A captured value shared by the parent's cached capture, a snapshot and a fork: the
+    /// parent drops its context and the snapshot on one thread while a child thread forks,
+    /// reads and drops the fork. The shared copy is dropped exactly once, by whichever side
+    /// lets go last, and never read after.
+    #[test]
+    fn shared_value_dropped_by_parent_and_child_at_once() {
+        model(|| {
+            let (made, drops) = counters();
+            let local = Arc::new(Local::<Shared>::named("L").inheritable());
+            let parent = Context::new();
+            parent.run(|| local.set(Shared::new(&made, &drops, 1)));
+            let snapshot = parent.run(Snapshot::capture);
+            assert_eq!(made.load(SeqCst), 2, "the capture cloned the value once");
+            let t = {
+                let (local, snapshot) = (local.clone(), snapshot.clone());
+                spawn(move || {
+                    let fork = snapshot.fork();
+                    drop(snapshot);
+                    assert_eq!(fork.run(|| local.with(|v| v.n)), 1);
+                    drop(fork);
+                })
+            };
+            drop(snapshot);
+            drop(parent);
+            t.join().unwrap();
+            assert_eq!(made.load(SeqCst), 2);
+            assert_eq!(drops.load(SeqCst), 2, "each value dropped once");
+            assert_eq!(local.contexts(), 0);
+        });
+    }
+
+    /// As above, with a stack, and the child writing (copy-on-write: its first write copies
+    /// the shared value, from the shared copy the parent is letting go of).
+    #[test]
+    fn shared_stack_copied_by_a_child_while_the_parent_drops_it() {
+        model(|| {
+            let (made, drops) = counters();
+            let stack = Arc::new(LocalStack::<Shared>::named("S").inheritable());
+            let parent = Context::new();
+            parent.run(|| stack.push(Shared::new(&made, &drops, 1)));
+            let fork = parent.run(Context::child);
+            let t = {
+                let stack = stack.clone();
+                spawn(move || {
+                    let popped = fork.run(|| stack.pop()).expect("inherited");
+                    assert_eq!(popped.n, 1);
+                    drop(popped);
+                    assert!(fork.run(|| stack.is_empty()));
+                    drop(fork);
+                })
+            };
+            drop(parent);
+            t.join().unwrap();
+            assert_eq!(
+                made.load(SeqCst),
+                3,
+                "original, captured copy, the fork's copy"
+            );
+            assert_eq!(drops.load(SeqCst), 3, "each value dropped once");
+            assert_eq!(stack.contexts(), 0);
+        });
+    }
+
+    /// A parent thread writes its inheritable value and captures again (rebuilding its cached
+    /// capture, dropping the old one) while another thread reads from a fork of the earlier
+    /// capture and iterates the local: the fork keeps seeing the earlier value, the iteration
+    /// sees each context's value whole (the parent's old or new, the fork's inherited one),
+    /// and the new capture sees the new value. Every value is dropped once.
+    #[test]
+    fn capture_races_with_reads_of_an_earlier_fork_and_for_each() {
+        model(|| {
+            let (made, drops) = counters();
+            let local = Arc::new(Local::<Shared>::named("L").inheritable());
+            let parent = Context::new();
+            parent.run(|| local.set(Shared::new(&made, &drops, 1)));
+            let fork = parent.run(Context::child);
+            let (parent_id, fork_id) = (parent.id(), fork.id());
+            let t = {
+                let (local, made, drops) = (local.clone(), made.clone(), drops.clone());
+                spawn(move || {
+                    let later = parent.run(|| {
+                        local.with_mut(|v| v.n = 2);
+                        local.set(Shared::new(&made, &drops, 3));
+                        Snapshot::capture()
+                    });
+                    assert_eq!(later.run(|| local.with(|v| v.n)), 3);
+                    drop(later);
+                    parent
+                })
+            };
+            assert_eq!(fork.run(|| local.with(|v| v.n)), 1);
+            local.for_each(|id, v| {
+                if id == fork_id {
+                    assert_eq!(v.n, 1, "the fork's inherited value");
+                } else if id == parent_id {
+                    assert!(matches!(v.n, 1..=3), "{}", v.n);
+                } else {
+                    assert_eq!(v.n, 3, "a fork of the later capture");
+                }
+            });
+            let parent = t.join().unwrap();
+            assert_eq!(fork.run(|| local.with(|v| v.n)), 1);
+            drop(fork);
+            drop(parent);
+            assert_eq!(
+                made.load(SeqCst),
+                drops.load(SeqCst),
+                "each value dropped once"
+            );
+            assert_eq!(local.contexts(), 0);
+        });
+    }
+
+    /// A stack variant: the parent pushes and captures while a fork of the earlier capture
+    /// pops its inherited element (a copy) and another iteration runs on this thread.
+    #[test]
+    fn capture_races_with_a_forks_copy_on_write_and_for_each() {
+        model(|| {
+            let (made, drops) = counters();
+            let stack = Arc::new(LocalStack::<Shared>::named("S").inheritable());
+            let parent = Context::new();
+            parent.run(|| stack.push(Shared::new(&made, &drops, 1)));
+            let fork = parent.run(Context::child);
+            let t = {
+                let (stack, made, drops) = (stack.clone(), made.clone(), drops.clone());
+                spawn(move || {
+                    let later = parent.run(|| {
+                        stack.push(Shared::new(&made, &drops, 2));
+                        Snapshot::capture()
+                    });
+                    assert_eq!(later.run(|| stack.len()), 2);
+                    parent
+                })
+            };
+            let popped = fork.run(|| stack.pop()).map(|v| v.n);
+            assert_eq!(popped, Some(1));
+            stack.for_each(|_, items| {
+                assert!(!items.is_empty() && items[0].n == 1, "the parent's own");
+            });
+            let parent = t.join().unwrap();
+            assert_eq!(parent.run(|| stack.len()), 2);
+            drop(parent);
+            drop(fork);
+            assert_eq!(
+                made.load(SeqCst),
+                drops.load(SeqCst),
+                "each value dropped once"
+            );
+            assert_eq!(stack.contexts(), 0);
+        });
+    }
+
+    /// A fork holds the last reference to a captured value (its parent and the snapshot are
+    /// gone) and is dropped on one thread while another iterates the local and reads the
+    /// fork's inherited value: the value is read whole or not at all, and dropped once, by
+    /// whichever thread lets go of the fork's storage last.
+    #[test]
+    fn fork_holding_the_last_copy_dropped_while_for_each_reads_it() {
+        model(|| {
+            let (made, drops) = counters();
+            let local = Arc::new(Local::<Shared>::named("L").inheritable());
+            let fork = {
+                let parent = Context::new();
+                parent.run(|| local.set(Shared::new(&made, &drops, 1)));
+                parent.run(Context::child)
+            };
+            assert_eq!(drops.load(SeqCst), 1, "the parent's own went with it");
+            let t = spawn(move || drop(fork));
+            local.for_each(|_, v| assert_eq!(v.n, 1));
+            t.join().unwrap();
+            assert_eq!(made.load(SeqCst), 2);
+            assert_eq!(drops.load(SeqCst), 2, "each value dropped once");
+            assert_eq!(local.contexts(), 0);
+        });
+    }
+}

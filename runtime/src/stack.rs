@@ -742,14 +742,18 @@ impl<T: Send + 'static> StackGuard<'_, T> {
             // this stack, which the guard borrows, does.
             let ours =
                 unsafe { SlotHeader::remove(NonNull::from(&slot.hdr), self.id, Remover::Visitor) };
-            drop(claim);
             let busy = match ours {
                 Removal::Done(v) => {
+                    if slot.hdr.capture.is_some() {
+                        // Still under the claim: the next holder sees it.
+                        ctx.mark_changed();
+                    }
                     removed.extend(v);
                     false
                 }
                 Removal::Busy => true,
             };
+            drop(claim);
             drop(removed);
             if !busy {
                 return;

@@ -16,26 +16,32 @@ use std::hash::BuildHasher;
 /// // A carrier of your own: a list of (name, value) pairs.
 /// struct Pairs(Vec<(String, String)>);
 /// impl Injector for Pairs {
-///     fn get(&self, name: &str) -> Option<&str> {
-///         self.0.iter().find(|(n, _)| n == name).map(|(_, v)| v.as_str())
+///     fn get_all(&self, name: &str) -> Vec<&[u8]> {
+///         self.0.iter().filter(|(n, _)| n == name).map(|(_, v)| v.as_bytes()).collect()
 ///     }
 ///     fn set(&mut self, name: &str, value: String) {
-///         self.0.retain(|(n, _)| n != name);
+///         self.remove(name);
 ///         self.0.push((name.to_string(), value));
+///     }
+///     fn remove(&mut self, name: &str) {
+///         self.0.retain(|(n, _)| n != name);
 ///     }
 /// }
 ///
 /// static TENANT: Local<String> = Local::named("TENANT").baggage("tenant");
 /// TENANT.set("acme".into());
 /// let mut pairs = Pairs(Vec::new());
-/// Propagator::new().with(&TENANT).inject(&mut pairs);
+/// Propagator::new().with(&TENANT).inject(&mut pairs).unwrap();
 /// assert_eq!(pairs.0, [("baggage".to_string(), "tenant=acme".to_string())]);
 /// ```
 pub trait Injector {
-    /// The current value of header `name` (lower case), if any.
-    fn get(&self, name: &str) -> Option<&str>;
-    /// Sets header `name` (lower case) to `value`, replacing what was there.
+    /// Every current value of header `name` (lower case), in order, so that members of other
+    /// parties are kept.
+    fn get_all(&self, name: &str) -> Vec<&[u8]>;
+    /// Sets header `name` (lower case) to `value`, replacing every value it had.
     fn set(&mut self, name: &str, value: String);
+    /// Removes header `name` (lower case).
+    fn remove(&mut self, name: &str);
 }
 
 /// Something headers can be read from: what [`Propagator::extract`](super::Propagator::extract)
@@ -59,21 +65,19 @@ pub trait Extractor {
     fn get_all(&self, name: &str) -> Vec<&[u8]>;
 }
 
-/// Keys are matched exactly, then ignoring ASCII case (header names are case-insensitive).
+/// Keys are matched ignoring ASCII case (header names are case-insensitive).
 impl<S: BuildHasher> Injector for HashMap<String, String, S> {
-    fn get(&self, name: &str) -> Option<&str> {
-        match HashMap::get(self, name) {
-            Some(v) => Some(v),
-            None => self
-                .iter()
-                .find(|(k, _)| k.eq_ignore_ascii_case(name))
-                .map(|(_, v)| v.as_str()),
-        }
+    fn get_all(&self, name: &str) -> Vec<&[u8]> {
+        Extractor::get_all(self, name)
     }
 
     fn set(&mut self, name: &str, value: String) {
-        self.retain(|k, _| !k.eq_ignore_ascii_case(name));
+        Injector::remove(self, name);
         self.insert(name.to_string(), value);
+    }
+
+    fn remove(&mut self, name: &str) {
+        self.retain(|k, _| !k.eq_ignore_ascii_case(name));
     }
 }
 
@@ -89,8 +93,12 @@ impl<S: BuildHasher> Extractor for HashMap<String, String, S> {
 
 #[cfg(feature = "http")]
 impl Injector for http::HeaderMap {
-    fn get(&self, name: &str) -> Option<&str> {
-        http::HeaderMap::get(self, name)?.to_str().ok()
+    fn get_all(&self, name: &str) -> Vec<&[u8]> {
+        Extractor::get_all(self, name)
+    }
+
+    fn remove(&mut self, name: &str) {
+        http::HeaderMap::remove(self, name);
     }
 
     fn set(&mut self, name: &str, value: String) {

@@ -127,12 +127,14 @@ fn decode(raw: &[u8]) -> Result<String, Problem> {
     String::from_utf8(out).map_err(|_| Problem::NotUtf8)
 }
 
-/// Whether `b` must be percent-encoded in a value: it is not a baggage-octet, or it is `%`.
+/// Whether `b` must be percent-encoded in a value: it is not a baggage-octet, or it is `%`, or
+/// `=` (allowed by W3C, but some readers — `opentelemetry_sdk`'s — split a member on every
+/// `=`; `%3D` reads the same everywhere).
 pub(crate) fn needs_encoding(b: u8) -> bool {
-    !is_value_byte(b) || b == b'%'
+    !is_value_byte(b) || b == b'%' || b == b'='
 }
 
-/// Appends `value` percent-encoded: every byte that is not a baggage-octet, and `%`.
+/// Appends `value` percent-encoded (see [`needs_encoding`]).
 pub(crate) fn encode_value(value: &str, out: &mut String) {
     for &b in value.as_bytes() {
         if !needs_encoding(b) {

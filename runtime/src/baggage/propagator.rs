@@ -161,14 +161,23 @@ impl Propagator {
     /// assert_eq!(headers["baggage"], "other=1,tenant=a%2Cb");
     /// ```
     pub fn inject(&self, carrier: &mut impl Injector) -> Result<(), BaggageError> {
-        let existing = carrier.get(HEADER).unwrap_or("");
-        let others = existing
-            .split(',')
+        let existing = carrier.get_all(HEADER);
+        let had_header = !existing.is_empty();
+        // Members of other parties are kept as sent; a member that is not even text is
+        // malformed, and is not passed on.
+        let others: Vec<&str> = existing
+            .iter()
+            .flat_map(|value| value.split(|&b| b == b','))
+            .filter_map(|m| std::str::from_utf8(m).ok())
             .map(|m| m.trim_matches([' ', '\t']))
-            .filter(|m| !m.is_empty() && !codec::raw_key(m).is_some_and(|k| self.carries(k)));
+            .filter(|m| !m.is_empty() && !codec::raw_key(m).is_some_and(|k| self.carries(k)))
+            .collect();
         let (out, dropped) = self.header_after(others);
         if !out.is_empty() {
             carrier.set(HEADER, out);
+        } else if had_header {
+            // Only stale members of ours were there: none may survive as current.
+            carrier.remove(HEADER);
         }
         if dropped > 0 {
             return Err(BaggageError::new(

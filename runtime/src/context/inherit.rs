@@ -141,11 +141,23 @@ impl CtxInner {
             let Some(capture) = header.capture else {
                 continue;
             };
-            if header.state.load(Ordering::Relaxed) & WRITING != 0 {
-                return Err(header.name);
-            }
-            // SAFETY: we hold the context; the slot is live and not being written.
-            let value = unsafe { capture(hdr) };
+            let value = if header.frozen_fresh.load(Ordering::Relaxed) {
+                // SAFETY: holder-only; no user code runs while it is borrowed.
+                header.frozen.with(|f| unsafe { (*f).clone() })
+            } else {
+                if header.state.load(Ordering::Relaxed) & WRITING != 0 {
+                    return Err(header.name);
+                }
+                // SAFETY: we hold the context; the slot is live and not being written.
+                let value = unsafe { capture(hdr) };
+                // SAFETY: holder-only. The old copy is dropped after the cell is written.
+                let old = header
+                    .frozen
+                    .with_mut(|f| unsafe { std::mem::replace(&mut *f, value.clone()) });
+                header.frozen_fresh.store(true, Ordering::Relaxed);
+                drop(old);
+                value
+            };
             let serial = header.serial;
             frame.set(index, value.map(|value| Entry { serial, value }));
         }

@@ -176,6 +176,8 @@ impl CtxInner {
                 let Some(values) = self.take_slot(index) else {
                     continue;
                 };
+                // A capture from a `Drop` below must see the context as it is now.
+                self.mark_changed();
                 dropped_any = true;
                 // Dropping a `Vec` keeps dropping the rest when one element panics.
                 if let Err(p) = catch_unwind(AssertUnwindSafe(|| drop(values))) {
@@ -199,8 +201,17 @@ impl CtxInner {
     fn take_slot(&self, index: usize) -> Option<Box<dyn Send>> {
         let _guard = self.detach_lock();
         let slot: NonNull<SlotHeader> = self.table.slot(index)?;
+        // SAFETY: a slot in the table is live while the context is; holder-only field.
+        let frozen = unsafe { slot.as_ref() }
+            .frozen
+            .with_mut(|f| unsafe { (*f).take() });
         // SAFETY: the holder tears down; we hold the detach lock, so the slot stays live.
-        unsafe { SlotHeader::take(slot) }
+        let values = unsafe { SlotHeader::take(slot) };
+        // The slot's frozen copy (for captures) goes with its values, in this context.
+        match (values, frozen) {
+            (None, None) => None,
+            (values, frozen) => Some(Box::new((values, frozen))),
+        }
     }
 }
 

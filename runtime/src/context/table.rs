@@ -6,7 +6,7 @@
 
 use std::ptr::{self, NonNull};
 
-use crate::sync::{AtomicPtr, AtomicUsize, Ordering};
+use crate::sync::{AtomicBool, AtomicPtr, AtomicUsize, Ordering, UnsafeCell};
 
 /// Slots 0..INLINE live inside the context itself: no extra indirection for the first locals.
 pub(crate) const INLINE: usize = 32;
@@ -57,6 +57,18 @@ pub(crate) struct SlotHeader {
     pub(crate) serial: u64,
     /// The local's name, for messages about the slot.
     pub(crate) name: &'static str,
+    /// For an inheritable local: its payload as last frozen for a capture, reused while
+    /// `frozen_fresh` says no write came since. Holder-only.
+    pub(crate) frozen: UnsafeCell<Option<super::inherit::Frozen>>,
+    pub(crate) frozen_fresh: AtomicBool,
+}
+
+impl SlotHeader {
+    /// The payload changed: the next capture freezes it anew. Holder-only.
+    #[inline]
+    pub(crate) fn thaw(&self) {
+        self.frozen_fresh.store(false, Ordering::Relaxed);
+    }
 }
 
 /// `state`: the payload holds a value (a bound local, a non-empty stack). Read by `contexts()`

@@ -114,6 +114,12 @@ impl<V: Payload> Storage<V> {
                 ctx.mark_changed();
                 ctx.has_own_inheritable.store(true, Ordering::Relaxed);
                 let inherited = self.inherited_in(ctx).map(|v| (inherit.share)(v));
+                // `share` is the user's `Clone`: if it wrote this local (creating the slot),
+                // that write stands and our copy is not needed.
+                if let Some(slot) = self.slot_in(ctx) {
+                    drop(inherited);
+                    return slot;
+                }
                 (inherited.unwrap_or_else(V::empty), Some(inherit.capture))
             }
             None => (V::empty(), None),
@@ -253,13 +259,11 @@ impl<V: Payload> Storage<V> {
             st = self.write_slow(ctx, slot, st)?;
         }
         if !begin_write(&slot.hdr, slot.sync, st) {
-            fail(format_args!(
-                "context local `{}` cannot be changed inside its own `for_each`",
-                self.name()
-            ));
+            return Err(self.err(AccessErrorKind::Iterating));
         }
         if self.inherit.is_some() {
             ctx.mark_changed();
+            slot.hdr.thaw();
         }
         if USER {
             let write = Write { slot, ctx };
@@ -305,6 +309,7 @@ impl<V: Payload> Storage<V> {
         }
         if self.inherit.is_some() {
             ctx.mark_changed();
+            slot.hdr.thaw();
         }
         let write = Write { slot, ctx };
         // SAFETY: holder, WRITING set, no shared borrow, foreign readers waited out.
@@ -437,6 +442,8 @@ impl<V> Storage<V> {
         for ctx in registry::snapshot() {
             let _guard = ctx.detach_lock();
             ctx.forget_removals(i);
+            // A cached capture may hold this local's value: rebuild it.
+            ctx.mark_changed();
             if let Some(cell) = ctx.table.cell(i) {
                 if let Some(p) = NonNull::new(cell.swap(ptr::null_mut(), Ordering::AcqRel)) {
                     detached.push(p);

@@ -8,9 +8,9 @@ use std::ptr::NonNull;
 use super::borrow::{begin_write, try_begin_write, IndexSync};
 use crate::context::inherit::{CaptureFn, Frozen};
 use crate::context::table::{
-    Removal, Remover, SlotHeader, SlotVTable, BORROWS, INIT, PENDING, PRESENT,
+    Removal, Remover, SlotHeader, SlotVTable, BORROWS, INIT, PENDING, PRESENT, SHARED_ONE,
 };
-use crate::sync::{AtomicUsize, Ordering, UnsafeCell};
+use crate::sync::{AtomicBool, AtomicUsize, Ordering, UnsafeCell};
 
 /// What a slot holds.
 pub(crate) trait Payload: Send + Sized + 'static {
@@ -61,6 +61,11 @@ impl<V: Share> Inherit<V> {
 unsafe fn capture_impl<V: Share>(hdr: NonNull<SlotHeader>) -> Option<Frozen> {
     // SAFETY: per the caller.
     let slot = unsafe { slot::<V>(hdr) };
+    // A shared borrow while `share` (the user's `Clone`) runs, so that a `Clone` writing its
+    // own local is refused (`Borrowed`) instead of getting `&mut` to what is being cloned.
+    let st = slot.hdr.state.load(Ordering::Relaxed);
+    slot.hdr.state.store(st + SHARED_ONE, Ordering::Release);
+    let _borrow = EndShared(&slot.hdr.state);
     // We hold the context and nobody writes the payload (per the caller): a shared read, like
     // the holder's own `with`.
     slot.value.with(|v| {
@@ -69,6 +74,17 @@ unsafe fn capture_impl<V: Share>(hdr: NonNull<SlotHeader>) -> Option<Frozen> {
         v.is_present()
             .then(|| std::sync::Arc::new(v.share()) as Frozen)
     })
+}
+
+/// Ends the shared borrow of a capture, also on unwind. Work queued meanwhile (`PENDING`) is
+/// done at the slot's next use.
+struct EndShared<'a>(&'a AtomicUsize);
+
+impl Drop for EndShared<'_> {
+    fn drop(&mut self) {
+        let st = self.0.load(Ordering::Relaxed);
+        self.0.store(st - SHARED_ONE, Ordering::Release);
+    }
 }
 
 /// Aligned to 128 bytes (the pair of lines x86 prefetches together) so that two contexts'
@@ -101,6 +117,8 @@ impl<V: Payload> Slot<V> {
                 capture,
                 serial,
                 name,
+                frozen: UnsafeCell::new(None),
+                frozen_fresh: AtomicBool::new(false),
             },
             sync,
             value: UnsafeCell::new(value),
@@ -151,6 +169,7 @@ unsafe fn take_impl<V: Payload>(hdr: NonNull<SlotHeader>) -> Option<Box<dyn Send
     if state & BORROWS != 0 || !begin_write(&slot.hdr, slot.sync, state) {
         return None;
     }
+    slot.hdr.thaw();
     // SAFETY: we hold the context, set WRITING and waited out foreign readers.
     let out = slot.value.with_mut(|v| unsafe { (*v).take_all() });
     slot.hdr.state.store(0, Ordering::Release);
@@ -176,6 +195,7 @@ unsafe fn remove_impl<V: Payload>(hdr: NonNull<SlotHeader>, id: u64, by: Remover
         }
         return Removal::Busy;
     }
+    slot.hdr.thaw();
     // SAFETY: we hold the context, set WRITING, and no foreign reader is there.
     let out = slot.value.with_mut(|v| unsafe { (*v).remove_guarded(id) });
     slot.end_write_from(state & !PENDING);

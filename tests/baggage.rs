@@ -1,0 +1,1619 @@
+//! W3C Baggage across processes (DESIGN.md, "Across processes"): `baggage::Propagator` with
+//! `inject`, `extract` and `extract_headers`; the carriers `HashMap<String, String>` and
+//! (feature `http`) `http::HeaderMap`; (feature `opentelemetry`) the `TextMapPropagator` bridge
+//! and its interop with `opentelemetry_sdk`'s `BaggagePropagator` and `TraceContextPropagator`.
+//!
+//! Part 1: inject → extract round trips (property). Part 2: hostile headers — random bytes and
+//! mutated valid headers — against an independent reference parser (property). Part 3: the
+//! W3C limits, at and one over. Part 4: `http::HeaderMap`. Part 5: OpenTelemetry, both ways.
+//! Part 6: end to end: extract, fork, run a handler (also 200 concurrent tokio tasks).
+//!
+//! `PROPTEST_CASES` sets the number of cases of each property (default 256).
+//!
+//! Every test that binds a local does so in an explicit `Context` (the harness may run several
+//! tests on one thread), so the asserts about "the thread's own context" mean something.
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::pin::pin;
+use std::sync::LazyLock;
+use std::task::{Poll, Waker};
+
+use context_local::baggage::{BaggageError, Extracted, Propagator, MAX_BYTES, MAX_MEMBERS};
+use context_local::{Context, FutureExt, Local};
+use proptest::prelude::*;
+use proptest::sample::Index;
+use proptest::test_runner::TestCaseError;
+
+// ---------------------------------------------------------------------------------------------
+// Locals, propagators, helpers.
+
+/// A key made of every token character that is not a letter or a digit.
+const KEY_T: &str = "t.x-1~!#$&'*+^_`|%";
+
+static S: Local<String> = Local::named("S").baggage("s");
+static T: Local<String> = Local::named("T").baggage(KEY_T);
+static N: Local<u64> = Local::named("N").baggage("n");
+static I: Local<i32> = Local::named("I").baggage("i");
+
+/// Locals for the members another party put into a header before us (Part 1).
+static O1: Local<String> = Local::named("O1").baggage("other-1");
+static O2: Local<String> = Local::named("O2").baggage("other_2");
+static O3: Local<String> = Local::named("O3").baggage("OTHER3");
+const OTHER_KEYS: [&str; 3] = ["other-1", "other_2", "OTHER3"];
+
+/// The keys of S, T, N, I, in the order of `PROPAGATOR`.
+const KNOWN: [&str; 4] = ["s", KEY_T, "n", "i"];
+
+static PROPAGATOR: LazyLock<Propagator> =
+    LazyLock::new(|| Propagator::new().with(&S).with(&T).with(&N).with(&I));
+
+/// `PROPAGATOR` and the locals of the other keys.
+static FULL: LazyLock<Propagator> = LazyLock::new(|| {
+    Propagator::new()
+        .with(&S)
+        .with(&T)
+        .with(&N)
+        .with(&I)
+        .with(&O1)
+        .with(&O2)
+        .with(&O3)
+});
+
+fn cases() -> u32 {
+    std::env::var("PROPTEST_CASES")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(256)
+}
+
+/// The values of S, T, N and I in one context.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+struct Values {
+    s: Option<String>,
+    t: Option<String>,
+    n: Option<u64>,
+    i: Option<i32>,
+}
+
+impl Values {
+    /// Binds the values that are `Some` in the current context.
+    fn bind(&self) {
+        if let Some(v) = &self.s {
+            S.set(v.clone());
+        }
+        if let Some(v) = &self.t {
+            T.set(v.clone());
+        }
+        if let Some(v) = self.n {
+            N.set(v);
+        }
+        if let Some(v) = self.i {
+            I.set(v);
+        }
+    }
+
+    /// The values in the current context.
+    fn read() -> Values {
+        Values {
+            s: S.get(),
+            t: T.get(),
+            n: N.get(),
+            i: I.get(),
+        }
+    }
+
+    /// As text, in the order of `KNOWN` (numbers as they print).
+    fn texts(&self) -> [Option<String>; 4] {
+        [
+            self.s.clone(),
+            self.t.clone(),
+            self.n.map(|n| n.to_string()),
+            self.i.map(|i| i.to_string()),
+        ]
+    }
+
+    /// The members a correct injection writes, in propagator order.
+    fn keys_set(&self) -> Vec<&'static str> {
+        let set = [
+            self.s.is_some(),
+            self.t.is_some(),
+            self.n.is_some(),
+            self.i.is_some(),
+        ];
+        KNOWN
+            .iter()
+            .zip(set)
+            .filter_map(|(k, set)| set.then_some(*k))
+            .collect()
+    }
+}
+
+/// What the locals read in a fork of the extracted snapshot.
+fn seen(extracted: &Extracted) -> Values {
+    extracted.snapshot().run(Values::read)
+}
+
+/// The values of O1, O2, O3 in a fork of the extracted snapshot.
+fn seen_others(extracted: &Extracted) -> [Option<String>; 3] {
+    extracted.snapshot().run(|| [O1.get(), O2.get(), O3.get()])
+}
+
+/// Injects `values` (bound in a fresh context) with `PROPAGATOR` into `carrier`.
+fn inject_values<C: context_local::baggage::Injector>(
+    values: &Values,
+    carrier: &mut C,
+) -> Result<(), BaggageError> {
+    Context::new().run(|| {
+        values.bind();
+        PROPAGATOR.inject(carrier)
+    })
+}
+
+/// A carrier with one `baggage` header.
+fn carrier(header: &str) -> HashMap<String, String> {
+    HashMap::from([("baggage".to_string(), header.to_string())])
+}
+
+/// The over-limit error (the one error about the header as a whole).
+fn is_over_limit(e: &BaggageError) -> bool {
+    e.member().is_empty() && e.key().is_none()
+}
+
+/// Reference encoder, stricter than needed: every byte but ASCII letters, digits and `-._~`.
+fn enc(text: &str) -> String {
+    let mut out = String::new();
+    for &b in text.as_bytes() {
+        if b.is_ascii_alphanumeric() || b"-._~".contains(&b) {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
+
+/// Reference encoder, as lax as allowed: only what is not a baggage-octet, and `%`.
+fn enc_min(text: &str) -> String {
+    let mut out = String::new();
+    for &b in text.as_bytes() {
+        if is_value_octet(b) && b != b'%' {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02x}"));
+        }
+    }
+    out
+}
+
+/// Polls `fut` on this thread until it is ready (every future here wakes itself or is ready).
+fn block_on<F: Future>(fut: F) -> F::Output {
+    let mut fut = pin!(fut);
+    let mut cx = std::task::Context::from_waker(Waker::noop());
+    loop {
+        if let Poll::Ready(v) = fut.as_mut().poll(&mut cx) {
+            return v;
+        }
+    }
+}
+
+/// Returns `Pending` once (waking itself), then `Ready`.
+async fn yield_once() {
+    let mut yielded = false;
+    std::future::poll_fn(|cx| {
+        if yielded {
+            Poll::Ready(())
+        } else {
+            yielded = true;
+            cx.waker().wake_by_ref();
+            Poll::Pending
+        }
+    })
+    .await;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Strategies.
+
+/// Characters that break naive encoders, most of them.
+const SPECIAL: &[char] = &[
+    ',', ';', '=', '%', ' ', '\t', '"', '\\', '\0', '\n', '\r', '\u{1}', '\u{7f}', '\u{80}',
+    '\u{a0}', 'é', '€', '😀', '\u{feff}', '\u{3000}', '+', '2', 'F', 'z', '&', '\'',
+];
+
+fn tricky_char() -> impl Strategy<Value = char> {
+    prop_oneof![
+        4 => prop::sample::select(SPECIAL),
+        2 => any::<char>(),
+        3 => prop::char::range(' ', '~'),
+    ]
+}
+
+fn tricky_string() -> impl Strategy<Value = String> {
+    prop::collection::vec(tricky_char(), 0..24).prop_map(String::from_iter)
+}
+
+fn values() -> impl Strategy<Value = Values> {
+    (
+        prop::option::weighted(0.8, tricky_string()),
+        prop::option::weighted(0.8, tricky_string()),
+        prop::option::weighted(0.8, any::<u64>()),
+        prop::option::weighted(0.8, any::<i32>()),
+    )
+        .prop_map(|(s, t, n, i)| Values { s, t, n, i })
+}
+
+/// A member someone else put into the header before our `inject`: slot 0..3 one of
+/// `OTHER_KEYS`, 3..7 a stale member under one of our keys, 7 an empty member.
+#[derive(Clone, Debug)]
+struct Before {
+    slot: usize,
+    value: String,
+    property: bool,
+    ows: bool,
+}
+
+fn before() -> impl Strategy<Value = Before> {
+    (0usize..8, tricky_string(), any::<bool>(), any::<bool>()).prop_map(
+        |(slot, value, property, ows)| Before {
+            slot,
+            value,
+            property,
+            ows,
+        },
+    )
+}
+
+// ---------------------------------------------------------------------------------------------
+// Part 1: inject → extract round trips.
+
+/// The header of the members in `before` (first of each slot only), and the members that must
+/// survive an injection (trimmed), with their values by other key.
+fn render_before(before: &[Before]) -> (String, Vec<String>, [Option<String>; 3]) {
+    let mut seen_slots = [false; 8];
+    let mut members = Vec::new();
+    let mut kept = Vec::new();
+    let mut others: [Option<String>; 3] = Default::default();
+    for b in before {
+        if b.slot < 7 && std::mem::replace(&mut seen_slots[b.slot], true) {
+            continue;
+        }
+        let ws = if b.ows { " \t" } else { "" };
+        let property = if b.property { ";ttl=5;flag" } else { "" };
+        let member = match b.slot {
+            0..=2 => {
+                let key = OTHER_KEYS[b.slot];
+                others[b.slot] = Some(b.value.clone());
+                let m = format!("{key}={}{property}", enc(&b.value));
+                kept.push(m.clone());
+                format!("{ws}{m}{ws}")
+            }
+            3..=6 => format!("{ws}{}=stale{property}{ws}", KNOWN[b.slot - 3]),
+            _ => ws.to_string(),
+        };
+        members.push(member);
+    }
+    (members.join(","), kept, others)
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(cases()))]
+
+    /// Any values of several locals at once, with members of others already in the header
+    /// (kept, in order, before ours) and stale members under our keys (replaced or removed).
+    #[test]
+    fn inject_then_extract_round_trips(values in values(), before in prop::collection::vec(before(), 0..6)) {
+        let (header, kept, others) = render_before(&before);
+        let mut headers = HashMap::new();
+        if !header.is_empty() {
+            headers.insert("baggage".to_string(), header.clone());
+        }
+        prop_assert_eq!(inject_values(&values, &mut headers), Ok(()));
+
+        // Layout: the other members as they were (trimmed), then ours in propagator order.
+        let written = headers.get("baggage").cloned().unwrap_or_default();
+        let members: Vec<&str> = if written.is_empty() { Vec::new() } else { written.split(',').collect() };
+        prop_assert_eq!(members.len(), kept.len() + values.keys_set().len(), "header {:?}", written);
+        prop_assert_eq!(&members[..kept.len()], &kept[..]);
+        let ours: Vec<&str> = members[kept.len()..].iter().map(|m| m.split('=').next().unwrap()).collect();
+        prop_assert_eq!(ours, values.keys_set());
+        prop_assert!(written.bytes().all(|b| (0x21..=0x7e).contains(&b) && b != b'"' && b != b'\\'),
+            "not a valid header value: {:?}", written);
+
+        // Extraction: our values exactly, the others' too, no errors.
+        let extracted = FULL.extract(&headers);
+        prop_assert!(extracted.errors().is_empty(), "{:?} from {:?}", extracted.errors(), written);
+        prop_assert_eq!(seen(&extracted), values.clone());
+        prop_assert_eq!(seen_others(&extracted), others);
+
+        // The same through `extract_headers` and our own propagator alone.
+        let direct = PROPAGATOR.extract_headers([written.as_bytes()]);
+        prop_assert!(direct.errors().is_empty());
+        prop_assert_eq!(seen(&direct), values.clone());
+
+        // And through `http::HeaderMap`, both ways.
+        #[cfg(feature = "http")]
+        {
+            let mut map = http::HeaderMap::new();
+            if !header.is_empty() {
+                map.insert("baggage", http::HeaderValue::from_str(&header).unwrap());
+            }
+            prop_assert_eq!(inject_values(&values, &mut map), Ok(()));
+            let all: Vec<_> = map.get_all("baggage").iter().collect();
+            prop_assert!(all.len() <= 1);
+            prop_assert_eq!(all.first().map(|v| v.as_bytes()).unwrap_or_default(), written.as_bytes());
+            let extracted = FULL.extract(&map);
+            prop_assert!(extracted.errors().is_empty());
+            prop_assert_eq!(seen(&extracted), values.clone());
+            prop_assert_eq!(seen_others(&extracted), seen_others(&FULL.extract_headers([written.as_bytes()])));
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Part 2: hostile headers against a reference parser.
+
+/// A baggage-octet (W3C): printable ASCII but space, `"`, `,`, `;` and `\`.
+fn is_value_octet(b: u8) -> bool {
+    (0x21..=0x7e).contains(&b) && !b"\",;\\".contains(&b)
+}
+
+/// An RFC 9110 `tchar`.
+fn is_tchar(b: u8) -> bool {
+    b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b)
+}
+
+fn trim_ows_ref(s: &[u8]) -> &[u8] {
+    let start = s
+        .iter()
+        .position(|b| !matches!(b, b' ' | b'\t'))
+        .unwrap_or(s.len());
+    let end = s
+        .iter()
+        .rposition(|b| !matches!(b, b' ' | b'\t'))
+        .map_or(start, |e| e + 1);
+    &s[start..end]
+}
+
+/// What the W3C grammar makes of one list member (`;` properties tolerated, whatever they are).
+#[derive(Debug, PartialEq)]
+enum Verdict<'a> {
+    Empty,
+    Malformed,
+    Member { key: &'a [u8], value: String },
+}
+
+fn reference_member(raw: &[u8]) -> Verdict<'_> {
+    let member = trim_ows_ref(raw);
+    if member.is_empty() {
+        return Verdict::Empty;
+    }
+    let pair = member.split(|&b| b == b';').next().unwrap_or_default();
+    let Some(eq) = pair.iter().position(|&b| b == b'=') else {
+        return Verdict::Malformed;
+    };
+    let key = trim_ows_ref(&pair[..eq]);
+    let encoded = trim_ows_ref(&pair[eq + 1..]);
+    if key.is_empty() || !key.iter().all(|&b| is_tchar(b)) {
+        return Verdict::Malformed;
+    }
+    if !encoded.iter().all(|&b| is_value_octet(b)) {
+        return Verdict::Malformed;
+    }
+    let mut bytes = Vec::new();
+    let mut rest = encoded;
+    while let Some((&b, tail)) = rest.split_first() {
+        if b == b'%' {
+            match tail {
+                [h, l, more @ ..] if h.is_ascii_hexdigit() && l.is_ascii_hexdigit() => {
+                    let hex = [*h, *l];
+                    let hex = std::str::from_utf8(&hex).unwrap();
+                    bytes.push(u8::from_str_radix(hex, 16).unwrap());
+                    rest = more;
+                }
+                _ => return Verdict::Malformed,
+            }
+        } else {
+            bytes.push(b);
+            rest = tail;
+        }
+    }
+    match String::from_utf8(bytes) {
+        Ok(value) => Verdict::Member { key, value },
+        Err(_) => Verdict::Malformed,
+    }
+}
+
+/// What a known local makes of a decoded value (numbers as they print), or `None` if its
+/// `FromStr` fails.
+fn typed(key: usize, text: &str) -> Option<String> {
+    match key {
+        0 | 1 => Some(text.to_string()),
+        2 => text.parse::<u64>().ok().map(|n| n.to_string()),
+        _ => text.parse::<i32>().ok().map(|n| n.to_string()),
+    }
+}
+
+/// Where a member lies with respect to the limits, from the header alone.
+#[derive(Clone, Copy, Debug, PartialEq)]
+enum Zone {
+    /// Among the first 64 members and within the first 8192 bytes: must be read.
+    In,
+    /// Among the first 64 members, ending past byte 8192: may be dropped (how bytes are
+    /// counted around empty members and whitespace is the implementation's).
+    Grey,
+    /// The 65th member or later: must not be read.
+    Out,
+}
+
+/// The start of a header, for messages.
+fn short(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).chars().take(300).collect()
+}
+
+/// Extracts `headers` every way there is and checks the result against the reference parser.
+fn check_hostile(headers: &[Vec<u8>]) -> Result<(), TestCaseError> {
+    let slices: Vec<&[u8]> = headers.iter().map(Vec::as_slice).collect();
+    let extracted = PROPAGATOR.extract_headers(slices.iter().copied());
+    let got = seen(&extracted).texts();
+    let errors = extracted.errors();
+
+    // The reference: header values are lists joined by `,`.
+    let joined = headers.join(&b','); // what the header values say together
+    let mut end = 0usize;
+    let mut nonempty = 0usize;
+    // Per known key: values read for sure, values maybe read (in order).
+    let mut sure: [Vec<String>; 4] = Default::default();
+    let mut grey: [Vec<String>; 4] = Default::default();
+    let (mut malformed, mut malformed_grey, mut any_out, mut any_grey) = (0, 0, false, false);
+    let mut parse_fail = [0usize; 4];
+    let mut parse_fail_grey = [0usize; 4];
+    for (n, raw) in joined.split(|&b| b == b',').enumerate() {
+        end += raw.len() + usize::from(n > 0);
+        let verdict = reference_member(raw);
+        if verdict == Verdict::Empty {
+            continue;
+        }
+        let zone = if nonempty >= MAX_MEMBERS {
+            Zone::Out
+        } else if end <= MAX_BYTES {
+            Zone::In
+        } else {
+            Zone::Grey
+        };
+        nonempty += 1;
+        any_out |= zone == Zone::Out;
+        any_grey |= zone == Zone::Grey;
+        if zone == Zone::Out {
+            continue;
+        }
+        match verdict {
+            Verdict::Empty => unreachable!(),
+            Verdict::Malformed if zone == Zone::In => malformed += 1,
+            Verdict::Malformed => malformed_grey += 1,
+            Verdict::Member { key, value } => {
+                let Some(k) = KNOWN.iter().position(|known| known.as_bytes() == key) else {
+                    continue; // unknown keys are ignored
+                };
+                match (typed(k, &value), zone) {
+                    (Some(v), Zone::In) => sure[k].push(v),
+                    (Some(v), _) => grey[k].push(v),
+                    (None, Zone::In) => parse_fail[k] += 1,
+                    (None, _) => parse_fail_grey[k] += 1,
+                }
+            }
+        }
+    }
+
+    // Values: what is read is a prefix of the members, containing every `In` one; of
+    // duplicates the last one read wins.
+    for k in 0..4 {
+        let last_sure = sure[k].last().cloned();
+        if grey[k].is_empty() {
+            prop_assert_eq!(
+                &got[k],
+                &last_sure,
+                "key {} of {:?}",
+                KNOWN[k],
+                short(&joined)
+            );
+        } else {
+            prop_assert!(
+                got[k] == last_sure || got[k].as_ref().is_some_and(|g| grey[k].contains(g)),
+                "key {}: {:?} is none of the values maybe read, in {:?}",
+                KNOWN[k],
+                got[k].as_deref().map(|g| short(g.as_bytes())),
+                short(&joined)
+            );
+        }
+    }
+
+    // Errors: one per malformed member read, one per value that does not parse (by key), and
+    // one for the whole header when members were dropped.
+    let over = errors.iter().filter(|e| is_over_limit(e)).count();
+    let by_key = |k: usize| errors.iter().filter(|e| e.key() == Some(KNOWN[k])).count();
+    let others = errors
+        .iter()
+        .filter(|e| !is_over_limit(e) && e.key().is_none())
+        .count();
+    prop_assert!(over <= 1);
+    if any_out {
+        prop_assert_eq!(over, 1, "members past the 64th dropped silently");
+    }
+    if !any_out && !any_grey {
+        prop_assert_eq!(over, 0);
+    }
+    prop_assert!(
+        (malformed..=malformed + malformed_grey).contains(&others),
+        "{} malformed errors, expected {}..={}: {:?}",
+        others,
+        malformed,
+        malformed + malformed_grey,
+        errors
+    );
+    for k in 0..4 {
+        let n = by_key(k);
+        prop_assert!(
+            (parse_fail[k]..=parse_fail[k] + parse_fail_grey[k]).contains(&n),
+            "{} parse errors for {}, expected {}..={}",
+            n,
+            KNOWN[k],
+            parse_fail[k],
+            parse_fail[k] + parse_fail_grey[k]
+        );
+    }
+    prop_assert_eq!(
+        errors.len(),
+        over + others + (0..4).map(by_key).sum::<usize>()
+    );
+    for e in errors {
+        prop_assert!(!e.to_string().is_empty());
+        prop_assert!(
+            e.member().chars().count() <= 64 + 3,
+            "member shown too long: {:?}",
+            e.member()
+        );
+    }
+
+    // The same through the carriers.
+    if let [one] = headers {
+        if let Ok(text) = std::str::from_utf8(one) {
+            let map = HashMap::from([("Baggage".to_string(), text.to_string())]);
+            let other = PROPAGATOR.extract(&map);
+            prop_assert_eq!(other.errors(), errors);
+            prop_assert_eq!(seen(&other), seen(&extracted));
+        }
+    }
+    #[cfg(feature = "http")]
+    {
+        let values: Result<Vec<_>, _> = headers
+            .iter()
+            .map(|h| http::HeaderValue::from_bytes(h))
+            .collect();
+        if let Ok(values) = values {
+            let mut map = http::HeaderMap::new();
+            map.insert("content-type", http::HeaderValue::from_static("text/plain"));
+            for v in values {
+                map.append("baggage", v);
+            }
+            let other = PROPAGATOR.extract(&map);
+            prop_assert_eq!(other.errors(), errors);
+            prop_assert_eq!(seen(&other), seen(&extracted));
+        }
+    }
+    Ok(())
+}
+
+/// Text that a `u64` or `i32` local may or may not parse.
+fn number_text() -> impl Strategy<Value = String> {
+    prop_oneof![
+        any::<u64>().prop_map(|n| n.to_string()),
+        any::<i32>().prop_map(|n| n.to_string()),
+        prop::sample::select(
+            &[
+                "",
+                "-1",
+                "+7",
+                " 7",
+                "07",
+                "1e3",
+                "abc",
+                "0x10",
+                "18446744073709551616",
+                "-2147483649",
+                "2147483647",
+                "٣",
+                "1_000",
+            ][..]
+        )
+        .prop_map(str::to_string),
+    ]
+}
+
+/// Malformed members, and well-formed ones that look odd.
+const JUNK: &[&[u8]] = &[
+    b"novalue",
+    b"=v",
+    b" = ",
+    b"k(=1",
+    b"k y=1",
+    b"s=%zz",
+    b"s=%4",
+    b"s=%",
+    b"s=%FF",
+    b"s=%C3",
+    b"s=%e9",
+    b"s=a b",
+    b"s=\"q\"",
+    b"s=\\",
+    b"s=\xff",
+    b"\xff=1",
+    b"s\xc3\xa9=1",
+    b"n=%2B7",
+    b"n=-%31",
+    b"i=%00",
+    b";s=1",
+    b"s;=1",
+    b"s==",
+    b"n==1",
+];
+
+/// One list member, well-formed or not.
+fn hostile_member() -> impl Strategy<Value = Vec<u8>> {
+    let known = (
+        0usize..4,
+        prop_oneof![tricky_string(), number_text()],
+        any::<bool>(),
+        prop::sample::select(&["", " ", "\t", " \t "][..]),
+        prop::sample::select(&["", ";p", ";ttl=5", " ; a=%zz;b", ";\u{ff}", ";=;,"][..]),
+    )
+        .prop_map(|(k, text, lax, ws, property)| {
+            let value = if lax { enc_min(&text) } else { enc(&text) };
+            let property = property.split(',').next().unwrap_or_default();
+            format!("{ws}{}{ws}={ws}{value}{ws}{property}", KNOWN[k]).into_bytes()
+        });
+    let unknown = ("[a-zA-Z0-9!#$%&'*+.^_`|~-]{1,12}", tricky_string())
+        .prop_map(|(key, text)| format!("{key}={}", enc_min(&text)).into_bytes());
+    prop_oneof![
+        6 => known,
+        2 => unknown,
+        1 => Just(Vec::new()),
+        1 => Just(b" \t ".to_vec()),
+        2 => prop::sample::select(JUNK).prop_map(<[u8]>::to_vec),
+        1 => prop::collection::vec(any::<u8>(), 0..16),
+        1 => (1usize..3000).prop_map(|n| {
+            let mut m = vec![b'k'; n];
+            m.extend_from_slice(b"=v");
+            m
+        }),
+        1 => (0usize..9000).prop_map(|n| {
+            let mut m = b"s=".to_vec();
+            m.resize(n + 2, b'x');
+            m
+        }),
+    ]
+}
+
+/// Headers of a few members, or of about 64.
+fn member_list() -> impl Strategy<Value = Vec<Vec<u8>>> {
+    prop_oneof![
+        3 => prop::collection::vec(hostile_member(), 0..12),
+        1 => prop::collection::vec(hostile_member(), 55..75),
+    ]
+}
+
+#[derive(Clone, Debug)]
+enum Mutation {
+    Insert(Index, u8),
+    Delete(Index),
+    Replace(Index, u8),
+    Splice(Index, &'static [u8]),
+    Truncate(Index),
+}
+
+/// Pieces of members, for random headers.
+const TOKENS: &[&[u8]] = &[
+    b"s=", b"n=", b"i=", b",s=", b",n=", b",i=", b",", b";", b"%", b"%41", b"%C3%A9", b"%e2%82",
+    b" ", b"\t", b"7", b"-1", b"x", b"\xff",
+];
+
+const SPLICES: &[&[u8]] = &[
+    b",",
+    b";",
+    b"=",
+    b"%",
+    b"%G",
+    b"%4",
+    b"%e9",
+    b"%C3",
+    b"%FF",
+    b" ",
+    b"\t",
+    b",,",
+    b"s=",
+    b"n=",
+    b"\xff",
+    b"\xc3\xa9",
+    b"s=%",
+    b";p=%%",
+    b"\x00",
+    b"\r\n",
+    b"\x7f",
+];
+
+fn mutation_byte() -> impl Strategy<Value = u8> {
+    prop_oneof![
+        any::<u8>(),
+        prop::sample::select(&b",;=% \t\"\\\xff\x80\xc3"[..]),
+        0x21u8..0x7f,
+    ]
+}
+
+fn mutation() -> impl Strategy<Value = Mutation> {
+    prop_oneof![
+        (any::<Index>(), mutation_byte()).prop_map(|(i, b)| Mutation::Insert(i, b)),
+        any::<Index>().prop_map(Mutation::Delete),
+        (any::<Index>(), mutation_byte()).prop_map(|(i, b)| Mutation::Replace(i, b)),
+        (any::<Index>(), prop::sample::select(SPLICES)).prop_map(|(i, s)| Mutation::Splice(i, s)),
+        any::<Index>().prop_map(Mutation::Truncate),
+    ]
+}
+
+fn mutate(bytes: &mut Vec<u8>, m: &Mutation) {
+    let len = bytes.len();
+    match m {
+        Mutation::Insert(i, b) => bytes.insert(i.index(len + 1), *b),
+        Mutation::Splice(i, s) => {
+            let at = i.index(len + 1);
+            bytes.splice(at..at, s.iter().copied());
+        }
+        Mutation::Delete(i) if len > 0 => {
+            bytes.remove(i.index(len));
+        }
+        Mutation::Replace(i, b) if len > 0 => bytes[i.index(len)] = *b,
+        Mutation::Truncate(i) if len > 0 => bytes.truncate(i.index(len)),
+        _ => {}
+    }
+}
+
+/// Cuts `bytes` into header values at `cuts`.
+fn split_at(bytes: &[u8], cuts: &[Index]) -> Vec<Vec<u8>> {
+    let mut at: Vec<usize> = cuts.iter().map(|c| c.index(bytes.len() + 1)).collect();
+    at.sort_unstable();
+    let mut values = Vec::new();
+    let mut start = 0;
+    for a in at {
+        values.push(bytes[start..a].to_vec());
+        start = a;
+    }
+    values.push(bytes[start..].to_vec());
+    values
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(cases()))]
+
+    /// Arbitrary bytes (biased towards the baggage alphabet and its tokens), cut into header
+    /// values.
+    #[test]
+    fn random_bytes_never_panic_and_match_the_reference(
+        bytes in prop::collection::vec(prop_oneof![
+            2 => any::<u8>().prop_map(|b| vec![b]),
+            2 => prop::sample::select(&b",;=% \tsnik0123456789aAfF\xff"[..]).prop_map(|b| vec![b]),
+            1 => prop::sample::select(TOKENS).prop_map(<[u8]>::to_vec),
+        ], 0..200).prop_map(|chunks| chunks.concat()),
+        cuts in prop::collection::vec(any::<Index>(), 0..3),
+    ) {
+        check_hostile(&split_at(&bytes, &cuts))?;
+    }
+
+    /// Well-formed and malformed members, then byte-level mutations, cut into header values.
+    #[test]
+    fn mutated_headers_never_panic_and_match_the_reference(
+        members in member_list(),
+        separator in prop::sample::select(&[",", ", ", " ,\t"][..]),
+        mutations in prop::collection::vec(mutation(), 0..4),
+        cuts in prop::collection::vec(any::<Index>(), 0..3),
+    ) {
+        let mut bytes = members.join(separator.as_bytes());
+        for m in &mutations {
+            mutate(&mut bytes, m);
+        }
+        check_hostile(&split_at(&bytes, &cuts))?;
+    }
+}
+
+#[test]
+fn reference_parser_agrees_with_the_examples_of_the_docs() {
+    // Sanity of the reference itself, on the cases the design names.
+    assert_eq!(
+        reference_member(b" k = v;p=1 "),
+        Verdict::Member {
+            key: b"k",
+            value: "v".into()
+        }
+    );
+    assert_eq!(reference_member(b"k=%zz"), Verdict::Malformed);
+    assert_eq!(reference_member(b"novalue"), Verdict::Malformed);
+    assert_eq!(reference_member(b"=oops"), Verdict::Malformed);
+    assert_eq!(reference_member(b" \t"), Verdict::Empty);
+    assert_eq!(
+        reference_member(b"k=a%2Cb%25"),
+        Verdict::Member {
+            key: b"k",
+            value: "a,b%".into()
+        }
+    );
+}
+
+#[test]
+fn a_value_that_does_not_parse_is_reported_by_key_and_the_others_apply() {
+    let extracted = PROPAGATOR.extract(&carrier("n=many, s=ok;p, i=-3, unknown=1, x"));
+    let errors = extracted.errors();
+    assert_eq!(errors.len(), 2, "{errors:?}");
+    assert_eq!(errors[1].key(), Some("n"));
+    assert!(errors[1].to_string().contains("`N`"), "{}", errors[1]);
+    assert_eq!(errors[0].key(), None);
+    assert_eq!(errors[0].member(), "x");
+    assert_eq!(
+        seen(&extracted),
+        Values {
+            s: Some("ok".into()),
+            t: None,
+            n: None,
+            i: Some(-3),
+        }
+    );
+}
+
+#[test]
+fn every_kind_of_malformed_member_is_reported_and_never_applied() {
+    for (header, problem) in [
+        ("s", "no `=`"),
+        ("=x", "key"),
+        ("s t=1", "key"),
+        ("s=a b", "0x20"),
+        ("s=\"q\"", "0x22"),
+        ("s=%zz", "hex"),
+        ("s=%4", "hex"),
+        ("s=%", "hex"),
+        ("s=%FF", "UTF-8"),
+        ("s=%C3%28", "UTF-8"),
+    ] {
+        let extracted = PROPAGATOR.extract_headers([header.as_bytes(), b"n=1".as_slice()]);
+        assert_eq!(extracted.errors().len(), 1, "{header}");
+        let e = &extracted.errors()[0];
+        assert!(e.to_string().contains(problem), "{header}: {e}");
+        assert_eq!(e.member(), header);
+        assert_eq!(e.key(), None);
+        assert_eq!(
+            seen(&extracted),
+            Values {
+                n: Some(1),
+                ..Values::default()
+            },
+            "{header}"
+        );
+    }
+    // Raw non-UTF-8 bytes: in a value, in a key; in a property (tolerated).
+    let extracted = PROPAGATOR.extract_headers([b"s=\xc3\xa9,\xff=1,i=1;\xff".as_slice()]);
+    assert_eq!(extracted.errors().len(), 2);
+    assert_eq!(extracted.errors()[0].member(), "s=\u{e9}");
+    assert_eq!(extracted.errors()[1].member(), "\u{fffd}=1");
+    assert_eq!(seen(&extracted).i, Some(1));
+    // A long member is shown cut.
+    let long = format!("{}=%", "k".repeat(200));
+    let extracted = PROPAGATOR.extract_headers([long.as_bytes()]);
+    assert_eq!(
+        extracted.errors()[0].member(),
+        format!("{}...", "k".repeat(64))
+    );
+}
+
+// ---------------------------------------------------------------------------------------------
+// Part 3: the W3C limits.
+
+/// `n` members: `s=first`, fillers of unknown keys, and at the positions given (1-based) the
+/// members given.
+fn members(n: usize, at: &[(usize, &str)]) -> Vec<String> {
+    (1..=n)
+        .map(|p| match at.iter().find(|(q, _)| *q == p) {
+            Some((_, m)) => (*m).to_string(),
+            None => format!("filler{p}=1"),
+        })
+        .collect()
+}
+
+#[test]
+fn exactly_64_members_are_read() {
+    let header = members(64, &[(1, "s=first"), (64, "n=64")]).join(",");
+    let extracted = PROPAGATOR.extract(&carrier(&header));
+    assert!(extracted.errors().is_empty(), "{:?}", extracted.errors());
+    let v = seen(&extracted);
+    assert_eq!((v.s.as_deref(), v.n), (Some("first"), Some(64)));
+
+    // Empty members and whitespace do not count.
+    let header = members(64, &[(1, "s=first"), (64, "n=64")]).join(", ,\t,");
+    let extracted = PROPAGATOR.extract(&carrier(&format!(",{header},")));
+    assert!(extracted.errors().is_empty(), "{:?}", extracted.errors());
+    assert_eq!(seen(&extracted).n, Some(64));
+}
+
+#[test]
+fn the_65th_member_is_reported_over_the_limit_and_the_first_64_apply() {
+    let header = members(65, &[(1, "s=first"), (64, "n=64"), (65, "i=65")]).join(",");
+    let extracted = PROPAGATOR.extract(&carrier(&header));
+    let errors = extracted.errors();
+    assert_eq!(errors.len(), 1, "{errors:?}");
+    assert!(is_over_limit(&errors[0]));
+    assert!(
+        errors[0].to_string().contains("1 members dropped"),
+        "{}",
+        errors[0]
+    );
+    let v = seen(&extracted);
+    assert_eq!((v.s.as_deref(), v.n, v.i), (Some("first"), Some(64), None));
+
+    // Malformed members count too; and many more members are one error.
+    let header = members(200, &[(63, "broken"), (64, "n=64"), (65, "i=65")]).join(",");
+    let extracted = PROPAGATOR.extract(&carrier(&header));
+    assert_eq!(extracted.errors().len(), 2);
+    assert_eq!(extracted.errors()[0].member(), "broken");
+    assert!(extracted.errors()[1]
+        .to_string()
+        .contains("136 members dropped"));
+    assert_eq!((seen(&extracted).n, seen(&extracted).i), (Some(64), None));
+
+    // Across header values.
+    let first = members(60, &[]).join(",");
+    let second = members(5, &[(4, "n=64"), (5, "i=65")]).join(",");
+    let extracted = PROPAGATOR.extract_headers([first.as_bytes(), second.as_bytes()]);
+    assert_eq!(extracted.errors().len(), 1);
+    assert_eq!((seen(&extracted).n, seen(&extracted).i), (Some(64), None));
+}
+
+#[test]
+fn the_8192_byte_boundary() {
+    // One member, exactly at the limit, then one byte over.
+    let at = format!("s={}", "x".repeat(MAX_BYTES - 2));
+    assert_eq!(at.len(), 8192);
+    let extracted = PROPAGATOR.extract(&carrier(&at));
+    assert!(extracted.errors().is_empty());
+    assert_eq!(seen(&extracted).s.map(|s| s.len()), Some(8190));
+
+    let over = format!("{at}x");
+    let extracted = PROPAGATOR.extract(&carrier(&over));
+    assert_eq!(extracted.errors().len(), 1);
+    assert!(is_over_limit(&extracted.errors()[0]));
+    assert_eq!(seen(&extracted), Values::default());
+
+    // Two members (with whitespace, which counts), the second crossing the limit.
+    let head = "n=7, ";
+    let at = format!("{head}s={}", "x".repeat(MAX_BYTES - head.len() - 2));
+    assert_eq!(at.len(), 8192);
+    let extracted = PROPAGATOR.extract(&carrier(&at));
+    assert!(extracted.errors().is_empty());
+    assert_eq!(seen(&extracted).s.map(|s| s.len()), Some(8185));
+    let extracted = PROPAGATOR.extract(&carrier(&format!("{at}x")));
+    assert_eq!(extracted.errors().len(), 1);
+    assert!(is_over_limit(&extracted.errors()[0]));
+    assert_eq!(seen(&extracted).n, Some(7));
+    assert_eq!(seen(&extracted).s, None);
+
+    // Across two header values (joined by one `,`).
+    let tail = format!("s={}", "x".repeat(MAX_BYTES - 3 - 1 - 2));
+    let extracted = PROPAGATOR.extract_headers([b"n=7".as_slice(), tail.as_bytes()]);
+    assert!(extracted.errors().is_empty());
+    assert!(seen(&extracted).s.is_some());
+    let tail = format!("{tail}x");
+    let extracted = PROPAGATOR.extract_headers([b"n=7".as_slice(), tail.as_bytes()]);
+    assert_eq!(extracted.errors().len(), 1);
+    assert_eq!(seen(&extracted).s, None);
+    assert_eq!(seen(&extracted).n, Some(7));
+
+    // A huge header is one error, not one per member.
+    let huge = "a=1,".repeat(100_000);
+    let extracted = PROPAGATOR.extract(&carrier(&huge));
+    assert_eq!(extracted.errors().len(), 1);
+}
+
+#[test]
+fn inject_over_the_limits_writes_what_fits_and_says_how_much_did_not() {
+    let over_limit = |r: Result<(), BaggageError>| {
+        let e = r.expect_err("over the limits");
+        assert!(is_over_limit(&e), "{e:?}");
+        e.to_string()
+    };
+
+    // Exactly at the byte limit, encoded: `%` is three bytes.
+    let mut headers = HashMap::new();
+    let at = Values {
+        s: Some("%".repeat((MAX_BYTES - 2) / 3)),
+        ..Values::default()
+    };
+    assert_eq!((MAX_BYTES - 2) % 3, 0);
+    assert_eq!(inject_values(&at, &mut headers), Ok(()));
+    assert_eq!(headers["baggage"].len(), MAX_BYTES);
+    assert_eq!(seen(&PROPAGATOR.extract(&headers)), at);
+
+    // One byte over: nothing fits.
+    let mut headers = HashMap::new();
+    let over = Values {
+        s: Some(format!("x{}", at.s.as_deref().unwrap())),
+        ..Values::default()
+    };
+    let message = over_limit(inject_values(&over, &mut headers));
+    assert!(message.contains("1 members dropped"), "{message}");
+    assert_eq!(headers.get("baggage"), None);
+
+    // The first fits, the second does not; a later small one still does.
+    let mut headers = HashMap::new();
+    let values = Values {
+        s: Some("x".repeat(8000)),
+        t: Some("y".repeat(200)),
+        n: Some(7),
+        i: None,
+    };
+    let message = over_limit(inject_values(&values, &mut headers));
+    assert!(message.contains("1 members dropped"), "{message}");
+    assert!(headers["baggage"].len() <= MAX_BYTES);
+    let extracted = PROPAGATOR.extract(&headers);
+    assert!(extracted.errors().is_empty());
+    assert_eq!(
+        seen(&extracted),
+        Values {
+            t: None,
+            ..values.clone()
+        }
+    );
+
+    // 64 members already there: ours do not fit; 63: one does.
+    let mut headers = carrier(&members(64, &[(1, "a=1")]).join(","));
+    let message = over_limit(inject_values(&values, &mut headers));
+    assert!(message.contains("3 members dropped"), "{message}");
+    assert_eq!(headers["baggage"].split(',').count(), 64);
+    let mut headers = carrier(&members(63, &[]).join(","));
+    let message = over_limit(inject_values(&values, &mut headers));
+    // `s` is too long by now, `t` fits, `n` is the 65th.
+    assert!(message.contains("2 members dropped"), "{message}");
+    assert_eq!(headers["baggage"].split(',').count(), 64);
+    assert_eq!(
+        seen(&PROPAGATOR.extract(&headers)),
+        Values {
+            t: values.t,
+            ..Values::default()
+        }
+    );
+}
+
+/// A member under a carried key that is already in the header is the local's: replaced by its
+/// value, or removed when the local is unbound (or its value does not fit).
+#[test]
+fn inject_replaces_or_removes_a_stale_member_under_a_carried_key() {
+    let mut headers = carrier("s=stale,other=1,n=0");
+    let values = Values {
+        n: Some(1),
+        ..Values::default()
+    };
+    assert_eq!(inject_values(&values, &mut headers), Ok(()));
+    assert_eq!(headers["baggage"], "other=1,n=1");
+
+    let mut headers = carrier("other=1,s=stale");
+    assert_eq!(inject_values(&Values::default(), &mut headers), Ok(()));
+    assert_eq!(headers["baggage"], "other=1");
+
+    // Header names are case-insensitive: one header after, named in lower case.
+    let mut headers = HashMap::from([("Baggage".to_string(), " s = stale ,other=1".to_string())]);
+    assert_eq!(inject_values(&values, &mut headers), Ok(()));
+    assert_eq!(
+        headers,
+        HashMap::from([("baggage".to_string(), "other=1,n=1".to_string())])
+    );
+}
+
+/// The same when the stale member is all the header has: nothing is left to write, and the
+/// old header must not stay behind (the receiver would see the stale value as current).
+#[test]
+fn inject_removes_a_stale_member_when_nothing_else_is_left_unbound() {
+    let mut headers = carrier("s=stale");
+    assert_eq!(inject_values(&Values::default(), &mut headers), Ok(()));
+    let extracted = PROPAGATOR.extract(&headers);
+    assert_eq!(
+        seen(&extracted).s,
+        None,
+        "the receiver sees the stale value: header {:?}",
+        headers.get("baggage")
+    );
+}
+
+/// As above, when the local's value does not fit.
+#[test]
+fn inject_removes_a_stale_member_when_nothing_else_is_left_too_long() {
+    let mut headers = carrier("s=stale");
+    let huge = Values {
+        s: Some("x".repeat(MAX_BYTES)),
+        ..Values::default()
+    };
+    assert!(inject_values(&huge, &mut headers).is_err());
+    let extracted = PROPAGATOR.extract(&headers);
+    assert_eq!(
+        seen(&extracted).s,
+        None,
+        "the receiver sees the stale value: header {:?}",
+        headers.get("baggage")
+    );
+}
+
+// ---------------------------------------------------------------------------------------------
+// Part 4: `http::HeaderMap`.
+
+#[cfg(feature = "http")]
+mod header_map {
+    use super::*;
+    use http::{HeaderMap, HeaderValue};
+
+    fn map(values: &[&[u8]]) -> HeaderMap {
+        let mut map = HeaderMap::new();
+        map.insert("traceparent", HeaderValue::from_static("unrelated"));
+        for v in values {
+            map.append("baggage", HeaderValue::from_bytes(v).unwrap());
+        }
+        map
+    }
+
+    #[test]
+    fn several_baggage_values_are_read_in_order() {
+        let extracted = PROPAGATOR.extract(&map(&[b"s=a,n=1", b"i=-3", b"s=b"]));
+        assert!(extracted.errors().is_empty());
+        assert_eq!(
+            seen(&extracted),
+            Values {
+                s: Some("b".into()), // the later one
+                t: None,
+                n: Some(1),
+                i: Some(-3),
+            }
+        );
+
+        // The limits apply to all values together, in order.
+        let first = members(62, &[(1, "s=first")]).join(",");
+        let extracted = PROPAGATOR.extract(&map(&[first.as_bytes(), b"i=63", b"n=64,s=65"]));
+        assert_eq!(extracted.errors().len(), 1);
+        let v = seen(&extracted);
+        assert_eq!(
+            (v.s.as_deref(), v.i, v.n),
+            (Some("first"), Some(63), Some(64))
+        );
+
+        // Same as `extract_headers` on the values.
+        let values: [&[u8]; 3] = [b"s=%20x", b"bad", b"n=5"];
+        let a = PROPAGATOR.extract(&map(&values));
+        let b = PROPAGATOR.extract_headers(values);
+        assert_eq!(a.errors(), b.errors());
+        assert_eq!(seen(&a), seen(&b));
+    }
+
+    #[test]
+    fn non_utf8_header_values() {
+        let extracted = PROPAGATOR.extract(&map(&[b"s=\xc3\xa9,n=5", b"\xff\xfe", b"i=1"]));
+        assert_eq!(extracted.errors().len(), 2, "{:?}", extracted.errors());
+        let v = seen(&extracted);
+        assert_eq!((v.s, v.n, v.i), (None, Some(5), Some(1)));
+
+        // Percent-encoded UTF-8 is how it is sent.
+        let extracted = PROPAGATOR.extract(&map(&[b"s=%C3%A9"]));
+        assert_eq!(seen(&extracted).s.as_deref(), Some("é"));
+    }
+
+    #[test]
+    fn inject_then_extract() {
+        let values = Values {
+            s: Some("a, b; c=d % é\t😀".into()),
+            t: Some(String::new()),
+            n: Some(u64::MAX),
+            i: Some(i32::MIN),
+        };
+        let mut map = HeaderMap::new();
+        map.insert("baggage", HeaderValue::from_static("other=1;p"));
+        assert_eq!(inject_values(&values, &mut map), Ok(()));
+        assert_eq!(map.get_all("baggage").iter().count(), 1);
+        assert!(map["baggage"].to_str().unwrap().starts_with("other=1;p,s="));
+        let extracted = PROPAGATOR.extract(&map);
+        assert!(extracted.errors().is_empty());
+        assert_eq!(seen(&extracted), values);
+    }
+
+    /// Another party's members survive our injection, whichever of several `baggage` values
+    /// they came in (DESIGN: "Members of an existing header with other keys are kept").
+    #[test]
+    fn inject_keeps_the_members_of_every_existing_baggage_value() {
+        let mut map = map(&[b"o1=a", b"o2=b,s=stale"]);
+        let values = Values {
+            n: Some(1),
+            ..Values::default()
+        };
+        assert_eq!(inject_values(&values, &mut map), Ok(()));
+        let all: Vec<&str> = map
+            .get_all("baggage")
+            .iter()
+            .map(|v| v.to_str().unwrap())
+            .collect();
+        let joined = all.join(",");
+        assert!(
+            joined.contains("o1=a") && joined.contains("o2=b"),
+            "members of other parties lost: {all:?}"
+        );
+        assert!(!joined.contains("stale"), "{all:?}");
+    }
+
+    /// An existing header with a byte `to_str` rejects still has other parties' members.
+    #[test]
+    fn inject_keeps_valid_members_of_a_non_utf8_existing_value() {
+        let mut map = map(&[b"o1=a,junk=\xff"]);
+        let values = Values {
+            n: Some(1),
+            ..Values::default()
+        };
+        assert_eq!(inject_values(&values, &mut map), Ok(()));
+        let all: Vec<String> = map
+            .get_all("baggage")
+            .iter()
+            .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned())
+            .collect();
+        assert!(
+            all.iter().any(|v| v.contains("o1=a")),
+            "member of another party lost: {all:?}"
+        );
+        assert_eq!(seen(&PROPAGATOR.extract(&map)).n, Some(1));
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Part 5: OpenTelemetry.
+
+#[cfg(feature = "opentelemetry")]
+mod otel {
+    use super::*;
+    use opentelemetry::baggage::{BaggageExt, KeyValueMetadata};
+    use opentelemetry::propagation::{TextMapCompositePropagator, TextMapPropagator};
+    use opentelemetry::trace::{
+        SpanContext, SpanId, TraceContextExt, TraceFlags, TraceId, TraceState,
+    };
+    use opentelemetry::Context as Cx;
+    use opentelemetry_sdk::propagation::{BaggagePropagator, TraceContextPropagator};
+
+    /// What `opentelemetry_sdk`'s `BaggagePropagator` reads from `headers`, by key.
+    fn otel_reads(headers: &HashMap<String, String>) -> HashMap<String, (String, String)> {
+        let cx = BaggagePropagator::new().extract(headers);
+        cx.baggage()
+            .iter()
+            .map(|(k, (v, m))| {
+                (
+                    k.as_str().to_string(),
+                    (v.as_str().to_string(), m.as_str().to_string()),
+                )
+            })
+            .collect()
+    }
+
+    /// What a correct reader sees for `values`, as OpenTelemetry keeps text: trimmed
+    /// (`BaggagePropagator` trims values on both sides; nothing we can do about that).
+    fn as_otel_sees(values: &Values) -> HashMap<String, String> {
+        KNOWN
+            .iter()
+            .zip(values.texts())
+            .filter_map(|(k, v)| Some((k.to_string(), v?.trim().to_string())))
+            .collect()
+    }
+
+    fn values_only(read: HashMap<String, (String, String)>) -> HashMap<String, String> {
+        read.into_iter().map(|(k, (v, _))| (k, v)).collect()
+    }
+
+    /// A string OpenTelemetry's injector writes as a valid header: it leaves `%` and `\`
+    /// unencoded (see `otel_injects_percent_and_backslash_unencoded`).
+    fn otel_safe_string() -> impl Strategy<Value = String> {
+        tricky_string().prop_map(|s| s.replace(['%', '\\'], "_"))
+    }
+
+    fn span_context() -> SpanContext {
+        SpanContext::new(
+            TraceId::from_hex("4bf92f3577b34da6a3ce929d0e0e4736").unwrap(),
+            SpanId::from_hex("00f067aa0ba902b7").unwrap(),
+            TraceFlags::SAMPLED,
+            true,
+            TraceState::default(),
+        )
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(cases()))]
+
+        /// (a) What we inject, `BaggagePropagator` extracts: our keys, the values decoded.
+        #[test]
+        fn otel_sdk_extracts_what_we_inject(values in values()) {
+            let mut headers = HashMap::new();
+            prop_assert_eq!(inject_values(&values, &mut headers), Ok(()));
+            prop_assert_eq!(values_only(otel_reads(&headers)), as_otel_sees(&values), "header {:?}", headers.get("baggage"));
+
+            // The same through our `TextMapPropagator::inject_context`.
+            let mut headers = HashMap::new();
+            Context::new().run(|| {
+                values.bind();
+                PROPAGATOR.inject_context(&Cx::new(), &mut headers);
+            });
+            prop_assert_eq!(values_only(otel_reads(&headers)), as_otel_sees(&values), "header {:?}", headers.get("baggage"));
+        }
+
+        /// (b) What `BaggagePropagator` injects — our keys among others, with metadata — we
+        /// extract: our locals restored, other keys ignored.
+        #[test]
+        fn we_extract_what_otel_sdk_injects(
+            s in otel_safe_string(),
+            t in otel_safe_string(),
+            n in any::<u64>(),
+            other in otel_safe_string(),
+            metadata in prop::sample::select(&["", "m", "ttl=5", "a;b=c"][..]),
+        ) {
+            let cx = Cx::new().with_baggage(vec![
+                KeyValueMetadata::new("s", s.clone(), metadata),
+                KeyValueMetadata::new(KEY_T, t.clone(), ""),
+                KeyValueMetadata::new("n", n.to_string(), metadata),
+                KeyValueMetadata::new("other", other.clone(), metadata),
+                KeyValueMetadata::new("z~", "1", ""),
+            ]);
+            let mut headers = HashMap::new();
+            BaggagePropagator::new().inject_context(&cx, &mut headers);
+
+            let extracted = PROPAGATOR.extract(&headers);
+            prop_assert!(extracted.errors().is_empty(), "{:?} from {:?}", extracted.errors(), headers);
+            let expected = Values { s: Some(s.trim().into()), t: Some(t.trim().into()), n: Some(n), i: None };
+            prop_assert_eq!(seen(&extracted), expected.clone());
+
+            // Through our `TextMapPropagator`: ours into `Extracted`, the rest into OTel baggage.
+            let cx = TextMapPropagator::extract(&*PROPAGATOR, &headers);
+            let ours = cx.get::<Extracted>().expect("an Extracted in the context");
+            prop_assert_eq!(seen(ours), expected);
+            let baggage = cx.baggage();
+            prop_assert_eq!(baggage.get("other").map(|v| v.as_str()), Some(other.trim()));
+            prop_assert_eq!(
+                baggage.get_with_metadata("other").map(|(_, m)| m.as_str()),
+                Some(metadata)
+            );
+            prop_assert_eq!(baggage.get("z~").map(|v| v.as_str()), Some("1"));
+            prop_assert_eq!(baggage.get("s"), None);
+            prop_assert_eq!(baggage.len(), 2);
+        }
+    }
+
+    /// Minimal case of (a): `=` is a baggage-octet, so leaving it unencoded is valid W3C; but
+    /// `BaggagePropagator` splits a member on every `=` and keeps the first two pieces.
+    #[test]
+    fn otel_sdk_extracts_a_value_with_an_equals_sign() {
+        let mut headers = HashMap::new();
+        let values = Values {
+            s: Some("a=b".into()),
+            ..Values::default()
+        };
+        assert_eq!(inject_values(&values, &mut headers), Ok(()));
+        assert_eq!(
+            otel_reads(&headers).get("s").map(|(v, _)| v.as_str()),
+            Some("a=b"),
+            "header {:?}",
+            headers["baggage"]
+        );
+    }
+
+    /// The same through our `TextMapPropagator`, for the context's OpenTelemetry baggage.
+    #[test]
+    fn otel_sdk_extracts_an_otel_value_with_an_equals_sign_that_we_inject() {
+        let cx = Cx::new().with_baggage(vec![KeyValueMetadata::new("other", "a=b", "")]);
+        let mut headers = HashMap::new();
+        PROPAGATOR.inject_context(&cx, &mut headers);
+        assert_eq!(
+            otel_reads(&headers).get("other").map(|(v, _)| v.as_str()),
+            Some("a=b"),
+            "header {:?}",
+            headers["baggage"]
+        );
+    }
+
+    /// `BaggagePropagator` leaves `%` and `\` unencoded (not W3C): we report such members
+    /// rather than guess, and the other members still apply.
+    #[test]
+    fn otel_injects_percent_and_backslash_unencoded() {
+        for value in ["100%", "%zz", "a\\b"] {
+            let cx = Cx::new().with_baggage(vec![
+                KeyValueMetadata::new("s", value, ""),
+                KeyValueMetadata::new("n", "5", ""),
+            ]);
+            let mut headers = HashMap::new();
+            BaggagePropagator::new().inject_context(&cx, &mut headers);
+            let extracted = PROPAGATOR.extract(&headers);
+            assert_eq!(extracted.errors().len(), 1, "{value}: {headers:?}");
+            assert_eq!(extracted.errors()[0].key(), None);
+            let v = seen(&extracted);
+            assert_eq!((v.s, v.n), (None, Some(5)), "{value}");
+        }
+    }
+
+    /// (c) Next to `TraceContextPropagator` in a composite: both headers written, both read.
+    #[test]
+    fn composite_with_trace_context() {
+        let composite = TextMapCompositePropagator::new(vec![
+            Box::new(TraceContextPropagator::new()),
+            Box::new(Propagator::new().with(&S).with(&N)),
+        ]);
+        let fields: Vec<&str> = composite.fields().collect();
+        assert!(fields.contains(&"traceparent"), "{fields:?}");
+        assert!(fields.contains(&"baggage"), "{fields:?}");
+        let ours: Vec<&str> = PROPAGATOR.fields().collect();
+        assert_eq!(ours, ["baggage"]);
+
+        let cx = Cx::new().with_remote_span_context(span_context());
+        let mut headers = HashMap::new();
+        Context::new().run(|| {
+            S.set("acme, inc.".into());
+            N.set(42);
+            composite.inject_context(&cx, &mut headers);
+        });
+        assert_eq!(
+            headers["traceparent"],
+            "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
+        );
+        assert_eq!(headers["baggage"], "s=acme%2C%20inc.,n=42");
+
+        let cx = composite.extract(&headers);
+        assert_eq!(cx.span().span_context(), &span_context());
+        let extracted = cx.get::<Extracted>().expect("an Extracted in the context");
+        assert!(extracted.errors().is_empty());
+        let v = seen(extracted);
+        assert_eq!((v.s.as_deref(), v.n), (Some("acme, inc."), Some(42)));
+
+        // Without a baggage header: the span context, and an empty `Extracted`.
+        headers.remove("baggage");
+        let cx = composite.extract(&headers);
+        assert!(cx.span().span_context().is_valid());
+        let extracted = cx.get::<Extracted>().expect("an Extracted in the context");
+        assert!(extracted.snapshot().is_empty());
+        assert!(extracted.errors().is_empty());
+    }
+
+    /// (d) Our `inject_context` sends the context's OpenTelemetry baggage with our locals
+    /// (the locals' values under their keys); our `extract` puts the other keys into
+    /// OpenTelemetry baggage.
+    #[test]
+    fn text_map_propagator_carries_otel_baggage_too() {
+        let cx = Cx::new().with_baggage(vec![
+            KeyValueMetadata::new("other", "v,1 é;%", "ttl=5"),
+            KeyValueMetadata::new("s", "from-otel", ""),
+            KeyValueMetadata::new("n", "3", ""),
+        ]);
+        let mut headers = HashMap::new();
+        Context::new().run(|| {
+            S.set("from-local".into());
+            PROPAGATOR.inject_context(&cx, &mut headers);
+        });
+        let read = otel_reads(&headers);
+        assert_eq!(
+            read.get("other"),
+            Some(&("v,1 é;%".to_string(), "ttl=5".to_string())),
+            "header {:?}",
+            headers["baggage"]
+        );
+        assert_eq!(read["s"].0, "from-local");
+        // `n` is carried and unbound: the local's (absent) value, not OpenTelemetry's.
+        assert_eq!(read.get("n"), None);
+        assert_eq!(read.len(), 2);
+
+        // Back through ours.
+        let parent = Cx::new().with_baggage(vec![KeyValueMetadata::new("parent", "1", "")]);
+        let cx = PROPAGATOR.extract_with_context(&parent, &headers);
+        let extracted = cx.get::<Extracted>().unwrap();
+        assert_eq!(seen(extracted).s.as_deref(), Some("from-local"));
+        let baggage = cx.baggage();
+        assert_eq!(
+            baggage
+                .get_with_metadata("other")
+                .map(|(v, m)| (v.as_str(), m.as_str())),
+            Some(("v,1 é;%", "ttl=5"))
+        );
+        assert_eq!(baggage.get("s"), None);
+        assert_eq!(baggage.len(), 1, "{baggage:?}");
+
+        // Malformed members: reported in `Extracted`, never in OpenTelemetry baggage.
+        let headers = carrier("broken, s=ok, n=x, k=%zz, other=fine");
+        let cx = TextMapPropagator::extract(&*PROPAGATOR, &headers);
+        let extracted = cx.get::<Extracted>().unwrap();
+        assert_eq!(extracted.errors().len(), 3, "{:?}", extracted.errors());
+        assert_eq!(seen(extracted).s.as_deref(), Some("ok"));
+        assert_eq!(
+            cx.baggage()
+                .iter()
+                .map(|(k, _)| k.as_str())
+                .collect::<Vec<_>>(),
+            ["other"]
+        );
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Part 6: end to end.
+
+#[test]
+fn a_handler_in_a_fork_reads_the_extracted_locals_and_nothing_leaks() {
+    Context::new().run(|| {
+        let extracted = PROPAGATOR.extract(&carrier("s=acme%20corp,n=7,unknown=1"));
+        assert!(extracted.errors().is_empty());
+
+        async fn handler() -> (Values, Values) {
+            let before = Values::read();
+            yield_once().await;
+            S.set("changed".into());
+            yield_once().await;
+            (before, Values::read())
+        }
+        let (before, after) = block_on(handler().in_context(extracted.snapshot().fork()));
+        let expected = Values {
+            s: Some("acme corp".into()),
+            n: Some(7),
+            ..Values::default()
+        };
+        assert_eq!(before, expected);
+        assert_eq!(after.s.as_deref(), Some("changed"));
+        // Neither this context nor the snapshot saw the handler's write.
+        assert_eq!(Values::read(), Values::default());
+        assert_eq!(seen(&extracted), expected);
+
+        // `Snapshot::run`, and a thread started with `Snapshot::wrap`.
+        assert_eq!(extracted.snapshot().run(|| S.get()), expected.s);
+        let job = extracted.snapshot().wrap(Values::read);
+        assert_eq!(std::thread::spawn(job).join().unwrap(), expected);
+        assert_eq!(Values::read(), Values::default());
+
+        // The extracted values reach the handler's children (baggage locals are inheritable).
+        let child = extracted
+            .snapshot()
+            .run(|| context_local::thread::spawn(|| S.get()).join().unwrap());
+        assert_eq!(child, expected.s);
+    });
+}
+
+#[test]
+fn concurrent_requests_each_see_their_own_baggage() {
+    const REQUESTS: u64 = 200;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .build()
+        .unwrap();
+    runtime.block_on(async {
+        let tasks: Vec<_> = (0..REQUESTS)
+            .map(|r| {
+                let headers = carrier(&format!("s=req%20{r},n={r},i={}", -(r as i64)));
+                let extracted = PROPAGATOR.extract(&headers);
+                assert!(extracted.errors().is_empty());
+                let handler = async move {
+                    for step in 0..5 {
+                        let v = Values::read();
+                        assert_eq!(v.n, Some(r), "request {r} step {step}");
+                        assert_eq!(v.s, Some(format!("req {r}")));
+                        assert_eq!(v.i.map(i64::from), Some(-(r as i64)));
+                        tokio::task::yield_now().await;
+                    }
+                    I.set(0); // the request's own from now on
+                    tokio::task::yield_now().await;
+                    I.get()
+                };
+                tokio::spawn(handler.in_context(extracted.into_snapshot().fork()))
+            })
+            .collect();
+        for t in tasks {
+            assert_eq!(t.await.unwrap(), Some(0));
+        }
+        // The workers' own contexts never saw a request's values.
+        for _ in 0..8 {
+            let own = tokio::spawn(async { Values::read() }).await.unwrap();
+            assert_eq!(own, Values::default());
+        }
+    });
+}
