@@ -964,8 +964,8 @@ fn child_context_guard_in_a_user_thread_local() {
         return;
     }
     static L: Local<u32> = Local::named("F2_TLS");
-    let early: &'static Context = Box::leak(Box::new(Context::new()));
-    let late: &'static Context = Box::leak(Box::new(Context::new()));
+    let early: &'static Context = common::keep(Context::new());
+    let late: &'static Context = common::keep(Context::new());
     thread::spawn(move || {
         EARLY_GUARD.with(|_| ()); // its destructor is registered first, so it runs last
         L.set(1); // the crate's thread-locals are in use from here
@@ -1025,7 +1025,7 @@ fn child_stack_guards_in_a_user_thread_local() {
     }
     static S: LocalStack<Counted> = LocalStack::named("F1_TLS_STACK");
     let t = Tally::new();
-    let ctx: &'static Context = Box::leak(Box::new(Context::new()));
+    let ctx: &'static Context = common::keep(Context::new());
     let t2 = t.clone();
     thread::spawn(move || {
         EARLY_STACK_GUARDS.with(|_| ()); // destroyed after the crate's teardown

@@ -375,7 +375,7 @@ fn a_context_held_by_a_value_is_torn_down_nested() {
             M.set(Probe::plain(&t, 20));
             L.set(watcher(&t, &log, "inner.L", 21, look));
         });
-        let third_ref: &'static Context = Box::leak(Box::new(third));
+        let third_ref: &'static Context = common::keep(third);
         let t2 = t.clone();
         let log2 = log.clone();
         outer.run(|| {
@@ -449,7 +449,7 @@ fn thread_exit_tears_down_a_context_held_by_a_value_nested() {
     within(60, || {
         let t = Tally::new();
         let log = Log::new();
-        let third: &'static Context = Box::leak(Box::new(Context::new()));
+        let third: &'static Context = common::keep(Context::new());
         let look = || format!("{:?} M={:?}", ContextId::try_current(), peek(&M));
         let (t2, log2) = (t.clone(), log.clone());
         let (own, held) = thread::spawn(move || {
@@ -509,7 +509,7 @@ fn child_thread_exit_with_a_user_guard_alive() {
     static M: Local<Probe> = Local::named("F4_TLS_M");
     let t = Tally::new();
     let log = Log::new();
-    let foreign: &'static Context = Box::leak(Box::new(Context::new()));
+    let foreign: &'static Context = common::keep(Context::new());
     let (t2, log2) = (t.clone(), log.clone());
     let own = thread::spawn(move || {
         EARLY_GUARD.with(|_| ());

@@ -225,3 +225,13 @@ impl Log {
         self.0.lock().unwrap_or_else(|e| e.into_inner()).clone()
     }
 }
+
+/// Keeps `value` for the rest of the process, reachable from a static, so that LeakSanitizer
+/// (scripts/sanitize) does not report what a test deliberately keeps forever.
+pub fn keep<T: Send + Sync + 'static>(value: T) -> &'static T {
+    static KEPT: std::sync::Mutex<Vec<&'static (dyn std::any::Any + Send + Sync)>> =
+        std::sync::Mutex::new(Vec::new());
+    let kept: &'static T = Box::leak(Box::new(value));
+    KEPT.lock().unwrap_or_else(|e| e.into_inner()).push(kept);
+    kept
+}
