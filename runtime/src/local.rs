@@ -286,6 +286,32 @@ impl<T: Send + 'static> Local<T> {
             .flatten())
     }
 
+    /// Where the current context is, for a scope to restore there.
+    pub(crate) fn context_here(&self) -> Result<(usize, u64), AccessError> {
+        self.storage.current_context()
+    }
+
+    /// Ends a scope: binds `previous` again in the context at `at` (if this thread still holds
+    /// it) and returns what the scope left bound there.
+    #[track_caller]
+    pub(crate) fn restore_in(&self, at: (usize, u64), previous: Option<T>) -> Option<T> {
+        let Some(ctx) = crate::context::held_here(at.0, at.1) else {
+            // The context was left for good (its guard went elsewhere): what is bound there
+            // stays with it; the displaced value is dropped here.
+            drop(previous);
+            return None;
+        };
+        let mut previous = Some(previous);
+        let restored = self
+            .storage
+            .write_held(ctx, |v| std::mem::replace(v, previous.take().flatten()));
+        match restored {
+            Ok(left) => left.flatten(),
+            Err(_) if std::thread::panicking() => None,
+            Err(e) => fail(format_args!("{e}")),
+        }
+    }
+
     /// `take` for a scope: an error instead of a panic.
     pub(crate) fn try_take(&self) -> Result<Option<T>, AccessError> {
         Ok(self.storage.write(false, Option::take)?.flatten())
@@ -456,10 +482,9 @@ impl<T: Send + 'static> Local<T> {
     ) -> Result<R, AccessError> {
         let unbound = self.storage.err(AccessErrorKind::Unbound);
         let init = self.init.ok_or(unbound)?;
-        let value = {
-            let _running = self.storage.begin_init()?;
-            init()
-        };
+        let running = self.storage.begin_init()?;
+        let value = init();
+        running.finish(self.name());
         let rejected = self.storage.write(true, |v| {
             if v.is_some() {
                 Some(value)
@@ -467,6 +492,9 @@ impl<T: Send + 'static> Local<T> {
                 v.replace(value)
             }
         })?;
+        if matches!(rejected, Some(None)) {
+            self.storage.record_binding_now();
+        }
         let result = retry(self);
         drop(rejected);
         result?.ok_or(unbound)

@@ -472,10 +472,17 @@ impl<T: Send + 'static> LocalStack<T> {
         Ok(pushed.flatten().expect("a scope pushes a value it holds"))
     }
 
-    /// Removes the value pushed by [`try_push_scoped_from`](Self::try_push_scoped_from) as `id`,
-    /// if still there.
-    pub(crate) fn remove_scoped(&self, id: u64) -> Option<T> {
-        match self.storage.write(false, |s| s.remove_seq(id)) {
+    /// Where the current context is, for a scope to remove its element there.
+    pub(crate) fn context_here(&self) -> Result<(usize, u64), AccessError> {
+        self.storage.current_context()
+    }
+
+    /// Removes the value pushed by [`try_push_scoped_from`](Self::try_push_scoped_from) as `id`
+    /// in the context at `at`, if this thread still holds it and the value is still there.
+    /// Sequence numbers are per context: it is never looked for anywhere else.
+    pub(crate) fn remove_scoped(&self, at: (usize, u64), id: u64) -> Option<T> {
+        let ctx = crate::context::held_here(at.0, at.1)?;
+        match self.storage.write_held(ctx, |s| s.remove_seq(id)) {
             Ok(v) => v.flatten(),
             Err(_) => None,
         }
@@ -751,7 +758,7 @@ impl<T: Send + 'static> StackGuard<'_, T> {
                     removed.extend(v);
                     false
                 }
-                Removal::Busy => true,
+                Removal::Busy | Removal::Readers(_) => true,
             };
             drop(claim);
             drop(removed);

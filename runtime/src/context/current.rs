@@ -156,6 +156,28 @@ fn unlink(top: *const CtxInner, ctx: &CtxInner) -> bool {
     false
 }
 
+/// A number that identifies this thread while it lives: the address of its `CURRENT`.
+pub(crate) fn thread_mark() -> usize {
+    CURRENT.try_with(|c| ptr::from_ref(c).addr()).unwrap_or(0)
+}
+
+/// The context at `addr` with `serial`, if this thread holds it (current, entered further out,
+/// or its own).
+pub(crate) fn held_here(addr: usize, serial: u64) -> Option<&'static CtxInner> {
+    let aside = SET_ASIDE.try_with(Cell::get).unwrap_or(ptr::null());
+    for mut node in [current_ptr(), aside] {
+        while is_context(node) {
+            // SAFETY: as in `unlink`; the `'static` is internal, as in `current`.
+            let n: &'static CtxInner = unsafe { &*node };
+            if node.addr() == addr && n.serial == serial {
+                return Some(n);
+            }
+            node = n.link();
+        }
+    }
+    None
+}
+
 /// Whether this thread holds `ctx`: current, entered further out, or its own context.
 pub(crate) fn is_held_here(ctx: &CtxInner) -> bool {
     let me = ptr::from_ref(ctx);

@@ -9,7 +9,7 @@
 use std::any::Any;
 use std::ptr::NonNull;
 
-use super::table::{SlotHeader, WRITING};
+use super::table::{SlotHeader, BORROWS, PENDING, WRITING};
 use super::CtxInner;
 use crate::sync::{Arc, Ordering};
 
@@ -72,7 +72,33 @@ impl Frame {
     }
 }
 
+/// Unpins a slot (see `CtxInner::pin_slot`), freeing it if its local was dropped meanwhile.
+struct Unpin<'a>(&'a CtxInner, NonNull<SlotHeader>);
+
+impl Drop for Unpin<'_> {
+    fn drop(&mut self) {
+        let _guard = self.0.detach_lock();
+        // SAFETY: pinned until now, so live.
+        let header = unsafe { self.1.as_ref() };
+        let last = header.pins.fetch_sub(1, Ordering::Relaxed) == 1;
+        if last && header.orphaned.load(Ordering::Relaxed) {
+            // SAFETY: its local detached it from the table and left it to the last pin: nobody
+            // else can reach it.
+            unsafe { SlotHeader::free(self.1) };
+        }
+    }
+}
+
 impl CtxInner {
+    /// The slot at `index`, pinned against being freed by its local's `detach_all`.
+    fn pin_slot(&self, index: usize) -> Option<NonNull<SlotHeader>> {
+        let _guard = self.detach_lock();
+        let hdr = self.table.slot(index)?;
+        // SAFETY: in the table, under the detach lock: live.
+        unsafe { hdr.as_ref() }.pins.fetch_add(1, Ordering::Relaxed);
+        Some(hdr)
+    }
+
     /// The frozen value this context inherited for a local, if any.
     #[inline]
     pub(crate) fn inherited(&self, index: usize, serial: u64) -> Option<&Frozen> {
@@ -114,13 +140,21 @@ impl CtxInner {
                 return Ok(frame);
             }
         }
-        let frame = Arc::new(self.build_frame()?);
+        // Cleared before building: a write made by user code during the build (a `Clone`)
+        // marks it again, and the next capture sees that write.
+        self.changed.store(false, Ordering::Relaxed);
+        let frame = match self.build_frame() {
+            Ok(frame) => Arc::new(frame),
+            Err(name) => {
+                self.changed.store(true, Ordering::Relaxed);
+                return Err(name);
+            }
+        };
         // SAFETY: as above. The old frame is dropped after the cell is written (it only holds
         // frozen copies, whose `Drop` may run user code).
         let old = self
             .cache
             .with_mut(|c| unsafe { (*c).replace(frame.clone()) });
-        self.changed.store(false, Ordering::Relaxed);
         drop(old);
         Ok(frame)
     }
@@ -133,10 +167,13 @@ impl CtxInner {
         for i in 0..len {
             // SAFETY: as above.
             let index = self.order.with(|o| unsafe { (&*o)[i] });
-            let Some(hdr) = self.table.slot(index) else {
+            // Pinned while it is used: the user's `Clone` (or an old copy's `Drop`) may drop a
+            // non-`static` local, whose `detach_all` then leaves a pinned slot to us to free.
+            let Some(hdr) = self.pin_slot(index) else {
                 continue;
             };
-            // SAFETY: a slot in the table is live while the context is.
+            let _pin = Unpin(self, hdr);
+            // SAFETY: pinned, so live until `_pin` is dropped.
             let header = unsafe { hdr.as_ref() };
             let Some(capture) = header.capture else {
                 continue;
@@ -150,6 +187,11 @@ impl CtxInner {
                 }
                 // SAFETY: we hold the context; the slot is live and not being written.
                 let value = unsafe { capture(hdr) };
+                // The user's `Clone` ran under a shared borrow: do what it queued for its end.
+                let st = header.state.load(Ordering::Relaxed);
+                if st & PENDING != 0 && st & BORROWS == 0 {
+                    drop(self.settle());
+                }
                 // SAFETY: holder-only. The old copy is dropped after the cell is written.
                 let old = header
                     .frozen

@@ -7,7 +7,7 @@ use std::ptr::{self, NonNull};
 
 use super::inherit::Frame;
 use super::owner::{Owner, State};
-use super::table::{Removal, Remover, SlotHeader, Table, BORROWS, PENDING};
+use super::table::{Removal, Remover, SlotHeader, Table, Taken, BORROWS, INIT, PENDING};
 use super::ContextId;
 use crate::sync::{lock, Arc, AtomicBool, Mutex, MutexGuard, Ordering, UnsafeCell};
 
@@ -45,6 +45,11 @@ pub(crate) struct CtxInner {
     /// The context was left while some of its values were borrowed: its claim ends when the
     /// last of those borrows does (`settle`). Holder-only.
     release_deferred: AtomicBool,
+    /// Runtime work that runs user code inside an access (a fork's copy-on-write), which holds
+    /// the context like a borrow. Holder-only.
+    busy: crate::sync::AtomicUsize,
+    /// The thread that deferred it (`current::thread_mark`), which still writes the context.
+    deferred_by: crate::sync::AtomicUsize,
     /// Serialises detaching slots: teardown vs. a dropped `Local` removing its own slot.
     detach: Mutex<()>,
     /// The frame this context was forked from (immutable): inheritable locals it has not
@@ -83,6 +88,8 @@ impl CtxInner {
             pending: Mutex::new(Vec::new()),
             has_pending: AtomicBool::new(false),
             release_deferred: AtomicBool::new(false),
+            deferred_by: crate::sync::AtomicUsize::new(0),
+            busy: crate::sync::AtomicUsize::new(0),
             detach: Mutex::new(()),
             inherited,
             cache: UnsafeCell::new(None),
@@ -133,20 +140,36 @@ impl CtxInner {
         let queued = std::mem::take(&mut *lock(&self.pending));
         let mut removed = Vec::new();
         for p in queued {
-            let _guard = self.detach_lock();
-            let Some(slot) = self.table.slot(p.index) else {
-                continue; // the local was dropped, and its values with it
-            };
-            // SAFETY: we hold the context and its detach lock; the slot is live.
-            match unsafe { SlotHeader::remove(slot, p.id, by) } {
-                Removal::Done(v) => {
-                    // SAFETY: the slot is live (see above).
-                    if unsafe { slot.as_ref() }.capture.is_some() {
-                        self.mark_changed();
+            loop {
+                let readers = {
+                    let _guard = self.detach_lock();
+                    let Some(slot) = self.table.slot(p.index) else {
+                        break; // the local was dropped, and its values with it
+                    };
+                    // SAFETY: we hold the context and its detach lock; the slot is live.
+                    match unsafe { SlotHeader::remove(slot, p.id, by) } {
+                        Removal::Done(v) => {
+                            // SAFETY: the slot is live (see above).
+                            if unsafe { slot.as_ref() }.capture.is_some() {
+                                self.mark_changed();
+                            }
+                            removed.extend(v);
+                            break;
+                        }
+                        Removal::Busy => {
+                            self.post_removal(p.index, p.id);
+                            break;
+                        }
+                        Removal::Readers(readers) => readers,
                     }
-                    removed.extend(v);
+                };
+                // A foreign reader: the holder waits for it like any write — outside the
+                // detach lock, which a reader's callback may need (it may drop a `Local`). A
+                // visitor's claim must stay short: it queues the removal instead.
+                if by == Remover::Visitor || !readers.wait_none() {
+                    self.post_removal(p.index, p.id);
+                    break;
                 }
-                Removal::Busy => self.post_removal(p.index, p.id),
             }
         }
         removed
@@ -184,33 +207,49 @@ impl CtxInner {
                     first_panic.get_or_insert(p);
                 }
             }
+            // The cached frame holds frozen copies: they go with the context, while it is
+            // current, and what their `Drop` binds goes in the next round.
+            // SAFETY: holder-only; taken out before user code runs.
+            if let Some(cache) = self.cache.with_mut(|c| unsafe { (*c).take() }) {
+                dropped_any = true;
+                if let Err(p) = catch_unwind(AssertUnwindSafe(|| drop(cache))) {
+                    first_panic.get_or_insert(p);
+                }
+            }
             if !dropped_any {
                 break;
             }
         }
         lock(&self.pending).clear();
-        // The cached frame holds frozen copies: they go with the context, while it is current.
-        // SAFETY: holder-only.
-        let cache = self.cache.with_mut(|c| unsafe { (*c).take() });
-        if let Err(p) = catch_unwind(AssertUnwindSafe(|| drop(cache))) {
-            first_panic.get_or_insert(p);
-        }
         first_panic
     }
 
     fn take_slot(&self, index: usize) -> Option<Box<dyn Send>> {
-        let _guard = self.detach_lock();
-        let slot: NonNull<SlotHeader> = self.table.slot(index)?;
-        // SAFETY: a slot in the table is live while the context is; holder-only field.
-        let frozen = unsafe { slot.as_ref() }
-            .frozen
-            .with_mut(|f| unsafe { (*f).take() });
-        // SAFETY: the holder tears down; we hold the detach lock, so the slot stays live.
-        let values = unsafe { SlotHeader::take(slot) };
-        // The slot's frozen copy (for captures) goes with its values, in this context.
-        match (values, frozen) {
-            (None, None) => None,
-            (values, frozen) => Some(Box::new((values, frozen))),
+        loop {
+            let readers = {
+                let _guard = self.detach_lock();
+                let slot: NonNull<SlotHeader> = self.table.slot(index)?;
+                // SAFETY: the holder tears down; we hold the detach lock, so the slot stays live.
+                match unsafe { SlotHeader::take(slot) } {
+                    Taken::Values(values) => {
+                        // SAFETY: as above; `frozen` is holder-only.
+                        let header = unsafe { slot.as_ref() };
+                        // SAFETY: holder-only, and no user code runs while it is borrowed.
+                        let frozen = header.frozen.with_mut(|f| unsafe { (*f).take() });
+                        // The slot's frozen copy (for captures) goes with its values.
+                        return match (values, frozen) {
+                            (None, None) => None,
+                            (values, frozen) => Some(Box::new((values, frozen))),
+                        };
+                    }
+                    // SAFETY: as above.
+                    Taken::Readers => unsafe { slot.as_ref() }.readers,
+                }
+            };
+            // Wait for the reader outside the detach lock, which its callback may need.
+            if !readers.wait_none() {
+                return None;
+            }
         }
     }
 }
@@ -218,6 +257,9 @@ impl CtxInner {
 impl CtxInner {
     /// Whether a value of this context is borrowed right now (by its holder, this thread).
     fn borrowed_slots(&self, mut f: impl FnMut(&crate::sync::AtomicUsize)) -> bool {
+        // Under the detach lock: another thread may be dropping a non-`static` local, freeing
+        // its slots. No user code runs here.
+        let _guard = self.detach_lock();
         let mut any = false;
         self.order.with(|o| {
             // SAFETY: holder-only, and no user code runs while `order` is borrowed.
@@ -225,7 +267,8 @@ impl CtxInner {
                 if let Some(slot) = self.table.slot(index) {
                     // SAFETY: a slot in the table is live while the context is.
                     let state = unsafe { &slot.as_ref().state };
-                    if state.load(Ordering::Relaxed) & BORROWS != 0 {
+                    // A running initializer (`INIT`) holds the context like a borrow.
+                    if state.load(Ordering::Relaxed) & (BORROWS | INIT) != 0 {
                         any = true;
                         f(state);
                     }
@@ -235,6 +278,17 @@ impl CtxInner {
         any
     }
 
+    /// Marks the context busy (see `busy`) until the guard is dropped.
+    pub(crate) fn busy(&self) -> Busy<'_> {
+        self.busy.fetch_add(1, Ordering::Relaxed);
+        Busy(self)
+    }
+
+    /// Whether a release was deferred (and waits for `settle`).
+    pub(crate) fn release_deferred_pending(&self) -> bool {
+        self.release_deferred.load(Ordering::Relaxed)
+    }
+
     /// Ends the holder's claim now, or — when the context is left while one of its values is
     /// borrowed (a guard dropped inside `with`) — once the last such borrow ends. Returns
     /// whether the caller releases it now.
@@ -242,11 +296,20 @@ impl CtxInner {
         let later = self.borrowed_slots(|state| {
             let st = state.load(Ordering::Relaxed);
             state.store(st | PENDING, Ordering::Relaxed);
-        });
+        }) | (self.busy.load(Ordering::Relaxed) > 0);
         if later {
+            self.deferred_by
+                .store(super::thread_mark(), Ordering::Relaxed);
             self.release_deferred.store(true, Ordering::Relaxed);
         }
         !later
+    }
+
+    /// Whether this thread left the context while borrowing one of its values, and so still
+    /// holds it until that borrow ends.
+    pub(crate) fn deferred_here(&self) -> bool {
+        self.release_deferred.load(Ordering::Relaxed)
+            && self.deferred_by.load(Ordering::Relaxed) == super::thread_mark()
     }
 
     /// The holder's work queued for when borrows end (see `PENDING`): applies queued removals
@@ -259,10 +322,22 @@ impl CtxInner {
         } else {
             Vec::new()
         };
-        if self.release_deferred.load(Ordering::Relaxed) && !self.borrowed_slots(|_| ()) {
+        if self.release_deferred.load(Ordering::Relaxed)
+            && self.busy.load(Ordering::Relaxed) == 0
+            && !self.borrowed_slots(|_| ())
+        {
             self.release_deferred.store(false, Ordering::Relaxed);
             self.owner.end_deferred();
         }
         removed
+    }
+}
+
+/// The context is busy (see `CtxInner::busy`) until this is dropped, also on unwind.
+pub(crate) struct Busy<'a>(&'a CtxInner);
+
+impl Drop for Busy<'_> {
+    fn drop(&mut self) {
+        self.0.busy.fetch_sub(1, Ordering::Relaxed);
     }
 }

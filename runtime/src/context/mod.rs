@@ -20,7 +20,9 @@ use std::marker::PhantomData;
 
 #[cfg(all(loom, test))]
 pub(crate) use current::loom_thread_exit;
-pub(crate) use current::{current, current_if_at, enter, is_held_here, Entered};
+pub(crate) use current::{
+    current, current_if_at, enter, held_here, is_held_here, thread_mark, Entered,
+};
 pub use enter_error::EnterError;
 pub use id::ContextId;
 pub(crate) use inner::CtxInner;

@@ -17,14 +17,29 @@ const BUCKETS: usize = 26;
 pub(crate) struct SlotVTable {
     /// Moves out the slot's values (teardown), or `None` if it holds none or cannot be
     /// written now.
-    pub(crate) take: unsafe fn(NonNull<SlotHeader>) -> Option<Box<dyn Send>>,
-    /// Removes the value a `StackGuard` pushed. The context's holder (`Holder`) waits for
-    /// foreign readers like any write, and marks a slot it cannot write now (borrowed, or
-    /// iterated by this thread) so that its next use retries; a foreign claimant (`Visitor`)
-    /// never waits and marks nothing.
+    pub(crate) take: unsafe fn(NonNull<SlotHeader>) -> Taken,
+    /// Removes the value a `StackGuard` pushed, without waiting: `Readers` when a foreign
+    /// reader is there (the caller waits outside its locks and retries). The context's holder
+    /// (`Holder`) marks a slot it cannot write now (borrowed, or iterated by this thread) so
+    /// that its next use retries; a foreign claimant (`Visitor`) marks nothing.
     pub(crate) remove: unsafe fn(NonNull<SlotHeader>, u64, Remover) -> Removal,
     /// Frees the slot and whatever it still holds.
     pub(crate) free: unsafe fn(NonNull<SlotHeader>),
+}
+
+/// What taking a slot's values found (see [`SlotVTable::take`]).
+pub(crate) enum Taken {
+    /// The values, if any (or none because this very thread is iterating the slot).
+    Values(Option<Box<dyn Send>>),
+    /// Another thread is reading the slot: wait for it (without holding any lock), then retry.
+    Readers,
+}
+
+/// Waits until no foreign reader iterates a local: how a context waits for readers of a slot
+/// without knowing the slot's type (`storage` implements it).
+pub(crate) trait WaitReaders: Sync {
+    /// `false` (at once) if this very thread is a reader.
+    fn wait_none(&self) -> bool;
 }
 
 /// Who removes a guard's value (see [`SlotVTable::remove`]).
@@ -40,8 +55,10 @@ pub(crate) enum Remover {
 pub(crate) enum Removal {
     /// Removed: the caller drops it.
     Done(Option<Box<dyn Send>>),
-    /// The slot is borrowed or being read right now: try again later.
+    /// The slot is borrowed or being read by this thread: try again later.
     Busy,
+    /// A foreign reader is there: wait for it (outside any lock), then retry.
+    Readers(&'static dyn WaitReaders),
 }
 
 /// The type-independent head of every slot: `storage::Slot<V>` starts with it (`repr(C)`).
@@ -57,6 +74,12 @@ pub(crate) struct SlotHeader {
     pub(crate) serial: u64,
     /// The local's name, for messages about the slot.
     pub(crate) name: &'static str,
+    /// The readers of this local (to wait for them without the slot).
+    pub(crate) readers: &'static dyn WaitReaders,
+    /// Captures using the slot right now (`inherit.rs`), and whether its local was dropped
+    /// meanwhile — then the last of them frees it. Both under the context's detach lock.
+    pub(crate) pins: AtomicUsize,
+    pub(crate) orphaned: AtomicBool,
     /// For an inheritable local: its payload as last frozen for a capture, reused while
     /// `frozen_fresh` says no write came since. Holder-only.
     pub(crate) frozen: UnsafeCell<Option<super::inherit::Frozen>>,
@@ -94,7 +117,7 @@ impl SlotHeader {
     ///
     /// `hdr` must point to a live slot of a context the caller holds exclusively, and the
     /// caller must hold that context's detach lock.
-    pub(crate) unsafe fn take(hdr: NonNull<SlotHeader>) -> Option<Box<dyn Send>> {
+    pub(crate) unsafe fn take(hdr: NonNull<SlotHeader>) -> Taken {
         // SAFETY: forwarded from the caller; the vtable is the one of the slot's own type.
         unsafe { (hdr.as_ref().vtable.take)(hdr) }
     }

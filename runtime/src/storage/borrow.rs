@@ -33,6 +33,12 @@ impl IndexSync {
     }
 }
 
+impl crate::context::table::WaitReaders for IndexSync {
+    fn wait_none(&self) -> bool {
+        wait_no_readers(self)
+    }
+}
+
 /// Marks the slot `WRITING` and waits out foreign readers. `state` is the current state, which
 /// the caller checked to be unborrowed. `false` (and nothing marked) if the reader is this very
 /// thread, which would wait for itself forever.

@@ -16,7 +16,7 @@ use std::ptr::{self, NonNull};
 pub(crate) use buf::Buf;
 pub(crate) use slot::{Inherit, Payload, Share, Slot};
 
-use crate::context::table::{BORROWS, INIT, PENDING, PRESENT, SHARED_ONE, WRITING};
+use crate::context::table::{SlotHeader, BORROWS, INIT, PENDING, PRESENT, SHARED_ONE, WRITING};
 use crate::context::{self, registry, CtxInner};
 use crate::error::{fail, AccessError, AccessErrorKind};
 use crate::sync::Ordering;
@@ -108,22 +108,21 @@ impl<V: Payload> Storage<V> {
     fn create<'a>(&'a self, ctx: &'a CtxInner) -> &'a Slot<V> {
         let i = self.key.get_or_assign();
         let serial = self.key.serial();
-        // A fork's first write starts from what it inherited (copy-on-write).
-        let (value, capture) = match &self.inherit {
-            Some(inherit) => {
-                ctx.mark_changed();
-                ctx.has_own_inheritable.store(true, Ordering::Relaxed);
-                let inherited = self.inherited_in(ctx).map(|v| (inherit.share)(v));
-                // `share` is the user's `Clone`: if it wrote this local (creating the slot),
-                // that write stands and our copy is not needed.
+        let capture = self.inherit.as_ref().map(|inherit| inherit.capture);
+        let mut value = V::empty();
+        if let Some(inherit) = &self.inherit {
+            ctx.mark_changed();
+            ctx.has_own_inheritable.store(true, Ordering::Relaxed);
+            if let Some(inherited) = self.inherited_in(ctx) {
+                value = self.copy_inherited(ctx, inherit, inherited);
+                // The user's `Clone` may have written this local itself (creating the slot):
+                // that write stands, and the copy is not needed.
                 if let Some(slot) = self.slot_in(ctx) {
-                    drop(inherited);
+                    drop(value);
                     return slot;
                 }
-                (inherited.unwrap_or_else(V::empty), Some(inherit.capture))
             }
-            None => (V::empty(), None),
-        };
+        }
         let cell = ctx.table.cell_or_grow(i);
         let p = Box::into_raw(Slot::<V>::new(
             sync_of(i),
@@ -135,6 +134,30 @@ impl<V: Payload> Storage<V> {
         ctx.record_first_binding(i);
         // SAFETY: just allocated; owned by `ctx` from now on (see `slot_in`).
         unsafe { &*p }
+    }
+
+    /// A fork's first write starts from what it inherited (copy-on-write). The copy runs the
+    /// user's `Clone` with the context marked busy: a `ContextGuard` dropped inside it cannot
+    /// hand the context to another thread before the copy is done, and then the write fails
+    /// here instead of racing the context's next holder.
+    #[cold]
+    #[track_caller]
+    fn copy_inherited(&self, ctx: &CtxInner, inherit: &Inherit<V>, from: &V) -> V {
+        let copy = {
+            let _busy = ctx.busy();
+            (inherit.share)(from)
+        };
+        if ctx.release_deferred_pending() {
+            settle(ctx);
+            if !context::is_held_here(ctx) {
+                drop(copy);
+                fail(format_args!(
+                    "context local `{}`: its context was left while its inherited value was copied",
+                    self.name()
+                ));
+            }
+        }
+        copy
     }
 
     /// What `ctx` inherited for this local (it has no slot of it yet), if anything.
@@ -214,6 +237,25 @@ impl<V: Payload> Storage<V> {
             None => return Ok(None),
         };
         self.write_slot(ctx, slot, f).map(Some)
+    }
+
+    /// Like [`write`](Self::write) without creating, in `ctx` — a context this thread holds,
+    /// not necessarily the current one (a scope ending after its context was left).
+    pub(crate) fn write_held<R>(
+        &self,
+        ctx: &CtxInner,
+        f: impl FnOnce(&mut V) -> R,
+    ) -> Result<Option<R>, AccessError> {
+        match self.slot_in(ctx) {
+            Some(slot) => self.write_slot(ctx, slot, f).map(Some),
+            None => Ok(None),
+        }
+    }
+
+    /// The current context, as (address, serial): where a scope binds.
+    pub(crate) fn current_context(&self) -> Result<(usize, u64), AccessError> {
+        let ctx = context::current().ok_or_else(|| self.err(AccessErrorKind::Destroyed))?;
+        Ok((ptr::from_ref(ctx).addr(), ctx.serial))
     }
 
     /// Exclusive access to the current context's payload for a user closure (`with_mut`):
@@ -347,8 +389,18 @@ impl<V: Payload> Storage<V> {
         if st & INIT != 0 {
             return Err(self.err(AccessErrorKind::Initializing));
         }
+        // `INIT` also counts as a borrow for a `ContextGuard` dropped inside the initializer: it
+        // cannot hand the context to another thread before the initializer is done with it.
         slot.hdr.state.store(st | INIT, Ordering::Relaxed);
-        Ok(InitGuard(slot))
+        Ok(InitGuard { slot, ctx })
+    }
+
+    /// The initializer's value was just bound in the current context: it counts as bound after
+    /// whatever the initializer bound itself (teardown order), not when its slot was made.
+    pub(crate) fn record_binding_now(&self) {
+        if let (Some(ctx), Some(i)) = (context::current(), self.key.get()) {
+            ctx.record_first_binding(i);
+        }
     }
 
     /// Whether the current context holds a value.
@@ -383,6 +435,7 @@ impl<V: Payload> Storage<V> {
     /// Calls `f` with every context's present payload.
     ///
     /// `f` runs while this local is being iterated: holders wanting to change their value wait.
+    #[track_caller]
     pub(crate) fn for_each(&self, mut f: impl FnMut(ContextId, &V))
     where
         V: Sync,
@@ -420,7 +473,7 @@ impl<V: Payload> Storage<V> {
             }
             // The writer is this very thread (an outer `with_mut`, maybe in a context entered
             // further out): waiting would never end.
-            if context::is_held_here(ctx) {
+            if context::is_held_here(ctx) || ctx.deferred_here() {
                 fail(format_args!(
                     "context local `{}` cannot be iterated inside its own `with_mut`",
                     self.name()
@@ -438,7 +491,7 @@ impl<V> Storage<V> {
         let Some(i) = self.key.get() else {
             return;
         };
-        let mut detached: Vec<NonNull<_>> = Vec::new();
+        let mut detached: Vec<NonNull<SlotHeader>> = Vec::new();
         for ctx in registry::snapshot() {
             let _guard = ctx.detach_lock();
             ctx.forget_removals(i);
@@ -446,14 +499,21 @@ impl<V> Storage<V> {
             ctx.mark_changed();
             if let Some(cell) = ctx.table.cell(i) {
                 if let Some(p) = NonNull::new(cell.swap(ptr::null_mut(), Ordering::AcqRel)) {
-                    detached.push(p);
+                    // SAFETY: it was in the table, and we hold the detach lock: live.
+                    let header = unsafe { p.as_ref() };
+                    if header.pins.load(Ordering::Relaxed) > 0 {
+                        // A capture is using it: the last one to unpin frees it.
+                        header.orphaned.store(true, Ordering::Relaxed);
+                    } else {
+                        detached.push(p);
+                    }
                 }
             }
         }
         for p in detached {
             // SAFETY: swapped out under the context's detach lock, so teardown cannot reach it,
             // and nobody can use this local (we have `&mut self`): we own the slot.
-            unsafe { crate::context::table::SlotHeader::free(p) };
+            unsafe { SlotHeader::free(p) };
         }
         // Contexts that died before the snapshot may still hold a slot at `i`; they are never
         // current again, so the recycled index cannot meet the stale slot.
@@ -477,11 +537,44 @@ impl<V: Payload> Drop for Write<'_, V> {
 }
 
 /// Unmarks a running initializer, also on unwind.
-pub(crate) struct InitGuard<'a, V>(&'a Slot<V>);
+pub(crate) struct InitGuard<'a, V> {
+    slot: &'a Slot<V>,
+    ctx: &'a CtxInner,
+}
+
+impl<V> InitGuard<'_, V> {
+    /// The initializer returned: unmark it.
+    ///
+    /// # Panics
+    ///
+    /// If the initializer left the context it ran in (dropped its `ContextGuard`): its value
+    /// can no longer be bound there.
+    #[track_caller]
+    pub(crate) fn finish(self, name: &'static str) {
+        let ctx = self.ctx;
+        let st = self.end();
+        std::mem::forget(self);
+        if st & PENDING != 0 && st & BORROWS == 0 {
+            settle(ctx);
+            if !context::is_held_here(ctx) {
+                fail(format_args!(
+                    "context local `{name}`: its initializer left the context it ran in"
+                ));
+            }
+        }
+    }
+
+    fn end(&self) -> usize {
+        let st = self.slot.hdr.state.load(Ordering::Relaxed);
+        let st = st & !INIT;
+        self.slot.hdr.state.store(st, Ordering::Relaxed);
+        st
+    }
+}
 
 impl<V> Drop for InitGuard<'_, V> {
     fn drop(&mut self) {
-        let st = self.0.hdr.state.load(Ordering::Relaxed);
-        self.0.hdr.state.store(st & !INIT, Ordering::Relaxed);
+        // Unwinding out of the initializer: queued work is done at the slot's next use.
+        self.end();
     }
 }

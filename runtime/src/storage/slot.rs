@@ -5,10 +5,10 @@
 
 use std::ptr::NonNull;
 
-use super::borrow::{begin_write, try_begin_write, IndexSync};
+use super::borrow::{iterating_here, try_begin_write, IndexSync};
 use crate::context::inherit::{CaptureFn, Frozen};
 use crate::context::table::{
-    Removal, Remover, SlotHeader, SlotVTable, BORROWS, INIT, PENDING, PRESENT, SHARED_ONE,
+    Removal, Remover, SlotHeader, SlotVTable, Taken, BORROWS, INIT, PENDING, PRESENT, SHARED_ONE,
 };
 use crate::sync::{AtomicBool, AtomicUsize, Ordering, UnsafeCell};
 
@@ -119,6 +119,9 @@ impl<V: Payload> Slot<V> {
                 name,
                 frozen: UnsafeCell::new(None),
                 frozen_fresh: AtomicBool::new(false),
+                readers: sync,
+                pins: AtomicUsize::new(0),
+                orphaned: AtomicBool::new(false),
             },
             sync,
             value: UnsafeCell::new(value),
@@ -160,20 +163,23 @@ unsafe fn slot<'a, V>(hdr: NonNull<SlotHeader>) -> &'a Slot<V> {
 /// # Safety
 ///
 /// `hdr` must head a live `Slot<V>` of a context the caller holds exclusively.
-unsafe fn take_impl<V: Payload>(hdr: NonNull<SlotHeader>) -> Option<Box<dyn Send>> {
+unsafe fn take_impl<V: Payload>(hdr: NonNull<SlotHeader>) -> Taken {
     // SAFETY: per the caller.
     let slot = unsafe { slot::<V>(hdr) };
     let state = slot.hdr.state.load(Ordering::Relaxed);
     // Borrowed (no user frame is left in a context being torn down, so only through a leaked
     // borrow) or being read by this thread's `for_each`: leave it for the final free.
-    if state & BORROWS != 0 || !begin_write(&slot.hdr, slot.sync, state) {
-        return None;
+    if state & BORROWS != 0 || iterating_here(slot.sync) {
+        return Taken::Values(None);
+    }
+    if !try_begin_write(&slot.hdr, slot.sync, state) {
+        return Taken::Readers;
     }
     slot.hdr.thaw();
-    // SAFETY: we hold the context, set WRITING and waited out foreign readers.
+    // SAFETY: we hold the context, set WRITING, and no foreign reader is there.
     let out = slot.value.with_mut(|v| unsafe { (*v).take_all() });
     slot.hdr.state.store(0, Ordering::Release);
-    out
+    Taken::Values(out)
 }
 
 /// # Safety
@@ -183,12 +189,11 @@ unsafe fn remove_impl<V: Payload>(hdr: NonNull<SlotHeader>, id: u64, by: Remover
     // SAFETY: per the caller.
     let slot = unsafe { slot::<V>(hdr) };
     let state = slot.hdr.state.load(Ordering::Relaxed);
-    let writable = state & BORROWS == 0
-        && match by {
-            Remover::Holder => begin_write(&slot.hdr, slot.sync, state),
-            Remover::Visitor => try_begin_write(&slot.hdr, slot.sync, state),
-        };
-    if !writable {
+    let here = iterating_here(slot.sync);
+    if state & BORROWS == 0 && !here && !try_begin_write(&slot.hdr, slot.sync, state) {
+        return Removal::Readers(slot.sync);
+    }
+    if state & BORROWS != 0 || here {
         if by == Remover::Holder {
             // Retried when the borrow ends, or when the slot is next used.
             slot.hdr.state.store(state | PENDING, Ordering::Relaxed);

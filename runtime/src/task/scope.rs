@@ -6,8 +6,11 @@ use std::mem::ManuallyDrop;
 use std::pin::Pin;
 use std::task::{Context as Waker, Poll};
 
-use crate::error::{fail, AccessError};
+use crate::error::{fail, AccessError, AccessErrorKind};
 use crate::{Local, LocalStack};
+
+/// A context a scope bound in: its address and serial.
+pub(crate) type Where = (usize, u64);
 
 /// What a scope future binds around each poll, and takes back after.
 pub(crate) trait Binding {
@@ -54,7 +57,10 @@ impl<B: Binding> Drop for Unbind<'_, B> {
 /// Binds for the duration of `f`, then takes the value back (also when `f` panics).
 #[track_caller]
 pub(crate) fn scope_sync<B: Binding, R>(mut binding: B, f: impl FnOnce() -> R) -> R {
-    let token = binding.bind().unwrap_or_else(|e| fail(format_args!("{e}")));
+    let token = match binding.bind() {
+        Ok(token) => token,
+        Err(e) => fail(format_args!("{e}")),
+    };
     let _unbind = Unbind {
         binding: &mut binding,
         token: Some(token),
@@ -71,10 +77,10 @@ impl<B: Binding, F: Future> Future for Scoped<B, F> {
         // SAFETY: `future` is structurally pinned and never moved out (only dropped in place);
         // `binding` is not pinned.
         let this = unsafe { self.get_unchecked_mut() };
-        let token = this
-            .binding
-            .bind()
-            .unwrap_or_else(|e| fail(format_args!("{e}")));
+        let token = match this.binding.bind() {
+            Ok(token) => token,
+            Err(e) => fail(format_args!("{e}")),
+        };
         let _unbind = Unbind {
             binding: &mut this.binding,
             token: Some(token),
@@ -100,7 +106,10 @@ impl<B: Binding, F> Drop for Scoped<B, F> {
         unsafe { ManuallyDrop::drop(&mut self.future) };
         drop(unbind);
         if let Some(e) = failed {
-            if !std::thread::panicking() {
+            // At thread exit (`Destroyed`) there is nothing left to bind in: the inner future was
+            // dropped unbound, which is all that can be done (a panic in a thread-local
+            // destructor would abort the process).
+            if !std::thread::panicking() && e.kind() != AccessErrorKind::Destroyed {
                 fail(format_args!("{e}: a scope future of it was dropped there"));
             }
         }
@@ -212,23 +221,23 @@ impl<'a, T: Send + 'static> LocalBinding<'a, T> {
 }
 
 impl<T: Send + 'static> Binding for LocalBinding<'_, T> {
-    /// The binding this poll displaced, restored after it.
-    type Token = Option<T>;
+    /// Where it was bound, and the binding it displaced there, restored after.
+    type Token = (Where, Option<T>);
 
-    fn bind(&mut self) -> Result<Option<T>, AccessError> {
-        match &mut self.value {
-            value @ Some(_) => self.local.try_replace_from(value),
-            None => self.local.try_take(),
-        }
+    fn bind(&mut self) -> Result<(Where, Option<T>), AccessError> {
+        let at = self.local.context_here()?;
+        let previous = match &mut self.value {
+            value @ Some(_) => self.local.try_replace_from(value)?,
+            None => self.local.try_take()?,
+        };
+        Ok((at, previous))
     }
 
-    fn unbind(&mut self, previous: Option<T>) {
+    fn unbind(&mut self, (at, previous): (Where, Option<T>)) {
         // What the poll left bound is the scope's value from now on (a `set` inside the scope
-        // persists across `.await`, within the scope).
-        self.value = match previous {
-            Some(p) => self.local.replace(p),
-            None => self.local.take(),
-        };
+        // persists across `.await`, within the scope) — taken from where it was bound, even if
+        // another context is current by now.
+        self.value = self.local.restore_in(at, previous);
     }
 }
 
@@ -252,19 +261,21 @@ impl<'a, T: Send + 'static> StackBinding<'a, T> {
 }
 
 impl<T: Send + 'static> Binding for StackBinding<'_, T> {
-    /// The pushed element's guard id, if one was pushed.
-    type Token = Option<u64>;
+    /// Where the element was pushed, and its sequence number there, if one was pushed.
+    type Token = (Where, Option<u64>);
 
-    fn bind(&mut self) -> Result<Option<u64>, AccessError> {
-        match &mut self.value {
-            value @ Some(_) => self.stack.try_push_scoped_from(value).map(Some),
-            None => Ok(None),
-        }
+    fn bind(&mut self) -> Result<(Where, Option<u64>), AccessError> {
+        let at = self.stack.context_here()?;
+        let id = match &mut self.value {
+            value @ Some(_) => Some(self.stack.try_push_scoped_from(value)?),
+            None => None,
+        };
+        Ok((at, id))
     }
 
-    fn unbind(&mut self, id: Option<u64>) {
+    fn unbind(&mut self, (at, id): (Where, Option<u64>)) {
         // `None` when the poll popped the element itself: it was the popper's to keep.
-        self.value = id.and_then(|id| self.stack.remove_scoped(id));
+        self.value = id.and_then(|id| self.stack.remove_scoped(at, id));
     }
 }
 
