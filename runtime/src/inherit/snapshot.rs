@@ -24,6 +24,11 @@ use crate::sync::Arc;
 /// nothing; a fork is O(1). Every value is dropped once, when the last context or snapshot
 /// holding it goes.
 ///
+/// A capture is cached until an inheritable local of the context is written through the
+/// runtime (`set`, `with_mut`, `push`, a guard, ...): a change made through interior
+/// mutability inside `with` (a `Cell`, a `Mutex`) is seen by the next capture only after such
+/// a write.
+///
 /// # Examples
 ///
 /// ```
