@@ -425,6 +425,28 @@ fn scopes(rows: &mut Vec<Row>) {
         p3,
         Gate::None,
     ));
+    // 40,000 guards dropped oldest-first must cost what newest-first costs: O(n), not O(n²).
+    let round = |oldest_first: bool| {
+        let mut gs: Vec<_> = (0..40_000u64).map(|i| S.enter(i)).collect();
+        if !oldest_first {
+            gs.reverse();
+        }
+        let t = Instant::now();
+        drop(black_box(gs)); // a Vec drops its elements first to last
+        t.elapsed().as_nanos() as f64 / 40_000.0
+    };
+    let (mut oldest, mut newest) = (Vec::new(), Vec::new());
+    for _ in 0..11 {
+        oldest.push(round(true));
+        newest.push(round(false));
+    }
+    rows.push(row(
+        "drop 40k StackGuards oldest-first (per guard)",
+        median(oldest),
+        "newest-first",
+        median(newest),
+        Gate::AtMost(2.0),
+    ));
     let dispatch = tracing_core::Dispatch::none();
     let (o, p) = pair(
         |n| {

@@ -73,7 +73,12 @@ impl<T> StackStore<T> {
         if seqs.last() == Some(&seq) {
             return self.pop();
         }
-        let at = seqs.binary_search(&seq).ok()?;
+        // The bottom is the other common place (guards dropped oldest-first): one comparison.
+        let at = if seqs.first() == Some(&seq) {
+            0
+        } else {
+            seqs.binary_search(&seq).ok()?
+        };
         self.seqs.remove(at);
         let v = self.items.remove(at);
         self.trim();
