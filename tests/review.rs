@@ -1425,7 +1425,6 @@ fn a_write_during_a_capture_is_seen_by_the_next_capture() {
 /// `teardown` (after the slots, with the context current); `inherited_in` then reads it like
 /// `cache`.
 #[test]
-#[ignore = "known limitation: a fork's inherited frame is released with the fork's storage, which a concurrent `for_each` may hold a moment longer"]
 fn a_dropped_forks_inherited_values_go_with_it() {
     child_must_succeed("child_a_dropped_forks_inherited_values_go_with_it", 60);
 }

@@ -101,14 +101,24 @@ impl CtxInner {
 
     /// The frozen value this context inherited for a local, if any.
     #[inline]
+    /// Holder-only.
     pub(crate) fn inherited(&self, index: usize, serial: u64) -> Option<&Frozen> {
-        self.inherited.as_ref()?.get(index, serial)
+        // SAFETY: holder-only: only the holder's teardown changes it, and not while a holder's
+        // access borrows from it.
+        let frame = self.inherited.with(|i| unsafe { (*i).as_deref() })?;
+        frame.get(index, serial)
+    }
+
+    /// The inherited frame, for another thread (`for_each`, `contexts`).
+    pub(crate) fn inherited_frame(&self) -> Option<Arc<Frame>> {
+        crate::sync::lock(&self.inherited_shared).clone()
     }
 
     /// Whether this context inherited anything at all (cheap: a pointer test).
     #[inline]
     pub(crate) fn has_inherited(&self) -> bool {
-        self.inherited.is_some()
+        // SAFETY: as in `inherited`.
+        self.inherited.with(|i| unsafe { (*i).is_some() })
     }
 
     /// An inheritable local changed here: the cached snapshot is stale. Holder-only.
@@ -127,7 +137,8 @@ impl CtxInner {
     /// capture), whose value cannot be read.
     pub(crate) fn capture(&self) -> Result<Option<Arc<Frame>>, &'static str> {
         if !self.has_own_inheritable.load(Ordering::Relaxed) {
-            return Ok(self.inherited.clone());
+            // SAFETY: as in `inherited`.
+            return Ok(self.inherited.with(|i| unsafe { (*i).clone() }));
         }
         self.capture_own().map(Some)
     }
@@ -160,7 +171,9 @@ impl CtxInner {
     }
 
     fn build_frame(&self) -> Result<Frame, &'static str> {
-        let mut frame = self.inherited.as_deref().cloned().unwrap_or_default();
+        // SAFETY: as in `inherited`.
+        let base = self.inherited.with(|i| unsafe { (*i).clone() });
+        let mut frame = base.as_deref().cloned().unwrap_or_default();
         // SAFETY: holder-only; the capture functions run no user code but `Clone`, which
         // cannot reach `order` (it only grows when a slot is created, by the holder).
         let len = self.order.with(|o| unsafe { (*o).len() });

@@ -53,8 +53,11 @@ pub(crate) struct CtxInner {
     /// Serialises detaching slots: teardown vs. a dropped `Local` removing its own slot.
     detach: Mutex<()>,
     /// The frame this context was forked from (immutable): inheritable locals it has not
-    /// written read from here (see `inherit.rs`).
-    pub(crate) inherited: Option<Arc<Frame>>,
+    /// written read from here (see `inherit.rs`). Holder-only; released by teardown.
+    pub(crate) inherited: UnsafeCell<Option<Arc<Frame>>>,
+    /// The same frame for other threads (`for_each`, `contexts`), which clone it under the
+    /// lock, so that teardown can release it while they read.
+    pub(crate) inherited_shared: Mutex<Option<Arc<Frame>>>,
     /// This context's last captured frame; stale once `changed`. Holder-only.
     pub(crate) cache: UnsafeCell<Option<Arc<Frame>>>,
     pub(crate) changed: AtomicBool,
@@ -91,7 +94,8 @@ impl CtxInner {
             deferred_by: crate::sync::AtomicUsize::new(0),
             busy: crate::sync::AtomicUsize::new(0),
             detach: Mutex::new(()),
-            inherited,
+            inherited_shared: Mutex::new(inherited.clone()),
+            inherited: UnsafeCell::new(inherited),
             cache: UnsafeCell::new(None),
             changed: AtomicBool::new(false),
             has_own_inheritable: AtomicBool::new(false),
@@ -221,6 +225,14 @@ impl CtxInner {
             }
         }
         lock(&self.pending).clear();
+        // What the context inherited goes with it too (the last holder of a shared value drops
+        // it), not whenever another thread lets go of the context's storage.
+        // SAFETY: holder-only; taken out before user code runs.
+        let inherited = self.inherited.with_mut(|i| unsafe { (*i).take() });
+        let shared = lock(&self.inherited_shared).take();
+        if let Err(p) = catch_unwind(AssertUnwindSafe(|| drop((inherited, shared)))) {
+            first_panic.get_or_insert(p);
+        }
         first_panic
     }
 

@@ -170,6 +170,15 @@ impl<V: Payload> Storage<V> {
         frozen.downcast_ref::<V>()
     }
 
+    /// What `ctx` — held by another thread — inherited for this local, read with the frame
+    /// kept alive meanwhile (its teardown may release it).
+    fn inherited_elsewhere<R>(&self, ctx: &CtxInner, f: impl FnOnce(&V) -> R) -> Option<R> {
+        self.inherit.as_ref()?;
+        let frame = ctx.inherited_frame()?;
+        let frozen = frame.get(self.key.get()?, self.key.serial())?;
+        frozen.downcast_ref::<V>().map(f)
+    }
+
     /// A read where `ctx` has no slot: what it inherited, if anything.
     #[cold]
     #[inline(never)]
@@ -425,7 +434,9 @@ impl<V: Payload> Storage<V> {
         registry::visit_locked(|ctx| {
             let present = match self.slot_in(ctx) {
                 Some(slot) => slot.hdr.state.load(Ordering::Acquire) & PRESENT != 0,
-                None => self.inherited_in(ctx).is_some_and(V::is_present),
+                None => self
+                    .inherited_elsewhere(ctx, |v| v.is_present())
+                    .unwrap_or(false),
             };
             n += usize::from(present);
         });
@@ -447,9 +458,11 @@ impl<V: Payload> Storage<V> {
         for ctx in registry::snapshot() {
             let Some(slot) = self.slot_in(&ctx) else {
                 // A fork's inherited value is frozen: read it as it is.
-                if let Some(v) = self.inherited_in(&ctx).filter(|v| v.is_present()) {
-                    f(ctx.id, v);
-                }
+                self.inherited_elsewhere(&ctx, |v| {
+                    if v.is_present() {
+                        f(ctx.id, v);
+                    }
+                });
                 continue;
             };
             let st = self.wait_not_writing(&ctx, slot);
