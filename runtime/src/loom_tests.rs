@@ -543,3 +543,26 @@ mod inherit {
         });
     }
 }
+
+/// A holder scanning its slots as it leaves a context (`ContextGuard` drop) races with a
+/// non-`static` local being dropped on another thread, which frees that local's slot in the
+/// context: the scan/free handshake keeps the slot alive while it is scanned, and the value is
+/// dropped exactly once.
+#[test]
+fn leaving_a_context_races_with_dropping_a_local() {
+    model(|| {
+        let drops = Arc::new(AtomicUsize::new(0));
+        let local = Local::<Counted>::named("L");
+        let ctx = Context::new();
+        ctx.run(|| local.set(Counted::new(&drops, 1)));
+        let t = spawn(move || {
+            drop(ctx.enter());
+            ctx
+        });
+        drop(local);
+        let ctx = t.join().unwrap();
+        assert_eq!(drops.load(SeqCst), 1, "dropped with its local");
+        drop(ctx);
+        assert_eq!(drops.load(SeqCst), 1);
+    });
+}

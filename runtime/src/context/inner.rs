@@ -45,6 +45,9 @@ pub(crate) struct CtxInner {
     /// The context was left while some of its values were borrowed: its claim ends when the
     /// last of those borrows does (`settle`). Holder-only.
     release_deferred: AtomicBool,
+    /// The holder is scanning its slots (`borrowed_slots`): a dropped `Local` waits with freeing
+    /// them until it is done.
+    scanning: AtomicBool,
     /// Runtime work that runs user code inside an access (a fork's copy-on-write), which holds
     /// the context like a borrow. Holder-only.
     busy: crate::sync::AtomicUsize,
@@ -93,6 +96,7 @@ impl CtxInner {
             release_deferred: AtomicBool::new(false),
             deferred_by: crate::sync::AtomicUsize::new(0),
             busy: crate::sync::AtomicUsize::new(0),
+            scanning: AtomicBool::new(false),
             detach: Mutex::new(()),
             inherited_shared: Mutex::new(inherited.clone()),
             inherited: UnsafeCell::new(inherited),
@@ -269,9 +273,10 @@ impl CtxInner {
 impl CtxInner {
     /// Whether a value of this context is borrowed right now (by its holder, this thread).
     fn borrowed_slots(&self, mut f: impl FnMut(&crate::sync::AtomicUsize)) -> bool {
-        // Under the detach lock: another thread may be dropping a non-`static` local, freeing
-        // its slots. No user code runs here.
-        let _guard = self.detach_lock();
+        // Another thread may be dropping a non-`static` local, freeing its slots: announce the
+        // scan (the holder's cheap half of a store-then-load handshake; `detach_all` pays the
+        // heavy half and waits for the scan to end). No user code runs here.
+        let _scan = Scan::start(self);
         let mut any = false;
         self.order.with(|o| {
             // SAFETY: holder-only, and no user code runs while `order` is borrowed.
@@ -288,6 +293,16 @@ impl CtxInner {
             }
         });
         any
+    }
+
+    /// For a dropped `Local` that detached a slot of this context (after the heavy fence):
+    /// waits until the holder is no longer scanning its slots, so the slot can be freed. The
+    /// scan runs no user code, so this is short.
+    pub(crate) fn wait_for_scan(&self) {
+        let mut round = 0;
+        while self.scanning.load(Ordering::Acquire) {
+            crate::sync::backoff(&mut round);
+        }
     }
 
     /// Marks the context busy (see `busy`) until the guard is dropped.
@@ -351,5 +366,23 @@ pub(crate) struct Busy<'a>(&'a CtxInner);
 impl Drop for Busy<'_> {
     fn drop(&mut self) {
         self.0.busy.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+/// A holder's scan of its slots, announced (see `CtxInner::scanning`).
+struct Scan<'a>(&'a CtxInner);
+
+impl<'a> Scan<'a> {
+    fn start(ctx: &'a CtxInner) -> Self {
+        ctx.scanning.store(true, Ordering::Relaxed);
+        // The holder's half of the handshake with `Storage::detach_all` (see `sync.rs`).
+        crate::sync::light();
+        Scan(ctx)
+    }
+}
+
+impl Drop for Scan<'_> {
+    fn drop(&mut self) {
+        self.0.scanning.store(false, Ordering::Release);
     }
 }

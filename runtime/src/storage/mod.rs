@@ -504,29 +504,37 @@ impl<V> Storage<V> {
         let Some(i) = self.key.get() else {
             return;
         };
-        let mut detached: Vec<NonNull<SlotHeader>> = Vec::new();
-        for ctx in registry::snapshot() {
+        let mut detached: Vec<(crate::sync::Arc<CtxInner>, NonNull<SlotHeader>)> = Vec::new();
+        let contexts = registry::snapshot();
+        for ctx in &contexts {
             let _guard = ctx.detach_lock();
             ctx.forget_removals(i);
             // A cached capture may hold this local's value: rebuild it.
             ctx.mark_changed();
             if let Some(cell) = ctx.table.cell(i) {
                 if let Some(p) = NonNull::new(cell.swap(ptr::null_mut(), Ordering::AcqRel)) {
-                    // SAFETY: it was in the table, and we hold the detach lock: live.
-                    let header = unsafe { p.as_ref() };
-                    if header.pins.load(Ordering::Relaxed) > 0 {
-                        // A capture is using it: the last one to unpin frees it.
-                        header.orphaned.store(true, Ordering::Relaxed);
-                    } else {
-                        detached.push(p);
-                    }
+                    detached.push((ctx.clone(), p));
                 }
             }
         }
-        for p in detached {
-            // SAFETY: swapped out under the context's detach lock, so teardown cannot reach it,
-            // and nobody can use this local (we have `&mut self`): we own the slot.
-            unsafe { SlotHeader::free(p) };
+        // The heavy half of the handshake with a holder scanning its slots (`borrowed_slots`):
+        // a scan that could still see a detached slot is announced by now, and waited for.
+        crate::sync::heavy();
+        for (ctx, p) in detached {
+            ctx.wait_for_scan();
+            let _guard = ctx.detach_lock();
+            // SAFETY: detached above; pins change only under the detach lock.
+            let header = unsafe { p.as_ref() };
+            if header.pins.load(Ordering::Relaxed) > 0 {
+                // A capture is using it: the last one to unpin frees it.
+                header.orphaned.store(true, Ordering::Relaxed);
+            } else {
+                drop(_guard);
+                // SAFETY: swapped out of the table, no capture pins it and no scan can see it
+                // (handshake above), and nobody can use this local (we have `&mut self`): we
+                // own the slot.
+                unsafe { SlotHeader::free(p) };
+            }
         }
         // Contexts that died before the snapshot may still hold a slot at `i`; they are never
         // current again, so the recycled index cannot meet the stale slot.
