@@ -21,9 +21,10 @@ const FIRST_BUFFER_BYTES: usize = 128;
 
 /// One context's stack.
 ///
-/// Every element has a sequence number, increasing from bottom to top: a guard (or a scope)
-/// remembers its element's number and removes exactly that element — at the top in one
-/// comparison, anywhere else by binary search — or nothing, if it is gone. Both buffers keep
+/// While a guard or scope may need it, every element has a sequence number, increasing from
+/// bottom to top: a guard (or a scope) remembers its element's number and removes exactly that
+/// element — at the top or the bottom in one comparison, anywhere else by binary search — or
+/// nothing, if it is gone. Both buffers keep
 /// removals at the bottom O(1), so guards dropped oldest-first cost O(n) in all.
 pub(crate) struct StackStore<T> {
     items: Buf<T>,
@@ -38,8 +39,28 @@ impl<T> StackStore<T> {
         self.items.as_slice()
     }
 
+    /// Pushes a value nobody will remove by number (`push`).
     #[inline]
-    fn push(&mut self, value: T) -> u64 {
+    fn push(&mut self, value: T) {
+        if self.items.capacity() == 0 {
+            self.reserve_first();
+        }
+        self.items.push(value);
+        // Numbers are kept only while a guard or scope may need one (see `push_numbered`).
+        if !self.seqs.is_empty() {
+            self.seqs.push(self.next_seq);
+            self.next_seq += 1;
+        }
+    }
+
+    /// Pushes a value a guard or scope will remove by its number, which it returns. The first
+    /// one numbers the elements already there; the numbers go again when the stack empties, so
+    /// plain push/pop cycles never pay for them.
+    #[inline]
+    fn push_numbered(&mut self, value: T) -> u64 {
+        if self.seqs.is_empty() && !self.items.is_empty() {
+            self.number_existing();
+        }
         if self.items.capacity() == 0 {
             self.reserve_first();
         }
@@ -48,6 +69,14 @@ impl<T> StackStore<T> {
         self.items.push(value);
         self.seqs.push(seq);
         seq
+    }
+
+    #[cold]
+    fn number_existing(&mut self) {
+        for _ in 0..self.items.len() {
+            self.seqs.push(self.next_seq);
+            self.next_seq += 1;
+        }
     }
 
     #[cold]
@@ -61,8 +90,12 @@ impl<T> StackStore<T> {
     #[inline]
     fn pop(&mut self) -> Option<T> {
         let v = self.items.pop()?;
-        self.seqs.pop();
-        self.trim();
+        if !self.seqs.is_empty() {
+            self.seqs.pop();
+        }
+        if self.items.is_empty() {
+            self.trim();
+        }
         Some(v)
     }
 
@@ -431,7 +464,10 @@ impl<T: Send + 'static> LocalStack<T> {
         };
         // One lookup for push and pop: the guard keeps the slot.
         let slot = self.storage.slot_or_create(ctx);
-        match self.storage.write_slot(ctx, slot, |s| s.push(value)) {
+        match self
+            .storage
+            .write_slot(ctx, slot, |s| s.push_numbered(value))
+        {
             Ok(id) => StackGuard {
                 stack: self,
                 slot: SlotPtr(std::ptr::from_ref(slot)),
@@ -473,7 +509,7 @@ impl<T: Send + 'static> LocalStack<T> {
     pub(crate) fn try_push_scoped_from(&self, value: &mut Option<T>) -> Result<u64, AccessError> {
         let pushed = self
             .storage
-            .write(true, |s| value.take().map(|v| s.push(v)))?;
+            .write(true, |s| value.take().map(|v| s.push_numbered(v)))?;
         Ok(pushed.flatten().expect("a scope pushes a value it holds"))
     }
 

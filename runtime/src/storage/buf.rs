@@ -87,13 +87,8 @@ impl<T> Buf<T> {
         self.tail -= 1;
         // SAFETY: `tail` was the last initialised element; it is now outside `[head, tail)`,
         // so it is read exactly once.
-        let v = unsafe { self.ptr.as_ptr().add(self.tail).read() };
-        if self.is_empty() {
-            // Reuse the whole allocation from the start.
-            self.head = 0;
-            self.tail = 0;
-        }
-        Some(v)
+        // (An emptied buffer keeps its `head`: the next `make_room` moves nothing back to 0.)
+        Some(unsafe { self.ptr.as_ptr().add(self.tail).read() })
     }
 
     /// Removes the element at `index` of the slice, moving the shorter side.
