@@ -11,7 +11,7 @@ use std::pin::Pin;
 use std::task::{Context as Cx, Poll, Waker};
 use std::time::Instant;
 
-use context_local::{FutureExt, Local, LocalStack};
+use context_local::{Context, FutureExt, Local, LocalStack};
 use opentelemetry::context::FutureExt as _;
 
 use super::{calibrate, median, row, Gate, Row, SAMPLES};
@@ -72,19 +72,16 @@ fn sample_all(subjects: &mut [&mut dyn FnMut(u64)]) -> Vec<f64> {
 
 pub(crate) fn tasks(rows: &mut Vec<Row>) {
     let bare = &mut |n| drive(Yields { left: n }, n);
+    // The same future in both: only the number of locals bound in its context differs.
     let in_ctx_one = &mut |n| {
-        let fut = async move {
-            ONE.set(1);
-            Yields { left: n }.await
-        };
-        drive(fut.in_new_context(), n)
+        let ctx = Context::new();
+        ctx.run(|| ONE.set(1));
+        drive(Yields { left: n }.in_context(ctx), n)
     };
     let in_ctx_many = &mut |n| {
-        let fut = async move {
-            MANY.iter().for_each(|l| l.set(1));
-            Yields { left: n }.await
-        };
-        drive(fut.in_new_context(), n)
+        let ctx = Context::new();
+        ctx.run(|| MANY.iter().for_each(|l| l.set(1)));
+        drive(Yields { left: n }.in_context(ctx), n)
     };
     let local_scope = &mut |n| drive(ONE.scope_future(1, Yields { left: n }), n);
     let stack_scope = &mut |n| drive(STACK.scope_future(1, Yields { left: n }), n);
