@@ -62,11 +62,20 @@ pub(crate) enum Removal {
 }
 
 /// The type-independent head of every slot: `storage::Slot<V>` starts with it (`repr(C)`).
+///
+/// Only the state word is inline: the hot paths touch it and the payload, which then share the
+/// slot's first cache line. Everything only cold paths need is behind `cold` (reached through
+/// `Deref`).
 #[repr(C)]
 pub(crate) struct SlotHeader {
     /// Written only by the context's holder, with plain stores; the bits below. The borrow
     /// protocol that uses them is in `storage/borrow.rs`.
     pub(crate) state: AtomicUsize,
+    cold: Box<SlotCold>,
+}
+
+/// What only cold paths need of a slot.
+pub(crate) struct SlotCold {
     pub(crate) vtable: &'static SlotVTable,
     /// For an inheritable local: freezes its payload for a snapshot.
     pub(crate) capture: Option<super::inherit::CaptureFn>,
@@ -87,10 +96,25 @@ pub(crate) struct SlotHeader {
 }
 
 impl SlotHeader {
+    pub(crate) fn new(state: usize, cold: SlotCold) -> Self {
+        Self {
+            state: AtomicUsize::new(state),
+            cold: Box::new(cold),
+        }
+    }
+
     /// The payload changed: the next capture freezes it anew. Holder-only.
     #[inline]
     pub(crate) fn thaw(&self) {
-        self.frozen_fresh.store(false, Ordering::Relaxed);
+        self.cold.frozen_fresh.store(false, Ordering::Relaxed);
+    }
+}
+
+impl std::ops::Deref for SlotHeader {
+    type Target = SlotCold;
+
+    fn deref(&self) -> &SlotCold {
+        &self.cold
     }
 }
 

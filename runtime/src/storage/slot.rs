@@ -8,7 +8,8 @@ use std::ptr::NonNull;
 use super::borrow::{iterating_here, try_begin_write, IndexSync};
 use crate::context::inherit::{CaptureFn, Frozen};
 use crate::context::table::{
-    Removal, Remover, SlotHeader, SlotVTable, Taken, BORROWS, INIT, PENDING, PRESENT, SHARED_ONE,
+    Removal, Remover, SlotCold, SlotHeader, SlotVTable, Taken, BORROWS, INIT, PENDING, PRESENT,
+    SHARED_ONE,
 };
 use crate::sync::{AtomicBool, AtomicUsize, Ordering, UnsafeCell};
 
@@ -111,18 +112,20 @@ impl<V: Payload> Slot<V> {
     ) -> Box<Self> {
         let state = if value.is_present() { PRESENT } else { 0 };
         Box::new(Slot {
-            hdr: SlotHeader {
-                state: AtomicUsize::new(state),
-                vtable: &Self::VTABLE,
-                capture,
-                serial,
-                name,
-                frozen: UnsafeCell::new(None),
-                frozen_fresh: AtomicBool::new(false),
-                readers: sync,
-                pins: AtomicUsize::new(0),
-                orphaned: AtomicBool::new(false),
-            },
+            hdr: SlotHeader::new(
+                state,
+                SlotCold {
+                    vtable: &Self::VTABLE,
+                    capture,
+                    serial,
+                    name,
+                    readers: sync,
+                    pins: AtomicUsize::new(0),
+                    orphaned: AtomicBool::new(false),
+                    frozen: UnsafeCell::new(None),
+                    frozen_fresh: AtomicBool::new(false),
+                },
+            ),
             sync,
             value: UnsafeCell::new(value),
         })
