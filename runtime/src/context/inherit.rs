@@ -151,21 +151,35 @@ impl CtxInner {
                 return Ok(frame);
             }
         }
-        // Cleared before building: a write made by user code during the build (a `Clone`)
-        // marks it again, and the next capture sees that write.
-        self.changed.store(false, Ordering::Relaxed);
-        let frame = match self.build_frame() {
-            Ok(frame) => Arc::new(frame),
-            Err(name) => {
-                self.changed.store(true, Ordering::Relaxed);
-                return Err(name);
+        // The build runs user code (`Clone`, old copies' `Drop`): the context stays held, even
+        // if that code drops its `ContextGuard`, until the build is done (then the release
+        // happens, below — the frame was taken while the context was held).
+        let built = {
+            let _busy = self.busy();
+            // Cleared before building: a write made by user code during the build (a
+            // `Clone`) marks it again, and the next capture sees that write.
+            self.changed.store(false, Ordering::Relaxed);
+            match self.build_frame() {
+                Ok(frame) => {
+                    let frame = Arc::new(frame);
+                    // SAFETY: as above.
+                    let old = self
+                        .cache
+                        .with_mut(|c| unsafe { (*c).replace(frame.clone()) });
+                    Ok((frame, old))
+                }
+                Err(name) => {
+                    self.changed.store(true, Ordering::Relaxed);
+                    Err(name)
+                }
             }
         };
-        // SAFETY: as above. The old frame is dropped after the cell is written (it only holds
-        // frozen copies, whose `Drop` may run user code).
-        let old = self
-            .cache
-            .with_mut(|c| unsafe { (*c).replace(frame.clone()) });
+        if self.release_deferred_pending() {
+            drop(self.settle());
+        }
+        let (frame, old) = built?;
+        // The old frame (frozen copies, whose `Drop` may run user code) goes after the cell was
+        // written.
         drop(old);
         Ok(frame)
     }

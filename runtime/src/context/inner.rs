@@ -339,6 +339,18 @@ impl CtxInner {
             && self.deferred_by.load(Ordering::Relaxed) == super::thread_mark()
     }
 
+    /// Ends a release this thread deferred, if nothing holds the context any more — without
+    /// running user code (queued removals wait for the context's next holder). For unwinding.
+    pub(crate) fn end_deferred_release(&self) {
+        if self.deferred_here()
+            && self.busy.load(Ordering::Relaxed) == 0
+            && !self.borrowed_slots(|_| ())
+        {
+            self.release_deferred.store(false, Ordering::Relaxed);
+            self.owner.end_deferred();
+        }
+    }
+
     /// The holder's work queued for when borrows end (see `PENDING`): applies queued removals
     /// and ends a deferred claim once nothing is borrowed. Returns the removed values, for the
     /// caller to drop after this returns.
@@ -366,6 +378,11 @@ pub(crate) struct Busy<'a>(&'a CtxInner);
 impl Drop for Busy<'_> {
     fn drop(&mut self) {
         self.0.busy.fetch_sub(1, Ordering::Relaxed);
+        if std::thread::panicking() {
+            // Unwinding out of the user code it covered: nobody else will end a release that
+            // code deferred.
+            self.0.end_deferred_release();
+        }
     }
 }
 

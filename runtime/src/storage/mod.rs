@@ -519,7 +519,9 @@ impl<V> Storage<V> {
         }
         // The heavy half of the handshake with a holder scanning its slots (`borrowed_slots`):
         // a scan that could still see a detached slot is announced by now, and waited for.
-        crate::sync::heavy();
+        if !detached.is_empty() {
+            crate::sync::heavy();
+        }
         for (ctx, p) in detached {
             ctx.wait_for_scan();
             let _guard = ctx.detach_lock();
@@ -595,7 +597,9 @@ impl<V> InitGuard<'_, V> {
 
 impl<V> Drop for InitGuard<'_, V> {
     fn drop(&mut self) {
-        // Unwinding out of the initializer: queued work is done at the slot's next use.
+        // Unwinding out of the initializer: queued work is done at the slot's next use, but a
+        // release the initializer deferred (it left the context) ends now.
         self.end();
+        self.ctx.end_deferred_release();
     }
 }
