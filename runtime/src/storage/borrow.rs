@@ -17,6 +17,11 @@ use crate::sync::{self as s, lock, Condvar, Mutex, Ordering};
 
 /// Per local index: what foreign readers and waiting writers share. Allocated once per index
 /// and reused with it, so a slot can point at it without pointing at its (movable) `Local`.
+///
+/// Every write of the local in every context reads `readers`: aligned to 128 bytes (the pair
+/// of lines x86 prefetches together) so that no other allocation — a context's stack buffer,
+/// written on every push — shares its line and makes those reads miss.
+#[repr(align(128))]
 pub(crate) struct IndexSync {
     pub(crate) readers: s::AtomicUsize,
     wake: Mutex<()>,
