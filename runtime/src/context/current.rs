@@ -163,7 +163,20 @@ pub(crate) fn thread_mark() -> usize {
 
 /// The context at `addr` with `serial`, if this thread holds it (current, entered further out,
 /// or its own).
+#[inline]
 pub(crate) fn held_here(addr: usize, serial: u64) -> Option<&'static CtxInner> {
+    // The usual case: it is the current one.
+    if let Some(ctx) = current_if_at(addr) {
+        if ctx.serial == serial {
+            return Some(ctx);
+        }
+    }
+    held_further_out(addr, serial)
+}
+
+#[cold]
+#[inline(never)]
+fn held_further_out(addr: usize, serial: u64) -> Option<&'static CtxInner> {
     let aside = SET_ASIDE.try_with(Cell::get).unwrap_or(ptr::null());
     for mut node in [current_ptr(), aside] {
         while is_context(node) {
