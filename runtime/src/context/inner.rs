@@ -342,7 +342,14 @@ impl CtxInner {
     /// Ends a release this thread deferred, if nothing holds the context any more — without
     /// running user code (queued removals wait for the context's next holder). For unwinding.
     pub(crate) fn end_deferred_release(&self) {
-        if self.deferred_here()
+        if self.deferred_here() {
+            self.release_if_idle();
+        }
+    }
+
+    /// Ends a deferred claim if nothing holds the context any more (no borrow, no busy work).
+    fn release_if_idle(&self) {
+        if self.release_deferred.load(Ordering::Relaxed)
             && self.busy.load(Ordering::Relaxed) == 0
             && !self.borrowed_slots(|_| ())
         {
@@ -361,13 +368,7 @@ impl CtxInner {
         } else {
             Vec::new()
         };
-        if self.release_deferred.load(Ordering::Relaxed)
-            && self.busy.load(Ordering::Relaxed) == 0
-            && !self.borrowed_slots(|_| ())
-        {
-            self.release_deferred.store(false, Ordering::Relaxed);
-            self.owner.end_deferred();
-        }
+        self.release_if_idle();
         removed
     }
 }

@@ -195,16 +195,6 @@ impl<T> Buf<T> {
     }
 }
 
-impl<T: Clone> Clone for Buf<T> {
-    fn clone(&self) -> Self {
-        let mut out = Self::new();
-        for v in self.as_slice() {
-            out.push(v.clone());
-        }
-        out
-    }
-}
-
 impl<T> Drop for Buf<T> {
     fn drop(&mut self) {
         // SAFETY: drops the initialised `[head, tail)` in place, exactly once (a panicking

@@ -312,10 +312,7 @@ impl<V: Payload> Storage<V> {
         if !begin_write(&slot.hdr, slot.sync, st) {
             return Err(self.err(AccessErrorKind::Iterating));
         }
-        if self.inherit.is_some() {
-            ctx.mark_changed();
-            slot.hdr.thaw();
-        }
+        self.note_write(ctx, slot);
         if USER {
             let write = Write { slot, ctx };
             // SAFETY: holder, WRITING set, no shared borrow, foreign readers waited out.
@@ -346,6 +343,16 @@ impl<V: Payload> Storage<V> {
         Ok(slot.hdr.state.load(Ordering::Relaxed))
     }
 
+    /// An inheritable local is being written: the context's cached capture and the slot's
+    /// frozen copy are stale.
+    #[inline]
+    fn note_write(&self, ctx: &CtxInner, slot: &Slot<V>) {
+        if self.inherit.is_some() {
+            ctx.mark_changed();
+            slot.hdr.thaw();
+        }
+    }
+
     /// Exclusive access to `slot` of `ctx` (held by this thread), or `None` when that cannot
     /// be had now: the slot is borrowed, or this thread is iterating this local.
     pub(crate) fn try_write_slot<R>(
@@ -358,10 +365,7 @@ impl<V: Payload> Storage<V> {
         if st & BORROWS != 0 || !begin_write(&slot.hdr, slot.sync, st) {
             return None;
         }
-        if self.inherit.is_some() {
-            ctx.mark_changed();
-            slot.hdr.thaw();
-        }
+        self.note_write(ctx, slot);
         let write = Write { slot, ctx };
         // SAFETY: holder, WRITING set, no shared borrow, foreign readers waited out.
         let r = slot.value.with_mut(|v| f(unsafe { &mut *v }));
