@@ -741,6 +741,15 @@ static LOCAL: Local<Value> = Local::named("MODEL_LOCAL");
 static ISTACK: LocalStack<Counted> = LocalStack::named("MODEL_ISTACK").inheritable();
 static ILOCAL: Local<Counted> = Local::named("MODEL_ILOCAL").inheritable();
 
+/// The cases share the statics above and check them for "no context left" at the end, so they
+/// must not overlap: the test harness runs this file's tests on parallel threads.
+fn one_case_at_a_time() -> std::sync::MutexGuard<'static, ()> {
+    static SERIAL: Mutex<()> = Mutex::new(());
+    SERIAL
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
 /// The expected panics of `Scope { panics: true }` would flood the output.
 fn quiet_expected_panics() {
     static ONCE: std::sync::Once = std::sync::Once::new();
@@ -768,6 +777,7 @@ proptest! {
     fn stacks_and_locals_follow_the_model(
         threads in prop::collection::vec(prop::collection::vec(op(), 0..60), 1..=3)
     ) {
+        let _serial = one_case_at_a_time();
         quiet_expected_panics();
         let dropped: Dropped = Arc::default();
         let tally = Tally::new();
@@ -810,6 +820,7 @@ proptest! {
 
 /// Runs one case: each list of ops on a thread of its own; then every value must be gone.
 fn run_case(threads: Vec<Vec<Op>>) {
+    let _serial = one_case_at_a_time();
     quiet_expected_panics();
     let dropped: Dropped = Arc::default();
     let tally = Tally::new();
