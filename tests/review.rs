@@ -623,17 +623,12 @@ impl Drop for Sees {
 // =============================================================================================
 // Finding: a guard dropped inside `for_each` of its own stack stays visible to everyone else.
 
-/// FAILS (DESIGN.md: a guard "removes exactly this value on drop"). A `StackGuard` dropped on
-/// the holder thread inside `for_each` of its own stack cannot write (this thread is a
-/// reader), so `remove_held` → `defer_removal` queues it and marks the slot `PENDING`; the
-/// queue is only applied at the slot's next *holder* access. Until then the value stays
-/// pushed: `contexts()` counts it and `for_each` (from any thread) shows it — indefinitely,
-/// if the holder never touches that stack again (e.g. a thread parked in a pool).
-///
-/// Fix: apply pending removals when the iteration ends (`Reading::drop` on the holder thread
-/// can settle the contexts this thread holds), or make `contexts`/`for_each` skip queued ones.
+/// Was a known limitation (DESIGN.md: a guard "removes exactly this value on drop"). A
+/// `StackGuard` dropped on the holder thread inside `for_each` of its own stack cannot write
+/// (this thread is a reader), so its removal is queued; it used to be applied only at the
+/// slot's next holder access, leaving the value visible to everyone meanwhile. Now the end of
+/// the `for_each` applies it.
 #[test]
-#[ignore = "known limitation (issue 10): a removal queued inside `for_each` is applied at the slot's next use, not when the iteration ends"]
 fn a_guard_dropped_inside_for_each_is_gone_after_it() {
     static S: LocalStack<u32> = LocalStack::named("FOREACH_GUARD");
     within(60, || {

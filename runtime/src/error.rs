@@ -58,6 +58,9 @@ pub enum AccessErrorKind {
     Initializing,
     /// This thread is iterating the local (`for_each`), so its values cannot change now.
     Iterating,
+    /// Another thread's `for_each` is reading the value, and that thread waits (directly or
+    /// through others) for this one: waiting for it would never end.
+    Deadlock,
 }
 
 impl AccessError {
@@ -128,6 +131,10 @@ impl fmt::Display for AccessError {
             AccessErrorKind::Iterating => write!(
                 f,
                 "context local `{name}` cannot be changed inside its own `for_each`"
+            ),
+            AccessErrorKind::Deadlock => write!(
+                f,
+                "context local `{name}` cannot be changed now: another thread's `for_each` reads it and waits for this thread"
             ),
             AccessErrorKind::Initializing => write!(
                 f,

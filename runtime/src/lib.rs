@@ -50,6 +50,7 @@ mod stack;
 mod storage;
 mod sync;
 mod task;
+mod waits;
 
 pub use context::{Context, ContextGuard, ContextId, EnterError};
 pub use error::{AccessError, AccessErrorKind};

@@ -252,7 +252,11 @@ impl<T: Send + 'static> Local<T> {
     /// ```
     #[track_caller]
     pub fn set(&self, value: T) {
-        drop(self.replace(value));
+        // Never waits for another thread's `for_each`: the old value may stay with its readers.
+        match self.storage.write_fresh(true, |v| v.replace(value)) {
+            Ok(old) => drop(old),
+            Err(e) => fail(format_args!("{e}")),
+        }
     }
 
     /// Binds `value` and returns the previous value, if any.
@@ -541,18 +545,45 @@ impl<T: Send + 'static> Local<T> {
     /// ```
     #[track_caller]
     pub fn release(&self) {
-        drop(self.take());
+        match self.storage.write_fresh(false, Option::take) {
+            Ok(old) => drop(old),
+            Err(e) if e.kind() == AccessErrorKind::Destroyed => {}
+            Err(e) => fail(format_args!("{e}")),
+        }
     }
 
     /// Calls `f` with every context's value and that context's id (Werkzeug 0.x `__iter__`).
     ///
-    /// Other contexts keep running meanwhile: a context that starts changing its value waits
-    /// until the iteration ends, and one in the middle of a change is waited for. So do not
-    /// block inside `f` on a thread that may be changing this local.
+    /// Other contexts keep running meanwhile. What the iteration guarantees them:
+    ///
+    /// - Only the value `f` is looking at right now is held, and only against changes made in
+    ///   place. Its context's `set` and `release` never wait: the new value goes in at once and
+    ///   the old one stays with `f` until it returns (then its own context drops it, at its
+    ///   next replacing write or when the context ends). `with_mut`, `take` and `replace` there
+    ///   wait until `f` has returned for that one value — never for the rest of the iteration,
+    ///   and never longer because other iterations keep coming: new readers let a waiting
+    ///   writer go first.
+    /// - A context in the middle of a change is not waited for on the spot: the iteration
+    ///   visits it after the others, then waits until the change is done.
+    /// - Values are only ever dropped by their own context (its teardown, release or
+    ///   writes), never by the thread that iterates, even when a context ends meanwhile.
+    ///
+    /// Inside `f` you may read any local, and change any *other* local (in the current
+    /// context); iterate other locals or this one again. You must not change this local
+    /// (any context's value of it: the iteration reads them), and should not block on a
+    /// thread that may be changing it in place. If a wait would never end — `f` changes a
+    /// value in place that another thread's `for_each` callback holds while that callback
+    /// waits for this one — it is refused: the `try_` accessors return
+    /// [`AccessErrorKind::Deadlock`](crate::AccessErrorKind::Deadlock), the others panic
+    /// naming the local. No combination hangs.
     ///
     /// # Panics
     ///
-    /// If `f` changes this local, or this is called inside `with_mut` of this local.
+    /// If `f` changes this local (`try_with_mut` returns
+    /// [`AccessErrorKind::Iterating`](crate::AccessErrorKind::Iterating) instead), if this is
+    /// called inside `with_mut` of this local, or if waiting for a context's change would wait
+    /// for this thread (see above). A panic of `f` itself propagates; the iteration's hold on
+    /// the value it was at ends with it.
     ///
     /// # Examples
     ///

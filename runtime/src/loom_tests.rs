@@ -34,10 +34,15 @@ impl Drop for Counted {
 /// Runs `f` in every interleaving loom explores (bounded by `LOOM_MAX_PREEMPTIONS`, default 2).
 /// The model's main thread exits (tears its context down) at the end, like every thread.
 fn model(f: impl Fn() + Sync + Send + 'static) {
+    model_bounded(usize::MAX, f);
+}
+
+/// [`model`] with at most `max` preemptions, for models whose threads poll (each poll is a
+/// branch loom explores: beyond 3 preemptions they take hours).
+fn model_bounded(max: usize, f: impl Fn() + Sync + Send + 'static) {
     let mut builder = loom::model::Builder::new();
-    if builder.preemption_bound.is_none() {
-        builder.preemption_bound = Some(2);
-    }
+    let bound = builder.preemption_bound.unwrap_or(2).min(max);
+    builder.preemption_bound = Some(bound);
     builder.check(move || {
         f();
         crate::context::loom_thread_exit();
@@ -565,4 +570,153 @@ fn leaving_a_context_races_with_dropping_a_local() {
         drop(ctx);
         assert_eq!(drops.load(SeqCst), 1);
     });
+}
+
+/// The iteration protocol (issue 10): per-slot marks, writers that never wait for a reader
+/// (`set`), writers that wait only for the readers of their own slot (`with_mut`, `take`), and
+/// the wait that would close a cycle refused.
+mod iteration {
+    use super::*;
+
+    /// `set` in a context a reader is iterating: the write does not wait (it moves to a fresh
+    /// slot), the reader sees the old or the new value whole, and every value is dropped once
+    /// — the old one by the context's teardown after the reader has let go of it.
+    #[test]
+    fn set_races_with_for_each() {
+        model(|| {
+            let drops = Arc::new(AtomicUsize::new(0));
+            let local = Arc::new(Local::<Counted>::named("L"));
+            let ctx = Context::new();
+            ctx.run(|| local.set(Counted::new(&drops, 1)));
+            let t = {
+                let (local, drops) = (local.clone(), drops.clone());
+                spawn(move || {
+                    ctx.run(|| {
+                        local.set(Counted::new(&drops, 2));
+                        assert_eq!(local.with(|v| v.n), 2, "the holder sees its write");
+                    });
+                    ctx
+                })
+            };
+            local.for_each(|_, v| assert!(v.n == 1 || v.n == 2, "{}", v.n));
+            let ctx = t.join().unwrap();
+            assert_eq!(ctx.run(|| local.with(|v| v.n)), 2);
+            drop(ctx);
+            assert_eq!(drops.load(SeqCst), 2, "old and new value, each once");
+            assert_eq!(local.contexts(), 0);
+        });
+    }
+
+    /// Two `set`s while a reader may still hold the first value: the second write reuses the
+    /// emptied retired slot only once no reader is on it.
+    #[test]
+    fn repeated_sets_reuse_retired_slots_only_when_unread() {
+        model(|| {
+            let drops = Arc::new(AtomicUsize::new(0));
+            let local = Arc::new(Local::<Counted>::named("L"));
+            let ctx = Context::new();
+            ctx.run(|| local.set(Counted::new(&drops, 1)));
+            let t = {
+                let (local, drops) = (local.clone(), drops.clone());
+                spawn(move || {
+                    ctx.run(|| {
+                        local.set(Counted::new(&drops, 2));
+                        local.set(Counted::new(&drops, 3));
+                    });
+                    ctx
+                })
+            };
+            local.for_each(|_, v| assert!((1..=3).contains(&v.n), "{}", v.n));
+            let ctx = t.join().unwrap();
+            assert_eq!(ctx.run(|| local.with(|v| v.n)), 3);
+            drop(ctx);
+            assert_eq!(drops.load(SeqCst), 3);
+        });
+    }
+
+    /// `take` waits for a reader on its slot (writer preference, `WRITING` kept): the reader
+    /// never sees the value after it was taken, and the waiting writer is always woken.
+    #[test]
+    fn take_waits_for_the_reader_of_its_slot() {
+        model(|| {
+            let drops = Arc::new(AtomicUsize::new(0));
+            let local = Arc::new(Local::<Counted>::named("L"));
+            let ctx = Context::new();
+            ctx.run(|| local.set(Counted::new(&drops, 1)));
+            let t = {
+                let (local, drops) = (local.clone(), drops.clone());
+                spawn(move || {
+                    let v = ctx.run(|| local.take()).expect("bound");
+                    drop(v);
+                    assert_eq!(drops.load(SeqCst), 1);
+                    ctx
+                })
+            };
+            local.for_each(|_, v| {
+                assert_eq!(v.n, 1);
+                assert_eq!(drops.load(SeqCst), 0, "read after it was dropped");
+            });
+            drop(t.join().unwrap());
+            assert_eq!(drops.load(SeqCst), 1);
+        });
+    }
+
+    /// A nested `for_each` meets the slot its outer one marks while a writer waits for that
+    /// mark (`WRITING` set, not writing): it reads instead of waiting for the writer, which
+    /// waits for it.
+    #[test]
+    fn nested_for_each_reads_a_slot_whose_writer_waits_for_it() {
+        model(|| {
+            let drops = Arc::new(AtomicUsize::new(0));
+            let local = Arc::new(Local::<Counted>::named("L"));
+            let ctx = Context::new();
+            ctx.run(|| local.set(Counted::new(&drops, 0)));
+            let t = {
+                let local = local.clone();
+                spawn(move || {
+                    ctx.run(|| local.with_mut(|v| v.n += 1));
+                    ctx
+                })
+            };
+            local.for_each(|_, outer| {
+                let n = outer.n;
+                local.for_each(|_, inner| assert_eq!(inner.n, n, "changed under a reader"));
+            });
+            drop(t.join().unwrap());
+            assert_eq!(drops.load(SeqCst), 1);
+        });
+    }
+
+    /// Two threads, each inside a `for_each` callback, each changing (in place) the value the
+    /// other one reads: a cycle. At most one of them waits; the other's change is refused
+    /// (`AccessErrorKind::Deadlock`), and both iterations finish.
+    #[test]
+    fn callbacks_changing_what_the_other_reads_do_not_deadlock() {
+        model_bounded(3, || {
+            let drops = Arc::new(AtomicUsize::new(0));
+            let l = Arc::new(Local::<Counted>::named("L"));
+            let m = Arc::new(Local::<Counted>::named("M"));
+            let side = |read: Arc<Local<Counted>>, write: Arc<Local<Counted>>| {
+                let drops = drops.clone();
+                let (l, m) = (l.clone(), m.clone());
+                spawn(move || {
+                    l.set(Counted::new(&drops, 1));
+                    m.set(Counted::new(&drops, 1));
+                    let mut refused = 0;
+                    read.for_each(|_, _| {
+                        if let Err(e) = write.try_with_mut(|v| v.n += 1) {
+                            assert_eq!(e.kind(), crate::AccessErrorKind::Deadlock);
+                            refused += 1;
+                        }
+                    });
+                    refused
+                })
+            };
+            let a = side(l.clone(), m.clone());
+            let b = side(m.clone(), l.clone());
+            let refused = a.join().unwrap() + b.join().unwrap();
+            assert!(refused <= 2);
+            assert_eq!(drops.load(SeqCst), 4);
+        });
+    }
 }

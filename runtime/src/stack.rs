@@ -547,7 +547,8 @@ impl<T: Send + 'static> LocalStack<T> {
     /// ```
     #[track_caller]
     pub fn release(&self) {
-        match self.storage.write(false, StackStore::clear) {
+        // Never waits for another thread's `for_each` (see `Local::set`).
+        match self.storage.write_fresh(false, StackStore::clear) {
             Ok(items) => drop(items),
             Err(e) if e.kind() == AccessErrorKind::Destroyed => {}
             Err(e) => fail(format_args!("{e}")),
@@ -556,12 +557,22 @@ impl<T: Send + 'static> LocalStack<T> {
 
     /// Calls `f` with every context's non-empty stack (bottom first) and that context's id.
     ///
-    /// Other contexts keep running meanwhile; one that starts changing its stack waits until
-    /// the iteration ends. Do not block inside `f` on a thread that may be using this stack.
+    /// The guarantees are [`Local::for_each`](crate::Local::for_each)'s: only the stack `f`
+    /// is looking at is held; its context's `release` never waits (the old elements stay with
+    /// `f`, then that context drops them), while `push`, `pop`, guards and `with_top_mut` there
+    /// wait until `f` returns for that one stack — never for the rest of the iteration, and
+    /// never longer because other iterations keep coming. A context in the middle of a change
+    /// is visited after the others. Elements are only ever dropped by their own context.
+    ///
+    /// Inside `f` you may read anything and change other stacks and locals of the current
+    /// context, but not this stack. A wait that could never end (another thread's callback
+    /// holds the stack you change and waits for you) is refused with a panic naming the
+    /// stack, never a hang.
     ///
     /// # Panics
     ///
-    /// If `f` changes this stack, or this is called inside `with_top_mut` of this stack.
+    /// If `f` changes this stack, if this is called inside `with_top_mut` of this stack, or if
+    /// a wait would wait for this thread (see above).
     ///
     /// # Examples
     ///
@@ -790,7 +801,7 @@ impl<T: Send + 'static> StackGuard<'_, T> {
             // this stack, which the guard borrows, does.
             let ours =
                 unsafe { SlotHeader::remove(NonNull::from(&slot.hdr), self.id, Remover::Visitor) };
-            let busy = match ours {
+            let readers = match ours {
                 Removal::Done(v) => {
                     if slot.hdr.capture.is_some() {
                         // Still under the claim: the next holder sees it.
@@ -799,14 +810,19 @@ impl<T: Send + 'static> StackGuard<'_, T> {
                     removed.extend(v);
                     false
                 }
-                Removal::Busy | Removal::Readers(_) => true,
+                Removal::Busy => {
+                    // Read by this thread's own `for_each`: the next holder removes it.
+                    ctx.post_removal(index, self.id);
+                    false
+                }
+                Removal::Readers => true,
             };
             drop(claim);
             drop(removed);
-            if !busy {
+            if !readers {
                 return;
             }
-            // A reader is iterating the stack: wait for it outside the claim, then retry.
+            // A reader is on the slot: wait for it outside the claim, then retry.
             if !self.stack.storage.wait_for_readers_of(slot) {
                 ctx.post_removal(index, self.id);
                 return;

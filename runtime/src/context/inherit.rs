@@ -72,8 +72,32 @@ impl Frame {
     }
 }
 
+/// A foreign reader's hold on a context's inherited frame (`for_each`, `contexts`).
+pub(crate) struct FrameRead<'a> {
+    ctx: &'a CtxInner,
+    frame: Option<Arc<Frame>>,
+    _held: crate::waits::Holding,
+}
+
+impl std::ops::Deref for FrameRead<'_> {
+    type Target = Frame;
+
+    fn deref(&self) -> &Frame {
+        self.frame.as_ref().expect("present until dropped")
+    }
+}
+
+impl Drop for FrameRead<'_> {
+    fn drop(&mut self) {
+        // Our reference goes before the count does: teardown, waiting for the count, then
+        // holds the last one (or a snapshot does), never us.
+        drop(self.frame.take());
+        self.ctx.frame_readers.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
 /// Unpins a slot (see `CtxInner::pin_slot`), freeing it if its local was dropped meanwhile.
-struct Unpin<'a>(&'a CtxInner, NonNull<SlotHeader>);
+pub(super) struct Unpin<'a>(pub(super) &'a CtxInner, pub(super) NonNull<SlotHeader>);
 
 impl Drop for Unpin<'_> {
     fn drop(&mut self) {
@@ -91,7 +115,7 @@ impl Drop for Unpin<'_> {
 
 impl CtxInner {
     /// The slot at `index`, pinned against being freed by its local's `detach_all`.
-    fn pin_slot(&self, index: usize) -> Option<NonNull<SlotHeader>> {
+    pub(super) fn pin_slot(&self, index: usize) -> Option<NonNull<SlotHeader>> {
         let _guard = self.detach_lock();
         let hdr = self.table.slot(index)?;
         // SAFETY: in the table, under the detach lock: live.
@@ -110,8 +134,38 @@ impl CtxInner {
     }
 
     /// The inherited frame, for another thread (`for_each`, `contexts`).
-    pub(crate) fn inherited_frame(&self) -> Option<Arc<Frame>> {
-        crate::sync::lock(&self.inherited_shared).clone()
+    pub(crate) fn read_inherited_frame(&self) -> Option<FrameRead<'_>> {
+        let shared = crate::sync::lock(&self.inherited_shared);
+        let frame = shared.clone()?;
+        // Under the lock: a teardown that takes the frame out after us sees the count.
+        self.frame_readers.fetch_add(1, Ordering::AcqRel);
+        drop(shared);
+        Some(FrameRead {
+            ctx: self,
+            frame: Some(frame),
+            _held: crate::waits::Holding::mark(self.frame_readers_addr()),
+        })
+    }
+
+    fn frame_readers_addr(&self) -> usize {
+        std::ptr::from_ref(&self.frame_readers).addr()
+    }
+
+    /// Teardown, once the frame is taken out: waits until no foreign reader holds it any more
+    /// (bounded by the readers' callbacks), so that the last reference is teardown's own.
+    /// Gives up on a wait that would wait for this thread.
+    pub(super) fn wait_frame_readers(&self) {
+        let addr = self.frame_readers_addr();
+        if self.frame_readers.load(Ordering::Acquire) == 0 || crate::waits::marked_here(addr) {
+            return;
+        }
+        let Some(_waiting) = crate::waits::register(crate::waits::On::Marks(addr), None) else {
+            return;
+        };
+        let mut round = 0;
+        while self.frame_readers.load(Ordering::Acquire) != 0 {
+            crate::sync::backoff(&mut round);
+        }
     }
 
     /// Whether this context inherited anything at all (cheap: a pointer test).

@@ -16,6 +16,16 @@ use crate::sync::{lock, Arc, AtomicBool, Mutex, MutexGuard, Ordering, UnsafeCell
 /// dropped with the context's storage).
 const TEARDOWN_ROUNDS: usize = 1 << 16;
 
+/// A slot taken out of the table by a write that did not wait for the slot's readers (see
+/// `Storage::relocate`): it keeps the old value for them until this context's holder drops
+/// it (`sweep_retired`, teardown); then it is a spare for the next such write of its local.
+pub(crate) struct Retired {
+    pub(crate) index: usize,
+    pub(crate) hdr: NonNull<SlotHeader>,
+    /// Its values were dropped: only the memory is left (reusable).
+    pub(crate) swept: bool,
+}
+
 /// A removal posted by a `StackGuard` that could not remove its value at once.
 #[derive(Clone, Copy)]
 struct Pending {
@@ -53,14 +63,18 @@ pub(crate) struct CtxInner {
     busy: crate::sync::AtomicUsize,
     /// The thread that deferred it (`current::thread_mark`), which still writes the context.
     deferred_by: crate::sync::AtomicUsize,
-    /// Serialises detaching slots: teardown vs. a dropped `Local` removing its own slot.
-    detach: Mutex<()>,
+    /// Serialises detaching slots: teardown vs. a dropped `Local` removing its own slot. Holds
+    /// the retired slots, which both of them (and the holder's writes) take out.
+    detach: Mutex<Vec<Retired>>,
     /// The frame this context was forked from (immutable): inheritable locals it has not
     /// written read from here (see `inherit.rs`). Holder-only; released by teardown.
     pub(crate) inherited: UnsafeCell<Option<Arc<Frame>>>,
     /// The same frame for other threads (`for_each`, `contexts`), which clone it under the
     /// lock, so that teardown can release it while they read.
     pub(crate) inherited_shared: Mutex<Option<Arc<Frame>>>,
+    /// Foreign readers holding that frame right now (`FrameRead`): teardown waits for them, so
+    /// that the frame's values are never dropped by a reader.
+    pub(crate) frame_readers: crate::sync::AtomicUsize,
     /// This context's last captured frame; stale once `changed`. Holder-only.
     pub(crate) cache: UnsafeCell<Option<Arc<Frame>>>,
     pub(crate) changed: AtomicBool,
@@ -97,8 +111,9 @@ impl CtxInner {
             deferred_by: crate::sync::AtomicUsize::new(0),
             busy: crate::sync::AtomicUsize::new(0),
             scanning: AtomicBool::new(false),
-            detach: Mutex::new(()),
+            detach: Mutex::new(Vec::new()),
             inherited_shared: Mutex::new(inherited.clone()),
+            frame_readers: crate::sync::AtomicUsize::new(0),
             inherited: UnsafeCell::new(inherited),
             cache: UnsafeCell::new(None),
             changed: AtomicBool::new(false),
@@ -122,8 +137,45 @@ impl CtxInner {
         self.order.with_mut(|o| unsafe { (*o).push(index) });
     }
 
-    pub(crate) fn detach_lock(&self) -> MutexGuard<'_, ()> {
+    /// The detach lock, and with it the retired slots.
+    pub(crate) fn detach_lock(&self) -> MutexGuard<'_, Vec<Retired>> {
         lock(&self.detach)
+    }
+
+    /// Waits, holding no lock, until no foreign reader marks the slot at `index` (pinned
+    /// meanwhile: a dropped `Local` may detach it). `false` if that reader waits for this
+    /// thread.
+    fn wait_for_readers(&self, index: usize) -> bool {
+        let Some(hdr) = self.pin_slot(index) else {
+            return true; // its local was dropped: nothing left to wait for
+        };
+        let _pin = super::inherit::Unpin(self, hdr);
+        // SAFETY: pinned, so live until `_pin` is dropped.
+        let h = unsafe { hdr.as_ref() };
+        h.readers.wait_unmarked(h)
+    }
+
+    /// Drops what retired slots still hold once their readers are gone; returns the values,
+    /// for the caller to drop after its write has ended. Holder-only; never waits.
+    pub(crate) fn sweep_retired(&self, retired: &mut [Retired]) -> Vec<Box<dyn Send>> {
+        let mut values = Vec::new();
+        for r in retired.iter_mut().filter(|r| !r.swept) {
+            // SAFETY: retired slots live until the context is dropped or their local detaches
+            // them (under the detach lock, which the caller holds).
+            let h = unsafe { r.hdr.as_ref() };
+            if h.pins.load(Ordering::Relaxed) > 0 {
+                continue; // a capture is reading it: next time
+            }
+            // SAFETY: as above; we hold the context.
+            if let Taken::Values(v) = unsafe { SlotHeader::take(r.hdr) } {
+                // SAFETY: holder-only, and no user code runs while it is borrowed.
+                let frozen = h.frozen.with_mut(|f| unsafe { (*f).take() });
+                values.extend(v);
+                values.extend(frozen.map(|f| Box::new(f) as Box<dyn Send>));
+                r.swept = true;
+            }
+        }
+        values
     }
 
     /// Queues a guard's removal for the next holder.
@@ -149,7 +201,7 @@ impl CtxInner {
         let mut removed = Vec::new();
         for p in queued {
             loop {
-                let readers = {
+                {
                     let _guard = self.detach_lock();
                     let Some(slot) = self.table.slot(p.index) else {
                         break; // the local was dropped, and its values with it
@@ -168,13 +220,13 @@ impl CtxInner {
                             self.post_removal(p.index, p.id);
                             break;
                         }
-                        Removal::Readers(readers) => readers,
+                        Removal::Readers => {}
                     }
-                };
+                }
                 // A foreign reader: the holder waits for it like any write — outside the
                 // detach lock, which a reader's callback may need (it may drop a `Local`). A
                 // visitor's claim must stay short: it queues the removal instead.
-                if by == Remover::Visitor || !readers.wait_none() {
+                if by == Remover::Visitor || !self.wait_for_readers(p.index) {
                     self.post_removal(p.index, p.id);
                     break;
                 }
@@ -204,8 +256,10 @@ impl CtxInner {
                 i -= 1;
                 // SAFETY: as above; `order` only grows, so `i` stays in bounds.
                 let index = self.order.with(|o| unsafe { (&*o)[i] });
-                let Some(values) = self.take_slot(index) else {
-                    continue;
+                // The slot's values, then what its retired slots kept for their readers.
+                let values = match (self.take_slot(index), self.take_retired(index)) {
+                    (None, None) => continue,
+                    (current, retired) => (current, retired),
                 };
                 // A capture from a `Drop` below must see the context as it is now.
                 self.mark_changed();
@@ -234,6 +288,7 @@ impl CtxInner {
         // SAFETY: holder-only; taken out before user code runs.
         let inherited = self.inherited.with_mut(|i| unsafe { (*i).take() });
         let shared = lock(&self.inherited_shared).take();
+        self.wait_frame_readers();
         if let Err(p) = catch_unwind(AssertUnwindSafe(|| drop((inherited, shared)))) {
             first_panic.get_or_insert(p);
         }
@@ -242,30 +297,64 @@ impl CtxInner {
 
     fn take_slot(&self, index: usize) -> Option<Box<dyn Send>> {
         loop {
-            let readers = {
+            {
                 let _guard = self.detach_lock();
                 let slot: NonNull<SlotHeader> = self.table.slot(index)?;
                 // SAFETY: the holder tears down; we hold the detach lock, so the slot stays live.
-                match unsafe { SlotHeader::take(slot) } {
-                    Taken::Values(values) => {
-                        // SAFETY: as above; `frozen` is holder-only.
-                        let header = unsafe { slot.as_ref() };
-                        // SAFETY: holder-only, and no user code runs while it is borrowed.
-                        let frozen = header.frozen.with_mut(|f| unsafe { (*f).take() });
-                        // The slot's frozen copy (for captures) goes with its values.
-                        return match (values, frozen) {
-                            (None, None) => None,
-                            (values, frozen) => Some(Box::new((values, frozen))),
-                        };
-                    }
-                    // SAFETY: as above.
-                    Taken::Readers => unsafe { slot.as_ref() }.readers,
+                if let Taken::Values(values) = unsafe { SlotHeader::take(slot) } {
+                    // SAFETY: as above; `frozen` is holder-only.
+                    let header = unsafe { slot.as_ref() };
+                    // SAFETY: holder-only, and no user code runs while it is borrowed.
+                    let frozen = header.frozen.with_mut(|f| unsafe { (*f).take() });
+                    // The slot's frozen copy (for captures) goes with its values.
+                    return match (values, frozen) {
+                        (None, None) => None,
+                        (values, frozen) => Some(Box::new((values, frozen))),
+                    };
                 }
-            };
+            }
             // Wait for the reader outside the detach lock, which its callback may need.
-            if !readers.wait_none() {
+            if !self.wait_for_readers(index) {
                 return None;
             }
+        }
+    }
+
+    /// The values of `index`'s retired slots, waiting for their readers (bounded: a retired
+    /// slot gets no new reader). Slots whose reader waits for this thread keep their values
+    /// for the final free.
+    fn take_retired(&self, index: usize) -> Option<Box<dyn Send>> {
+        let mut values: Vec<Box<dyn Send>> = Vec::new();
+        loop {
+            let mut retired = self.detach_lock();
+            values.extend(self.sweep_retired(&mut retired));
+            let busy = retired
+                .iter()
+                .find(|r| r.index == index && !r.swept)
+                .map(|r| r.hdr);
+            let Some(hdr) = busy else {
+                break;
+            };
+            // SAFETY: live while retired; pinned across the wait (a dropped local frees it).
+            let h = unsafe { hdr.as_ref() };
+            h.pins.fetch_add(1, Ordering::Relaxed);
+            drop(retired);
+            let _pin = super::inherit::Unpin(self, hdr);
+            if !h.readers.wait_unmarked(h) {
+                break;
+            }
+        }
+        (!values.is_empty()).then(|| Box::new(values) as Box<dyn Send>)
+    }
+}
+
+impl Drop for CtxInner {
+    fn drop(&mut self) {
+        // Nobody can reach the context any more: its retired slots go with it (their values
+        // were dropped by teardown, unless a reader that waited for the holder kept them).
+        for r in std::mem::take(&mut *lock(&self.detach)) {
+            // SAFETY: retired slots belong to the context alone, and it is going away.
+            unsafe { SlotHeader::free(r.hdr) };
         }
     }
 }

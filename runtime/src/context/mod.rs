@@ -25,7 +25,7 @@ pub(crate) use current::{
 };
 pub use enter_error::EnterError;
 pub use id::ContextId;
-pub(crate) use inner::CtxInner;
+pub(crate) use inner::{CtxInner, Retired};
 
 use crate::error::fail;
 use crate::sync::Arc;

@@ -35,11 +35,12 @@ pub(crate) enum Taken {
     Readers,
 }
 
-/// Waits until no foreign reader iterates a local: how a context waits for readers of a slot
-/// without knowing the slot's type (`storage` implements it).
+/// Waits for the foreign readers of one slot: how a context waits for them without knowing
+/// the slot's type (`storage` implements it).
 pub(crate) trait WaitReaders: Sync {
-    /// `false` (at once) if this very thread is a reader.
-    fn wait_none(&self) -> bool;
+    /// Waits until no reader marks `hdr`; `false` (at once) if that would wait for this very
+    /// thread (directly or through others).
+    fn wait_unmarked(&self, hdr: &SlotHeader) -> bool;
 }
 
 /// Who removes a guard's value (see [`SlotVTable::remove`]).
@@ -58,7 +59,7 @@ pub(crate) enum Removal {
     /// The slot is borrowed or being read by this thread: try again later.
     Busy,
     /// A foreign reader is there: wait for it (outside any lock), then retry.
-    Readers(&'static dyn WaitReaders),
+    Readers,
 }
 
 /// The type-independent head of every slot: `storage::Slot<V>` starts with it (`repr(C)`).
@@ -83,8 +84,11 @@ pub(crate) struct SlotCold {
     pub(crate) serial: u64,
     /// The local's name, for messages about the slot.
     pub(crate) name: &'static str,
-    /// The readers of this local (to wait for them without the slot).
+    /// The readers of this local (to wait for the readers of this slot without its type).
     pub(crate) readers: &'static dyn WaitReaders,
+    /// Foreign readers (`for_each`) handing out this slot's payload right now; see
+    /// `storage/borrow.rs`.
+    pub(crate) marks: AtomicUsize,
     /// Captures using the slot right now (`inherit.rs`), and whether its local was dropped
     /// meanwhile — then the last of them frees it. Both under the context's detach lock.
     pub(crate) pins: AtomicUsize,
@@ -129,8 +133,12 @@ pub(crate) const PENDING: usize = 4;
 /// `state`: the local's initializer is running in this context (`Local::with_init`), so a
 /// use of the local inside it is reported instead of recursing. Holder-only meaning.
 pub(crate) const INIT: usize = 8;
+/// `state`, with `WRITING`: the writer is waiting for the readers on the slot and has not
+/// touched the payload yet, so a reader already inside a `for_each` callback may still read it
+/// (see `storage/borrow.rs`).
+pub(crate) const WAITING: usize = 16;
 /// `state`: one shared borrow (nested `with`s count up). Holder-only meaning.
-pub(crate) const SHARED_ONE: usize = 16;
+pub(crate) const SHARED_ONE: usize = 32;
 /// `state`: any borrow.
 pub(crate) const BORROWS: usize = WRITING | !(SHARED_ONE - 1);
 

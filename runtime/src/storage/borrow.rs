@@ -2,18 +2,31 @@
 //!
 //! The slot's state word (bits in `context/table.rs`) is written only by the context's holder,
 //! with plain stores. `for_each` hands out `&V` of *other* contexts' payloads while their
-//! holders keep running: a reader announces itself in the index's `readers` count and then
-//! waits for `WRITING` to clear on each slot; a writer sets `WRITING` and then checks
-//! `readers`, backing off if non-zero. This store-then-load handshake needs a barrier between
-//! the store and the load on both sides; the asymmetric fence in `sync.rs` puts the expensive
-//! half on the reader.
+//! holders keep running. Two levels keep the holder's hot path free of fences and of waiting:
+//!
+//! - **Per local** (`IndexSync::readers`): a `for_each` announces itself once. A writer sets
+//!   `WRITING`, then checks the count; while it is zero nothing else is needed. This
+//!   store-then-load handshake needs a barrier on both sides; the asymmetric fence in `sync.rs`
+//!   puts the expensive half on the reader.
+//! - **Per slot** (`SlotCold::marks`): only while some `for_each` of the local runs. A reader
+//!   marks the one slot it is about to hand out, then looks at `WRITING`: set means the holder
+//!   is writing, so the reader takes its mark back at once and comes back to that slot later —
+//!   a reader never waits while it marks a slot. A writer that finds marks on its own slot
+//!   keeps `WRITING` set, so no new reader gets in, and waits only for the callbacks already
+//!   running on that one value (writer preference: the wait does not grow with reader
+//!   traffic). Writes that replace the whole value (`set`, `release`) do not wait at all: they
+//!   move to a fresh slot and leave the old value to its readers (see `Storage::relocate`).
+//!   Both handshakes here are read-modify-writes of `marks`, which are totally ordered.
+//! - A wait that would close a cycle (a reader's callback waiting for a writer that waits for
+//!   that reader) is refused instead; `waits.rs` keeps the graph.
 
 use std::cell::RefCell;
 use std::ptr;
 
-use crate::context::table::{SlotHeader, SHARED_ONE, WRITING};
+use crate::context::table::{SlotHeader, SHARED_ONE, WAITING, WRITING};
 use crate::context::CtxInner;
 use crate::sync::{self as s, lock, Condvar, Mutex, Ordering};
+use crate::waits::{self, marked_here, Holding, On};
 
 /// Per local index: what foreign readers and waiting writers share. Allocated once per index
 /// and reused with it, so a slot can point at it without pointing at its (movable) `Local`.
@@ -23,7 +36,10 @@ use crate::sync::{self as s, lock, Condvar, Mutex, Ordering};
 /// written on every push — shares its line and makes those reads miss.
 #[repr(align(128))]
 pub(crate) struct IndexSync {
+    /// `for_each` calls of this local running now, in any thread.
     pub(crate) readers: s::AtomicUsize,
+    /// Parties waiting for the marks on one of this local's slots to go.
+    waiting: s::AtomicUsize,
     wake: Mutex<()>,
     cv: Condvar,
 }
@@ -32,6 +48,7 @@ impl IndexSync {
     pub(crate) fn new() -> Self {
         Self {
             readers: s::AtomicUsize::new(0),
+            waiting: s::AtomicUsize::new(0),
             wake: Mutex::new(()),
             cv: Condvar::new(),
         }
@@ -39,79 +56,128 @@ impl IndexSync {
 }
 
 impl crate::context::table::WaitReaders for IndexSync {
-    fn wait_none(&self) -> bool {
-        wait_no_readers(self)
+    fn wait_unmarked(&self, hdr: &SlotHeader) -> bool {
+        wait_unmarked(hdr, self)
     }
 }
 
-/// Marks the slot `WRITING` and waits out foreign readers. `state` is the current state, which
-/// the caller checked to be unborrowed. `false` (and nothing marked) if the reader is this very
-/// thread, which would wait for itself forever.
+/// Why a write could not begin at once.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Contended {
+    /// This thread iterates the local: its values cannot change now.
+    Iterating,
+    /// Waiting for the slot's readers would wait for this thread itself.
+    Deadlock,
+    /// A reader is on the slot (only for writers that asked not to wait).
+    Readers,
+}
+
+/// What a writer does when readers are on its slot.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Mode {
+    /// Keep `WRITING` (no new reader gets in) and wait for the readers there.
+    Wait,
+    /// Give up at once, nothing marked.
+    Try,
+    /// Give up at once, `WRITING` kept: the caller moves the write to a fresh slot.
+    Fresh,
+}
+
+/// Marks the slot `WRITING`, excluding foreign readers. `state` is the current state, which
+/// the caller checked to be unborrowed. On `Err`, nothing is marked (except with `Fresh`).
 #[inline]
-#[must_use]
-pub(crate) fn begin_write(hdr: &SlotHeader, sync: &IndexSync, state: usize) -> bool {
+pub(crate) fn begin_write(
+    hdr: &SlotHeader,
+    sync: &IndexSync,
+    state: usize,
+    mode: Mode,
+) -> Result<(), Contended> {
     hdr.state.store(state | WRITING, Ordering::Relaxed);
     s::light();
     // Acquire: a 0 read here may come from the last reader's decrement, and our write must come
     // after that reader's reads (found by loom: with Relaxed the two were unordered).
     if sync.readers.load(Ordering::Acquire) != 0 {
-        return wait_for_readers(hdr, sync, state);
+        return contended(hdr, sync, state, mode);
     }
-    true
+    Ok(())
 }
 
-/// Like [`begin_write`], but gives up (nothing marked) instead of waiting for a reader.
-#[must_use]
-pub(crate) fn try_begin_write(hdr: &SlotHeader, sync: &IndexSync, state: usize) -> bool {
-    hdr.state.store(state | WRITING, Ordering::Relaxed);
-    s::light();
-    if sync.readers.load(Ordering::Acquire) != 0 {
-        hdr.state.store(state, Ordering::Release);
-        return false;
-    }
-    true
-}
-
+/// Some `for_each` of this local runs: is it on our slot?
 #[cold]
 #[inline(never)]
-fn wait_for_readers(hdr: &SlotHeader, sync: &IndexSync, state: usize) -> bool {
-    if iterating_here(sync) {
+fn contended(
+    hdr: &SlotHeader,
+    sync: &IndexSync,
+    state: usize,
+    mode: Mode,
+) -> Result<(), Contended> {
+    let give_up = |e| {
         hdr.state.store(state, Ordering::Release);
-        return false;
+        Err(e)
+    };
+    // A user's write inside the local's own `for_each` is refused whichever value the
+    // iteration is at, so the outcome does not depend on the order of contexts.
+    if mode != Mode::Try && iterating_here(sync) {
+        return give_up(Contended::Iterating);
     }
-    loop {
-        // Back off so a reader waiting on this slot can proceed, then wait until none is left.
-        hdr.state.store(state, Ordering::Release);
-        {
-            let mut g = lock(&sync.wake);
-            while sync.readers.load(Ordering::Acquire) != 0 {
-                g = match sync.cv.wait(g) {
-                    Ok(g) => g,
-                    Err(e) => e.into_inner(),
-                };
+    // The writer's half of the per-slot handshake: an RMW, ordered with the readers' RMWs.
+    if hdr.marks.fetch_add(0, Ordering::AcqRel) == 0 {
+        return Ok(());
+    }
+    if iterating_here(sync) {
+        return give_up(Contended::Iterating);
+    }
+    match mode {
+        Mode::Try => give_up(Contended::Readers),
+        Mode::Fresh => Err(Contended::Readers),
+        Mode::Wait => {
+            let addr = ptr::from_ref(hdr).addr();
+            let Some(_waiting) = waits::register(On::Marks(addr), Some(addr)) else {
+                return give_up(Contended::Deadlock);
+            };
+            loop {
+                // `WRITING` stays set: readers coming now go elsewhere first, so only the
+                // callbacks already running on this value are waited for. `WAITING` lets a
+                // reader that is itself inside a callback read it anyway (nothing is written
+                // yet), so that no nested iteration waits for us while we wait for it.
+                hdr.state
+                    .store(state | WRITING | WAITING, Ordering::Release);
+                block_until_unmarked(hdr, sync);
+                // Writing for real now: the same handshake again, without `WAITING`.
+                hdr.state.store(state | WRITING, Ordering::Relaxed);
+                if hdr.marks.fetch_add(0, Ordering::AcqRel) == 0 {
+                    return Ok(());
+                }
             }
-        }
-        hdr.state.store(state | WRITING, Ordering::Relaxed);
-        s::light();
-        if sync.readers.load(Ordering::Acquire) == 0 {
-            return true;
         }
     }
 }
 
-/// Waits until `sync` has no reader; `false` (at once) if this thread is one.
-pub(crate) fn wait_no_readers(sync: &IndexSync) -> bool {
-    if iterating_here(sync) {
+/// Waits until no reader marks `hdr`; `false` (at once) if that reader waits for this thread.
+pub(crate) fn wait_unmarked(hdr: &SlotHeader, sync: &IndexSync) -> bool {
+    let addr = ptr::from_ref(hdr).addr();
+    if marked_here(addr) {
+        return false; // the reader is this very thread
+    }
+    let Some(_waiting) = waits::register(On::Marks(addr), None) else {
         return false;
-    }
-    let mut g = lock(&sync.wake);
-    while sync.readers.load(Ordering::Acquire) != 0 {
-        g = match sync.cv.wait(g) {
-            Ok(g) => g,
-            Err(e) => e.into_inner(),
-        };
-    }
+    };
+    block_until_unmarked(hdr, sync);
     true
+}
+
+fn block_until_unmarked(hdr: &SlotHeader, sync: &IndexSync) {
+    sync.waiting.fetch_add(1, Ordering::AcqRel);
+    {
+        let mut g = lock(&sync.wake);
+        while hdr.marks.fetch_add(0, Ordering::AcqRel) != 0 {
+            g = match sync.cv.wait(g) {
+                Ok(g) => g,
+                Err(e) => e.into_inner(),
+            };
+        }
+    }
+    sync.waiting.fetch_sub(1, Ordering::AcqRel);
 }
 
 s::thread_locals! {
@@ -123,6 +189,13 @@ pub(crate) fn iterating_here(sync: &IndexSync) -> bool {
     ITERATING
         .try_with(|v| v.borrow().iter().any(|&p| ptr::eq(p, sync)))
         .unwrap_or(false)
+}
+
+/// Records that this thread lends `hdr`'s payload out as `&mut` to user code until the
+/// returned guard is dropped (see `waits.rs`).
+#[inline]
+pub(crate) fn lending(hdr: &SlotHeader) -> Holding {
+    Holding::lend(ptr::from_ref(hdr).addr())
 }
 
 /// Ends a shared borrow, also on unwind, and runs what was queued for its end.
@@ -143,7 +216,7 @@ impl Drop for SharedBorrow<'_> {
     }
 }
 
-/// A reader's announcement for one index, withdrawn (and waiting writers woken) on drop.
+/// A reader's announcement for one index, withdrawn on drop.
 pub(crate) struct Reading(&'static IndexSync);
 
 impl Reading {
@@ -163,9 +236,42 @@ impl Drop for Reading {
                 v.remove(pos);
             }
         });
-        if self.0.readers.fetch_sub(1, Ordering::Release) == 1 {
-            let _g = lock(&self.0.wake);
-            self.0.cv.notify_all();
+        self.0.readers.fetch_sub(1, Ordering::Release);
+    }
+}
+
+/// A reader's mark on one slot: the holder does not write the payload while it stands.
+pub(crate) struct Mark<'a> {
+    hdr: &'a SlotHeader,
+    sync: &'a IndexSync,
+    _held: Holding,
+}
+
+impl<'a> Mark<'a> {
+    /// Marks `hdr` and returns the slot's state as seen after the mark: if it has no
+    /// `WRITING`, the holder will not write the payload until the mark is dropped.
+    pub(crate) fn new(hdr: &'a SlotHeader, sync: &'a IndexSync) -> (Self, usize) {
+        let held = Holding::mark(ptr::from_ref(hdr).addr());
+        // The reader's half of the per-slot handshake (see `contended`).
+        hdr.marks.fetch_add(1, Ordering::AcqRel);
+        let state = hdr.state.load(Ordering::Acquire);
+        let mark = Mark {
+            hdr,
+            sync,
+            _held: held,
+        };
+        (mark, state)
+    }
+}
+
+impl Drop for Mark<'_> {
+    fn drop(&mut self) {
+        self.hdr.marks.fetch_sub(1, Ordering::AcqRel);
+        // Ordered with a waiter's increment of `waiting` and its re-check of `marks` (both
+        // RMWs): either it sees our decrement or we see it waiting and wake it.
+        if self.sync.waiting.fetch_add(0, Ordering::AcqRel) != 0 {
+            let _g = lock(&self.sync.wake);
+            self.sync.cv.notify_all();
         }
     }
 }

@@ -16,12 +16,15 @@ use std::ptr::{self, NonNull};
 pub(crate) use buf::Buf;
 pub(crate) use slot::{Inherit, Payload, Share, Slot};
 
-use crate::context::table::{SlotHeader, BORROWS, INIT, PENDING, PRESENT, SHARED_ONE, WRITING};
-use crate::context::{self, registry, CtxInner};
+use crate::context::table::{
+    SlotHeader, BORROWS, INIT, PENDING, PRESENT, SHARED_ONE, WAITING, WRITING,
+};
+use crate::context::{self, registry, CtxInner, Retired};
 use crate::error::{fail, AccessError, AccessErrorKind};
 use crate::sync::Ordering;
+use crate::waits::{self, marked_here};
 use crate::ContextId;
-use borrow::{begin_write, Reading, SharedBorrow};
+use borrow::{begin_write, Contended, Mark, Mode, Reading, SharedBorrow};
 use key::{sync_of, Key};
 
 /// The holder's work queued for the end of a borrow (see `PENDING`), run when `state` — the
@@ -174,7 +177,7 @@ impl<V: Payload> Storage<V> {
     /// kept alive meanwhile (its teardown may release it).
     fn inherited_elsewhere<R>(&self, ctx: &CtxInner, f: impl FnOnce(&V) -> R) -> Option<R> {
         self.inherit.as_ref()?;
-        let frame = ctx.inherited_frame()?;
+        let frame = ctx.read_inherited_frame()?;
         let frozen = frame.get(self.key.get()?, self.key.serial())?;
         frozen.downcast_ref::<V>().map(f)
     }
@@ -248,6 +251,25 @@ impl<V: Payload> Storage<V> {
         self.write_slot(ctx, slot, f).map(Some)
     }
 
+    /// Like [`write`](Self::write), for a write that replaces the whole payload (`f` must not
+    /// need what was there: `set`, `release`). When a foreign reader is on the slot, the write
+    /// does not wait for it: `f` gets a fresh, empty payload and the old one stays with its
+    /// readers until the holder drops it (see [`relocate`](Self::relocate)).
+    #[inline]
+    pub(crate) fn write_fresh<R>(
+        &self,
+        create: bool,
+        f: impl FnOnce(&mut V) -> R,
+    ) -> Result<Option<R>, AccessError> {
+        let (ctx, slot) = self.current_slot()?;
+        let slot = match slot {
+            Some(slot) => slot,
+            None if create || self.inherited_in(ctx).is_some() => self.create(ctx),
+            None => return Ok(None),
+        };
+        self.write_in::<false, true, R>(ctx, slot, f).map(Some)
+    }
+
     /// Like [`write`](Self::write) without creating, in `ctx` — a context this thread holds,
     /// not necessarily the current one (a scope ending after its context was left).
     pub(crate) fn write_held<R>(
@@ -280,7 +302,7 @@ impl<V: Payload> Storage<V> {
             None if self.inherited_in(ctx).is_some() => self.create(ctx),
             None => return Ok(None),
         };
-        self.write_in::<true, R>(ctx, slot, f).map(Some)
+        self.write_in::<true, false, R>(ctx, slot, f).map(Some)
     }
 
     /// Exclusive access to `slot`, of `ctx`, which this thread holds; `f` runs no user code.
@@ -291,14 +313,16 @@ impl<V: Payload> Storage<V> {
         slot: &Slot<V>,
         f: impl FnOnce(&mut V) -> R,
     ) -> Result<R, AccessError> {
-        self.write_in::<false, R>(ctx, slot, f)
+        self.write_in::<false, false, R>(ctx, slot, f)
     }
 
     /// The write protocol. With `USER`, `f` is user code, which may queue work on the slot
     /// (a guard dropped inside `with_mut`), so the end of the write looks for it; without,
-    /// nothing can change the state meanwhile.
+    /// nothing can change the state meanwhile. With `FRESH`, see [`write_fresh`].
+    ///
+    /// [`write_fresh`]: Self::write_fresh
     #[inline]
-    fn write_in<const USER: bool, R>(
+    fn write_in<const USER: bool, const FRESH: bool, R>(
         &self,
         ctx: &CtxInner,
         slot: &Slot<V>,
@@ -309,23 +333,122 @@ impl<V: Payload> Storage<V> {
         if st > PRESENT {
             st = self.write_slow(ctx, slot, st)?;
         }
-        if !begin_write(&slot.hdr, slot.sync, st) {
-            return Err(self.err(AccessErrorKind::Iterating));
-        }
+        // An initializer running on the slot keeps its place (its guard ends it there).
+        let mode = if FRESH && st & INIT == 0 {
+            Mode::Fresh
+        } else {
+            Mode::Wait
+        };
+        let mut retired = Vec::new();
+        let slot = match begin_write(&slot.hdr, slot.sync, st, mode) {
+            Ok(()) => slot,
+            Err(e) => {
+                let (fresh, dropped) = self.contended(ctx, slot, st, e)?;
+                retired = dropped;
+                st = 0;
+                fresh
+            }
+        };
         self.note_write(ctx, slot);
-        if USER {
+        let r = if USER {
             let write = Write { slot, ctx };
+            let lending = borrow::lending(&slot.hdr);
             // SAFETY: holder, WRITING set, no shared borrow, foreign readers waited out.
             let r = slot.value.with_mut(|v| f(unsafe { &mut *v }));
+            drop(lending);
             drop(write);
-            Ok(r)
+            r
         } else {
             // SAFETY: as above. `f` runs no user code: it cannot unwind (short of an
             // allocation failure, which aborts) nor queue work on the slot.
             let r = slot.value.with_mut(|v| f(unsafe { &mut *v }));
             slot.end_write_from(st);
-            Ok(r)
+            r
+        };
+        // Old values whose readers have gone, dropped now that no write is in progress.
+        drop(retired);
+        Ok(r)
+    }
+
+    /// A write could not begin at once: an error, or (`Readers`, for a fresh write) the slot
+    /// to write instead and the retired values to drop after the write.
+    #[cold]
+    #[inline(never)]
+    #[allow(clippy::type_complexity)]
+    fn contended<'a>(
+        &'a self,
+        ctx: &'a CtxInner,
+        slot: &'a Slot<V>,
+        st: usize,
+        e: Contended,
+    ) -> Result<(&'a Slot<V>, Vec<Box<dyn Send>>), AccessError> {
+        match e {
+            Contended::Readers => Ok(self.relocate(ctx, slot, st)),
+            Contended::Iterating => Err(self.err(AccessErrorKind::Iterating)),
+            Contended::Deadlock => Err(self.err(AccessErrorKind::Deadlock)),
         }
+    }
+
+    /// A write that replaces the whole payload found foreign readers on `old` (marked
+    /// `WRITING` by us, state `st` before): instead of waiting for them, a fresh slot takes
+    /// `old`'s place in the table, and `old` keeps its value for the readers still on it. A
+    /// reader that comes later finds the fresh slot (readers check that the slot they marked
+    /// is still the table's). This context's holder drops the old value once its readers are
+    /// gone — at a later such write or at teardown — and reuses the emptied slot.
+    #[cold]
+    #[inline(never)]
+    fn relocate<'a>(
+        &'a self,
+        ctx: &'a CtxInner,
+        old: &'a Slot<V>,
+        st: usize,
+    ) -> (&'a Slot<V>, Vec<Box<dyn Send>>) {
+        let i = self.key.get_or_assign();
+        let mut retired = ctx.detach_lock();
+        let fresh = self.spare(&mut retired, i).unwrap_or_else(|| {
+            let slot = Slot::<V>::new(
+                old.sync,
+                old.hdr.capture,
+                (old.hdr.serial, old.hdr.name),
+                V::empty(),
+            );
+            slot.hdr.state.store(WRITING, Ordering::Relaxed);
+            NonNull::from(Box::leak(slot))
+        });
+        let cell = ctx.table.cell_or_grow(i);
+        cell.store(fresh.as_ptr().cast(), Ordering::Release);
+        // `old` stays as it was for its readers; `st` has no WRITING.
+        old.hdr.state.store(st, Ordering::Release);
+        let dropped = ctx.sweep_retired(&mut retired);
+        retired.push(Retired {
+            index: i,
+            hdr: NonNull::from(&old.hdr),
+            swept: false,
+        });
+        // SAFETY: owned by `ctx` (table or retired list) until the context is dropped or the
+        // local detaches it, which needs `&mut self`.
+        (unsafe { fresh.as_ref() }, dropped)
+    }
+
+    /// A retired, emptied slot of this local to write into, marked `WRITING`, if one has no
+    /// reader left.
+    fn spare(&self, retired: &mut Vec<Retired>, index: usize) -> Option<NonNull<Slot<V>>> {
+        let pos = retired.iter().position(|r| {
+            if r.index != index || !r.swept {
+                return false;
+            }
+            // SAFETY: retired slots are live while the detach lock is held.
+            let h = unsafe { r.hdr.as_ref() };
+            // The per-slot handshake, as a writer: a reader that still holds an old pointer to
+            // it either shows in `marks` or sees `WRITING` and leaves.
+            h.state.store(WRITING, Ordering::Relaxed);
+            if h.marks.fetch_add(0, Ordering::AcqRel) == 0 && h.pins.load(Ordering::Relaxed) == 0 {
+                return true;
+            }
+            h.state.store(0, Ordering::Release);
+            false
+        })?;
+        Some(retired.swap_remove(pos).hdr.cast())
     }
 
     #[cold]
@@ -362,7 +485,7 @@ impl<V: Payload> Storage<V> {
         f: impl FnOnce(&mut V) -> R,
     ) -> Option<R> {
         let st = slot.hdr.state.load(Ordering::Relaxed);
-        if st & BORROWS != 0 || !begin_write(&slot.hdr, slot.sync, st) {
+        if st & BORROWS != 0 || begin_write(&slot.hdr, slot.sync, st, Mode::Wait).is_err() {
             return None;
         }
         self.note_write(ctx, slot);
@@ -373,10 +496,10 @@ impl<V: Payload> Storage<V> {
         Some(r)
     }
 
-    /// Waits until no foreign reader iterates this local, for a thread that holds nothing;
-    /// `false` (at once) if the reader is this very thread.
+    /// Waits until no foreign reader marks `slot`, for a thread that holds nothing; `false`
+    /// (at once) if that reader waits for this thread.
     pub(crate) fn wait_for_readers_of(&self, slot: &Slot<V>) -> bool {
-        borrow::wait_no_readers(slot.sync)
+        borrow::wait_unmarked(&slot.hdr, slot.sync)
     }
 
     /// Queues work on `slot` of `ctx` (held by this thread) for when its borrows end.
@@ -449,7 +572,8 @@ impl<V: Payload> Storage<V> {
 
     /// Calls `f` with every context's present payload.
     ///
-    /// `f` runs while this local is being iterated: holders wanting to change their value wait.
+    /// A context whose holder is writing its value is come back to after the others, so the
+    /// iteration never waits while it has a value marked (see `borrow.rs`).
     #[track_caller]
     pub(crate) fn for_each(&self, mut f: impl FnMut(ContextId, &V))
     where
@@ -458,45 +582,103 @@ impl<V: Payload> Storage<V> {
         let Some(i) = self.key.get() else {
             return;
         };
-        let _reading = Reading::start(sync_of(i));
-        for ctx in registry::snapshot() {
-            let Some(slot) = self.slot_in(&ctx) else {
-                // A fork's inherited value is frozen: read it as it is.
-                self.inherited_elsewhere(&ctx, |v| {
-                    if v.is_present() {
-                        f(ctx.id, v);
-                    }
-                });
-                continue;
-            };
-            let st = self.wait_not_writing(&ctx, slot);
-            if st & PRESENT != 0 {
-                // SAFETY: WRITING was clear after our announcement was visible to the holder
-                // (asymmetric fence), so the holder now backs off from writing until we finish;
-                // the Acquire load synchronised with its last write. `V: Sync` makes sharing
-                // the `&V` with the holder's own shared borrows sound.
-                slot.value.with(|v| f(ctx.id, unsafe { &*v }));
+        self.iterate(i, &mut f);
+        // A guard of this context dropped inside `f` queued its removal (this thread could not
+        // write while it read): apply it now that the iteration is over.
+        if let Some(ctx) = context::current() {
+            if ctx.has_pending() && !borrow::iterating_here(sync_of(i)) {
+                settle(ctx);
             }
         }
     }
 
+    /// `for_each` proper, while this thread is announced as a reader.
     #[track_caller]
-    fn wait_not_writing(&self, ctx: &CtxInner, slot: &Slot<V>) -> usize {
-        let mut round = 0u32;
+    fn iterate(&self, i: usize, f: &mut impl FnMut(ContextId, &V))
+    where
+        V: Sync,
+    {
+        let _reading = Reading::start(sync_of(i));
+        let mut later = Vec::new();
+        for ctx in registry::snapshot() {
+            if !self.visit(&ctx, i, f) {
+                later.push(ctx);
+            }
+        }
+        for ctx in later {
+            let mut round = 0;
+            while !self.visit(&ctx, i, f) {
+                // Registered afresh each round: the slot may have moved, its writer changed.
+                let on = waits::On::Writing(self.slot_addr(&ctx, i));
+                let Some(waiting) = waits::register(on, None) else {
+                    fail(format_args!(
+                        "context local `{}` cannot be iterated here: a holder changing it waits for this thread",
+                        self.name()
+                    ))
+                };
+                crate::sync::backoff(&mut round);
+                drop(waiting);
+            }
+        }
+    }
+
+    /// The address of the slot at `index` in `ctx` (0 if none).
+    fn slot_addr(&self, ctx: &CtxInner, index: usize) -> usize {
+        ctx.table.slot(index).map_or(0, |p| p.addr().get())
+    }
+
+    /// Hands `ctx`'s payload of this local (at `index`) to `f`, unless its holder is writing
+    /// it right now: then `false`, and nothing was marked.
+    #[track_caller]
+    fn visit(&self, ctx: &CtxInner, index: usize, f: &mut impl FnMut(ContextId, &V)) -> bool
+    where
+        V: Sync,
+    {
         loop {
-            let st = slot.hdr.state.load(Ordering::Acquire);
-            if st & WRITING == 0 {
-                return st;
+            let Some(hdr) = ctx.table.slot(index) else {
+                // A fork's inherited value is frozen: read it as it is.
+                self.inherited_elsewhere(ctx, |v| {
+                    if v.is_present() {
+                        f(ctx.id, v);
+                    }
+                });
+                return true;
+            };
+            // SAFETY: a slot of this local, which we borrow (it cannot detach its slots);
+            // slots live as long as their context (retired ones too), which the caller keeps.
+            let slot = unsafe { hdr.cast::<Slot<V>>().as_ref() };
+            // An outer `for_each` of this thread marks this very slot: a `WRITING` seen now
+            // is a writer waiting for that mark, not one writing. And a writer still waiting
+            // (`WAITING`) has not touched the value: a reader inside a callback reads it
+            // rather than wait for a writer that may be waiting for that callback.
+            let ours = marked_here(hdr.addr().get());
+            let nested = waits::marking_anything();
+            let (mark, st) = Mark::new(&slot.hdr, slot.sync);
+            let readable = ours || (nested && st & WAITING != 0);
+            if st & WRITING != 0 && !readable {
+                drop(mark);
+                // The writer is this very thread (an outer `with_mut`, maybe in a context
+                // entered further out): coming back would never end.
+                if context::is_held_here(ctx) || ctx.deferred_here() {
+                    fail(format_args!(
+                        "context local `{}` cannot be iterated inside its own `with_mut`",
+                        self.name()
+                    ));
+                }
+                return false;
             }
-            // The writer is this very thread (an outer `with_mut`, maybe in a context entered
-            // further out): waiting would never end.
-            if context::is_held_here(ctx) || ctx.deferred_here() {
-                fail(format_args!(
-                    "context local `{}` cannot be iterated inside its own `with_mut`",
-                    self.name()
-                ));
+            if ctx.table.slot(index) != Some(hdr) {
+                continue; // moved to a fresh slot meanwhile (`relocate`): read that one
             }
-            crate::sync::backoff(&mut round);
+            if st & PRESENT != 0 {
+                // SAFETY: WRITING was clear after our mark was visible to the holder (the
+                // per-slot handshake), so the holder does not write the payload until the mark
+                // is dropped; the Acquire load synchronised with its last write. `V: Sync`
+                // makes sharing the `&V` with the holder's own shared borrows sound.
+                slot.value.with(|v| f(ctx.id, unsafe { &*v }));
+            }
+            drop(mark);
+            return true;
         }
     }
 }
@@ -511,7 +693,7 @@ impl<V> Storage<V> {
         let mut detached: Vec<(crate::sync::Arc<CtxInner>, NonNull<SlotHeader>)> = Vec::new();
         let contexts = registry::snapshot();
         for ctx in &contexts {
-            let _guard = ctx.detach_lock();
+            let mut retired = ctx.detach_lock();
             ctx.forget_removals(i);
             // A cached capture may hold this local's value: rebuild it.
             ctx.mark_changed();
@@ -520,6 +702,13 @@ impl<V> Storage<V> {
                     detached.push((ctx.clone(), p));
                 }
             }
+            retired.retain(|r| {
+                let ours = r.index == i;
+                if ours {
+                    detached.push((ctx.clone(), r.hdr));
+                }
+                !ours
+            });
         }
         // The heavy half of the handshake with a holder scanning its slots (`borrowed_slots`):
         // a scan that could still see a detached slot is announced by now, and waited for.

@@ -5,7 +5,7 @@
 
 use std::ptr::NonNull;
 
-use super::borrow::{iterating_here, try_begin_write, IndexSync};
+use super::borrow::{begin_write, Contended, IndexSync, Mode};
 use crate::context::inherit::{CaptureFn, Frozen};
 use crate::context::table::{
     Removal, Remover, SlotCold, SlotHeader, SlotVTable, Taken, BORROWS, INIT, PENDING, PRESENT,
@@ -120,6 +120,7 @@ impl<V: Payload> Slot<V> {
                     serial,
                     name,
                     readers: sync,
+                    marks: AtomicUsize::new(0),
                     pins: AtomicUsize::new(0),
                     orphaned: AtomicBool::new(false),
                     frozen: UnsafeCell::new(None),
@@ -170,13 +171,16 @@ unsafe fn take_impl<V: Payload>(hdr: NonNull<SlotHeader>) -> Taken {
     // SAFETY: per the caller.
     let slot = unsafe { slot::<V>(hdr) };
     let state = slot.hdr.state.load(Ordering::Relaxed);
-    // Borrowed (no user frame is left in a context being torn down, so only through a leaked
-    // borrow) or being read by this thread's `for_each`: leave it for the final free.
-    if state & BORROWS != 0 || iterating_here(slot.sync) {
+    // Borrowed: no user frame is left in a context being torn down, so only through a leaked
+    // borrow. Leave it for the final free.
+    if state & BORROWS != 0 {
         return Taken::Values(None);
     }
-    if !try_begin_write(&slot.hdr, slot.sync, state) {
-        return Taken::Readers;
+    match begin_write(&slot.hdr, slot.sync, state, Mode::Try) {
+        Ok(()) => {}
+        Err(Contended::Readers) => return Taken::Readers,
+        // This thread's own `for_each` is reading the slot: leave it for the final free.
+        Err(_) => return Taken::Values(None),
     }
     slot.hdr.thaw();
     // SAFETY: we hold the context, set WRITING, and no foreign reader is there.
@@ -192,16 +196,22 @@ unsafe fn remove_impl<V: Payload>(hdr: NonNull<SlotHeader>, id: u64, by: Remover
     // SAFETY: per the caller.
     let slot = unsafe { slot::<V>(hdr) };
     let state = slot.hdr.state.load(Ordering::Relaxed);
-    let here = iterating_here(slot.sync);
-    if state & BORROWS == 0 && !here && !try_begin_write(&slot.hdr, slot.sync, state) {
-        return Removal::Readers(slot.sync);
-    }
-    if state & BORROWS != 0 || here {
-        if by == Remover::Holder {
-            // Retried when the borrow ends, or when the slot is next used.
-            slot.hdr.state.store(state | PENDING, Ordering::Relaxed);
+    let begun = if state & BORROWS == 0 {
+        begin_write(&slot.hdr, slot.sync, state, Mode::Try)
+    } else {
+        Err(Contended::Iterating)
+    };
+    match begun {
+        Ok(()) => {}
+        Err(Contended::Readers) => return Removal::Readers,
+        // Borrowed, or read by this thread's own `for_each`.
+        Err(_) => {
+            if by == Remover::Holder {
+                // Retried when the borrow ends, or when the slot is next used.
+                slot.hdr.state.store(state | PENDING, Ordering::Relaxed);
+            }
+            return Removal::Busy;
         }
-        return Removal::Busy;
     }
     slot.hdr.thaw();
     // SAFETY: we hold the context, set WRITING, and no foreign reader is there.
