@@ -20,6 +20,7 @@ use context_local::{Context, Local, LocalStack};
 
 mod baggage;
 mod inherit;
+mod iteration;
 mod tasks;
 use context_local_alloc_counter::CountingAlloc;
 
@@ -705,11 +706,12 @@ fn main() {
         .filter(|a| !a.starts_with('-'))
         .collect();
     type Section = fn(&mut Vec<Row>);
-    let sections: [(&str, Section); 8] = [
+    let sections: [(&str, Section); 9] = [
         ("hot_paths", hot_paths),
         ("scaling", scaling),
         ("scopes", scopes),
         ("contexts", contexts),
+        ("iteration", iteration::iteration),
         ("tasks", tasks::tasks),
         ("inherit", inherit::inherit),
         ("baggage", baggage::baggage),
