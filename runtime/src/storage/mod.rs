@@ -339,30 +339,54 @@ impl<V: Payload> Storage<V> {
         } else {
             Mode::Wait
         };
-        let mut retired = Vec::new();
-        let slot = match begin_write(&slot.hdr, slot.sync, st, mode) {
-            Ok(()) => slot,
-            Err(e) => {
-                let (fresh, dropped) = self.contended(ctx, slot, st, e)?;
-                retired = dropped;
-                st = 0;
-                fresh
-            }
-        };
+        if let Err(e) = begin_write(&slot.hdr, slot.sync, st, mode) {
+            return self.write_contended::<USER, R>(ctx, slot, st, e, f);
+        }
         self.note_write(ctx, slot);
-        let r = if USER {
+        if USER {
             let write = Write { slot, ctx };
             let lending = borrow::lending(&slot.hdr);
             // SAFETY: holder, WRITING set, no shared borrow, foreign readers waited out.
             let r = slot.value.with_mut(|v| f(unsafe { &mut *v }));
             drop(lending);
             drop(write);
-            r
+            Ok(r)
         } else {
             // SAFETY: as above. `f` runs no user code: it cannot unwind (short of an
             // allocation failure, which aborts) nor queue work on the slot.
             let r = slot.value.with_mut(|v| f(unsafe { &mut *v }));
             slot.end_write_from(st);
+            Ok(r)
+        }
+    }
+
+    /// The rest of a write that could not begin at once: an error, or (a fresh write that
+    /// found readers) the write done in the slot that replaces `slot`, after which the old
+    /// values whose readers have gone are dropped.
+    #[cold]
+    #[inline(never)]
+    fn write_contended<const USER: bool, R>(
+        &self,
+        ctx: &CtxInner,
+        slot: &Slot<V>,
+        st: usize,
+        e: Contended,
+        f: impl FnOnce(&mut V) -> R,
+    ) -> Result<R, AccessError> {
+        let (fresh, retired) = self.contended(ctx, slot, st, e)?;
+        self.note_write(ctx, fresh);
+        let r = if USER {
+            let write = Write { slot: fresh, ctx };
+            let lending = borrow::lending(&fresh.hdr);
+            // SAFETY: holder, WRITING set on the fresh slot, which no reader can have marked.
+            let r = fresh.value.with_mut(|v| f(unsafe { &mut *v }));
+            drop(lending);
+            drop(write);
+            r
+        } else {
+            // SAFETY: as above; `f` runs no user code.
+            let r = fresh.value.with_mut(|v| f(unsafe { &mut *v }));
+            fresh.end_write_from(0);
             r
         };
         // Old values whose readers have gone, dropped now that no write is in progress.
