@@ -43,6 +43,10 @@ fn model_bounded(max: usize, f: impl Fn() + Sync + Send + 'static) {
     let mut builder = loom::model::Builder::new();
     let bound = builder.preemption_bound.unwrap_or(2).min(max);
     builder.preemption_bound = Some(bound);
+    // A reader that comes back to a value being written polls (yielding each round), and a
+    // long write under a low preemption bound makes for many rounds: more than loom's default
+    // 1,000 branches in one execution, without any livelock.
+    builder.max_branches = 20_000;
     builder.check(move || {
         f();
         crate::context::loom_thread_exit();
