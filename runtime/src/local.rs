@@ -6,6 +6,15 @@ use crate::error::{fail, nothing_bound_is_none, AccessError, AccessErrorKind};
 use crate::storage::{Inherit, Payload, Share, Storage};
 use crate::{ContextId, LocalProxy, Release};
 
+/// `f` on the bound value, or `f` back when there is none (see `Storage::read_or_return`).
+#[inline(always)]
+fn call_if_bound<T, R, F: FnOnce(&T) -> R>(f: F, v: &Option<T>) -> Result<R, F> {
+    match v {
+        Some(v) => Ok(f(v)),
+        None => Err(f),
+    }
+}
+
 impl<T: Send + 'static> Payload for Option<T> {
     fn empty() -> Self {
         None
@@ -402,17 +411,11 @@ impl<T: Send + 'static> Local<T> {
     /// ```
     #[inline]
     pub fn try_with<R>(&self, f: impl FnOnce(&T) -> R) -> Result<R, AccessError> {
-        let mut f = Some(f);
-        let attempt = self
-            .storage
-            .read(|v| v.as_ref().map(|v| (f.take().unwrap())(v)));
-        match attempt {
-            Ok(Some(Some(r))) => Ok(r),
-            Ok(_) => self.init_then(|this| {
-                this.storage
-                    .read(|v| v.as_ref().map(f.take().unwrap()))
-                    .map(Option::flatten)
-            }),
+        match self.storage.read_or_return(f, call_if_bound) {
+            Ok(Ok(r)) => Ok(r),
+            Ok(Err(f)) => {
+                self.init_then(|this| Ok(this.storage.read_or_return(f, call_if_bound)?.ok()))
+            }
             Err(e) => Err(e),
         }
     }

@@ -194,6 +194,14 @@ impl Table {
         if index < INLINE {
             return Some(&self.inline[index]);
         }
+        self.overflow_cell(index)
+    }
+
+    /// [`cell`](Self::cell) beyond the inline slots: out of line, so the hot paths of the first
+    /// locals stay short.
+    #[cold]
+    #[inline(never)]
+    fn overflow_cell(&self, index: usize) -> Option<&AtomicPtr<SlotHeader>> {
         let (bucket, offset) = bucket_of(index);
         let base = self.overflow[bucket].load(Ordering::Acquire);
         if base.is_null() {
@@ -203,6 +211,25 @@ impl Table {
         // `bucket_len(bucket)` cells that live until `self` drops; `offset` is below that
         // length by construction of `bucket_of`.
         Some(unsafe { &*base.add(offset) })
+    }
+
+    /// The slot at `index`, which may be any number (an unassigned key's too): one
+    /// comparison decides the common case of the first locals.
+    #[inline]
+    pub(crate) fn slot_at(&self, index: usize) -> Option<NonNull<SlotHeader>> {
+        if index < INLINE {
+            return NonNull::new(self.inline[index].load(Ordering::Acquire));
+        }
+        self.overflow_slot(index)
+    }
+
+    #[cold]
+    #[inline(never)]
+    fn overflow_slot(&self, index: usize) -> Option<NonNull<SlotHeader>> {
+        if index >= INLINE << BUCKETS {
+            return None;
+        }
+        NonNull::new(self.overflow_cell(index)?.load(Ordering::Acquire))
     }
 
     /// The slot at `index`, if any.

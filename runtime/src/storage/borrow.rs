@@ -23,7 +23,7 @@
 use std::cell::RefCell;
 use std::ptr;
 
-use crate::context::table::{SlotHeader, SHARED_ONE, WAITING, WRITING};
+use crate::context::table::{SlotHeader, PENDING, SHARED_ONE, WAITING, WRITING};
 use crate::context::CtxInner;
 use crate::sync::{self as s, lock, Condvar, Mutex, Ordering};
 use crate::waits::{self, marked_here, Holding, On};
@@ -207,12 +207,15 @@ pub(crate) struct SharedBorrow<'a> {
 impl Drop for SharedBorrow<'_> {
     #[inline]
     fn drop(&mut self) {
-        let st = self.hdr.state.load(Ordering::Relaxed);
+        let st = self.hdr.state.load(Ordering::Relaxed) - SHARED_ONE;
         // Release, like every holder store a reader may observe: a reader's Acquire load must
         // synchronise with whichever store it reads (relaxed stores do not continue a release
         // sequence), or it could miss the payload written before the last write ended.
-        self.hdr.state.store(st - SHARED_ONE, Ordering::Release);
-        super::settle_if_pending(self.ctx, st - SHARED_ONE);
+        self.hdr.state.store(st, Ordering::Release);
+        // One test on the way out; whether other borrows remain is the cold path's question.
+        if st & PENDING != 0 {
+            super::settle_when_unborrowed(self.ctx, st);
+        }
     }
 }
 

@@ -45,6 +45,13 @@ impl Key {
         (i != UNASSIGNED).then_some(i)
     }
 
+    /// The index, or a number no table has a slot at (never assigned): lets the hot path test
+    /// "assigned" and "inline" with one comparison (see `Table::slot_at`).
+    #[inline]
+    pub(crate) fn raw(&self) -> usize {
+        self.index.load(Ordering::Acquire)
+    }
+
     /// The serial; meaningful once [`get`](Self::get) returned an index (it is published
     /// before the index).
     #[inline]

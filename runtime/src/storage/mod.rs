@@ -36,6 +36,15 @@ fn settle_if_pending(ctx: &CtxInner, state: usize) {
     }
 }
 
+/// [`settle_if_pending`] for a caller that saw `PENDING` in `state` already.
+#[cold]
+#[inline(never)]
+fn settle_when_unborrowed(ctx: &CtxInner, state: usize) {
+    if state & BORROWS == 0 {
+        settle(ctx);
+    }
+}
+
 #[cold]
 #[inline(never)]
 fn settle(ctx: &CtxInner) {
@@ -90,7 +99,7 @@ impl<V: Payload> Storage<V> {
     /// This local's slot in `ctx`, if it was ever created there.
     #[inline]
     pub(crate) fn slot_in<'a>(&'a self, ctx: &'a CtxInner) -> Option<&'a Slot<V>> {
-        let p = ctx.table.slot(self.key.get()?)?;
+        let p = ctx.table.slot_at(self.key.raw())?;
         // SAFETY: a slot at our index holds a `Slot<V>` created by `create` for this local
         // (indices are recycled only after a dropped local removed its slots everywhere). It
         // lives as long as `ctx` and while `self` is borrowed (only `Drop` of this local
@@ -217,6 +226,46 @@ impl<V: Payload> Storage<V> {
         // SAFETY: we hold the context (it is current on this thread), WRITING is clear and
         // stays clear while our shared borrow is counted; foreign readers only read.
         Ok(Some(slot.value.with(|v| f(unsafe { &*v }))))
+    }
+
+    /// Like [`read`](Self::read) for a caller that needs `f` back when it is not called:
+    /// `call(f, payload)` runs `f` on what the payload holds or hands it back (`Err(f)`), and
+    /// so does a context without a slot. The read path then carries no "`f` was used" flag.
+    #[inline]
+    pub(crate) fn read_or_return<F, R>(
+        &self,
+        f: F,
+        call: fn(F, &V) -> Result<R, F>,
+    ) -> Result<Result<R, F>, AccessError> {
+        let (ctx, slot) = self.current_slot()?;
+        let Some(slot) = slot else {
+            return Ok(self.read_unslotted_or_return(ctx, f, call));
+        };
+        let mut st = slot.hdr.state.load(Ordering::Relaxed);
+        if st & (WRITING | PENDING) != 0 {
+            st = self.read_slow(ctx, slot, st)?;
+        }
+        slot.hdr.state.store(st + SHARED_ONE, Ordering::Release);
+        let _borrow = SharedBorrow {
+            hdr: &slot.hdr,
+            ctx,
+        };
+        // SAFETY: as in `read`.
+        Ok(slot.value.with(|v| call(f, unsafe { &*v })))
+    }
+
+    #[cold]
+    #[inline(never)]
+    fn read_unslotted_or_return<F, R>(
+        &self,
+        ctx: &CtxInner,
+        f: F,
+        call: fn(F, &V) -> Result<R, F>,
+    ) -> Result<R, F> {
+        match self.inherited_in(ctx) {
+            Some(v) => call(f, v),
+            None => Err(f),
+        }
     }
 
     /// A read found the slot being written (an error) or with queued work (done first, when
