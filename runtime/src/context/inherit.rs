@@ -72,10 +72,57 @@ impl Frame {
     }
 }
 
+/// What a fork inherited: its own reference to the frame, or one lent by `Snapshot::run` for
+/// the fork's whole life (saving a reference count up and down per run).
+pub(crate) enum Inherited {
+    Owned(Arc<Frame>),
+    /// Points at the `Arc` of the snapshot that runs the fork; see [`Inherited::lent`].
+    Lent(NonNull<Arc<Frame>>),
+}
+
+impl Inherited {
+    /// A reference to `frame` that does not count.
+    ///
+    /// # Safety
+    ///
+    /// `frame` must outlive the teardown of the context that gets it (which ends its use of
+    /// it), and that context must be torn down (not leaked).
+    pub(crate) unsafe fn lent(frame: &Arc<Frame>) -> Self {
+        Self::Lent(NonNull::from(frame))
+    }
+
+    fn arc(&self) -> &Arc<Frame> {
+        match self {
+            Self::Owned(frame) => frame,
+            // SAFETY: lent for as long as this exists (see `lent`).
+            Self::Lent(frame) => unsafe { frame.as_ref() },
+        }
+    }
+
+    /// The frame itself, while this exists.
+    pub(crate) fn frame(&self) -> &Frame {
+        self.arc()
+    }
+
+    /// A counted reference (for a capture, or to keep the frame beyond the lender).
+    pub(crate) fn to_arc(&self) -> Arc<Frame> {
+        self.arc().clone()
+    }
+
+    /// A counted reference in place of this one (a lent one becomes owned), to outlive the
+    /// lender.
+    pub(crate) fn into_owned(self) -> Arc<Frame> {
+        match self {
+            Self::Owned(frame) => frame,
+            lent @ Self::Lent(_) => lent.to_arc(),
+        }
+    }
+}
+
 /// A foreign reader's hold on a context's inherited frame (`for_each`, `contexts`).
 pub(crate) struct FrameRead<'a> {
     ctx: &'a CtxInner,
-    frame: Option<Arc<Frame>>,
+    frame: &'a Frame,
     _held: crate::waits::Holding,
 }
 
@@ -83,15 +130,13 @@ impl std::ops::Deref for FrameRead<'_> {
     type Target = Frame;
 
     fn deref(&self) -> &Frame {
-        self.frame.as_ref().expect("present until dropped")
+        self.frame
     }
 }
 
 impl Drop for FrameRead<'_> {
     fn drop(&mut self) {
-        // Our reference goes before the count does: teardown, waiting for the count, then
-        // holds the last one (or a snapshot does), never us.
-        drop(self.frame.take());
+        // After this, teardown may take the frame out.
         self.ctx.frame_readers.fetch_sub(1, Ordering::AcqRel);
     }
 }
@@ -129,20 +174,30 @@ impl CtxInner {
     pub(crate) fn inherited(&self, index: usize, serial: u64) -> Option<&Frozen> {
         // SAFETY: holder-only: only the holder's teardown changes it, and not while a holder's
         // access borrows from it.
-        let frame = self.inherited.with(|i| unsafe { (*i).as_deref() })?;
-        frame.get(index, serial)
+        let frame = self.inherited.with(|i| unsafe { (*i).as_ref() })?;
+        frame.frame().get(index, serial)
     }
 
     /// The inherited frame, for another thread (`for_each`, `contexts`).
     pub(crate) fn read_inherited_frame(&self) -> Option<FrameRead<'_>> {
-        let shared = crate::sync::lock(&self.inherited_shared);
-        let frame = shared.clone()?;
-        // Under the lock: a teardown that takes the frame out after us sees the count.
+        let gate = crate::sync::lock(&self.frame_gate);
+        if !gate.open {
+            return None;
+        }
+        // Under the lock: a teardown that closes the gate after us sees the count.
         self.frame_readers.fetch_add(1, Ordering::AcqRel);
-        drop(shared);
+        drop(gate);
+        // SAFETY: the holder writes `inherited` only in teardown, after closing the gate and
+        // waiting for the count we just raised to drop (or leaving the frame to the context's
+        // storage if it cannot wait), so it stays as it is while we read it.
+        let Some(frame) = self.inherited.with(|i| unsafe { (*i).as_ref() }) else {
+            // Unreachable (the gate is open only while there is a frame), but harmless.
+            self.frame_readers.fetch_sub(1, Ordering::AcqRel);
+            return None;
+        };
         Some(FrameRead {
             ctx: self,
-            frame: Some(frame),
+            frame: frame.frame(),
             _held: crate::waits::Holding::mark(self.frame_readers_addr()),
         })
     }
@@ -151,21 +206,24 @@ impl CtxInner {
         std::ptr::from_ref(&self.frame_readers).addr()
     }
 
-    /// Teardown, once the frame is taken out: waits until no foreign reader holds it any more
-    /// (bounded by the readers' callbacks), so that the last reference is teardown's own.
-    /// Gives up on a wait that would wait for this thread.
-    pub(super) fn wait_frame_readers(&self) {
+    /// Teardown, once the gate is closed: waits until no foreign reader reads the frame any
+    /// more (bounded by the readers' callbacks). `false` if that would wait for this thread.
+    pub(super) fn wait_frame_readers(&self) -> bool {
         let addr = self.frame_readers_addr();
-        if self.frame_readers.load(Ordering::Acquire) == 0 || crate::waits::marked_here(addr) {
-            return;
+        if self.frame_readers.load(Ordering::Acquire) == 0 {
+            return true;
+        }
+        if crate::waits::marked_here(addr) {
+            return false;
         }
         let Some(_waiting) = crate::waits::register(crate::waits::On::Marks(addr), None) else {
-            return;
+            return false;
         };
         let mut round = 0;
         while self.frame_readers.load(Ordering::Acquire) != 0 {
             crate::sync::backoff(&mut round);
         }
+        true
     }
 
     /// Whether this context inherited anything at all (cheap: a pointer test).
@@ -192,7 +250,9 @@ impl CtxInner {
     pub(crate) fn capture(&self) -> Result<Option<Arc<Frame>>, &'static str> {
         if !self.has_own_inheritable.load(Ordering::Relaxed) {
             // SAFETY: as in `inherited`.
-            return Ok(self.inherited.with(|i| unsafe { (*i).clone() }));
+            return Ok(self
+                .inherited
+                .with(|i| unsafe { (*i).as_ref().map(Inherited::to_arc) }));
         }
         self.capture_own().map(Some)
     }
@@ -240,7 +300,9 @@ impl CtxInner {
 
     fn build_frame(&self) -> Result<Frame, &'static str> {
         // SAFETY: as in `inherited`.
-        let base = self.inherited.with(|i| unsafe { (*i).clone() });
+        let base = self
+            .inherited
+            .with(|i| unsafe { (*i).as_ref().map(Inherited::to_arc) });
         let mut frame = base.as_deref().cloned().unwrap_or_default();
         // SAFETY: holder-only; the capture functions run no user code but `Clone`, which
         // cannot reach `order` (it only grows when a slot is created, by the holder).

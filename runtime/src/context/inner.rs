@@ -5,7 +5,7 @@ use std::any::Any;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::ptr::{self, NonNull};
 
-use super::inherit::Frame;
+use super::inherit::{Frame, Inherited};
 use super::owner::{Owner, State};
 use super::table::{Removal, Remover, SlotHeader, Table, Taken, BORROWS, INIT, PENDING};
 use super::ContextId;
@@ -15,6 +15,13 @@ use crate::sync::{lock, Arc, AtomicBool, Mutex, MutexGuard, Ordering, UnsafeCell
 /// chain of re-bindings completes, an endless one is cut off (its remaining values are then
 /// dropped with the context's storage).
 const TEARDOWN_ROUNDS: usize = 1 << 16;
+
+/// See `CtxInner::frame_gate`.
+pub(crate) struct FrameGate {
+    pub(crate) open: bool,
+    /// The frame, when teardown could not wait for its readers.
+    pub(crate) leftover: Option<Arc<Frame>>,
+}
 
 /// A slot taken out of the table by a write that did not wait for the slot's readers (see
 /// `Storage::relocate`): it keeps the old value for them until this context's holder drops
@@ -68,12 +75,12 @@ pub(crate) struct CtxInner {
     detach: Mutex<Vec<Retired>>,
     /// The frame this context was forked from (immutable): inheritable locals it has not
     /// written read from here (see `inherit.rs`). Holder-only; released by teardown.
-    pub(crate) inherited: UnsafeCell<Option<Arc<Frame>>>,
-    /// The same frame for other threads (`for_each`, `contexts`), which clone it under the
-    /// lock, so that teardown can release it while they read.
-    pub(crate) inherited_shared: Mutex<Option<Arc<Frame>>>,
-    /// Foreign readers holding that frame right now (`FrameRead`): teardown waits for them, so
-    /// that the frame's values are never dropped by a reader.
+    pub(crate) inherited: UnsafeCell<Option<Inherited>>,
+    /// Whether other threads (`for_each`, `contexts`) may still start reading `inherited`
+    /// (`FrameRead`); teardown closes it, then waits for `frame_readers`.
+    pub(crate) frame_gate: Mutex<FrameGate>,
+    /// Foreign readers of that frame right now: while there are any, the holder leaves
+    /// `inherited` alone, so the frame's values are never dropped under a reader.
     pub(crate) frame_readers: crate::sync::AtomicUsize,
     /// This context's last captured frame; stale once `changed`. Holder-only.
     pub(crate) cache: UnsafeCell<Option<Arc<Frame>>>,
@@ -96,7 +103,7 @@ impl CtxInner {
         id: ContextId,
         serial: u64,
         state: State,
-        inherited: Option<Arc<Frame>>,
+        inherited: Option<Inherited>,
     ) -> Self {
         Self {
             id,
@@ -112,7 +119,10 @@ impl CtxInner {
             busy: crate::sync::AtomicUsize::new(0),
             scanning: AtomicBool::new(false),
             detach: Mutex::new(Vec::new()),
-            inherited_shared: Mutex::new(inherited.clone()),
+            frame_gate: Mutex::new(FrameGate {
+                open: inherited.is_some(),
+                leftover: None,
+            }),
             frame_readers: crate::sync::AtomicUsize::new(0),
             inherited: UnsafeCell::new(inherited),
             cache: UnsafeCell::new(None),
@@ -286,11 +296,18 @@ impl CtxInner {
         // What the context inherited goes with it too (the last holder of a shared value drops
         // it), not whenever another thread lets go of the context's storage.
         // SAFETY: holder-only; taken out before user code runs.
+        lock(&self.frame_gate).open = false;
+        let unread = self.wait_frame_readers();
         let inherited = self.inherited.with_mut(|i| unsafe { (*i).take() });
-        let shared = lock(&self.inherited_shared).take();
-        self.wait_frame_readers();
-        if let Err(p) = catch_unwind(AssertUnwindSafe(|| drop((inherited, shared)))) {
-            first_panic.get_or_insert(p);
+        if unread {
+            if let Err(p) = catch_unwind(AssertUnwindSafe(|| drop(inherited))) {
+                first_panic.get_or_insert(p);
+            }
+        } else {
+            // A reader that waits for this thread still reads it: kept (and dropped with the
+            // context's storage) rather than pulled from under that reader; a lent frame
+            // becomes the context's own for that.
+            lock(&self.frame_gate).leftover = inherited.map(Inherited::into_owned);
         }
         first_panic
     }

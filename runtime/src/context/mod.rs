@@ -204,7 +204,22 @@ impl Context {
     /// A new context that starts with `frame`'s values (a fork of a snapshot).
     pub(crate) fn with_inherited(frame: Arc<inherit::Frame>) -> Self {
         Self {
-            inner: registry::register(State::Idle, Some(frame)),
+            inner: registry::register(State::Idle, Some(inherit::Inherited::Owned(frame))),
+        }
+    }
+
+    /// Like [`with_inherited`](Self::with_inherited), borrowing `frame` instead of counting a
+    /// reference to it.
+    ///
+    /// # Safety
+    ///
+    /// The returned context must be dropped (not leaked, not entered forever) while `frame` is
+    /// still alive.
+    pub(crate) unsafe fn with_lent_frame(frame: &Arc<inherit::Frame>) -> Self {
+        // SAFETY: forwarded: the context's teardown, in its drop, ends the use of `frame`.
+        let lent = unsafe { inherit::Inherited::lent(frame) };
+        Self {
+            inner: registry::register(State::Idle, Some(lent)),
         }
     }
 }

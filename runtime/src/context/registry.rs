@@ -6,7 +6,7 @@
 //! before. A context's values belong to its `CtxInner`, not to its id, so a recycled id can
 //! never show a new context a dead one's values (Werkzeug 1.0.1's bug).
 
-use super::inherit::Frame;
+use super::inherit::Inherited;
 use super::inner::CtxInner;
 use super::owner::State;
 use super::ContextId;
@@ -35,7 +35,7 @@ crate::sync::globals! {
 }
 
 /// A new context in `state`, starting with the `inherited` values, registered.
-pub(crate) fn register(state: State, inherited: Option<Arc<Frame>>) -> Arc<CtxInner> {
+pub(crate) fn register(state: State, inherited: Option<Inherited>) -> Arc<CtxInner> {
     crate::sync::init_fence();
     let mut reg = lock(&REGISTRY);
     let serial = reg.next_serial;

@@ -162,7 +162,16 @@ impl Snapshot {
     /// ```
     #[track_caller]
     pub fn run<R>(&self, f: impl FnOnce() -> R) -> R {
-        self.fork().run(f)
+        match &self.frame {
+            Some(frame) => {
+                // SAFETY: the fork lives in this frame only: `f` never gets the `Context`, so
+                // it can neither leak it nor its guard (`Context::run` leaves it on unwind too),
+                // and it is dropped — torn down — here, while `self` still holds `frame`.
+                let fork = unsafe { Context::with_lent_frame(frame) };
+                fork.run(f)
+            }
+            None => Context::new().run(f),
+        }
     }
 
     /// Wraps `f` to run in a fresh fork of this snapshot, wherever it is called: for thread
