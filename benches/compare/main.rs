@@ -309,7 +309,7 @@ fn hot_paths(rows: &mut Vec<Row>) {
         o,
         "thread_local::ThreadLocal::get",
         p,
-        Gate::None,
+        Gate::AtMost(1.0),
     ));
 
     let (o, p) = pair(ours_push_pop, std_push_pop);

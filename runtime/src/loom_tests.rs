@@ -532,6 +532,34 @@ mod inherit {
     /// gone) and is dropped on one thread while another iterates the local and reads the
     /// fork's inherited value: the value is read whole or not at all, and dropped once, by
     /// whichever thread lets go of the fork's storage last.
+    /// `Snapshot::run` lends its frame to the fork (no reference counted): a reader on
+    /// another thread reads the fork's inherited value while the run ends and the snapshot is
+    /// dropped right after; the reader never reads a freed frame, and the value is dropped
+    /// once, by whoever lets go of it last among the snapshot and the parent.
+    #[test]
+    fn run_lends_its_frame_while_for_each_reads_the_fork() {
+        model(|| {
+            let (made, drops) = counters();
+            let local = Arc::new(Local::<Shared>::named("L").inheritable());
+            let snapshot = {
+                let parent = Context::new();
+                parent.run(|| local.set(Shared::new(&made, &drops, 1)));
+                parent.run(Snapshot::capture)
+            };
+            let t = {
+                let local = local.clone();
+                spawn(move || {
+                    snapshot.run(|| assert_eq!(local.with(|v| v.n), 1));
+                    drop(snapshot);
+                })
+            };
+            local.for_each(|_, v| assert_eq!(v.n, 1));
+            t.join().unwrap();
+            assert_eq!(drops.load(SeqCst), made.load(SeqCst), "each value dropped once");
+            assert_eq!(local.contexts(), 0);
+        });
+    }
+
     #[test]
     fn fork_holding_the_last_copy_dropped_while_for_each_reads_it() {
         model(|| {

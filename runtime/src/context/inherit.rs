@@ -184,9 +184,9 @@ impl CtxInner {
         if !gate.open {
             return None;
         }
-        // Under the lock: a teardown that closes the gate after us sees the count.
+        // Under the lock: a teardown that closes the gate after us sees the count, and our
+        // read of the cell below comes before its take.
         self.frame_readers.fetch_add(1, Ordering::AcqRel);
-        drop(gate);
         // SAFETY: the holder writes `inherited` only in teardown, after closing the gate and
         // waiting for the count we just raised to drop (or leaving the frame to the context's
         // storage if it cannot wait), so it stays as it is while we read it.
@@ -195,6 +195,7 @@ impl CtxInner {
             self.frame_readers.fetch_sub(1, Ordering::AcqRel);
             return None;
         };
+        drop(gate);
         Some(FrameRead {
             ctx: self,
             frame: frame.frame(),

@@ -295,9 +295,12 @@ impl CtxInner {
         lock(&self.pending).clear();
         // What the context inherited goes with it too (the last holder of a shared value drops
         // it), not whenever another thread lets go of the context's storage.
-        // SAFETY: holder-only; taken out before user code runs.
         lock(&self.frame_gate).open = false;
         let unread = self.wait_frame_readers();
+        // SAFETY: holder-only, taken out before user code runs. Readers from other threads
+        // read the cell only under the gate's lock while it was open (ordered before our
+        // closing it), and after that only the frame it pointed at, which stays alive (dropped
+        // below only once they are gone; else kept as `leftover`).
         let inherited = self.inherited.with_mut(|i| unsafe { (*i).take() });
         if unread {
             if let Err(p) = catch_unwind(AssertUnwindSafe(|| drop(inherited))) {
