@@ -555,7 +555,11 @@ mod inherit {
             };
             local.for_each(|_, v| assert_eq!(v.n, 1));
             t.join().unwrap();
-            assert_eq!(drops.load(SeqCst), made.load(SeqCst), "each value dropped once");
+            assert_eq!(
+                drops.load(SeqCst),
+                made.load(SeqCst),
+                "each value dropped once"
+            );
             assert_eq!(local.contexts(), 0);
         });
     }

@@ -153,6 +153,10 @@ impl<T: Send + 'static> Payload for StackStore<T> {
     fn is_present(&self) -> bool {
         !self.items.is_empty()
     }
+    fn succeed(&mut self, old: &Self) {
+        // A guard of the old slot must never remove an element of this one by its number.
+        self.next_seq = self.next_seq.max(old.next_seq);
+    }
     fn take_all(&mut self) -> Option<Box<dyn Send>> {
         let mut items = self.clear();
         // Top first, like variables at the end of a scope.

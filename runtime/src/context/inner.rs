@@ -68,6 +68,8 @@ pub(crate) struct CtxInner {
     /// Runtime work that runs user code inside an access (a fork's copy-on-write), which holds
     /// the context like a borrow. Holder-only.
     busy: crate::sync::AtomicUsize,
+    /// Some retired slot may still hold values (see `Retired`). Holder-only.
+    has_retired: AtomicBool,
     /// The thread that deferred it (`current::thread_mark`), which still writes the context.
     deferred_by: crate::sync::AtomicUsize,
     /// Serialises detaching slots: teardown vs. a dropped `Local` removing its own slot. Holds
@@ -115,6 +117,7 @@ impl CtxInner {
             pending: Mutex::new(Vec::new()),
             has_pending: AtomicBool::new(false),
             release_deferred: AtomicBool::new(false),
+            has_retired: AtomicBool::new(false),
             deferred_by: crate::sync::AtomicUsize::new(0),
             busy: crate::sync::AtomicUsize::new(0),
             scanning: AtomicBool::new(false),
@@ -165,6 +168,17 @@ impl CtxInner {
         h.readers.wait_unmarked(h)
     }
 
+    /// Whether retired slots may still hold values (see `sweep_retired`). Holder-only.
+    #[inline]
+    pub(crate) fn has_retired(&self) -> bool {
+        self.has_retired.load(Ordering::Relaxed)
+    }
+
+    /// Records that a retired slot holds values now (the detach lock is held).
+    pub(crate) fn note_retired(&self) {
+        self.has_retired.store(true, Ordering::Relaxed);
+    }
+
     /// Drops what retired slots still hold once their readers are gone; returns the values,
     /// for the caller to drop after its write has ended. Holder-only; never waits.
     pub(crate) fn sweep_retired(&self, retired: &mut [Retired]) -> Vec<Box<dyn Send>> {
@@ -185,6 +199,8 @@ impl CtxInner {
                 r.swept = true;
             }
         }
+        let left = retired.iter().any(|r| !r.swept);
+        self.has_retired.store(left, Ordering::Relaxed);
         values
     }
 
@@ -321,7 +337,11 @@ impl CtxInner {
                 let _guard = self.detach_lock();
                 let slot: NonNull<SlotHeader> = self.table.slot(index)?;
                 // SAFETY: the holder tears down; we hold the detach lock, so the slot stays live.
-                if let Taken::Values(values) = unsafe { SlotHeader::take(slot) } {
+                let taken = unsafe { SlotHeader::take(slot) };
+                if let Taken::Busy = taken {
+                    return None; // left for the final free
+                }
+                if let Taken::Values(values) = taken {
                     // SAFETY: as above; `frozen` is holder-only.
                     let header = unsafe { slot.as_ref() };
                     // SAFETY: holder-only, and no user code runs while it is borrowed.

@@ -29,10 +29,13 @@ pub(crate) struct SlotVTable {
 
 /// What taking a slot's values found (see [`SlotVTable::take`]).
 pub(crate) enum Taken {
-    /// The values, if any (or none because this very thread is iterating the slot).
+    /// The values, if any.
     Values(Option<Box<dyn Send>>),
     /// Another thread is reading the slot: wait for it (without holding any lock), then retry.
     Readers,
+    /// The slot cannot be taken now and waiting would not help: it is borrowed (a leaked
+    /// borrow) or read by this very thread's `for_each`. Its values stay in place.
+    Busy,
 }
 
 /// Waits for the foreign readers of one slot: how a context waits for them without knowing

@@ -124,10 +124,10 @@ fn contended(
     if hdr.marks.fetch_add(0, Ordering::AcqRel) == 0 {
         return Ok(());
     }
-    if iterating_here(sync) {
-        return give_up(Contended::Iterating);
-    }
     match mode {
+        // The runtime's own writes (teardown, removals): only a mark of this very thread is
+        // one to give up on; other readers are waited for by the caller.
+        Mode::Try if marked_here(ptr::from_ref(hdr).addr()) => give_up(Contended::Iterating),
         Mode::Try => give_up(Contended::Readers),
         Mode::Fresh => Err(Contended::Readers),
         Mode::Wait => {

@@ -391,6 +391,21 @@ impl<V: Payload> Storage<V> {
         if let Err(e) = begin_write(&slot.hdr, slot.sync, st, mode) {
             return self.write_contended::<USER, R>(ctx, slot, st, e, f);
         }
+        if FRESH && ctx.has_retired() {
+            return Ok(self.write_then_sweep::<USER, R>(ctx, slot, st, f));
+        }
+        Ok(self.write_begun::<USER, R>(ctx, slot, st, f))
+    }
+
+    /// The write proper, `WRITING` set on `slot` (state `st` before).
+    #[inline(always)]
+    fn write_begun<const USER: bool, R>(
+        &self,
+        ctx: &CtxInner,
+        slot: &Slot<V>,
+        st: usize,
+        f: impl FnOnce(&mut V) -> R,
+    ) -> R {
         self.note_write(ctx, slot);
         if USER {
             let write = Write { slot, ctx };
@@ -399,14 +414,34 @@ impl<V: Payload> Storage<V> {
             let r = slot.value.with_mut(|v| f(unsafe { &mut *v }));
             drop(lending);
             drop(write);
-            Ok(r)
+            r
         } else {
             // SAFETY: as above. `f` runs no user code: it cannot unwind (short of an
             // allocation failure, which aborts) nor queue work on the slot.
             let r = slot.value.with_mut(|v| f(unsafe { &mut *v }));
             slot.end_write_from(st);
-            Ok(r)
+            r
         }
+    }
+
+    /// A replacing write in a context where earlier ones left old values to their readers:
+    /// those whose readers have gone are dropped once this write is done.
+    #[cold]
+    #[inline(never)]
+    fn write_then_sweep<const USER: bool, R>(
+        &self,
+        ctx: &CtxInner,
+        slot: &Slot<V>,
+        st: usize,
+        f: impl FnOnce(&mut V) -> R,
+    ) -> R {
+        let r = self.write_begun::<USER, R>(ctx, slot, st, f);
+        let swept = {
+            let mut retired = ctx.detach_lock();
+            ctx.sweep_retired(&mut retired)
+        };
+        drop(swept);
+        r
     }
 
     /// The rest of a write that could not begin at once: an error, or (a fresh write that
@@ -488,6 +523,12 @@ impl<V: Payload> Storage<V> {
             slot.hdr.state.store(WRITING, Ordering::Relaxed);
             NonNull::from(Box::leak(slot))
         });
+        // SAFETY: the fresh slot is ours alone (WRITING set, not yet in the table); `old` is
+        // only read, and its readers only read too.
+        unsafe {
+            let fresh_payload = &mut *fresh.as_ref().value.with_mut(|v| v);
+            old.value.with(|o| fresh_payload.succeed(&*o));
+        }
         let cell = ctx.table.cell_or_grow(i);
         cell.store(fresh.as_ptr().cast(), Ordering::Release);
         // `old` stays as it was for its readers; `st` has no WRITING.
@@ -498,6 +539,7 @@ impl<V: Payload> Storage<V> {
             hdr: NonNull::from(&old.hdr),
             swept: false,
         });
+        ctx.note_retired();
         // SAFETY: owned by `ctx` (table or retired list) until the context is dropped or the
         // local detaches it, which needs `&mut self`.
         (unsafe { fresh.as_ref() }, dropped)

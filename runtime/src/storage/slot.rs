@@ -25,6 +25,9 @@ pub(crate) trait Payload: Send + Sized + 'static {
     }
     /// How an unnamed local is called in messages: its value type.
     fn label() -> &'static str;
+    /// `self` (empty) replaces `old` in a fresh slot (`Storage::relocate`): carry over what
+    /// must stay unique per context, such as the numbers guards remove their values by.
+    fn succeed(&mut self, _old: &Self) {}
 }
 
 /// A payload that can be handed down to forks: an inheritable local's (`T: Clone + Sync`).
@@ -174,13 +177,13 @@ unsafe fn take_impl<V: Payload>(hdr: NonNull<SlotHeader>) -> Taken {
     // Borrowed: no user frame is left in a context being torn down, so only through a leaked
     // borrow. Leave it for the final free.
     if state & BORROWS != 0 {
-        return Taken::Values(None);
+        return Taken::Busy;
     }
     match begin_write(&slot.hdr, slot.sync, state, Mode::Try) {
         Ok(()) => {}
         Err(Contended::Readers) => return Taken::Readers,
-        // This thread's own `for_each` is reading the slot: leave it for the final free.
-        Err(_) => return Taken::Values(None),
+        // This thread's own `for_each` is reading the slot.
+        Err(_) => return Taken::Busy,
     }
     slot.hdr.thaw();
     // SAFETY: we hold the context, set WRITING, and no foreign reader is there.
