@@ -67,9 +67,14 @@ pub(crate) fn marked_here(addr: usize) -> bool {
         .unwrap_or(false)
 }
 
-/// Whether this thread's `for_each` callbacks hold anything (it is inside one).
-pub(crate) fn marking_anything() -> bool {
-    MARKED.try_with(|v| !v.borrow().is_empty()).unwrap_or(false)
+/// Whether this thread's `for_each` callbacks hold `addr`, and whether they hold anything.
+pub(crate) fn marked_here_and_any(addr: usize) -> (bool, bool) {
+    MARKED
+        .try_with(|v| {
+            let v = v.borrow();
+            (v.contains(&addr), !v.is_empty())
+        })
+        .unwrap_or((false, false))
 }
 
 /// A number identifying this thread while it lives, what it marks and what it lends out.

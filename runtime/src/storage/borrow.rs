@@ -270,9 +270,11 @@ impl<'a> Mark<'a> {
 impl Drop for Mark<'_> {
     fn drop(&mut self) {
         self.hdr.marks.fetch_sub(1, Ordering::AcqRel);
-        // Ordered with a waiter's increment of `waiting` and its re-check of `marks` (both
-        // RMWs): either it sees our decrement or we see it waiting and wake it.
-        if self.sync.waiting.fetch_add(0, Ordering::AcqRel) != 0 {
+        // A waiter increments `waiting`, then re-checks `marks` with an RMW. RMWs of `marks`
+        // are totally ordered: if its re-check came before our decrement, our decrement
+        // acquired it, so this load sees its increment and we wake it; if after, it saw our
+        // decrement. A plain load suffices here (the RMW is on the waiter's, cold, side).
+        if self.sync.waiting.load(Ordering::Acquire) != 0 {
             let _g = lock(&self.sync.wake);
             self.sync.cv.notify_all();
         }

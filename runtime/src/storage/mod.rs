@@ -22,7 +22,7 @@ use crate::context::table::{
 use crate::context::{self, registry, CtxInner, Retired};
 use crate::error::{fail, AccessError, AccessErrorKind};
 use crate::sync::Ordering;
-use crate::waits::{self, marked_here};
+use crate::waits;
 use crate::ContextId;
 use borrow::{begin_write, Contended, Mark, Mode, Reading, SharedBorrow};
 use key::{sync_of, Key};
@@ -766,8 +766,7 @@ impl<V: Payload> Storage<V> {
             // is a writer waiting for that mark, not one writing. And a writer still waiting
             // (`WAITING`) has not touched the value: a reader inside a callback reads it
             // rather than wait for a writer that may be waiting for that callback.
-            let ours = marked_here(hdr.addr().get());
-            let nested = waits::marking_anything();
+            let (ours, nested) = waits::marked_here_and_any(hdr.addr().get());
             let (mark, st) = Mark::new(&slot.hdr, slot.sync);
             let readable = ours || (nested && st & WAITING != 0);
             if st & WRITING != 0 && !readable {
