@@ -74,13 +74,26 @@ impl Frame {
 
 /// What a fork inherited: its own reference to the frame, or one lent by `Snapshot::run` for
 /// the fork's whole life (saving a reference count up and down per run).
-pub(crate) enum Inherited {
+pub(crate) struct Inherited {
+    /// The frame itself, for reads without a branch on how it is held.
+    frame: NonNull<Frame>,
+    held: Held,
+}
+
+enum Held {
     Owned(Arc<Frame>),
     /// Points at the `Arc` of the snapshot that runs the fork; see [`Inherited::lent`].
     Lent(NonNull<Arc<Frame>>),
 }
 
 impl Inherited {
+    pub(crate) fn owned(frame: Arc<Frame>) -> Self {
+        Self {
+            frame: NonNull::from(&*frame),
+            held: Held::Owned(frame),
+        }
+    }
+
     /// A reference to `frame` that does not count.
     ///
     /// # Safety
@@ -88,33 +101,36 @@ impl Inherited {
     /// `frame` must outlive the teardown of the context that gets it (which ends its use of
     /// it), and that context must be torn down (not leaked).
     pub(crate) unsafe fn lent(frame: &Arc<Frame>) -> Self {
-        Self::Lent(NonNull::from(frame))
-    }
-
-    fn arc(&self) -> &Arc<Frame> {
-        match self {
-            Self::Owned(frame) => frame,
-            // SAFETY: lent for as long as this exists (see `lent`).
-            Self::Lent(frame) => unsafe { frame.as_ref() },
+        Self {
+            frame: NonNull::from(&**frame),
+            held: Held::Lent(NonNull::from(frame)),
         }
     }
 
     /// The frame itself, while this exists.
+    #[inline]
     pub(crate) fn frame(&self) -> &Frame {
-        self.arc()
+        // SAFETY: the frame lives while its `Arc` does: ours (owned), or the lender's, which
+        // outlives us (see `lent`).
+        unsafe { self.frame.as_ref() }
     }
 
     /// A counted reference (for a capture, or to keep the frame beyond the lender).
     pub(crate) fn to_arc(&self) -> Arc<Frame> {
-        self.arc().clone()
+        match &self.held {
+            Held::Owned(frame) => frame.clone(),
+            // SAFETY: lent for as long as this exists (see `lent`).
+            Held::Lent(frame) => unsafe { frame.as_ref() }.clone(),
+        }
     }
 
     /// A counted reference in place of this one (a lent one becomes owned), to outlive the
     /// lender.
     pub(crate) fn into_owned(self) -> Arc<Frame> {
-        match self {
-            Self::Owned(frame) => frame,
-            lent @ Self::Lent(_) => lent.to_arc(),
+        match self.held {
+            Held::Owned(frame) => frame,
+            // SAFETY: as in `to_arc`.
+            Held::Lent(frame) => unsafe { frame.as_ref() }.clone(),
         }
     }
 }

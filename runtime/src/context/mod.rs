@@ -204,7 +204,7 @@ impl Context {
     /// A new context that starts with `frame`'s values (a fork of a snapshot).
     pub(crate) fn with_inherited(frame: Arc<inherit::Frame>) -> Self {
         Self {
-            inner: registry::register(State::Idle, Some(inherit::Inherited::Owned(frame))),
+            inner: registry::register(State::Idle, Some(inherit::Inherited::owned(frame))),
         }
     }
 
