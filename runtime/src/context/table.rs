@@ -202,8 +202,7 @@ impl Table {
 
     /// [`cell`](Self::cell) beyond the inline slots: out of line, so the hot paths of the first
     /// locals stay short.
-    #[cold]
-    #[inline(never)]
+    #[inline]
     fn overflow_cell(&self, index: usize) -> Option<&AtomicPtr<SlotHeader>> {
         let (bucket, offset) = bucket_of(index);
         let base = self.overflow[bucket].load(Ordering::Acquire);
@@ -226,8 +225,9 @@ impl Table {
         self.overflow_slot(index)
     }
 
-    #[cold]
-    #[inline(never)]
+    /// Beyond the inline slots (programs with many locals): kept inline too — a call here
+    /// doubles the cost of every access to those locals.
+    #[inline]
     fn overflow_slot(&self, index: usize) -> Option<NonNull<SlotHeader>> {
         if index >= INLINE << BUCKETS {
             return None;

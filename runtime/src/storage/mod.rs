@@ -254,8 +254,8 @@ impl<V: Payload> Storage<V> {
         Ok(slot.value.with(|v| call(f, unsafe { &*v })))
     }
 
-    #[cold]
-    #[inline(never)]
+    /// A fork reading what it inherited is a common path (child tasks), not a cold one.
+    #[inline]
     fn read_unslotted_or_return<F, R>(
         &self,
         ctx: &CtxInner,
