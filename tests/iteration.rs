@@ -26,9 +26,7 @@ use std::sync::{mpsc, Arc, Barrier, Mutex};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use common::{
-    expect_panic, no_panic, panic_message, run_child, within, Counted, Log, Probe, Tally,
-};
+use common::{expect_panic, no_panic, panic_message, within, Counted, Log, Probe, Tally};
 use context_local::{AccessErrorKind, Context, ContextId, Local, LocalStack, Snapshot};
 
 const CHILD_ENV: &str = "CONTEXT_LOCAL_ITERATION_CHILD";
@@ -37,24 +35,9 @@ fn in_child() -> bool {
     std::env::var_os(CHILD_ENV).is_some()
 }
 
-/// Runs the `#[ignore]`d test `name` in a child process and fails with its output unless it
-/// exits successfully within `secs` seconds.
+/// [`common::child_must_succeed`] with this file's environment variable.
 fn child_must_succeed(name: &str, secs: u64) {
-    let out = run_child(name, CHILD_ENV, secs);
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(
-        out.status.success() && stdout.contains("1 passed"),
-        "child `{name}` failed ({:?}):\n--- stdout\n{}\n--- stderr\n{}",
-        out.status,
-        tail(&stdout, 15),
-        tail(&stderr, 30)
-    );
-}
-
-fn tail(s: &str, n: usize) -> String {
-    let lines: Vec<&str> = s.lines().collect();
-    lines[lines.len().saturating_sub(n)..].join("\n")
+    common::child_must_succeed(name, CHILD_ENV, secs);
 }
 
 fn spawn_named<T: Send + 'static>(

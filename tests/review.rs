@@ -17,7 +17,7 @@ use std::sync::{Arc, Mutex};
 use std::task::{Poll, Waker};
 use std::time::Duration;
 
-use common::{expect_panic, run_child, within, Counted, Tally};
+use common::{expect_panic, run_child, tail, within, Counted, Tally};
 use context_local::{
     AccessErrorKind, Context, ContextGuard, FutureExt, Local, LocalStack, Snapshot, StackGuard,
 };
@@ -28,24 +28,9 @@ fn in_child() -> bool {
     std::env::var_os(CHILD_ENV).is_some()
 }
 
-/// Runs the `#[ignore]`d test `name` in a child process and fails with its output unless it
-/// exits successfully.
+/// [`common::child_must_succeed`] with this file's environment variable.
 fn child_must_succeed(name: &str, secs: u64) {
-    let out = run_child(name, CHILD_ENV, secs);
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(
-        out.status.success() && stdout.contains("1 passed"),
-        "child `{name}` failed ({:?}):\n--- stdout\n{}\n--- stderr\n{}",
-        out.status,
-        tail(&stdout, 15),
-        tail(&stderr, 30)
-    );
-}
-
-fn tail(s: &str, n: usize) -> String {
-    let lines: Vec<&str> = s.lines().collect();
-    lines[lines.len().saturating_sub(n)..].join("\n")
+    common::child_must_succeed(name, CHILD_ENV, secs);
 }
 
 /// Polls `fut` on this thread until it is ready.

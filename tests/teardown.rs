@@ -13,7 +13,7 @@ use std::cell::RefCell;
 use std::sync::{LazyLock, Mutex};
 use std::thread;
 
-use common::{expect_panic, no_panic, run_child, within, Counted, Log, Probe, Tally};
+use common::{expect_panic, no_panic, run_child, tail, within, Counted, Log, Probe, Tally};
 use context_local::{Context, ContextGuard, ContextId, Local, LocalManager, LocalStack, Release};
 
 const CHILD_ENV: &str = "CONTEXT_LOCAL_TEARDOWN_CHILD";
@@ -27,12 +27,6 @@ fn watcher(t: &Tally, log: &Log, label: &'static str, n: u64, look: fn() -> Stri
 /// The current context's value of `l`, as `n` of its probe, without panicking.
 fn peek(l: &'static Local<Probe>) -> Option<u64> {
     l.try_with(|p| p.n).ok()
-}
-
-/// The last `n` lines of `s`.
-fn tail(s: &str, n: usize) -> String {
-    let lines: Vec<&str> = s.lines().collect();
-    lines[lines.len().saturating_sub(n)..].join("\n")
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -102,6 +102,27 @@ pub fn no_panic<R>(what: &str, f: impl FnOnce() -> R) -> R {
     }
 }
 
+/// Runs the `#[ignore]`d test `name` in a child process (see [`run_child`]) and fails with
+/// the end of its output unless it exits successfully within `secs` seconds.
+pub fn child_must_succeed(name: &str, env: &str, secs: u64) {
+    let out = run_child(name, env, secs);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        out.status.success() && stdout.contains("1 passed"),
+        "child `{name}` failed ({:?}):\n--- stdout\n{}\n--- stderr\n{}",
+        out.status,
+        tail(&stdout, 15),
+        tail(&stderr, 30)
+    );
+}
+
+/// The last `n` lines of `s`.
+pub fn tail(s: &str, n: usize) -> String {
+    let lines: Vec<&str> = s.lines().collect();
+    lines[lines.len().saturating_sub(n)..].join("\n")
+}
+
 /// Re-runs this test binary for the one `#[ignore]`d test `name`, with the environment
 /// variable `env` set, and returns its output (for faults that abort the process). A child
 /// still running after `secs` seconds is killed and the test fails with "hang".
