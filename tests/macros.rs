@@ -4,10 +4,7 @@
 
 mod common;
 
-use std::cell::RefCell;
-use std::sync::Once;
-
-use common::{expect_panic, Tally};
+use common::{expect_panic, panic_location, Tally};
 use context_local::{
     context_local, context_stack, AccessErrorKind, Context, LocalManager, LocalProxy,
 };
@@ -275,33 +272,6 @@ mod baggage {
         assert_eq!(seen, (acme(), acme(), acme()));
         assert!(!Tenant::is_set(), "extraction binds nothing here");
     }
-}
-
-thread_local! {
-    /// While [`panic_location`] runs on this thread: where the last panic happened.
-    static CAUGHT: RefCell<Option<Option<(String, u32)>>> = const { RefCell::new(None) };
-}
-
-/// Runs `f`, which must panic, and returns the file and line the panic reports: a panic hook
-/// records it (for other threads' panics, and outside this function, the hook before it runs).
-fn panic_location<R>(f: impl FnOnce() -> R) -> (String, u32) {
-    static HOOK: Once = Once::new();
-    HOOK.call_once(|| {
-        let previous = std::panic::take_hook();
-        std::panic::set_hook(Box::new(move |info| {
-            let location = info.location().map(|l| (l.file().to_owned(), l.line()));
-            let recorded = CAUGHT.with_borrow_mut(|caught| caught.as_mut().map(|c| *c = location));
-            if recorded.is_none() {
-                previous(info);
-            }
-        }));
-    });
-    CAUGHT.set(Some(None));
-    expect_panic(f);
-    CAUGHT
-        .take()
-        .flatten()
-        .expect("the panic reports a location")
 }
 
 #[test]

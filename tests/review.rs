@@ -725,6 +725,12 @@ fn an_initializer_that_leaves_its_context_is_an_error_naming_the_local() {
                 msg.contains("`INIT_LEAVES`") && msg.contains("left the context"),
                 "{msg}"
             );
+            // The same panic points at the caller's line, not into the runtime.
+            let g = ctx.enter();
+            INIT_GUARD.with(|s| *s.borrow_mut() = Some(g));
+            let at = common::panic_location(|| INIT_LEAVES.with(|v| *v));
+            let caller = (file!().to_owned(), line!() - 1);
+            assert_eq!(at, caller, "where the panic points");
             assert!(!INIT_LEAVES.is_set(), "nothing bound in home");
         });
         assert!(ctx.try_enter().is_ok(), "the context was released");

@@ -409,7 +409,13 @@ impl<T: Send + 'static> Local<T> {
     /// L.set(4);
     /// assert_eq!(L.try_with(|v| *v), Ok(4));
     /// ```
+    ///
+    /// # Panics
+    ///
+    /// Only if the local's initializer leaves the context it runs in (drops that context's
+    /// `ContextGuard`): its value can then be bound nowhere.
     #[inline]
+    #[track_caller]
     pub fn try_with<R>(&self, f: impl FnOnce(&T) -> R) -> Result<R, AccessError> {
         match self.storage.read_or_return(f, call_if_bound) {
             Ok(Ok(r)) => Ok(r),
@@ -460,7 +466,12 @@ impl<T: Send + 'static> Local<T> {
     /// let err = L.with(|_| L.try_with_mut(|v| *v += 1)).unwrap_err();
     /// assert_eq!(err.kind(), AccessErrorKind::Borrowed);
     /// ```
+    ///
+    /// # Panics
+    ///
+    /// As [`try_with`](Self::try_with): only if the initializer leaves its context.
     #[inline]
+    #[track_caller]
     pub fn try_with_mut<R>(&self, f: impl FnOnce(&mut T) -> R) -> Result<R, AccessError> {
         let mut f = Some(f);
         let attempt = self
@@ -483,6 +494,7 @@ impl<T: Send + 'static> Local<T> {
     /// the retry reads.
     #[cold]
     #[inline(never)]
+    #[track_caller]
     fn init_then<R>(
         &self,
         retry: impl FnOnce(&Self) -> Result<Option<R>, AccessError>,
@@ -663,6 +675,7 @@ impl<T> Default for Local<T> {
 }
 
 impl<T: Send + 'static> Release for Local<T> {
+    #[track_caller]
     fn release(&self) {
         Local::release(self);
     }

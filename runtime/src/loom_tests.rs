@@ -263,9 +263,9 @@ fn foreign_guard_drop_races_with_enter() {
     });
 }
 
-/// A `StackGuard` dropped from afar while another thread iterates its stack: the removal never
-/// waits for the reader (it is queued when a reader is there) and the reader never sees a value
-/// being removed.
+/// A `StackGuard` dropped from afar while another thread iterates its stack: a reader on the
+/// slot makes the removal wait for it outside the `Removing` claim and retry (the context stays
+/// enterable meanwhile), and the reader never sees a value being removed.
 #[test]
 fn foreign_guard_drop_races_with_for_each() {
     model(|| {

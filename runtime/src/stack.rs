@@ -441,8 +441,9 @@ impl<T: Send + 'static> LocalStack<T> {
     ///
     /// # Panics
     ///
-    /// As [`push`](Self::push). Dropping the guard panics if its context is at that moment
-    /// entered by another thread, or if the stack is borrowed by `with_top` there.
+    /// As [`push`](Self::push). Dropping the guard never panics: where the value cannot be
+    /// removed at once (its context is held elsewhere, or the stack is borrowed by `with_top`
+    /// there), the removal is queued and done before anything else uses the stack there.
     ///
     /// # Examples
     ///
@@ -658,6 +659,7 @@ impl<T> Default for LocalStack<T> {
 }
 
 impl<T: Send + 'static> Release for LocalStack<T> {
+    #[track_caller]
     fn release(&self) {
         LocalStack::release(self);
     }

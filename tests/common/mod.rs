@@ -1,8 +1,9 @@
 //! Shared helpers: values that count their drops, so every test can prove "exactly once".
 #![allow(dead_code, unreachable_pub)]
 
+use std::cell::RefCell;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Once};
 
 /// Counts live and dropped values of one test.
 #[derive(Clone, Default)]
@@ -255,4 +256,33 @@ pub fn keep<T: Send + Sync + 'static>(value: T) -> &'static T {
     let kept: &'static T = Box::leak(Box::new(value));
     KEPT.lock().unwrap_or_else(|e| e.into_inner()).push(kept);
     kept
+}
+
+// Where a panic points (for "panics point at the caller's line" checks).
+
+thread_local! {
+    /// While [`panic_location`] runs on this thread: where the last panic happened.
+    static CAUGHT: RefCell<Option<Option<(String, u32)>>> = const { RefCell::new(None) };
+}
+
+/// Runs `f`, which must panic, and returns the file and line the panic reports: a panic hook
+/// records it (for other threads' panics, and outside this function, the hook before it runs).
+pub fn panic_location<R>(f: impl FnOnce() -> R) -> (String, u32) {
+    static HOOK: Once = Once::new();
+    HOOK.call_once(|| {
+        let previous = std::panic::take_hook();
+        std::panic::set_hook(Box::new(move |info| {
+            let location = info.location().map(|l| (l.file().to_owned(), l.line()));
+            let recorded = CAUGHT.with_borrow_mut(|caught| caught.as_mut().map(|c| *c = location));
+            if recorded.is_none() {
+                previous(info);
+            }
+        }));
+    });
+    CAUGHT.set(Some(None));
+    expect_panic(f);
+    CAUGHT
+        .take()
+        .flatten()
+        .expect("the panic reports a location")
 }

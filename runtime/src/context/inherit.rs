@@ -178,15 +178,14 @@ impl CtxInner {
     /// The slot at `index`, pinned against being freed by its local's `detach_all`.
     pub(super) fn pin_slot(&self, index: usize) -> Option<NonNull<SlotHeader>> {
         let _guard = self.detach_lock();
-        let hdr = self.table.slot(index)?;
+        let hdr = self.table.slot_at(index)?;
         // SAFETY: in the table, under the detach lock: live.
         unsafe { hdr.as_ref() }.pins.fetch_add(1, Ordering::Relaxed);
         Some(hdr)
     }
 
-    /// The frozen value this context inherited for a local, if any.
+    /// The frozen value this context inherited for a local, if any. Holder-only.
     #[inline]
-    /// Holder-only.
     pub(crate) fn inherited(&self, index: usize, serial: u64) -> Option<&Frozen> {
         // SAFETY: holder-only: only the holder's teardown changes it, and not while a holder's
         // access borrows from it.

@@ -229,7 +229,7 @@ impl CtxInner {
             loop {
                 {
                     let _guard = self.detach_lock();
-                    let Some(slot) = self.table.slot(p.index) else {
+                    let Some(slot) = self.table.slot_at(p.index) else {
                         break; // the local was dropped, and its values with it
                     };
                     // SAFETY: we hold the context and its detach lock; the slot is live.
@@ -335,7 +335,7 @@ impl CtxInner {
         loop {
             {
                 let _guard = self.detach_lock();
-                let slot: NonNull<SlotHeader> = self.table.slot(index)?;
+                let slot: NonNull<SlotHeader> = self.table.slot_at(index)?;
                 // SAFETY: the holder tears down; we hold the detach lock, so the slot stays live.
                 let taken = unsafe { SlotHeader::take(slot) };
                 if let Taken::Busy = taken {
@@ -410,7 +410,7 @@ impl CtxInner {
         self.order.with(|o| {
             // SAFETY: holder-only, and no user code runs while `order` is borrowed.
             for &index in unsafe { &*o } {
-                if let Some(slot) = self.table.slot(index) {
+                if let Some(slot) = self.table.slot_at(index) {
                     // SAFETY: a slot in the table is live while the context is.
                     let state = unsafe { &slot.as_ref().state };
                     // A running initializer (`INIT`) holds the context like a borrow.

@@ -235,12 +235,6 @@ impl Table {
         NonNull::new(self.overflow_cell(index)?.load(Ordering::Acquire))
     }
 
-    /// The slot at `index`, if any.
-    #[inline]
-    pub(crate) fn slot(&self, index: usize) -> Option<NonNull<SlotHeader>> {
-        NonNull::new(self.cell(index)?.load(Ordering::Acquire))
-    }
-
     /// Like [`cell`](Self::cell), allocating the bucket first. Only the context's holder calls
     /// it, so no other bucket can be installed concurrently.
     pub(crate) fn cell_or_grow(&self, index: usize) -> &AtomicPtr<SlotHeader> {

@@ -24,7 +24,7 @@ use crate::error::{fail, AccessError, AccessErrorKind};
 use crate::sync::Ordering;
 use crate::waits;
 use crate::ContextId;
-use borrow::{begin_write, Contended, Mark, Mode, Reading, SharedBorrow};
+use borrow::{begin_write, Contended, IndexSync, Mark, Mode, Reading, SharedBorrow};
 use key::{sync_of, Key};
 
 /// The holder's work queued for the end of a borrow (see `PENDING`), run when `state` — the
@@ -117,6 +117,7 @@ impl<V: Payload> Storage<V> {
 
     #[cold]
     #[inline(never)]
+    #[track_caller]
     fn create<'a>(&'a self, ctx: &'a CtxInner) -> &'a Slot<V> {
         let i = self.key.get_or_assign();
         let serial = self.key.serial();
@@ -200,6 +201,7 @@ impl<V: Payload> Storage<V> {
 
     /// This local's slot in `ctx` (held by this thread), created if needed.
     #[inline]
+    #[track_caller]
     pub(crate) fn slot_or_create<'a>(&'a self, ctx: &'a CtxInner) -> &'a Slot<V> {
         match self.slot_in(ctx) {
             Some(slot) => slot,
@@ -207,25 +209,11 @@ impl<V: Payload> Storage<V> {
         }
     }
 
-    /// Shared access to the current context's payload; `Ok(None)` if it has no slot yet.
+    /// Shared access to the current context's payload; `Ok(None)` if it has no slot yet (and
+    /// inherited nothing).
     #[inline]
     pub(crate) fn read<R>(&self, f: impl FnOnce(&V) -> R) -> Result<Option<R>, AccessError> {
-        let (ctx, slot) = self.current_slot()?;
-        let Some(slot) = slot else {
-            return Ok(self.read_unslotted(ctx, f));
-        };
-        let mut st = slot.hdr.state.load(Ordering::Relaxed);
-        if st & (WRITING | PENDING) != 0 {
-            st = self.read_slow(ctx, slot, st)?;
-        }
-        slot.hdr.state.store(st + SHARED_ONE, Ordering::Release);
-        let _borrow = SharedBorrow {
-            hdr: &slot.hdr,
-            ctx,
-        };
-        // SAFETY: we hold the context (it is current on this thread), WRITING is clear and
-        // stays clear while our shared borrow is counted; foreign readers only read.
-        Ok(Some(slot.value.with(|v| f(unsafe { &*v }))))
+        Ok(self.read_or_return(f, |f, v| Ok(f(v)))?.ok())
     }
 
     /// Like [`read`](Self::read) for a caller that needs `f` back when it is not called:
@@ -250,7 +238,8 @@ impl<V: Payload> Storage<V> {
             hdr: &slot.hdr,
             ctx,
         };
-        // SAFETY: as in `read`.
+        // SAFETY: we hold the context (it is current on this thread), WRITING is clear and
+        // stays clear while our shared borrow is counted; foreign readers only read.
         Ok(slot.value.with(|v| call(f, unsafe { &*v })))
     }
 
@@ -286,18 +275,33 @@ impl<V: Payload> Storage<V> {
     /// runs no user code), creating the slot if `create`. `Ok(None)` if there is no slot and
     /// `create` is false.
     #[inline]
+    #[track_caller]
     pub(crate) fn write<R>(
         &self,
         create: bool,
         f: impl FnOnce(&mut V) -> R,
     ) -> Result<Option<R>, AccessError> {
-        let (ctx, slot) = self.current_slot()?;
-        let slot = match slot {
-            Some(slot) => slot,
-            None if create || self.inherited_in(ctx).is_some() => self.create(ctx),
-            None => return Ok(None),
+        let Some((ctx, slot)) = self.slot_for_write(create)? else {
+            return Ok(None);
         };
         self.write_slot(ctx, slot, f).map(Some)
+    }
+
+    /// The current context and this local's slot there for a write: created if `create`, or
+    /// if the context inherited a value it is about to copy; `None` if neither.
+    #[inline]
+    #[track_caller]
+    #[allow(clippy::type_complexity)]
+    fn slot_for_write(
+        &self,
+        create: bool,
+    ) -> Result<Option<(&'static CtxInner, &Slot<V>)>, AccessError> {
+        let (ctx, slot) = self.current_slot()?;
+        Ok(match slot {
+            Some(slot) => Some((ctx, slot)),
+            None if create || self.inherited_in(ctx).is_some() => Some((ctx, self.create(ctx))),
+            None => None,
+        })
     }
 
     /// Like [`write`](Self::write), for a write that replaces the whole payload (`f` must not
@@ -305,16 +309,14 @@ impl<V: Payload> Storage<V> {
     /// does not wait for it: `f` gets a fresh, empty payload and the old one stays with its
     /// readers until the holder drops it (see [`relocate`](Self::relocate)).
     #[inline]
+    #[track_caller]
     pub(crate) fn write_fresh<R>(
         &self,
         create: bool,
         f: impl FnOnce(&mut V) -> R,
     ) -> Result<Option<R>, AccessError> {
-        let (ctx, slot) = self.current_slot()?;
-        let slot = match slot {
-            Some(slot) => slot,
-            None if create || self.inherited_in(ctx).is_some() => self.create(ctx),
-            None => return Ok(None),
+        let Some((ctx, slot)) = self.slot_for_write(create)? else {
+            return Ok(None);
         };
         self.write_in::<false, true, R>(ctx, slot, f).map(Some)
     }
@@ -341,15 +343,13 @@ impl<V: Payload> Storage<V> {
     /// Exclusive access to the current context's payload for a user closure (`with_mut`):
     /// `Ok(None)` if there is no slot.
     #[inline]
+    #[track_caller]
     pub(crate) fn write_user<R>(
         &self,
         f: impl FnOnce(&mut V) -> R,
     ) -> Result<Option<R>, AccessError> {
-        let (ctx, slot) = self.current_slot()?;
-        let slot = match slot {
-            Some(slot) => slot,
-            None if self.inherited_in(ctx).is_some() => self.create(ctx),
-            None => return Ok(None),
+        let Some((ctx, slot)) = self.slot_for_write(false)? else {
+            return Ok(None);
         };
         self.write_in::<true, false, R>(ctx, slot, f).map(Some)
     }
@@ -458,21 +458,8 @@ impl<V: Payload> Storage<V> {
         f: impl FnOnce(&mut V) -> R,
     ) -> Result<R, AccessError> {
         let (fresh, retired) = self.contended(ctx, slot, st, e)?;
-        self.note_write(ctx, fresh);
-        let r = if USER {
-            let write = Write { slot: fresh, ctx };
-            let lending = borrow::lending(&fresh.hdr);
-            // SAFETY: holder, WRITING set on the fresh slot, which no reader can have marked.
-            let r = fresh.value.with_mut(|v| f(unsafe { &mut *v }));
-            drop(lending);
-            drop(write);
-            r
-        } else {
-            // SAFETY: as above; `f` runs no user code.
-            let r = fresh.value.with_mut(|v| f(unsafe { &mut *v }));
-            fresh.end_write_from(0);
-            r
-        };
+        // The fresh slot is WRITING (set by `relocate`), and no reader can have marked it.
+        let r = self.write_begun::<USER, R>(ctx, fresh, 0, f);
         // Old values whose readers have gone, dropped now that no write is in progress.
         drop(retired);
         Ok(r)
@@ -603,12 +590,7 @@ impl<V: Payload> Storage<V> {
         if st & BORROWS != 0 || begin_write(&slot.hdr, slot.sync, st, Mode::Wait).is_err() {
             return None;
         }
-        self.note_write(ctx, slot);
-        let write = Write { slot, ctx };
-        // SAFETY: holder, WRITING set, no shared borrow, foreign readers waited out.
-        let r = slot.value.with_mut(|v| f(unsafe { &mut *v }));
-        drop(write);
-        Some(r)
+        Some(self.write_begun::<false, R>(ctx, slot, st, f))
     }
 
     /// Waits until no foreign reader marks `slot`, for a thread that holds nothing; `false`
@@ -630,12 +612,10 @@ impl<V: Payload> Storage<V> {
     ///
     /// `Initializing` if the initializer is already running here (it used its own local);
     /// `Destroyed` during thread exit.
+    #[track_caller]
     pub(crate) fn begin_init(&self) -> Result<InitGuard<'_, V>, AccessError> {
-        let (ctx, slot) = self.current_slot()?;
-        let slot = match slot {
-            Some(slot) => slot,
-            None => self.create(ctx),
-        };
+        let (ctx, _) = self.current_slot()?;
+        let slot = self.slot_or_create(ctx);
         let st = slot.hdr.state.load(Ordering::Relaxed);
         if st & INIT != 0 {
             return Err(self.err(AccessErrorKind::Initializing));
@@ -697,11 +677,13 @@ impl<V: Payload> Storage<V> {
         let Some(i) = self.key.get() else {
             return;
         };
-        self.iterate(i, &mut f);
+        // `sync_of` takes the index registry's lock: once per call.
+        let sync = sync_of(i);
+        self.iterate(i, sync, &mut f);
         // A guard of this context dropped inside `f` queued its removal (this thread could not
         // write while it read): apply it now that the iteration is over.
         if let Some(ctx) = context::current() {
-            if ctx.has_pending() && !borrow::iterating_here(sync_of(i)) {
+            if ctx.has_pending() && !borrow::iterating_here(sync) {
                 settle(ctx);
             }
         }
@@ -709,11 +691,11 @@ impl<V: Payload> Storage<V> {
 
     /// `for_each` proper, while this thread is announced as a reader.
     #[track_caller]
-    fn iterate(&self, i: usize, f: &mut impl FnMut(ContextId, &V))
+    fn iterate(&self, i: usize, sync: &'static IndexSync, f: &mut impl FnMut(ContextId, &V))
     where
         V: Sync,
     {
-        let _reading = Reading::start(sync_of(i));
+        let _reading = Reading::start(sync);
         let mut later = Vec::new();
         for ctx in registry::snapshot() {
             if !self.visit(&ctx, i, f) {
@@ -739,7 +721,7 @@ impl<V: Payload> Storage<V> {
 
     /// The address of the slot at `index` in `ctx` (0 if none).
     fn slot_addr(&self, ctx: &CtxInner, index: usize) -> usize {
-        ctx.table.slot(index).map_or(0, |p| p.addr().get())
+        ctx.table.slot_at(index).map_or(0, |p| p.addr().get())
     }
 
     /// Hands `ctx`'s payload of this local (at `index`) to `f`, unless its holder is writing
@@ -750,7 +732,7 @@ impl<V: Payload> Storage<V> {
         V: Sync,
     {
         loop {
-            let Some(hdr) = ctx.table.slot(index) else {
+            let Some(hdr) = ctx.table.slot_at(index) else {
                 // A fork's inherited value is frozen: read it as it is.
                 self.inherited_elsewhere(ctx, |v| {
                     if v.is_present() {
@@ -781,7 +763,7 @@ impl<V: Payload> Storage<V> {
                 }
                 return false;
             }
-            if ctx.table.slot(index) != Some(hdr) {
+            if ctx.table.slot_at(index) != Some(hdr) {
                 continue; // moved to a fresh slot meanwhile (`relocate`): read that one
             }
             if st & PRESENT != 0 {
