@@ -263,6 +263,46 @@ fn foreign_guard_drop_races_with_enter() {
     });
 }
 
+/// A `ContextGuard` dropped inside `with` of its own context's value keeps the context claimed
+/// until that borrow ends (the deferred release): another thread's `try_enter` fails until then,
+/// and once it gets in, its `set` never overlaps the first thread's read (loom checks every
+/// payload access).
+#[test]
+fn deferred_release_races_with_try_enter() {
+    model(|| {
+        let drops = Arc::new(AtomicUsize::new(0));
+        let local = Arc::new(Local::<Counted>::named("L"));
+        let ctx = Arc::new(Context::new());
+        ctx.run(|| local.set(Counted::new(&drops, 1)));
+        let t = {
+            let (ctx, local, drops) = (ctx.clone(), local.clone(), drops.clone());
+            spawn(move || match ctx.try_enter() {
+                Ok(g) => {
+                    local.set(Counted::new(&drops, 2));
+                    drop(g);
+                    true
+                }
+                Err(_) => false,
+            })
+        };
+        let read = ctx.try_enter().ok().map(|g| {
+            let mut g = Some(g);
+            local.with(|v| {
+                drop(g.take());
+                v.n
+            })
+        });
+        let set = t.join().unwrap();
+        // Either order of the two claims is fine; what may not happen is the other thread's
+        // write while this read runs, which loom reports as a race on the payload.
+        assert!(matches!(read, None | Some(1 | 2)), "{read:?}");
+        let now = ctx.run(|| local.with(|v| v.n));
+        assert_eq!(now, if set { 2 } else { 1 });
+        drop(ctx);
+        assert_eq!(drops.load(SeqCst), if set { 2 } else { 1 });
+    });
+}
+
 /// A `StackGuard` dropped from afar while another thread iterates its stack: a reader on the
 /// slot makes the removal wait for it outside the `Removing` claim and retry (the context stays
 /// enterable meanwhile), and the reader never sees a value being removed.
