@@ -501,3 +501,89 @@ fn a_value_released_under_a_reader_is_dropped_at_the_next_replacing_write() {
         );
     });
 }
+
+// ---------------------------------------------------------------------------------------------
+// Found by the whole-change review: the teardown wait for readers of a fork's inherited frame
+// (`CtxInner::wait_frame_readers`) had no test that fails without it.
+// ---------------------------------------------------------------------------------------------
+
+/// An inheritable value whose copies (made by a capture) log where they are dropped.
+struct Noted {
+    log: Log,
+    copy: bool,
+}
+
+impl Clone for Noted {
+    fn clone(&self) -> Self {
+        Noted {
+            log: self.log.clone(),
+            copy: true,
+        }
+    }
+}
+
+impl Drop for Noted {
+    fn drop(&mut self) {
+        if self.copy {
+            self.log
+                .push(format!("copy dropped on {:?}", thread::current().id()));
+        }
+    }
+}
+
+static FRAMED: Local<Noted> = Local::named("FRAMED").inheritable();
+
+/// Fault 5 for inherited values: a fork that only inherited a value holds the last reference
+/// to its frame. Another thread's `for_each` is reading that inherited value (parked in its
+/// callback) when the fork is dropped. Readers borrow the frame without a reference count, so
+/// the fork's teardown must wait for them: the copy is dropped by the dropping thread, after
+/// the reader's last use of it, before `drop(fork)` returns. Without the wait the frame is
+/// freed under the reader (a use-after-free ASan reports) and the log shows the drop before
+/// the reader's read.
+#[test]
+fn a_fork_dropped_while_its_inherited_value_is_read_waits_for_the_reader() {
+    within(30, || {
+        let log = Log::new();
+        let fork = {
+            let parent = Context::new();
+            let snapshot = parent.run(|| {
+                FRAMED.set(Noted {
+                    log: log.clone(),
+                    copy: false,
+                });
+                context_local::Snapshot::capture()
+            });
+            let fork = snapshot.fork();
+            drop(snapshot);
+            drop(parent); // the fork's frame is now the only holder of the copy
+            fork
+        };
+        let reader_log = log.clone();
+        let reader = Parked::start(move |park| {
+            FRAMED.for_each(|_, v| {
+                if v.copy {
+                    park();
+                    reader_log.push(format!("reader read a copy: {}", v.copy));
+                }
+            })
+        });
+        let releaser = thread::spawn(move || {
+            thread::sleep(Duration::from_millis(300));
+            reader.finish();
+        });
+        log.push("drop starts");
+        drop(fork);
+        log.push("drop ended");
+        releaser.join().unwrap();
+        let me = format!("{:?}", thread::current().id());
+        assert_eq!(
+            log.entries(),
+            [
+                "drop starts".to_owned(),
+                "reader read a copy: true".to_owned(),
+                format!("copy dropped on {me}"),
+                "drop ended".to_owned(),
+            ]
+        );
+    });
+}
