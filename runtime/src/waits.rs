@@ -50,12 +50,15 @@ impl Drop for Holding {
     #[inline]
     fn drop(&mut self) {
         let list = if self.lend { &LENDING } else { &MARKED };
-        let _ = list.try_with(|v| {
-            let mut v = v.borrow_mut();
-            if let Some(pos) = v.iter().rposition(|&a| a == self.addr) {
-                v.remove(pos);
-            }
-        });
+        let _ = list.try_with(|v| remove_last(&mut v.borrow_mut(), &self.addr));
+    }
+}
+
+/// Removes the last occurrence of `x` from `list` (entries nest: the newest is the one that
+/// ends first).
+pub(crate) fn remove_last<T: PartialEq>(list: &mut Vec<T>, x: &T) {
+    if let Some(pos) = list.iter().rposition(|e| e == x) {
+        list.remove(pos);
     }
 }
 

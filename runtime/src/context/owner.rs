@@ -99,14 +99,8 @@ impl Owner {
     /// A foreign `StackGuard` removes its value: `Idle -> Removing`, or `None` when the context
     /// is held by someone who will apply the removal instead. Waits out another `Removing`.
     pub(crate) fn try_remove(&self) -> Option<RemovalClaim<'_>> {
-        let mut round = 0;
-        loop {
-            match self.claim(State::Removing) {
-                Ok(()) => return Some(RemovalClaim(self)),
-                Err(State::Removing) => backoff(&mut round),
-                Err(_) => return None,
-            }
-        }
+        self.claim_after_removal(State::Removing, None).ok()?;
+        Some(RemovalClaim(self))
     }
 
     /// The `Context` is dropped: `Idle | Task -> Dropping`. `Err(Entered)` means a

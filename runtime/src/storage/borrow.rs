@@ -233,12 +233,8 @@ impl Reading {
 
 impl Drop for Reading {
     fn drop(&mut self) {
-        let _ = ITERATING.try_with(|v| {
-            let mut v = v.borrow_mut();
-            if let Some(pos) = v.iter().rposition(|&p| ptr::eq(p, self.0)) {
-                v.remove(pos);
-            }
-        });
+        let me: *const IndexSync = self.0;
+        let _ = ITERATING.try_with(|v| waits::remove_last(&mut v.borrow_mut(), &me));
         self.0.readers.fetch_sub(1, Ordering::Release);
     }
 }
