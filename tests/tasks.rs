@@ -994,7 +994,8 @@ fn a_stack_scope_future_removes_exactly_its_own_element() {
     drop(fut);
     assert_eq!((stack_here(&S), t.live()), (vec![100, 2], 2));
 
-    // The scope's element under one the future pushed above it: exactly it is removed.
+    // The scope's element under one the future pushed above it: both are set aside between
+    // polls and come back in order; at the end exactly the scope's element is removed.
     S.release();
     let tc = t.clone();
     let mut fut = Box::pin(S.scope_future(t.make(3), async move {
@@ -1003,13 +1004,13 @@ fn a_stack_scope_future_removes_exactly_its_own_element() {
         stack_here(&S)
     }));
     exec.pending(fut.as_mut());
-    assert_eq!(stack_here(&S), [4]);
+    assert_eq!(stack_here(&S), Vec::<u64>::new(), "[3, 4] set aside");
     assert_eq!(
         exec.ready(fut.as_mut()),
-        [4, 3],
-        "pushed again on top for the next poll"
+        [3, 4],
+        "back in order for the next poll"
     );
-    assert_eq!(stack_here(&S), [4]);
+    assert_eq!(stack_here(&S), [4], "what the future left above it stays");
     drop(fut);
     assert_eq!(t.live(), 1);
     S.release();
@@ -1355,6 +1356,318 @@ fn scope_futures_polled_on_other_threads_bind_in_the_pollers_context() {
         }
         assert_eq!((t.created(), t.dropped()), (12, 12));
     });
+}
+
+// ---------------------------------------------------------------------------------------------
+// Part 1: scopes whose context is left inside them (a scheduler switch, a `ContextGuard` held
+// by the scope's body and dropped there). Each ends its binding in the context it bound in —
+// at once when this thread can claim it, else queued for its holder — and never drops the
+// value it displaced there.
+
+/// `Local::scope(2, f)` where `f` leaves the context the scope bound in: 1 is back there (not
+/// dropped), 2 is not left bound there; then the context is torn down: each value once.
+#[test]
+fn a_local_scope_left_inside_restores_in_its_own_context() {
+    static L: Local<Counted> = Local::named("L");
+    let t = Tally::new();
+    L.set(t.make(100)); // the thread's own value: never touched
+    let ctx = Context::new();
+    let g = ctx.enter();
+    L.set(t.make(1));
+    L.scope(t.make(2), move || {
+        assert_eq!(n(&L), Some(2));
+        drop(g); // leaves `ctx`: this thread's own context is current again
+        assert_eq!(n(&L), Some(100));
+    });
+    assert_eq!(n(&L), Some(100), "the own context's value untouched");
+    assert_eq!(t.live(), 2, "1 kept, 2 dropped at the end of its scope");
+    assert_eq!(ctx.run(|| n(&L)), Some(1), "the previous value is back");
+    drop(ctx);
+    assert_eq!(t.live(), 1);
+    L.release();
+    assert_eq!((t.created(), t.dropped()), (3, 3));
+}
+
+/// The same when another thread holds the context by the time the scope ends: the restore is
+/// queued for it (the scope's value stays visible to it until it enters again), applied before
+/// anything else runs on its next entry; a context dropped without being entered again applies
+/// it in its teardown. Each value is dropped once.
+#[test]
+fn a_local_scope_left_inside_while_its_context_is_held_elsewhere_is_restored_by_the_holder() {
+    static L: Local<Counted> = Local::named("L");
+    let t = Tally::new();
+    within(60, move || {
+        for reenter in [true, false] {
+            let ctx = Arc::new(Context::new());
+            let g = ctx.enter();
+            L.set(t.make(1));
+            let (entered_tx, entered_rx) = std::sync::mpsc::channel();
+            let (leave_tx, leave_rx) = std::sync::mpsc::channel::<()>();
+            let other = ctx.clone();
+            let holder = L.scope(t.make(2), move || {
+                drop(g);
+                // Another thread enters `ctx` and holds it past the end of this scope.
+                let holder = thread::spawn(move || {
+                    let _g = other.enter();
+                    entered_tx.send(n(&L)).unwrap();
+                    leave_rx.recv().unwrap();
+                    n(&L)
+                });
+                assert_eq!(entered_rx.recv().unwrap(), Some(2), "the scope still runs");
+                holder
+            });
+            assert_eq!(
+                t.live(),
+                2,
+                "queued: 1 and 2 both live until the holder applies it"
+            );
+            leave_tx.send(()).unwrap();
+            assert_eq!(
+                holder.join().unwrap(),
+                Some(2),
+                "applied on its next entry only"
+            );
+            if reenter {
+                assert_eq!(ctx.run(|| n(&L)), Some(1), "the previous value is back");
+                assert_eq!(t.live(), 1, "2 dropped by the holder");
+            }
+            drop(ctx);
+            assert_eq!(t.live(), 0);
+        }
+        assert_eq!((t.created(), t.dropped()), (4, 4));
+    });
+}
+
+/// `LocalStack::scope` (a `StackGuard` inside) already removes exactly its element from the
+/// context it pushed into, and the element below stays.
+#[test]
+fn a_stack_scope_left_inside_removes_its_element_from_its_own_context() {
+    static S: LocalStack<Counted> = LocalStack::named("S");
+    let t = Tally::new();
+    S.push(t.make(100));
+    let ctx = Context::new();
+    let g = ctx.enter();
+    S.push(t.make(1));
+    S.scope(t.make(2), move || drop(g));
+    assert_eq!(stack_here(&S), [100]);
+    assert_eq!(ctx.run(|| stack_here(&S)), [1]);
+    assert_eq!(t.live(), 2);
+    drop(ctx);
+    S.release();
+    assert_eq!((t.created(), t.dropped()), (3, 3));
+}
+
+/// `Local::scope_future` whose inner future leaves the context the poll bound in: the
+/// previous value is back there after the poll, and the scope keeps its own value for its
+/// next poll (here in the thread's own context).
+#[test]
+fn a_local_scope_future_left_inside_a_poll_restores_in_its_own_context() {
+    static L: Local<Counted> = Local::named("L");
+    let t = Tally::new();
+    let exec = Exec::new();
+    let ctx = Context::new();
+    let g = ctx.enter();
+    L.set(t.make(1));
+    let mut fut = Box::pin(L.scope_future(t.make(2), async move {
+        drop(g);
+        yield_now().await;
+        n(&L)
+    }));
+    exec.pending(fut.as_mut());
+    assert_eq!(n(&L), None, "the own context: nothing bound");
+    assert_eq!(t.live(), 2);
+    assert_eq!(
+        exec.ready(fut.as_mut()),
+        Some(2),
+        "the scope kept its value"
+    );
+    assert_eq!(n(&L), None);
+    drop(fut);
+    assert_eq!(t.live(), 1);
+    assert_eq!(ctx.run(|| n(&L)), Some(1), "the previous value is back");
+    drop(ctx);
+    assert_eq!((t.created(), t.dropped()), (2, 2));
+}
+
+/// `LocalStack::scope_future` whose inner future leaves the context it pushed into: its
+/// element is removed from there, never from the context current at the end (whose element
+/// has the same number), and the elements below stay.
+#[test]
+fn a_stack_scope_future_left_inside_a_poll_removes_its_element_from_its_own_context() {
+    static S: LocalStack<Counted> = LocalStack::named("S");
+    let t = Tally::new();
+    let exec = Exec::new();
+    let home = Context::new();
+    let other = Context::new();
+    home.run(|| {
+        S.push(t.make(100)); // number 0 in `home`
+        let g = other.enter();
+        S.push(t.make(200)); // number 0 in `other` once the scope numbers the stack
+        exec.block_on(S.scope_future(t.make(7), async move { drop(g) }));
+        assert_eq!(stack_here(&S), [100], "home's stack untouched");
+    });
+    assert_eq!(
+        other.run(|| stack_here(&S)),
+        [200],
+        "the scope's element is gone"
+    );
+    assert_eq!(t.live(), 2);
+    drop((home, other));
+    assert_eq!((t.created(), t.dropped()), (3, 3));
+}
+
+/// The same while another thread holds the context when the poll ends: the removal is queued
+/// for that holder and applied on its next entry (the element is dropped there, once).
+#[test]
+fn a_stack_scope_future_left_inside_a_poll_while_held_elsewhere_is_removed_by_the_holder() {
+    static S: LocalStack<Counted> = LocalStack::named("S");
+    let t = Tally::new();
+    within(60, move || {
+        let exec = Exec::new();
+        let ctx = Arc::new(Context::new());
+        let g = ctx.enter();
+        S.push(t.make(1));
+        let (entered_tx, entered_rx) = std::sync::mpsc::channel();
+        let (leave_tx, leave_rx) = std::sync::mpsc::channel::<()>();
+        let other = ctx.clone();
+        let holder = exec.block_on(S.scope_future(t.make(2), async move {
+            drop(g);
+            // Another thread enters `ctx` and holds it past the end of this poll.
+            let holder = thread::spawn(move || {
+                let _g = other.enter();
+                entered_tx.send(stack_here(&S)).unwrap();
+                leave_rx.recv().unwrap();
+            });
+            assert_eq!(entered_rx.recv().unwrap(), [1, 2]);
+            holder
+        }));
+        assert!(S.is_empty(), "never pushed into the own context");
+        leave_tx.send(()).unwrap();
+        holder.join().unwrap();
+        assert_eq!(ctx.run(|| stack_here(&S)), [1]);
+        assert_eq!(t.live(), 1);
+        drop(ctx);
+        assert_eq!((t.created(), t.dropped()), (2, 2));
+    });
+}
+
+// ---------------------------------------------------------------------------------------------
+// Part 1: a stack scope future is LIFO for its inner future.
+
+/// Between polls the scope keeps its element under what the inner future pushed above it:
+/// after an `.await` the inner future's own push is still on top, and a `pop` takes it, not
+/// the scope's element. Between polls neither is in the polling context.
+#[test]
+fn a_stack_scope_future_keeps_its_element_under_what_the_inner_future_pushed() {
+    static S: LocalStack<&str> = LocalStack::named("S");
+    let exec = Exec::new();
+    S.push("outside");
+    let mut fut = Box::pin(S.scope_future("scope", async {
+        S.push("inner");
+        yield_now().await;
+        let top = S.top();
+        let popped = S.pop();
+        yield_now().await;
+        (top, popped, S.top(), S.len())
+    }));
+    exec.pending(fut.as_mut());
+    assert_eq!((S.top(), S.len()), (Some("outside"), 1), "both set aside");
+    exec.pending(fut.as_mut());
+    assert_eq!((S.top(), S.len()), (Some("outside"), 1));
+    assert_eq!(
+        exec.ready(fut.as_mut()),
+        (Some("inner"), Some("inner"), Some("scope"), 2)
+    );
+    assert_eq!((S.top(), S.len()), (Some("outside"), 1));
+    S.release();
+}
+
+/// The same with counted values and deeper segments, polled while the context below changes
+/// between polls; a `StackGuard` held across the `.await` (a `!Send` future on this thread)
+/// still removes exactly its element after the segment was put back, and what the inner
+/// future leaves above the scope's element when it completes stays (as with
+/// `LocalStack::scope`). Each value is dropped once.
+#[test]
+fn a_stack_scope_futures_segment_comes_back_in_order_and_guards_in_it_still_work() {
+    static S: LocalStack<Counted> = LocalStack::named("S");
+    let t = Tally::new();
+    let exec = Exec::new();
+    let tc = t.clone();
+    let mut fut = Box::pin(S.scope_future(t.make(1), async move {
+        S.push(tc.make(2));
+        let g = S.enter(tc.make(3));
+        S.push(tc.make(4));
+        yield_now().await;
+        let seen = stack_here(&S);
+        S.push(tc.make(5));
+        drop(g); // removes 3, wherever it is now
+        let after = stack_here(&S);
+        yield_now().await;
+        (seen, after, stack_here(&S))
+    }));
+    exec.pending(fut.as_mut());
+    assert!(S.is_empty(), "the segment [1, 2, 3, 4] is set aside");
+    // More elements below than in the segment, numbered after the segment's elements: the
+    // guard's number is no longer found by bisection.
+    let below: Vec<u64> = (50..58).collect();
+    for &b in &below {
+        S.push(t.make(b));
+    }
+    exec.pending(fut.as_mut());
+    assert_eq!(stack_here(&S), below);
+    let (seen, after, last) = exec.ready(fut.as_mut());
+    let with = |top: &[u64]| [&below[..], top].concat();
+    assert_eq!(seen, with(&[1, 2, 3, 4]), "back in order, on top");
+    assert_eq!(
+        after,
+        with(&[1, 2, 4, 5]),
+        "exactly the guard's element removed"
+    );
+    assert_eq!(last, with(&[1, 2, 4, 5]));
+    assert_eq!(
+        stack_here(&S),
+        with(&[2, 4, 5]),
+        "completed: exactly the scope's element removed"
+    );
+    drop(fut);
+    assert_eq!(t.live(), 11);
+    S.release();
+    assert_eq!((t.created(), t.dropped()), (13, 13));
+}
+
+/// A segment set aside in one context and polled next in another: it comes back in order
+/// there; dropping the pending scope future puts it back for the drop, then removes exactly
+/// the scope's element.
+#[test]
+fn a_stack_scope_futures_segment_follows_the_future_to_another_context() {
+    static S: LocalStack<Counted> = LocalStack::named("S");
+    let t = Tally::new();
+    let exec = Exec::new();
+    let tc = t.clone();
+    let mut fut = Box::pin(S.scope_future(t.make(1), async move {
+        S.push(tc.make(2));
+        yield_now().await;
+        let seen = stack_here(&S);
+        S.push(tc.make(3));
+        yield_now().await;
+        seen
+    }));
+    let (a, b) = (Context::new(), Context::new());
+    a.run(|| S.push(t.make(100)));
+    a.run(|| exec.pending(fut.as_mut()));
+    assert_eq!(a.run(|| stack_here(&S)), [100]);
+    b.run(|| exec.pending(fut.as_mut()));
+    assert_eq!(b.run(|| stack_here(&S)), Vec::<u64>::new());
+    b.run(|| drop(fut));
+    assert_eq!(
+        b.run(|| stack_here(&S)),
+        [2, 3],
+        "what the future left, without the scope's"
+    );
+    assert_eq!(a.run(|| stack_here(&S)), [100]);
+    assert_eq!(t.live(), 3);
+    drop((a, b));
+    assert_eq!((t.created(), t.dropped()), (4, 4));
 }
 
 // ---------------------------------------------------------------------------------------------

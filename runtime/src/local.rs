@@ -1,9 +1,11 @@
 //! `Local<T>`: one value per context.
 
+use std::cell::Cell;
 use std::fmt;
 
+use crate::context::table::Queued;
 use crate::error::{fail, nothing_bound_is_none, AccessError, AccessErrorKind};
-use crate::storage::{Inherit, Payload, Share, Storage};
+use crate::storage::{Elsewhere, Inherit, Payload, Share, Storage, Where};
 use crate::{ContextId, LocalProxy, Release};
 
 /// `f` on the bound value, or `f` back when there is none (see `Storage::read_or_return`).
@@ -25,6 +27,15 @@ impl<T: Send + 'static> Payload for Option<T> {
     }
     fn take_all(&mut self) -> Option<Box<dyn Send>> {
         self.take().map(|v| Box::new(v) as Box<dyn Send>)
+    }
+    fn restore_scoped(&mut self, previous: Box<dyn std::any::Any + Send>) -> Option<Box<dyn Send>> {
+        match previous.downcast::<Option<T>>() {
+            Ok(previous) => {
+                std::mem::replace(self, *previous).map(|v| Box::new(v) as Box<dyn Send>)
+            }
+            // Never: a restore is queued by this local's own scope, at its own index.
+            Err(other) => Some(Box::new(other)),
+        }
     }
     fn label() -> &'static str {
         std::any::type_name::<T>()
@@ -300,19 +311,17 @@ impl<T: Send + 'static> Local<T> {
     }
 
     /// Where the current context is, for a scope to restore there.
-    pub(crate) fn context_here(&self) -> Result<(usize, u64), AccessError> {
+    pub(crate) fn context_here(&self) -> Result<Where, AccessError> {
         self.storage.current_context()
     }
 
-    /// Ends a scope: binds `previous` again in the context at `at` (if this thread still holds
-    /// it) and returns what the scope left bound there.
+    /// Ends a scope: binds `previous` again in the context at `at` and returns what the scope
+    /// left bound there — `None` if that stays with the context's holder (see
+    /// [`restore_elsewhere`](Self::restore_elsewhere)).
     #[track_caller]
-    pub(crate) fn restore_in(&self, at: (usize, u64), previous: Option<T>) -> Option<T> {
-        let Some(ctx) = crate::context::held_here(at.0, at.1) else {
-            // The context was left for good (its guard went elsewhere): what is bound there
-            // stays with it; the displaced value is dropped here.
-            drop(previous);
-            return None;
+    pub(crate) fn restore_in(&self, at: Where, previous: Option<T>) -> Option<T> {
+        let Some(ctx) = crate::context::held_here(at.addr, at.serial) else {
+            return self.restore_elsewhere(at, previous);
         };
         let mut previous = Some(previous);
         let restored = self
@@ -322,6 +331,28 @@ impl<T: Send + 'static> Local<T> {
             Ok(left) => left.flatten(),
             Err(_) if std::thread::panicking() => None,
             Err(e) => fail(format_args!("{e}")),
+        }
+    }
+
+    /// Ends a scope whose body left the context it bound in (a `ContextGuard` dropped inside
+    /// it, as a scheduler switch does): `previous` is bound again *there*, never dropped and
+    /// never bound in whatever context is current now. If nobody holds that context, at once
+    /// (and what the scope left bound there is returned); if another thread or a task holds
+    /// it, queued for that holder, which applies it before anything else runs there on its
+    /// next entry (and drops what the scope left bound). If the context is gone, its values
+    /// went with it, and `previous` goes here.
+    #[cold]
+    #[inline(never)]
+    fn restore_elsewhere(&self, at: Where, previous: Option<T>) -> Option<T> {
+        let previous = Cell::new(Some(previous));
+        let restored = self.storage.write_elsewhere(
+            at,
+            |v| std::mem::replace(v, previous.take().flatten()),
+            || Queued::Restore(Some(Box::new(previous.take().flatten()))),
+        );
+        match restored {
+            Elsewhere::Done(left) => left,
+            Elsewhere::Queued | Elsewhere::Gone => None,
         }
     }
 

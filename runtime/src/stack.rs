@@ -5,10 +5,10 @@ use std::marker::PhantomData;
 
 use std::ptr::NonNull;
 
-use crate::context::table::{Removal, Remover, SlotHeader};
+use crate::context::table::{Queued, Removal, Remover, SlotHeader};
 use crate::context::{self, registry, CtxInner};
 use crate::error::{fail, AccessError, AccessErrorKind};
-use crate::storage::{Buf, Inherit, Payload, Share, Slot, Storage};
+use crate::storage::{Buf, Elsewhere, Inherit, Payload, Share, Slot, Storage, Where};
 use crate::{ContextId, LocalProxy, Release};
 
 /// A buffer larger than this is freed when the stack empties; a smaller one is kept, so a
@@ -30,6 +30,10 @@ pub(crate) struct StackStore<T> {
     items: Buf<T>,
     seqs: Buf<u64>,
     next_seq: u64,
+    /// The numbers are unique but not increasing: a scope future put a segment back with its
+    /// old numbers on top of elements numbered since (see `push_segment`). Removals then look
+    /// numbers up one by one instead of by binary search, until the stack empties.
+    unsorted: bool,
 }
 
 impl<T> StackStore<T> {
@@ -110,7 +114,7 @@ impl<T> StackStore<T> {
         let at = if seqs.first() == Some(&seq) {
             0
         } else {
-            seqs.binary_search(&seq).ok()?
+            self.position_of(seq)?
         };
         self.seqs.remove(at);
         let v = self.items.remove(at);
@@ -118,12 +122,120 @@ impl<T> StackStore<T> {
         Some(v)
     }
 
+    /// Where the element numbered `seq` is, if it is there.
+    fn position_of(&self, seq: u64) -> Option<usize> {
+        let seqs = self.seqs.as_slice();
+        if self.unsorted {
+            seqs.iter().position(|&s| s == seq)
+        } else {
+            seqs.binary_search(&seq).ok()
+        }
+    }
+
+    /// Takes out the element numbered `seq` and, into `above` / `above_seqs` (bottom first),
+    /// every element above it with its number: a scope future's segment, set aside between
+    /// polls. `None` (and nothing taken) if the element is gone.
+    #[inline]
+    fn take_segment(
+        &mut self,
+        seq: u64,
+        above: &mut Vec<T>,
+        above_seqs: &mut Vec<u64>,
+    ) -> Option<T> {
+        // The common case: nothing was pushed above it.
+        if self.seqs.as_slice().last() == Some(&seq) {
+            return self.pop();
+        }
+        self.take_segment_above(seq, above, above_seqs)
+    }
+
+    #[cold]
+    fn take_segment_above(
+        &mut self,
+        seq: u64,
+        above: &mut Vec<T>,
+        above_seqs: &mut Vec<u64>,
+    ) -> Option<T> {
+        let at = self.position_of(seq)?;
+        let (start, start_seqs) = (above.len(), above_seqs.len());
+        while self.items.len() > at + 1 {
+            above.extend(self.items.pop());
+            above_seqs.extend(self.seqs.pop());
+        }
+        above[start..].reverse();
+        above_seqs[start_seqs..].reverse();
+        self.pop()
+    }
+
+    /// Puts a scope future's segment back on top, in order: `value` (its element), then
+    /// `above`. With `seq` (put back in the context it was set aside in), every element keeps
+    /// its number, so a `StackGuard` among them still removes exactly its own; otherwise they
+    /// are numbered afresh. Returns the element's number.
+    #[inline]
+    fn push_segment(
+        &mut self,
+        value: T,
+        seq: Option<u64>,
+        above: &mut Vec<T>,
+        above_seqs: &mut Vec<u64>,
+    ) -> u64 {
+        // The common case: nothing was set aside above it; a fresh number costs the least.
+        if above.is_empty() {
+            return self.push_numbered(value);
+        }
+        self.push_segment_above(value, seq, above, above_seqs)
+    }
+
+    #[cold]
+    fn push_segment_above(
+        &mut self,
+        value: T,
+        seq: Option<u64>,
+        above: &mut Vec<T>,
+        above_seqs: &mut Vec<u64>,
+    ) -> u64 {
+        let Some(seq) = seq.filter(|_| above.len() == above_seqs.len()) else {
+            let seq = self.push_numbered(value);
+            for v in above.drain(..) {
+                self.push_numbered(v);
+            }
+            above_seqs.clear();
+            return seq;
+        };
+        self.push_with_seq(value, seq);
+        for (v, s) in above.drain(..).zip(above_seqs.drain(..)) {
+            self.push_with_seq(v, s);
+        }
+        seq
+    }
+
+    /// Pushes `value` under the number `seq` it had in this stack before (numbers are never
+    /// reused, so it is still unique here).
+    fn push_with_seq(&mut self, value: T, seq: u64) {
+        if self.seqs.is_empty() && !self.items.is_empty() {
+            self.number_existing();
+        }
+        if self.items.capacity() == 0 {
+            self.reserve_first();
+        }
+        if self.seqs.as_slice().last().is_some_and(|&last| last > seq) {
+            self.unsorted = true;
+        }
+        self.items.push(value);
+        self.seqs.push(seq);
+        self.next_seq = self.next_seq.max(seq + 1);
+    }
+
     /// Release-on-pop: an empty stack is not counted as an entry (`PRESENT` follows
     /// `is_present`); a large buffer is handed back.
     #[inline]
     fn trim(&mut self) {
-        if self.items.is_empty() && self.items.capacity() > KEEP_CAPACITY {
-            self.shrink();
+        if self.items.is_empty() {
+            // The numbers went with the elements.
+            self.unsorted = false;
+            if self.items.capacity() > KEEP_CAPACITY {
+                self.shrink();
+            }
         }
     }
 
@@ -147,6 +259,7 @@ impl<T: Send + 'static> Payload for StackStore<T> {
             items: Buf::new(),
             seqs: Buf::new(),
             next_seq: 0,
+            unsorted: false,
         }
     }
     #[inline]
@@ -168,6 +281,31 @@ impl<T: Send + 'static> Payload for StackStore<T> {
     }
     fn label() -> &'static str {
         std::any::type_name::<T>()
+    }
+}
+
+/// A stack scope future's elements between polls: its own element, and what its inner future
+/// pushed above it, set aside at the end of each poll and put back in order at the next, so
+/// that inside the future the stack is LIFO across `.await`.
+pub(crate) struct Segment<T> {
+    /// The scope's element; `None` once it is gone (the inner future popped it).
+    pub(crate) value: Option<T>,
+    /// Where the segment was set aside, and the element's number there.
+    from: Option<(Where, u64)>,
+    /// What the inner future pushed above the element, bottom first (allocated only if it
+    /// pushed something), and their numbers in `from`.
+    above: Vec<T>,
+    above_seqs: Vec<u64>,
+}
+
+impl<T> Segment<T> {
+    pub(crate) fn new(value: T) -> Self {
+        Self {
+            value: Some(value),
+            from: None,
+            above: Vec::new(),
+            above_seqs: Vec::new(),
+        }
     }
 }
 
@@ -509,29 +647,59 @@ impl<T: Send + 'static> LocalStack<T> {
         f()
     }
 
-    /// Pushes the value in `value` (taken out only on success) like [`enter`](Self::enter),
-    /// returning the id its removal needs.
-    pub(crate) fn try_push_scoped_from(&self, value: &mut Option<T>) -> Result<u64, AccessError> {
-        let pushed = self
-            .storage
-            .write(true, |s| value.take().map(|v| s.push_numbered(v)))?;
+    /// Pushes a scope future's segment (see [`Segment`]) into the current context at `at`,
+    /// returning its element's number there; the segment is taken only on success.
+    pub(crate) fn try_push_segment(
+        &self,
+        at: Where,
+        segment: &mut Segment<T>,
+    ) -> Result<u64, AccessError> {
+        let pushed = self.storage.write(true, |s| {
+            let value = segment.value.take()?;
+            // Its old numbers hold only in the stack it was set aside from.
+            let seq = segment.from.filter(|(w, _)| *w == at).map(|(_, seq)| seq);
+            Some(s.push_segment(value, seq, &mut segment.above, &mut segment.above_seqs))
+        })?;
         Ok(pushed.flatten().expect("a scope pushes a value it holds"))
     }
 
     /// Where the current context is, for a scope to remove its element there.
-    pub(crate) fn context_here(&self) -> Result<(usize, u64), AccessError> {
+    pub(crate) fn context_here(&self) -> Result<Where, AccessError> {
         self.storage.current_context()
     }
 
-    /// Removes the value pushed by [`try_push_scoped_from`](Self::try_push_scoped_from) as `id`
-    /// in the context at `at`, if this thread still holds it and the value is still there.
-    /// Sequence numbers are per context: it is never looked for anywhere else.
-    pub(crate) fn remove_scoped(&self, at: (usize, u64), id: u64) -> Option<T> {
-        let ctx = crate::context::held_here(at.0, at.1)?;
-        match self.storage.write_held(ctx, |s| s.remove_seq(id)) {
-            Ok(v) => v.flatten(),
-            Err(_) => None,
-        }
+    /// Ends one poll of a scope future: takes its element (numbered `id` in the context at
+    /// `at`) and whatever was pushed above it back into `segment`, or — at the end of the
+    /// scope (`last`) — removes exactly its element and leaves what is above in place. Nothing
+    /// if the element is gone (the inner future popped it: the popper's to keep). Sequence
+    /// numbers are per context: it is never looked for anywhere else. If the poll left that
+    /// context, this is done there (see [`Storage::write_elsewhere`]); when it is held
+    /// elsewhere by then, the element's removal is queued for the holder, which drops it.
+    pub(crate) fn end_scoped(&self, at: Where, id: u64, segment: &mut Segment<T>, last: bool) {
+        let Segment {
+            value,
+            above,
+            above_seqs,
+            ..
+        } = segment;
+        let take = |s: &mut StackStore<T>| {
+            if last {
+                s.remove_seq(id)
+            } else {
+                s.take_segment(id, above, above_seqs)
+            }
+        };
+        *value = match crate::context::held_here(at.addr, at.serial) {
+            Some(ctx) => self.storage.write_held(ctx, take).ok().flatten().flatten(),
+            None => match self
+                .storage
+                .write_elsewhere(at, take, || Queued::Remove(id))
+            {
+                Elsewhere::Done(v) => v,
+                Elsewhere::Queued | Elsewhere::Gone => None,
+            },
+        };
+        segment.from = segment.value.as_ref().map(|_| (at, id));
     }
 
     /// Drops the current context's whole stack (outside any borrow).
@@ -805,8 +973,13 @@ impl<T: Send + 'static> StackGuard<'_, T> {
             };
             // SAFETY: we hold the context (`Removing`); the slot lives as long as it does and
             // this stack, which the guard borrows, does.
-            let ours =
-                unsafe { SlotHeader::remove(NonNull::from(&slot.hdr), self.id, Remover::Visitor) };
+            let ours = unsafe {
+                SlotHeader::remove(
+                    NonNull::from(&slot.hdr),
+                    &mut Queued::Remove(self.id),
+                    Remover::Visitor,
+                )
+            };
             let readers = match ours {
                 Removal::Done(v) => {
                     if slot.hdr.capture.is_some() {

@@ -7,7 +7,7 @@ use std::ptr::{self, NonNull};
 
 use super::inherit::{Frame, Inherited};
 use super::owner::{Owner, State};
-use super::table::{Removal, Remover, SlotHeader, Table, Taken, BORROWS, INIT, PENDING};
+use super::table::{Queued, Removal, Remover, SlotHeader, Table, Taken, BORROWS, INIT, PENDING};
 use super::ContextId;
 use crate::sync::{lock, Arc, AtomicBool, Mutex, MutexGuard, Ordering, UnsafeCell};
 
@@ -33,11 +33,10 @@ pub(crate) struct Retired {
     pub(crate) swept: bool,
 }
 
-/// A removal posted by a `StackGuard` that could not remove its value at once.
-#[derive(Clone, Copy)]
+/// Work posted by a `StackGuard` or a scope that could not do it at once.
 struct Pending {
     index: usize,
-    id: u64,
+    op: Queued,
 }
 
 /// The per-context storage. Shared (`Arc`) between its holder (`Context`, `InContext` or the
@@ -206,7 +205,12 @@ impl CtxInner {
 
     /// Queues a guard's removal for the next holder.
     pub(crate) fn post_removal(&self, index: usize, id: u64) {
-        lock(&self.pending).push(Pending { index, id });
+        self.post(index, Queued::Remove(id));
+    }
+
+    /// Queues work on the slot at `index` for the next holder (see `Queued`).
+    pub(crate) fn post(&self, index: usize, op: Queued) {
+        lock(&self.pending).push(Pending { index, op });
         self.has_pending.store(true, Ordering::Release);
     }
 
@@ -225,15 +229,18 @@ impl CtxInner {
         self.has_pending.store(false, Ordering::Relaxed);
         let queued = std::mem::take(&mut *lock(&self.pending));
         let mut removed = Vec::new();
-        for p in queued {
+        for Pending { index, mut op } in queued {
             loop {
                 {
                     let _guard = self.detach_lock();
-                    let Some(slot) = self.table.slot_at(p.index) else {
-                        break; // the local was dropped, and its values with it
+                    let Some(slot) = self.table.slot_at(index) else {
+                        // The local was dropped, and its values with it; a restore's value
+                        // goes with the rest, outside the lock.
+                        removed.extend(op.into_value());
+                        break;
                     };
                     // SAFETY: we hold the context and its detach lock; the slot is live.
-                    match unsafe { SlotHeader::remove(slot, p.id, by) } {
+                    match unsafe { SlotHeader::remove(slot, &mut op, by) } {
                         Removal::Done(v) => {
                             // SAFETY: the slot is live (see above).
                             if unsafe { slot.as_ref() }.capture.is_some() {
@@ -243,7 +250,7 @@ impl CtxInner {
                             break;
                         }
                         Removal::Busy => {
-                            self.post_removal(p.index, p.id);
+                            self.post(index, op);
                             break;
                         }
                         Removal::Readers => {}
@@ -252,8 +259,8 @@ impl CtxInner {
                 // A foreign reader: the holder waits for it like any write — outside the
                 // detach lock, which a reader's callback may need (it may drop a `Local`). A
                 // visitor's claim must stay short: it queues the removal instead.
-                if by == Remover::Visitor || !self.wait_for_readers(p.index) {
-                    self.post_removal(p.index, p.id);
+                if by == Remover::Visitor || !self.wait_for_readers(index) {
+                    self.post(index, op);
                     break;
                 }
             }
@@ -261,9 +268,18 @@ impl CtxInner {
         removed
     }
 
-    /// Forgets queued removals of a local that is being dropped (its index will be reused).
-    pub(crate) fn forget_removals(&self, index: usize) {
-        lock(&self.pending).retain(|p| p.index != index);
+    /// Forgets queued work of a local that is being dropped (its index will be reused).
+    /// Returns the values it held (a scope's restore), for the caller to drop outside the lock.
+    pub(crate) fn forget_removals(&self, index: usize) -> Vec<Box<dyn Send>> {
+        let mut pending = lock(&self.pending);
+        let (gone, kept) = std::mem::take(&mut *pending)
+            .into_iter()
+            .partition(|p| p.index == index);
+        *pending = kept;
+        drop(pending);
+        gone.into_iter()
+            .filter_map(|p: Pending| p.op.into_value())
+            .collect()
     }
 
     /// Drops every value of this context: the holder calls it with the context current.
@@ -274,6 +290,15 @@ impl CtxInner {
     /// returned for the caller to resume once the context is unregistered.
     pub(crate) fn teardown(&self) -> Option<Box<dyn Any + Send>> {
         let mut first_panic = None;
+        // Work queued while the context was held elsewhere (a scope that ended after its
+        // context was left restores the binding it displaced) is done first: the restored
+        // values then go in their place below.
+        if self.has_pending() {
+            let removed = self.apply_removals(Remover::Holder);
+            if let Err(p) = catch_unwind(AssertUnwindSafe(|| drop(removed))) {
+                first_panic.get_or_insert(p);
+            }
+        }
         for _ in 0..TEARDOWN_ROUNDS {
             let mut dropped_any = false;
             // SAFETY: holder-only; the length is read before any user code runs.
@@ -308,7 +333,14 @@ impl CtxInner {
                 break;
             }
         }
-        lock(&self.pending).clear();
+        // Work that could not be done (a slot still borrowed or read): its values go now.
+        let left: Vec<Box<dyn Send>> = std::mem::take(&mut *lock(&self.pending))
+            .into_iter()
+            .filter_map(|p| p.op.into_value())
+            .collect();
+        if let Err(p) = catch_unwind(AssertUnwindSafe(|| drop(left))) {
+            first_panic.get_or_insert(p);
+        }
         // What the context inherited goes with it too (the last holder of a shared value drops
         // it), not whenever another thread lets go of the context's storage.
         lock(&self.frame_gate).open = false;

@@ -18,11 +18,12 @@ pub(crate) struct SlotVTable {
     /// Moves out the slot's values (teardown), or `None` if it holds none or cannot be
     /// written now.
     pub(crate) take: unsafe fn(NonNull<SlotHeader>) -> Taken,
-    /// Removes the value a `StackGuard` pushed, without waiting: `Readers` when a foreign
-    /// reader is there (the caller waits outside its locks and retries). The context's holder
-    /// (`Holder`) marks a slot it cannot write now (borrowed, or iterated by this thread) so
-    /// that its next use retries; a foreign claimant (`Visitor`) marks nothing.
-    pub(crate) remove: unsafe fn(NonNull<SlotHeader>, u64, Remover) -> Removal,
+    /// Does queued work (a `StackGuard`'s removal, a scope's restore) without waiting:
+    /// `Readers` when a foreign reader is there (the caller waits outside its locks and
+    /// retries). The context's holder (`Holder`) marks a slot it cannot write now (borrowed, or
+    /// iterated by this thread) so that its next use retries; a foreign claimant (`Visitor`)
+    /// marks nothing. The work is consumed only when `Done`.
+    pub(crate) remove: unsafe fn(NonNull<SlotHeader>, &mut Queued, Remover) -> Removal,
     /// Frees the slot and whatever it still holds.
     pub(crate) free: unsafe fn(NonNull<SlotHeader>),
 }
@@ -44,6 +45,27 @@ pub(crate) trait WaitReaders: Sync {
     /// Waits until no reader marks `hdr`; `false` (at once) if that would wait for this very
     /// thread (directly or through others).
     fn wait_unmarked(&self, hdr: &SlotHeader) -> bool;
+}
+
+/// Work on one slot queued for the context's holder by a party that could not do it at once
+/// (the context was held elsewhere, or the slot borrowed).
+pub(crate) enum Queued {
+    /// Remove the element a `StackGuard` or a stack scope pushed as this number.
+    Remove(u64),
+    /// A `Local` scope ended after its context was left: bind this again (an `Option<T>`,
+    /// boxed; taken out when applied) — what is bound then goes.
+    Restore(Option<Box<dyn std::any::Any + Send>>),
+}
+
+impl Queued {
+    /// What dropping this work unapplied drops (a restore's value), for the caller to drop
+    /// outside its locks.
+    pub(crate) fn into_value(self) -> Option<Box<dyn Send>> {
+        match self {
+            Queued::Remove(_) => None,
+            Queued::Restore(v) => v.map(|v| Box::new(v) as Box<dyn Send>),
+        }
+    }
 }
 
 /// Who removes a guard's value (see [`SlotVTable::remove`]).
@@ -162,9 +184,9 @@ impl SlotHeader {
     /// # Safety
     ///
     /// As [`take`](Self::take).
-    pub(crate) unsafe fn remove(hdr: NonNull<SlotHeader>, id: u64, by: Remover) -> Removal {
+    pub(crate) unsafe fn remove(hdr: NonNull<SlotHeader>, op: &mut Queued, by: Remover) -> Removal {
         // SAFETY: as in `take`.
-        unsafe { (hdr.as_ref().vtable.remove)(hdr, id, by) }
+        unsafe { (hdr.as_ref().vtable.remove)(hdr, op, by) }
     }
 
     /// See [`SlotVTable::free`].

@@ -17,7 +17,7 @@ pub(crate) use buf::Buf;
 pub(crate) use slot::{Inherit, Payload, Share, Slot};
 
 use crate::context::table::{
-    SlotHeader, BORROWS, INIT, PENDING, PRESENT, SHARED_ONE, WAITING, WRITING,
+    Queued, Remover, SlotHeader, BORROWS, INIT, PENDING, PRESENT, SHARED_ONE, WAITING, WRITING,
 };
 use crate::context::{self, registry, CtxInner, Retired};
 use crate::error::{fail, AccessError, AccessErrorKind};
@@ -50,6 +50,25 @@ fn settle_when_unborrowed(ctx: &CtxInner, state: usize) {
 fn settle(ctx: &CtxInner) {
     // The removed values are dropped here, after every borrow and claim has ended.
     drop(ctx.settle());
+}
+
+/// A context a scope bound in: its address and serial (to find it in this thread's chain)
+/// and its id (to find it in the registry once this thread has left it).
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Where {
+    pub(crate) addr: usize,
+    pub(crate) serial: u64,
+    pub(crate) id: ContextId,
+}
+
+/// The outcome of [`Storage::write_elsewhere`].
+pub(crate) enum Elsewhere<R> {
+    /// Done here, under a claim: what `f` returned.
+    Done(R),
+    /// Queued for the context's holder.
+    Queued,
+    /// The context (or this local's slot there) is gone, and its values with it.
+    Gone,
 }
 
 pub(crate) struct Storage<V> {
@@ -334,10 +353,92 @@ impl<V: Payload> Storage<V> {
         }
     }
 
-    /// The current context, as (address, serial): where a scope binds.
-    pub(crate) fn current_context(&self) -> Result<(usize, u64), AccessError> {
+    /// The current context, as (address, serial, id): where a scope binds.
+    pub(crate) fn current_context(&self) -> Result<Where, AccessError> {
         let ctx = context::current().ok_or_else(|| self.err(AccessErrorKind::Destroyed))?;
-        Ok((ptr::from_ref(ctx).addr(), ctx.serial))
+        Ok(Where {
+            addr: ptr::from_ref(ctx).addr(),
+            serial: ctx.serial,
+            id: ctx.id,
+        })
+    }
+
+    /// Does `f` on this local's payload in the context at `at`, which this thread does not
+    /// hold (a scope ended after its body left the context it bound in). If nobody holds it,
+    /// under a brief `Removing` claim (after the work queued before, so the order of scope
+    /// ends is kept; no user code runs under the claim, a foreign reader is waited for outside
+    /// it); else `queue()` is posted for its holder, who does it before anything else runs
+    /// there. A context that is gone took its values with it.
+    #[cold]
+    #[inline(never)]
+    pub(crate) fn write_elsewhere<R, Q: FnOnce() -> Queued>(
+        &self,
+        at: Where,
+        f: impl FnOnce(&mut V) -> R,
+        queue: Q,
+    ) -> Elsewhere<R> {
+        let Some(ctx) = registry::lookup(at.id, at.serial) else {
+            return Elsewhere::Gone;
+        };
+        let Some(index) = self.index() else {
+            return Elsewhere::Gone;
+        };
+        let (mut f, mut queue) = (Some(f), Some(queue));
+        let post = |queue: &mut Option<Q>| {
+            ctx.post(index, queue.take().expect("queued once")());
+            Elsewhere::Queued
+        };
+        loop {
+            let Some(claim) = ctx.owner.try_remove() else {
+                return post(&mut queue);
+            };
+            let removed = if ctx.has_pending() {
+                ctx.apply_removals(Remover::Visitor)
+            } else {
+                Vec::new()
+            };
+            // Looked up under the claim: a write of the holder may have moved the payload to
+            // a fresh slot meanwhile (`relocate`).
+            let Some(slot) = self.slot_in(&ctx) else {
+                drop(claim);
+                drop(removed);
+                return Elsewhere::Gone;
+            };
+            let st = slot.hdr.state.load(Ordering::Relaxed);
+            let begun = if st & BORROWS == 0 {
+                begin_write(&slot.hdr, slot.sync, st, Mode::Try)
+            } else {
+                Err(Contended::Iterating) // a leaked borrow: leave it to the holder
+            };
+            match begun {
+                Ok(()) => {
+                    self.note_write(&ctx, slot);
+                    let f = f.take().expect("done once");
+                    // SAFETY: we hold the context (`Removing`), WRITING is set and no foreign
+                    // reader is on the slot; `f` runs no user code.
+                    let r = slot.value.with_mut(|v| f(unsafe { &mut *v }));
+                    slot.end_write_from(st);
+                    drop(claim);
+                    drop(removed);
+                    return Elsewhere::Done(r);
+                }
+                Err(Contended::Readers) => {
+                    drop(claim);
+                    drop(removed);
+                    // Wait for the reader outside the claim, then retry.
+                    if !self.wait_for_readers_of(slot) {
+                        return post(&mut queue);
+                    }
+                }
+                Err(_) => {
+                    // Read by this thread's own `for_each`: the holder does it.
+                    let queued = post(&mut queue);
+                    drop(claim);
+                    drop(removed);
+                    return queued;
+                }
+            }
+        }
     }
 
     /// Exclusive access to the current context's payload for a user closure (`with_mut`):
@@ -788,9 +889,11 @@ impl<V> Storage<V> {
         };
         let mut detached: Vec<(crate::sync::Arc<CtxInner>, NonNull<SlotHeader>)> = Vec::new();
         let contexts = registry::snapshot();
+        // Values of queued work on this local (scope restores), dropped outside every lock.
+        let mut forgotten = Vec::new();
         for ctx in &contexts {
             let mut retired = ctx.detach_lock();
-            ctx.forget_removals(i);
+            forgotten.extend(ctx.forget_removals(i));
             // A cached capture may hold this local's value: rebuild it.
             ctx.mark_changed();
             if let Some(cell) = ctx.table.cell(i) {
@@ -827,6 +930,7 @@ impl<V> Storage<V> {
                 unsafe { SlotHeader::free(p) };
             }
         }
+        drop(forgotten);
         // Contexts that died before the snapshot may still hold a slot at `i`; they are never
         // current again, so the recycled index cannot meet the stale slot.
         self.key.recycle();

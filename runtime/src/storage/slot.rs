@@ -3,13 +3,14 @@
 //! A slot is boxed once per (context, local) and reused: release-on-pop only clears the
 //! `PRESENT` bit, so a push/pop cycle never allocates.
 
+use std::any::Any;
 use std::ptr::NonNull;
 
 use super::borrow::{begin_write, Contended, IndexSync, Mode};
 use crate::context::inherit::{CaptureFn, Frozen};
 use crate::context::table::{
-    Removal, Remover, SlotCold, SlotHeader, SlotVTable, Taken, BORROWS, INIT, PENDING, PRESENT,
-    SHARED_ONE,
+    Queued, Removal, Remover, SlotCold, SlotHeader, SlotVTable, Taken, BORROWS, INIT, PENDING,
+    PRESENT, SHARED_ONE,
 };
 use crate::sync::{AtomicBool, AtomicUsize, Ordering, UnsafeCell};
 
@@ -22,6 +23,11 @@ pub(crate) trait Payload: Send + Sized + 'static {
     /// Removes the value pushed by guard `id`, if it is still there.
     fn remove_guarded(&mut self, _id: u64) -> Option<Box<dyn Send>> {
         None
+    }
+    /// Binds `previous` (a scope's, see [`Queued::Restore`]) again; returns what it displaced.
+    fn restore_scoped(&mut self, previous: Box<dyn Any + Send>) -> Option<Box<dyn Send>> {
+        // Only a `Local`'s payload is restored: anything else is just dropped.
+        Some(Box::new(previous))
     }
     /// How an unnamed local is called in messages: its value type.
     fn label() -> &'static str;
@@ -195,7 +201,11 @@ unsafe fn take_impl<V: Payload>(hdr: NonNull<SlotHeader>) -> Taken {
 /// # Safety
 ///
 /// As `take_impl`.
-unsafe fn remove_impl<V: Payload>(hdr: NonNull<SlotHeader>, id: u64, by: Remover) -> Removal {
+unsafe fn remove_impl<V: Payload>(
+    hdr: NonNull<SlotHeader>,
+    op: &mut Queued,
+    by: Remover,
+) -> Removal {
     // SAFETY: per the caller.
     let slot = unsafe { slot::<V>(hdr) };
     let state = slot.hdr.state.load(Ordering::Relaxed);
@@ -217,8 +227,14 @@ unsafe fn remove_impl<V: Payload>(hdr: NonNull<SlotHeader>, id: u64, by: Remover
         }
     }
     slot.hdr.thaw();
-    // SAFETY: we hold the context, set WRITING, and no foreign reader is there.
-    let out = slot.value.with_mut(|v| unsafe { (*v).remove_guarded(id) });
+    let out = slot.value.with_mut(|v| {
+        // SAFETY: we hold the context, set WRITING, and no foreign reader is there.
+        let v = unsafe { &mut *v };
+        match op {
+            Queued::Remove(id) => v.remove_guarded(*id),
+            Queued::Restore(previous) => previous.take().and_then(|p| v.restore_scoped(p)),
+        }
+    });
     slot.end_write_from(state & !PENDING);
     Removal::Done(out)
 }

@@ -7,10 +7,9 @@ use std::pin::Pin;
 use std::task::{Context as Waker, Poll};
 
 use crate::error::{fail, AccessError, AccessErrorKind};
+use crate::stack::Segment;
+use crate::storage::Where;
 use crate::{Local, LocalStack};
-
-/// A context a scope bound in: its address and serial.
-pub(crate) type Where = (usize, u64);
 
 /// What a scope future binds around each poll, and takes back after.
 pub(crate) trait Binding {
@@ -18,12 +17,14 @@ pub(crate) trait Binding {
     type Token;
     /// Binds, or fails (the local is borrowed here) keeping the value for the next try.
     fn bind(&mut self) -> Result<Self::Token, AccessError>;
-    fn unbind(&mut self, token: Self::Token);
+    /// Takes the binding back, in the context it was made in (even if the poll left it);
+    /// `last` at the end of the scope (the inner future is done or dropped).
+    fn unbind(&mut self, token: Self::Token, last: bool);
 }
 
 /// Binds its value (pushes it) at the start of every poll of the inner future, and while
 /// dropping it, and takes it back out after — on whichever thread and in whichever context
-/// polls it.
+/// polls it. Each binding ends in the context it was made in.
 pub(crate) struct Scoped<B: Binding, F> {
     binding: B,
     /// Structurally pinned; dropped in place by `Drop`, with the value bound.
@@ -43,13 +44,15 @@ impl<B: Binding, F> Scoped<B, F> {
 struct Unbind<'a, B: Binding> {
     binding: &'a mut B,
     token: Option<B::Token>,
+    /// The scope ends with this unbinding.
+    last: bool,
 }
 
 impl<B: Binding> Drop for Unbind<'_, B> {
     #[inline]
     fn drop(&mut self) {
         if let Some(token) = self.token.take() {
-            self.binding.unbind(token);
+            self.binding.unbind(token, self.last);
         }
     }
 }
@@ -64,6 +67,7 @@ pub(crate) fn scope_sync<B: Binding, R>(mut binding: B, f: impl FnOnce() -> R) -
     let _unbind = Unbind {
         binding: &mut binding,
         token: Some(token),
+        last: true,
     };
     f()
 }
@@ -81,12 +85,15 @@ impl<B: Binding, F: Future> Future for Scoped<B, F> {
             Ok(token) => token,
             Err(e) => fail(format_args!("{e}")),
         };
-        let _unbind = Unbind {
+        let mut unbind = Unbind {
             binding: &mut this.binding,
             token: Some(token),
+            last: false,
         };
         // SAFETY: pinned with `self` (see above).
-        unsafe { Pin::new_unchecked(&mut *this.future) }.poll(cx)
+        let polled = unsafe { Pin::new_unchecked(&mut *this.future) }.poll(cx);
+        unbind.last = polled.is_ready();
+        polled
     }
 }
 
@@ -101,6 +108,7 @@ impl<B: Binding, F> Drop for Scoped<B, F> {
         let unbind = Unbind {
             binding: &mut self.binding,
             token,
+            last: true,
         };
         // SAFETY: dropped in place, exactly once (here), and never used again.
         unsafe { ManuallyDrop::drop(&mut self.future) };
@@ -233,7 +241,7 @@ impl<T: Send + 'static> Binding for LocalBinding<'_, T> {
         Ok((at, previous))
     }
 
-    fn unbind(&mut self, (at, previous): (Where, Option<T>)) {
+    fn unbind(&mut self, (at, previous): (Where, Option<T>), _last: bool) {
         // What the poll left bound is the scope's value from now on (a `set` inside the scope
         // persists across `.await`, within the scope) — taken from where it was bound, even if
         // another context is current by now.
@@ -241,17 +249,18 @@ impl<T: Send + 'static> Binding for LocalBinding<'_, T> {
     }
 }
 
-/// A `LocalStack`'s scoped element: pushed for each poll, exactly it removed after.
+/// A `LocalStack`'s scoped element: pushed for each poll — with what the inner future pushed
+/// above it, in order — and set aside with it after; at the end, exactly it is removed.
 pub(crate) struct StackBinding<'a, T> {
     stack: &'a LocalStack<T>,
-    value: Option<T>,
+    segment: Segment<T>,
 }
 
 impl<'a, T: Send + 'static> StackBinding<'a, T> {
     pub(crate) fn new(stack: &'a LocalStack<T>, value: T) -> Self {
         Self {
             stack,
-            value: Some(value),
+            segment: Segment::new(value),
         }
     }
 
@@ -266,16 +275,18 @@ impl<T: Send + 'static> Binding for StackBinding<'_, T> {
 
     fn bind(&mut self) -> Result<(Where, Option<u64>), AccessError> {
         let at = self.stack.context_here()?;
-        let id = match &mut self.value {
-            value @ Some(_) => Some(self.stack.try_push_scoped_from(value)?),
+        let id = match self.segment.value {
+            Some(_) => Some(self.stack.try_push_segment(at, &mut self.segment)?),
             None => None,
         };
         Ok((at, id))
     }
 
-    fn unbind(&mut self, (at, id): (Where, Option<u64>)) {
-        // `None` when the poll popped the element itself: it was the popper's to keep.
-        self.value = id.and_then(|id| self.stack.remove_scoped(at, id));
+    fn unbind(&mut self, (at, id): (Where, Option<u64>), last: bool) {
+        // No id when the element is gone (a poll popped it: it was the popper's to keep).
+        if let Some(id) = id {
+            self.stack.end_scoped(at, id, &mut self.segment, last);
+        }
     }
 }
 
