@@ -324,6 +324,83 @@ fn foreign_guard_drop_races_with_for_each() {
     });
 }
 
+/// A `Local::scope` whose body leaves the context it bound in (drops its `ContextGuard`), while
+/// another thread enters that context: the scope's end either claims the context and restores
+/// the previous value there at once, or — the other thread holds it — queues the restore for
+/// it, done on the context's next entry before anything else runs. The other thread sees the
+/// scoped value or the restored one, never a payload being written (loom checks every
+/// access); afterwards the previous value is back, and each value is dropped exactly once.
+#[test]
+fn scope_restore_elsewhere_races_with_enter() {
+    model(|| {
+        let drops = Arc::new(AtomicUsize::new(0));
+        let local = Arc::new(Local::<Counted>::named("L"));
+        let ctx = Arc::new(Context::new());
+        let g = ctx.enter();
+        local.set(Counted::new(&drops, 1));
+        let t = {
+            let (local, ctx) = (local.clone(), ctx.clone());
+            local.clone().scope(Counted::new(&drops, 2), move || {
+                drop(g);
+                spawn(move || ctx.run(|| local.with(|v| v.n)))
+            })
+        };
+        let seen = t.join().unwrap();
+        assert!(seen == 1 || seen == 2, "{seen}");
+        assert_eq!(
+            ctx.run(|| local.with(|v| v.n)),
+            1,
+            "the previous value is back"
+        );
+        assert_eq!(drops.load(SeqCst), 1, "the scoped value dropped once");
+        drop(ctx);
+        assert_eq!(drops.load(SeqCst), 2);
+    });
+}
+
+/// The same for a stack scope future whose poll leaves the context it pushed into: its
+/// element is removed there (claimed or queued), never from another context, and dropped once.
+#[test]
+fn stack_scope_end_elsewhere_races_with_enter() {
+    use std::future::Future;
+    use std::task::{Context as Cx, Waker};
+
+    model(|| {
+        let drops = Arc::new(AtomicUsize::new(0));
+        let stack = Arc::new(LocalStack::<Counted>::named("S"));
+        let ctx = Arc::new(Context::new());
+        let g = ctx.enter();
+        stack.push(Counted::new(&drops, 1));
+        let inner = {
+            let (stack, ctx) = (stack.clone(), ctx.clone());
+            async move {
+                drop(g);
+                spawn(move || ctx.run(|| stack.len()))
+            }
+        };
+        let mut fut = Box::pin(stack.scope_future(Counted::new(&drops, 2), inner));
+        let t = match fut.as_mut().poll(&mut Cx::from_waker(Waker::noop())) {
+            std::task::Poll::Ready(t) => t,
+            std::task::Poll::Pending => unreachable!(),
+        };
+        drop(fut);
+        let seen = t.join().unwrap();
+        assert!(seen == 1 || seen == 2, "{seen}");
+        assert!(
+            stack.is_empty(),
+            "never pushed into this thread's own context"
+        );
+        assert_eq!(
+            ctx.run(|| stack.len()),
+            1,
+            "exactly the scope's element removed"
+        );
+        assert_eq!(drops.load(SeqCst), 1);
+        drop(ctx);
+        assert_eq!(drops.load(SeqCst), 2);
+    });
+}
+
 /// A task's context (`InContext`) is polled on one thread, moved, polled and dropped on
 /// another, while a third iterates: the task's value is seen only as the task left it, the
 /// threads' own contexts never see it, and it is dropped once, with the task.

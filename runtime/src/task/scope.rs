@@ -183,9 +183,10 @@ scope_future! {
 }
 
 scope_future! {
-    /// The future of [`LocalStack::scope_future`]: the value is pushed at the start of every
-    /// poll of the inner future (and while it is dropped), and exactly it removed after — on
-    /// whichever thread and in whichever context polls it.
+    /// The future of [`LocalStack::scope_future`]: the value is pushed for every poll of the
+    /// inner future (and while it is dropped) and set aside after, together with what the
+    /// inner future pushed above it, which comes back above it at the next poll — on whichever
+    /// thread and in whichever context polls it. At the end exactly the value is removed.
     ///
     /// # Examples
     ///
@@ -296,6 +297,13 @@ impl<T: Send + 'static> Local<T> {
     /// previous binding (or unbinds), also when `f` panics. Nested scopes nest. The scoped
     /// value (or whatever `f` bound in its place) is dropped at the end.
     ///
+    /// The restore happens in the context the scope bound in, even if `f` left it (dropped
+    /// its [`ContextGuard`](crate::ContextGuard), as a scheduler switch does): at once if
+    /// nobody holds that context; if another thread or task holds it by then, that holder
+    /// restores it (and drops the scoped value) when it next enters it, before anything else
+    /// runs there. The previous value is never dropped by the scope, and the scoped value
+    /// never stays bound after it.
+    ///
     /// # Panics
     ///
     /// As [`set`](Self::set); a panic of `f` propagates after the restore.
@@ -325,6 +333,11 @@ impl<T: Send + 'static> Local<T> {
     /// so it is visible exactly while `fut` runs, in whatever context polls it, on any thread
     /// (tokio's `task_local!` `scope`, for every local). A `set` inside `fut` replaces the
     /// scoped value for the rest of the scope.
+    ///
+    /// Each poll restores the previous binding in the context it bound in, also when `fut`
+    /// left that context during the poll (see [`scope`](Self::scope)); the scope keeps its
+    /// value for its next poll unless another thread or task held that context by then (the
+    /// holder then drops it, and later polls bind nothing).
     ///
     /// # Panics
     ///
@@ -359,11 +372,26 @@ impl<T: Send + 'static> Local<T> {
 
 /// Scoped elements of a [`LocalStack`] for a future, across `.await`.
 impl<T: Send + 'static> LocalStack<T> {
-    /// A future that runs `fut` with `value` pushed: the value is pushed at the start of every
-    /// poll of `fut` and while `fut` is dropped, and exactly it removed after each (wherever
-    /// it then is in the stack) — so it is on top exactly while `fut` runs, in whatever context
-    /// polls it, on any thread. Nested scopes nest. If `fut` pops the value itself, it is
-    /// not pushed again.
+    /// A future that runs `fut` with `value` pushed: the value is in the stack exactly while
+    /// `fut` runs (every poll, and while `fut` is dropped), in whatever context polls it, on
+    /// any thread. Nested scopes nest.
+    ///
+    /// The stack is LIFO for `fut` across `.await`: at the end of each poll the value is set
+    /// aside together with everything `fut` pushed above it, and at the next poll that
+    /// segment is put back on top of the polling context's stack, in order — so what `fut`
+    /// pushed stays above the value, and is not seen by other code between polls. When `fut`
+    /// completes or is dropped, exactly the value is removed (wherever it then is in the
+    /// stack); what `fut` left above it stays, as with [`scope`](Self::scope). If `fut` pops
+    /// the value itself, it is the popper's: nothing is set aside or pushed again after that.
+    /// Setting aside nothing but the value allocates nothing.
+    ///
+    /// Like [`scope`](Self::scope) (its `StackGuard`), the value is removed from the context
+    /// it was pushed into, also when `fut` left that context during the poll; if another
+    /// thread or task holds it by then, its holder removes (and drops) the value on its next
+    /// entry, and later polls push nothing. A [`StackGuard`](crate::StackGuard) held across
+    /// `.await` inside `fut` (a `!Send` future) keeps working while `fut` is polled in the
+    /// same context; polled in another one, the segment is renumbered there and such a guard
+    /// no longer finds its element (it removes nothing): do not hold guards across `.await`.
     ///
     /// # Panics
     ///
@@ -387,6 +415,15 @@ impl<T: Send + 'static> LocalStack<T> {
     ///     APPS.top()
     /// });
     /// assert_eq!(block_on(fut), Some("shop"));
+    /// assert!(APPS.is_empty());
+    ///
+    /// // What the future pushes stays above the scope's value across `.await`.
+    /// let fut = APPS.scope_future("shop", async {
+    ///     APPS.push("cart");
+    ///     std::future::ready(()).await;
+    ///     (APPS.pop(), APPS.top())
+    /// });
+    /// assert_eq!(block_on(fut), (Some("cart"), Some("shop")));
     /// assert!(APPS.is_empty());
     /// ```
     pub fn scope_future<F: Future>(&self, value: T, fut: F) -> StackScope<'_, T, F> {
