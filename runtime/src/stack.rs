@@ -136,19 +136,21 @@ impl<T> StackStore<T> {
 
     /// Takes out the element numbered `seq` and, into `above` / `above_seqs` (bottom first),
     /// every element above it with its number: a scope future's segment, set aside between
-    /// polls. `None` (and nothing taken) if the element is gone.
+    /// polls. At the end of the scope (`last`), only the element is taken, and what is above
+    /// it stays. `None` (and nothing taken) if the element is gone.
     #[inline]
     fn take_segment(
         &mut self,
         seq: u64,
         above: &mut Vec<T>,
         above_seqs: &mut Vec<u64>,
+        last: bool,
     ) -> Option<T> {
         // The common case: nothing was pushed above it.
         if self.seqs.as_slice().last() == Some(&seq) {
             return self.pop();
         }
-        self.take_segment_above(seq, above, above_seqs)
+        self.take_segment_above(seq, above, above_seqs, last)
     }
 
     #[cold]
@@ -157,7 +159,11 @@ impl<T> StackStore<T> {
         seq: u64,
         above: &mut Vec<T>,
         above_seqs: &mut Vec<u64>,
+        last: bool,
     ) -> Option<T> {
+        if last {
+            return self.remove_seq(seq);
+        }
         let at = self.position_of(seq)?;
         let (start, start_seqs) = (above.len(), above_seqs.len());
         while self.items.len() > at + 1 {
@@ -177,7 +183,7 @@ impl<T> StackStore<T> {
     fn push_segment(
         &mut self,
         value: T,
-        seq: Option<u64>,
+        seq: impl FnOnce() -> Option<u64>,
         above: &mut Vec<T>,
         above_seqs: &mut Vec<u64>,
     ) -> u64 {
@@ -185,7 +191,7 @@ impl<T> StackStore<T> {
         if above.is_empty() {
             return self.push_numbered(value);
         }
-        self.push_segment_above(value, seq, above, above_seqs)
+        self.push_segment_above(value, seq(), above, above_seqs)
     }
 
     #[cold]
@@ -656,11 +662,16 @@ impl<T: Send + 'static> LocalStack<T> {
         at: Where,
         segment: &mut Segment<T>,
     ) -> Result<u64, AccessError> {
+        let Segment {
+            value,
+            from,
+            above,
+            above_seqs,
+        } = segment;
         let pushed = self.storage.write(true, |s| {
-            let value = segment.value.take()?;
             // Its old numbers hold only in the stack it was set aside from.
-            let seq = segment.from.filter(|(w, _)| *w == at).map(|(_, seq)| seq);
-            Some(s.push_segment(value, seq, &mut segment.above, &mut segment.above_seqs))
+            let seq = || from.filter(|(w, _)| *w == at).map(|(_, seq)| seq);
+            Some(s.push_segment(value.take()?, seq, above, above_seqs))
         })?;
         Ok(pushed.flatten().expect("a scope pushes a value it holds"))
     }
@@ -684,13 +695,7 @@ impl<T: Send + 'static> LocalStack<T> {
             above_seqs,
             ..
         } = segment;
-        let take = |s: &mut StackStore<T>| {
-            if last {
-                s.remove_seq(id)
-            } else {
-                s.take_segment(id, above, above_seqs)
-            }
-        };
+        let take = |s: &mut StackStore<T>| s.take_segment(id, above, above_seqs, last);
         *value = match crate::context::held_here(at.addr, at.serial) {
             Some(ctx) => self.storage.write_held(ctx, take).ok().flatten().flatten(),
             None => match self
@@ -701,7 +706,10 @@ impl<T: Send + 'static> LocalStack<T> {
                 Elsewhere::Queued | Elsewhere::Gone => None,
             },
         };
-        segment.from = segment.value.as_ref().map(|_| (at, id));
+        // The numbers are kept only for a segment with something above the element.
+        if !segment.above.is_empty() {
+            segment.from = Some((at, id));
+        }
     }
 
     /// Drops the current context's whole stack (outside any borrow).
