@@ -5,7 +5,7 @@ use std::any::Any;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::ptr::{self, NonNull};
 
-use super::inherit::{Frame, Inherited};
+use super::inherit::{Frame, Inherited, Lends};
 use super::owner::{Owner, State};
 use super::table::{Removal, Remover, SlotHeader, Table, Taken, BORROWS, INIT, PENDING};
 use super::ContextId;
@@ -84,9 +84,14 @@ pub(crate) struct CtxInner {
     /// Foreign readers of that frame right now: while there are any, the holder leaves
     /// `inherited` alone, so the frame's values are never dropped under a reader.
     pub(crate) frame_readers: crate::sync::AtomicUsize,
+    /// Inherited values lent out to the holder's user code (see `Lends`). Holder-only.
+    pub(crate) lends: UnsafeCell<Lends>,
     /// This context's last captured frame; stale once `changed`. Holder-only.
     pub(crate) cache: UnsafeCell<Option<Arc<Frame>>>,
     pub(crate) changed: AtomicBool,
+    /// Captures building a frame right now: more than one when a `Clone` run by a build
+    /// captures (see `capture_own`). Holder-only.
+    pub(crate) building: crate::sync::AtomicUsize,
     /// Whether any inheritable local has a slot here (else a capture is what was inherited).
     pub(crate) has_own_inheritable: AtomicBool,
 }
@@ -128,8 +133,10 @@ impl CtxInner {
             }),
             frame_readers: crate::sync::AtomicUsize::new(0),
             inherited: UnsafeCell::new(inherited),
+            lends: UnsafeCell::new(Lends::default()),
             cache: UnsafeCell::new(None),
             changed: AtomicBool::new(false),
+            building: crate::sync::AtomicUsize::new(0),
             has_own_inheritable: AtomicBool::new(false),
         }
     }
@@ -452,7 +459,8 @@ impl CtxInner {
         let later = self.borrowed_slots(|state| {
             let st = state.load(Ordering::Relaxed);
             state.store(st | PENDING, Ordering::Relaxed);
-        }) | (self.busy.load(Ordering::Relaxed) > 0);
+        }) | (self.busy.load(Ordering::Relaxed) > 0)
+            | self.lends_any_inherited();
         if later {
             self.deferred_by
                 .store(super::thread_mark(), Ordering::Relaxed);
@@ -480,6 +488,7 @@ impl CtxInner {
     fn release_if_idle(&self) {
         if self.release_deferred.load(Ordering::Relaxed)
             && self.busy.load(Ordering::Relaxed) == 0
+            && !self.lends_any_inherited()
             && !self.borrowed_slots(|_| ())
         {
             self.release_deferred.store(false, Ordering::Relaxed);
