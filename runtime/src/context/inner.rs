@@ -33,6 +33,15 @@ pub(crate) struct Retired {
     pub(crate) swept: bool,
 }
 
+/// What a teardown did.
+pub(crate) struct Teardown {
+    /// The first panic of a value's `Drop`, for the caller to resume.
+    pub(crate) panicked: Option<Box<dyn Any + Send>>,
+    /// Values had to stay: a reader that this thread waits for, or this thread's own
+    /// `for_each`, still reads them. A teardown run again later (see `unfinished`) drops them.
+    pub(crate) left: bool,
+}
+
 /// A removal posted by a `StackGuard` that could not remove its value at once.
 #[derive(Clone, Copy)]
 struct Pending {
@@ -279,8 +288,9 @@ impl CtxInner {
     /// `Drop` still sees the values bound before it. A `Drop` may bind new values; later
     /// rounds drop those. A panicking `Drop` does not stop the teardown: the first panic is
     /// returned for the caller to resume once the context is unregistered.
-    pub(crate) fn teardown(&self) -> Option<Box<dyn Any + Send>> {
+    pub(crate) fn teardown(&self) -> Teardown {
         let mut first_panic = None;
+        let mut left = false;
         for _ in 0..TEARDOWN_ROUNDS {
             let mut dropped_any = false;
             // SAFETY: holder-only; the length is read before any user code runs.
@@ -290,7 +300,10 @@ impl CtxInner {
                 // SAFETY: as above; `order` only grows, so `i` stays in bounds.
                 let index = self.order.with(|o| unsafe { (&*o)[i] });
                 // The slot's values, then what its retired slots kept for their readers.
-                let values = match (self.take_slot(index), self.take_retired(index)) {
+                let values = match (
+                    self.take_slot(index, &mut left),
+                    self.take_retired(index, &mut left),
+                ) {
                     (None, None) => continue,
                     (current, retired) => (current, retired),
                 };
@@ -326,19 +339,26 @@ impl CtxInner {
         // below only once they are gone; else kept as `leftover`).
         let inherited = self.inherited.with_mut(|i| unsafe { (*i).take() });
         if unread {
-            if let Err(p) = catch_unwind(AssertUnwindSafe(|| drop(inherited))) {
+            // Also what an earlier, unfinished teardown had to leave to its readers.
+            let leftover = lock(&self.frame_gate).leftover.take();
+            if let Err(p) = catch_unwind(AssertUnwindSafe(|| drop((inherited, leftover)))) {
                 first_panic.get_or_insert(p);
             }
         } else {
-            // A reader that waits for this thread still reads it: kept (and dropped with the
-            // context's storage) rather than pulled from under that reader; a lent frame
-            // becomes the context's own for that.
+            // A reader that waits for this thread still reads it: kept rather than pulled from
+            // under that reader (see `unfinished`); a lent frame becomes the context's own.
+            left |= inherited.is_some();
             lock(&self.frame_gate).leftover = inherited.map(Inherited::into_owned);
         }
-        first_panic
+        Teardown {
+            panicked: first_panic,
+            left,
+        }
     }
 
-    fn take_slot(&self, index: usize) -> Option<Box<dyn Send>> {
+    /// `left` is set when a value cannot be taken now: this thread's own `for_each` reads it,
+    /// or a reader that waits for this thread does (see `unfinished`).
+    fn take_slot(&self, index: usize, left: &mut bool) -> Option<Box<dyn Send>> {
         loop {
             {
                 let _guard = self.detach_lock();
@@ -346,7 +366,8 @@ impl CtxInner {
                 // SAFETY: the holder tears down; we hold the detach lock, so the slot stays live.
                 let taken = unsafe { SlotHeader::take(slot) };
                 if let Taken::Busy = taken {
-                    return None; // left for the final free
+                    *left = true;
+                    return None;
                 }
                 if let Taken::Values(values) = taken {
                     // SAFETY: as above; `frozen` is holder-only.
@@ -362,6 +383,7 @@ impl CtxInner {
             }
             // Wait for the reader outside the detach lock, which its callback may need.
             if !self.wait_for_readers(index) {
+                *left = true;
                 return None;
             }
         }
@@ -369,8 +391,8 @@ impl CtxInner {
 
     /// The values of `index`'s retired slots, waiting for their readers (bounded: a retired
     /// slot gets no new reader). Slots whose reader waits for this thread keep their values
-    /// for the final free.
-    fn take_retired(&self, index: usize) -> Option<Box<dyn Send>> {
+    /// (`left`).
+    fn take_retired(&self, index: usize, left: &mut bool) -> Option<Box<dyn Send>> {
         let mut values: Vec<Box<dyn Send>> = Vec::new();
         loop {
             let mut retired = self.detach_lock();
@@ -388,6 +410,7 @@ impl CtxInner {
             drop(retired);
             let _pin = super::inherit::Unpin(self, hdr);
             if !h.readers.wait_unmarked(h) {
+                *left = true;
                 break;
             }
         }

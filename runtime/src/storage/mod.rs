@@ -706,6 +706,7 @@ impl<V: Payload> Storage<V> {
         };
         // `sync_of` takes the index registry's lock: once per call.
         let sync = sync_of(i);
+        let iteration = context::unfinished::Iteration::begin();
         self.iterate(i, sync, &mut f);
         // A guard of this context dropped inside `f` queued its removal (this thread could not
         // write while it read): apply it now that the iteration is over.
@@ -713,6 +714,10 @@ impl<V: Payload> Storage<V> {
             if ctx.has_pending() && !borrow::iterating_here(sync) {
                 settle(ctx);
             }
+        }
+        // A context dropped inside `f` whose value `f` was reading: dropped now, in its context.
+        if let Some(p) = iteration.end() {
+            std::panic::resume_unwind(p);
         }
     }
 
