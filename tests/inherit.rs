@@ -1794,3 +1794,253 @@ fn a_panicking_clone_leaves_captures_and_forks_consistent() {
     drop((fork, snapshot, ctx));
     assert_eq!(t.live(), 0);
 }
+
+// ---------------------------------------------------------------------------------------------
+// Part 11: issue 17 — nested captures (fault 4) and a fork's borrow of what it inherited
+// (fault 10).
+
+/// Fault 10: in a fork that has not written the local yet, `with` lends the *inherited* value.
+/// A write of that local inside it — `with_mut`, `set`, `take`, stack `push`/`pop` — is refused
+/// (`Borrowed`) exactly as in the parent, instead of materialising the fork's own copy behind
+/// the outer borrow's back; another local, and a nested read, are not affected. After the
+/// borrow the same write succeeds (the copy-on-write happens then).
+#[test]
+fn fault10_a_write_inside_a_forks_borrow_of_its_inherited_value_is_refused() {
+    static L: Local<Counted> = Local::named("F10_L").inheritable();
+    static M: Local<Counted> = Local::named("F10_M").inheritable();
+    static S: LocalStack<Counted> = LocalStack::named("F10_S").inheritable();
+    let t = Tally::new();
+    let parent = Context::new();
+    parent.run(|| {
+        L.set(t.make(1));
+        M.set(t.make(2));
+        S.push(t.make(3));
+    });
+    let kind = |r: Result<(), context_local::AccessError>| r.map_err(|e| e.kind());
+    // The rule, in the parent.
+    let in_parent = parent.run(|| L.with(|_| kind(L.try_with_mut(|v| v.n += 10))));
+    assert_eq!(in_parent, Err(AccessErrorKind::Borrowed));
+    let fork = parent.run(Snapshot::capture).fork();
+    fork.run(|| {
+        let (r, outer, now) = L.with(|outer| {
+            let r = kind(L.try_with_mut(|v| v.n += 10));
+            (r, outer.n, n_of(&L))
+        });
+        assert_eq!(
+            r,
+            Err(AccessErrorKind::Borrowed),
+            "with_mut inside with (outer saw {outer}, the local is now {now:?})"
+        );
+        let msg = expect_panic(|| L.with(|_| L.set(t.make(4))));
+        assert!(msg.contains("F10_L"), "{msg}");
+        let msg = expect_panic(|| L.with(|_| L.take()));
+        assert!(msg.contains("F10_L"), "{msg}");
+        let msg = expect_panic(|| S.with_top(|_| S.push(t.make(5))));
+        assert!(msg.contains("F10_S"), "{msg}");
+        let msg = expect_panic(|| S.with_top(|_| S.pop()));
+        assert!(msg.contains("F10_S"), "{msg}");
+        // Nothing was written: still the inherited values.
+        assert_eq!((n_of(&L), ns(&S)), (Some(1), vec![3]));
+        // Another local inside the borrow, and a nested read of the same one: allowed.
+        L.with(|_| M.with_mut(|m| m.n = 20));
+        assert_eq!(L.with(|a| L.with(|b| a.n + b.n)), 2);
+        // After the borrow: the fork's own copy.
+        L.with_mut(|v| v.n = 11);
+        S.push(t.make(6));
+        assert_eq!(
+            (n_of(&L), n_of(&M), ns(&S)),
+            (Some(11), Some(20), vec![3, 6])
+        );
+    });
+    assert_eq!(
+        parent.run(|| (n_of(&L), n_of(&M), ns(&S))),
+        (Some(1), Some(2), vec![3])
+    );
+    drop((fork, parent));
+    assert_eq!(t.live(), 0, "every value dropped once");
+}
+
+/// Fault 10: a `ContextGuard` dropped inside the fork's `with` of an inherited value leaves the
+/// context when that borrow ends, as it does in the parent (a borrowed value keeps its context
+/// claimed): meanwhile the context cannot be entered.
+#[test]
+fn fault10_leaving_a_fork_inside_its_borrow_of_an_inherited_value_is_deferred() {
+    static L: Local<u32> = Local::named("F10_DEFER").inheritable();
+    let parent = Context::new();
+    parent.run(|| L.set(1));
+    let fork = parent.run(Snapshot::capture).fork();
+    for (what, ctx) in [("parent", &parent), ("fork", &fork)] {
+        let guard = ctx.enter();
+        let mut guard = Some(guard);
+        let claimed_inside = L.with(|v| {
+            drop(guard.take());
+            (*v, ctx.try_enter().is_err())
+        });
+        assert_eq!(
+            claimed_inside,
+            (1, true),
+            "{what}: entered by another party inside the borrow"
+        );
+        assert!(ctx.try_enter().is_ok(), "{what}: still claimed after it");
+    }
+}
+
+/// A value whose `Clone`, when `NEST_CAPTURE` is armed on this thread, captures the current
+/// context and records what the nested snapshot shows for `F4_L1` (or the panic's message).
+struct NestsCapture {
+    _c: Counted,
+}
+
+thread_local! {
+    static NEST_CAPTURE: Cell<bool> = const { Cell::new(false) };
+    static NESTED: std::cell::RefCell<Option<Result<Option<u32>, String>>> =
+        const { std::cell::RefCell::new(None) };
+}
+
+static F4_L1: Local<u32> = Local::named("F4_L1").inheritable();
+
+impl Clone for NestsCapture {
+    fn clone(&self) -> Self {
+        if NEST_CAPTURE.with(|n| n.replace(false)) {
+            let seen = std::panic::catch_unwind(|| Snapshot::capture().run(|| F4_L1.get()))
+                .map_err(common::panic_message);
+            NESTED.with(|n| *n.borrow_mut() = Some(seen));
+        }
+        NestsCapture {
+            _c: self._c.clone(),
+        }
+    }
+}
+
+/// Fault 4: a capture made inside a value's `Clone` while another capture clones it — the
+/// cached capture stale, `F4_L1` changed since — must not return the stale cache (`F4_L1 ==
+/// 1`). It cannot be given a current frame either (that needs a copy of the very value being
+/// cloned, i.e. the same `Clone` again): it panics naming that local. The outer capture is
+/// complete and current, and every value is dropped once.
+#[test]
+fn fault4_a_capture_inside_clone_during_a_capture_is_never_stale() {
+    static L2: Local<NestsCapture> = Local::named("F4_L2").inheritable();
+    let t = Tally::new();
+    let ctx = Context::new();
+    let outer = ctx.run(|| {
+        F4_L1.set(1);
+        L2.set(NestsCapture { _c: t.make(2) });
+        let _cached = Snapshot::capture();
+        F4_L1.set(2);
+        L2.with_mut(|_| ()); // its frozen copy is stale: the next capture clones it
+        NEST_CAPTURE.with(|n| n.set(true));
+        Snapshot::capture()
+    });
+    let nested = NESTED
+        .with(|n| n.borrow_mut().take())
+        .expect("the Clone ran");
+    match &nested {
+        Ok(seen) => panic!("the nested capture returned a frame with F4_L1 = {seen:?}"),
+        Err(msg) => assert!(
+            msg.contains("F4_L2") && msg.contains("Clone"),
+            "the nested capture's panic: {msg}"
+        ),
+    }
+    assert_eq!(outer.run(|| F4_L1.get()), Some(2), "the outer capture");
+    assert!(outer.run(|| L2.is_set()));
+    // Nothing stale afterwards either.
+    ctx.run(|| F4_L1.set(3));
+    assert_eq!(ctx.run(Snapshot::capture).run(|| F4_L1.get()), Some(3));
+    drop((outer, ctx));
+    assert_eq!(t.live(), 0, "every value dropped once");
+}
+
+/// Fault 4: the nested capture's panic points at the line of that capture (`track_caller`).
+#[test]
+fn fault4_the_nested_captures_panic_points_at_its_caller() {
+    static LINE: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+    #[derive(Default)]
+    struct PanicsNested;
+    impl Clone for PanicsNested {
+        fn clone(&self) -> Self {
+            let _ = (LINE.store(line!(), SeqCst), Snapshot::capture());
+            PanicsNested
+        }
+    }
+    static L: Local<PanicsNested> = Local::named("F4_LOCATED").inheritable();
+    let ctx = Context::new();
+    let (file, at) = common::panic_location(|| {
+        ctx.run(|| {
+            L.set(PanicsNested);
+            Snapshot::capture()
+        })
+    });
+    assert_eq!((file.as_str(), at), (file!(), LINE.load(SeqCst)));
+    // Still usable: the next capture panics the same way (nothing half-built was cached).
+    let msg = expect_panic(|| ctx.run(Snapshot::capture));
+    assert!(msg.contains("F4_LOCATED"), "{msg}");
+}
+
+/// Fault 4: with no cached capture yet, a capture inside `Clone` used to build again — and
+/// clone again — until the stack overflowed (the process aborted). Run in a child process so
+/// that an abort fails this test instead of the whole run.
+#[test]
+fn fault4_a_capture_inside_clone_of_a_first_capture_panics_instead_of_aborting() {
+    common::child_must_succeed(
+        "child_fault4_capture_inside_clone_of_a_first_capture",
+        CHILD_ENV,
+        60,
+    );
+}
+
+#[test]
+#[ignore = "run in a child process by fault4_a_capture_inside_clone_of_a_first_capture_panics_instead_of_aborting"]
+fn child_fault4_capture_inside_clone_of_a_first_capture() {
+    /// Captures in every `Clone`.
+    struct AlwaysCaptures(#[allow(dead_code)] Counted);
+    impl Clone for AlwaysCaptures {
+        fn clone(&self) -> Self {
+            let seen = Snapshot::capture().run(|| F4_L1.get());
+            assert_eq!(seen, Some(5));
+            AlwaysCaptures(self.0.clone())
+        }
+    }
+    static L2: Local<AlwaysCaptures> = Local::named("F4_FIRST").inheritable();
+    if std::env::var_os(CHILD_ENV).is_none() {
+        return;
+    }
+    let t = Tally::new();
+    let ctx = Context::new();
+    let msg = ctx.run(|| {
+        F4_L1.set(5);
+        L2.set(AlwaysCaptures(t.make(1)));
+        expect_panic(Snapshot::capture)
+    });
+    assert!(msg.contains("F4_FIRST"), "{msg}");
+    drop(ctx);
+    assert_eq!(t.live(), 0);
+}
+
+/// Fault 4 (found on the way): a capture whose `Clone` panics must leave the cached capture
+/// marked stale; it used to clear the mark before building and keep it cleared on unwind, so
+/// the next capture returned the capture from before the last write.
+#[test]
+fn fault4_a_panicking_clone_does_not_leave_a_stale_cached_capture() {
+    static A: Local<u32> = Local::named("F4_STALE_A").inheritable();
+    static F: Local<Fragile> = Local::named("F4_STALE_F").inheritable();
+    let t = Tally::new();
+    let ctx = Context::new();
+    ctx.run(|| {
+        A.set(1);
+        F.set(Fragile {
+            n: 1,
+            _c: t.make(1),
+        });
+        let _cached = Snapshot::capture();
+        A.set(2);
+        F.with_mut(|f| f.n = 2); // F's frozen copy is stale too: the next capture clones it
+        FRAGILE_PANICS.with(|p| p.set(true));
+        let msg = expect_panic(Snapshot::capture);
+        assert!(msg.contains("clone fails"), "{msg}");
+        FRAGILE_PANICS.with(|p| p.set(false));
+        let s = Snapshot::capture();
+        assert_eq!(s.run(|| (A.get(), F.with(|f| f.n))), (Some(2), 2));
+    });
+    drop(ctx);
+    assert_eq!(t.live(), 0);
+}

@@ -932,6 +932,213 @@ fn fault5_a_value_being_read_is_dropped_by_its_context_after_the_read() {
 }
 
 // =============================================================================================
+// Issue 17, fault 9: a context dropped inside `for_each` while the callback holds that
+// context's own value.
+
+/// Fault 9 (one thread): X drops a context inside `L.for_each`, in its callback on that very
+/// context's value. The value cannot be dropped then (X is reading it); it used to be left to
+/// whoever let go of the context last — X's iteration itself, after the callback, with X's own
+/// context current (the value's `Drop` bound `M` there), or another thread's. Now X's
+/// `for_each` finishes the context's teardown once its read is over: the value is dropped on
+/// X, with its own context current, before `for_each` returns, and what its `Drop` binds goes
+/// with that context.
+#[test]
+fn fault9_a_context_dropped_while_its_value_is_visited_drops_it_after_the_read_in_its_context() {
+    static L: Local<Probe> = Local::named("F9A_L");
+    static M: Local<u32> = Local::named("F9A_M");
+    within(60, || {
+        let seen = spawn_named("X", || {
+            let _ = ContextId::current(); // own context first: ids are recycled
+            let t = Tally::new();
+            let log = Log::new();
+            let ctx = Context::new();
+            let ctx_id = ctx.id();
+            ctx.run(|| L.set(victim(&t, &log, &M, false)));
+            let mut ctx = Some(ctx);
+            L.for_each(|_, v| {
+                if v.n == VICTIM {
+                    if let Some(ctx) = ctx.take() {
+                        log.push("X: drop(ctx) starts");
+                        drop(ctx);
+                        log.push("X: drop(ctx) ended");
+                        assert_eq!(v.n, VICTIM, "the value read is still there");
+                    }
+                }
+            });
+            log.push("X: for_each returned");
+            let m_here = M.is_set();
+            (log.entries(), ctx_id, m_here, t.live())
+        })
+        .join()
+        .unwrap();
+        let (log, ctx_id, m_here, live) = seen;
+        assert_eq!(
+            log,
+            vec![
+                "X: drop(ctx) starts".to_string(),
+                "X: drop(ctx) ended".to_string(),
+                format!("value dropped on X in {:?}", Some(ctx_id)),
+                "X: for_each returned".to_string(),
+            ]
+        );
+        assert!(!m_here, "the value's Drop bound M in X's own context");
+        assert_eq!(
+            live, 0,
+            "a value was not dropped (the victim, or what its Drop bound)"
+        );
+    });
+}
+
+/// Fault 9, nested: the context is dropped inside `M.for_each`, itself inside `L.for_each`'s
+/// callback on the context's `L` value. The inner `for_each` ends while the outer still reads
+/// the value: it is dropped when the outer one returns, in its context; a panic of its `Drop`
+/// comes out of that `for_each`, and every value goes once.
+#[test]
+fn fault9_nested_for_each_drops_the_value_when_the_reading_one_returns() {
+    static L: Local<Probe> = Local::named("F9N_L");
+    static M: Local<u32> = Local::named("F9N_M");
+    within(60, || {
+        spawn_named("X", || {
+            let _ = ContextId::current(); // own context first: ids are recycled
+            for bomb in [false, true] {
+                let t = Tally::new();
+                let log = Log::new();
+                let ctx = Context::new();
+                let ctx_id = ctx.id();
+                ctx.run(|| L.set(victim(&t, &log, &M, bomb)));
+                M.set(0);
+                let mut ctx = Some(ctx);
+                let r = catch_unwind(AssertUnwindSafe(|| {
+                    L.for_each(|_, v| {
+                        if v.n != VICTIM {
+                            return;
+                        }
+                        M.for_each(|_, _| drop(ctx.take()));
+                        log.push("X: inner for_each returned");
+                    })
+                }))
+                .map_err(panic_message);
+                log.push("X: outer for_each returned");
+                assert_eq!(
+                    r,
+                    if bomb {
+                        Err("bomb".to_string())
+                    } else {
+                        Ok(())
+                    }
+                );
+                assert_eq!(
+                    log.entries(),
+                    vec![
+                        "X: inner for_each returned".to_string(),
+                        format!("value dropped on X in {:?}", Some(ctx_id)),
+                        "X: outer for_each returned".to_string(),
+                    ],
+                    "bomb: {bomb}"
+                );
+                assert_eq!(M.take(), Some(0), "the value's Drop bound M here");
+                assert_eq!(t.live(), 0, "bomb: {bomb}");
+            }
+        })
+        .join()
+        .unwrap();
+    });
+}
+
+/// Fault 9 (the issue's shape): as above, while Y is inside `M.for_each`, blocked in its
+/// callback until X's `for_each` returned, and holding the context in its iteration (so Y lets
+/// go of it last). The value's `Drop` calls `M.set`: it used to run on Y, inside Y's
+/// `M.for_each`, which then panicked ("cannot be changed inside its own `for_each`"). Run in
+/// a child process, where the order of contexts (the blocker before the victim's context) is
+/// known.
+#[test]
+fn fault9_a_readers_iteration_never_drops_a_value_left_by_a_context_dropped_inside_for_each() {
+    child_must_succeed("child_fault9_a_readers_iteration_never_drops_the_value", 60);
+}
+
+#[test]
+#[ignore = "run in a child process by fault9_a_readers_iteration_never_drops_a_value_left_by_a_context_dropped_inside_for_each"]
+fn child_fault9_a_readers_iteration_never_drops_the_value() {
+    static L: Local<Probe> = Local::named("F9B_L");
+    static M: Local<u32> = Local::named("F9B_M");
+    if !in_child() {
+        return;
+    }
+    let t = Tally::new();
+    let log = Log::new();
+    // Registered in this order: Y's blocker comes before `ctx` in Y's iteration.
+    let blocker = Context::new();
+    blocker.run(|| M.set(0));
+    let ctx = Context::new();
+    let ctx_id = ctx.id();
+    ctx.run(|| L.set(victim(&t, &log, &M, false)));
+    let (y_in_tx, y_in_rx) = mpsc::channel::<()>();
+    let (x_done_tx, x_done_rx) = mpsc::channel::<()>();
+    let y = spawn_named("Y", {
+        let log = log.clone();
+        move || {
+            let mut y_in = Some(y_in_tx);
+            let r = catch_unwind(AssertUnwindSafe(|| {
+                M.for_each(|_, _| {
+                    if let Some(tx) = y_in.take() {
+                        tx.send(()).unwrap();
+                        if x_done_rx.recv_timeout(Duration::from_secs(10)).is_err() {
+                            log.push("Y: X's for_each did not end within 10 s");
+                        }
+                    }
+                });
+            }))
+            .map_err(panic_message);
+            (r, ContextId::current())
+        }
+    });
+    let x = spawn_named("X", {
+        let log = log.clone();
+        move || {
+            y_in_rx.recv().unwrap();
+            let mut ctx = Some(ctx);
+            let r = catch_unwind(AssertUnwindSafe(|| {
+                L.for_each(|_, v| {
+                    if v.n == VICTIM {
+                        if let Some(ctx) = ctx.take() {
+                            log.push("X: drop(ctx) starts");
+                            drop(ctx);
+                            log.push("X: drop(ctx) ended");
+                        }
+                    }
+                });
+            }))
+            .map_err(panic_message);
+            log.push("X: for_each returned");
+            let _ = x_done_tx.send(());
+            r
+        }
+    });
+    let x = x.join().unwrap();
+    let (y, y_ctx) = y.join().unwrap();
+    assert_eq!(x, Ok(()));
+    assert_eq!(y, Ok(()), "log: {:?}", log.entries());
+    assert_eq!(
+        log.entries(),
+        vec![
+            "X: drop(ctx) starts".to_string(),
+            "X: drop(ctx) ended".to_string(),
+            format!("value dropped on X in {:?}", Some(ctx_id)),
+            "X: for_each returned".to_string(),
+        ]
+    );
+    let mut m_bound = Vec::new();
+    M.for_each(|id, _| m_bound.push(id));
+    assert_eq!(
+        m_bound,
+        vec![blocker.id()],
+        "M bound elsewhere (Y's own is {y_ctx:?})"
+    );
+    drop(blocker);
+    assert_eq!(t.live(), 0);
+}
+
+// =============================================================================================
 // Fault 6: errors, not aborts.
 
 fn assert_refused(e: &context_local::AccessError, name: &str) {

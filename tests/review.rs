@@ -479,7 +479,6 @@ fn with_init_value_is_dropped_before_what_its_init_bound() {
 /// or mark the borrow (e.g. create the slot eagerly on `with` of an inherited value, or keep
 /// a per-context "inherited value borrowed" count that writes check).
 #[test]
-#[ignore = "known limitation: a fork lends its inherited value without a borrow mark, so `with_mut` inside `with` materialises the fork's own copy instead of being refused"]
 fn with_mut_inside_with_is_refused_in_a_fork_as_in_its_parent() {
     static L: Local<u32> = Local::named("FORK_REENTRY").inheritable();
     within(60, || {

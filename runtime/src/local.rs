@@ -612,7 +612,9 @@ impl<T: Send + 'static> Local<T> {
     /// - A context in the middle of a change is not waited for on the spot: the iteration
     ///   visits it after the others, then waits until the change is done.
     /// - Values are only ever dropped by their own context (its teardown, release or
-    ///   writes), never by the thread that iterates, even when a context ends meanwhile.
+    ///   writes), never by the thread that iterates, even when a context ends meanwhile. A
+    ///   context that `f` drops while it holds that context's own value drops that value when
+    ///   this `for_each` returns, with the context current (`f` is still reading it before).
     ///
     /// Inside `f` you may read any local, and change any *other* local (in the current
     /// context); iterate other locals or this one again. You must not change this local
@@ -630,6 +632,8 @@ impl<T: Send + 'static> Local<T> {
     /// called inside `with_mut` of this local, or if waiting for a context's change would wait
     /// for this thread (see above). A panic of `f` itself propagates; the iteration's hold on
     /// the value it was at ends with it.
+    /// A panic of the `Drop` of a value left by a context dropped inside `f` (see above) comes
+    /// out of this `for_each`.
     ///
     /// # Examples
     ///

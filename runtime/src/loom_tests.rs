@@ -681,6 +681,112 @@ mod inherit {
         });
     }
 
+    /// A value whose `Clone` captures the current context (issue 17, fault 4).
+    struct Nests {
+        inner: Shared,
+    }
+
+    impl Clone for Nests {
+        fn clone(&self) -> Self {
+            let _ = Snapshot::capture(); // panics: this very value is being cloned
+            Nests {
+                inner: self.inner.clone(),
+            }
+        }
+    }
+
+    /// Capture re-entrancy: a capture whose `Clone` captures again panics naming the local
+    /// (never recursing, never returning the stale cache), while another thread iterates both
+    /// locals, reading the values being cloned. The slot's shared borrow and the capture flags
+    /// are restored on unwind: the parent's values stay readable there, the next capture is
+    /// current, and each value (the clones made by the aborted capture included) goes once.
+    #[test]
+    fn nested_capture_unwinds_while_for_each_reads_the_values() {
+        model(|| {
+            let (made, drops) = counters();
+            let a = Arc::new(Local::<Shared>::named("A").inheritable());
+            let b = Arc::new(Local::<Nests>::named("B").inheritable());
+            let parent = Context::new();
+            parent.run(|| {
+                a.set(Shared::new(&made, &drops, 1));
+                b.set(Nests {
+                    inner: Shared::new(&made, &drops, 2),
+                });
+            });
+            let t = {
+                let (a, b) = (a.clone(), b.clone());
+                spawn(move || {
+                    a.for_each(|_, v| assert!(v.n == 1 || v.n == 3));
+                    b.for_each(|_, v| assert_eq!(v.inner.n, 2));
+                })
+            };
+            let msg = parent.run(|| {
+                std::panic::catch_unwind(std::panic::AssertUnwindSafe(Snapshot::capture))
+                    .map(drop)
+                    .map_err(|p| p.downcast::<String>().map(|s| *s).unwrap_or_default())
+            });
+            assert!(matches!(&msg, Err(m) if m.contains("`B`")), "{msg:?}");
+            parent.run(|| {
+                a.with_mut(|v| v.n = 3);
+                drop(b.take()); // its `Clone` would panic again
+                let s = Snapshot::capture();
+                assert_eq!(s.run(|| a.with(|v| v.n)), 3, "a stale capture");
+            });
+            t.join().unwrap();
+            drop(parent);
+            assert_eq!(
+                drops.load(SeqCst),
+                made.load(SeqCst),
+                "each value dropped once"
+            );
+        });
+    }
+
+    /// Fork borrow marks: a fork's `with` of an inherited value lends it; a `ContextGuard`
+    /// dropped inside defers the fork's release to the lend's end, and another thread entering
+    /// the fork meanwhile is refused — once it gets in, the borrow is over — and then writes it
+    /// (copy-on-write) while a reader iterates. Each value goes once.
+    #[test]
+    fn fork_lend_defers_its_release_against_another_threads_enter() {
+        use std::sync::atomic::AtomicBool;
+        model(|| {
+            let (made, drops) = counters();
+            let local = Arc::new(Local::<Shared>::named("L").inheritable());
+            let fork = {
+                let parent = Context::new();
+                parent.run(|| local.set(Shared::new(&made, &drops, 1)));
+                Arc::new(parent.run(Context::child))
+            };
+            let inside = Arc::new(AtomicBool::new(false));
+            let t = {
+                let (local, fork, inside) = (local.clone(), fork.clone(), inside.clone());
+                spawn(move || {
+                    if let Ok(_g) = fork.try_enter() {
+                        assert!(!inside.load(SeqCst), "entered inside the other's borrow");
+                        local.with_mut(|v| v.n = 2);
+                    }
+                    local.for_each(|_, v| assert!(v.n == 1 || v.n == 2));
+                })
+            };
+            if let Ok(guard) = fork.try_enter() {
+                let mut guard = Some(guard);
+                local.with(|v| {
+                    inside.store(true, SeqCst);
+                    drop(guard.take());
+                    assert!(v.n == 1 || v.n == 2, "{}", v.n);
+                    inside.store(false, SeqCst);
+                });
+            }
+            t.join().unwrap();
+            drop(fork);
+            assert_eq!(
+                drops.load(SeqCst),
+                made.load(SeqCst),
+                "each value dropped once"
+            );
+        });
+    }
+
     #[test]
     fn fork_holding_the_last_copy_dropped_while_for_each_reads_it() {
         model(|| {
@@ -700,6 +806,62 @@ mod inherit {
             assert_eq!(local.contexts(), 0);
         });
     }
+}
+
+/// Issue 17, fault 9: a context dropped inside `for_each`'s callback on that context's own value
+/// cannot drop it then; the dropper's `for_each` finishes the teardown when it returns, with the
+/// context current — never another thread's iteration that lets go of the context last (here
+/// one iterating `M`, which the value's `Drop` sets: it would panic there).
+#[test]
+fn context_dropped_inside_for_each_on_its_value_races_with_another_for_each() {
+    use crate::ContextId;
+    use std::sync::Mutex;
+
+    struct Sees {
+        seen: Arc<Mutex<Vec<Option<ContextId>>>>,
+        m: Arc<Local<u32>>,
+    }
+
+    impl Drop for Sees {
+        fn drop(&mut self) {
+            self.seen.lock().unwrap().push(ContextId::try_current());
+            self.m.set(1);
+        }
+    }
+
+    model(|| {
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        let l = Arc::new(Local::<Sees>::named("L"));
+        let m = Arc::new(Local::<u32>::named("M"));
+        m.set(0);
+        let ctx = Context::new();
+        let ctx_id = ctx.id();
+        ctx.run(|| {
+            l.set(Sees {
+                seen: seen.clone(),
+                m: m.clone(),
+            })
+        });
+        let t = {
+            let m = m.clone();
+            spawn(move || {
+                m.for_each(|_, v| assert!(*v <= 1)); // 1: set in `ctx` by the Drop, before it is gone
+                m.is_set()
+            })
+        };
+        let mut ctx = Some(ctx);
+        l.for_each(|_, _| drop(ctx.take()));
+        assert_eq!(
+            *seen.lock().unwrap(),
+            vec![Some(ctx_id)],
+            "dropped once, in its context"
+        );
+        assert!(
+            !t.join().unwrap(),
+            "the Drop bound M in the reader's context"
+        );
+        assert_eq!(m.get(), Some(0));
+    });
 }
 
 /// A holder scanning its slots as it leaves a context (`ContextGuard` drop) races with a

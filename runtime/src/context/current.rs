@@ -233,7 +233,9 @@ impl Drop for ThreadCtx {
         if top != own {
             let _ = SET_ASIDE.try_with(|a| a.set(top));
         }
-        let panicked = self.0.teardown();
+        // What it leaves (a `for_each` running in a thread-local destructor reads it) goes with
+        // its storage: no code of this thread runs after it.
+        let panicked = self.0.teardown().panicked;
         // From now on, leaving the contexts that were entered above the own one ends in
         // `DESTROYED`.
         let aside = SET_ASIDE

@@ -6,7 +6,7 @@
 //! snapshot is cached and rebuilt only after a write to one of its inheritable locals, so
 //! repeated captures cost an `Arc` clone and allocate nothing.
 
-use std::any::Any;
+use std::any::{Any, TypeId};
 use std::ptr::NonNull;
 
 use super::table::{SlotHeader, BORROWS, PENDING, WRITING};
@@ -23,11 +23,24 @@ pub(crate) type Frozen = std::sync::Arc<dyn Any + Send + Sync>;
 pub(crate) type CaptureFn = unsafe fn(NonNull<SlotHeader>) -> Option<Frozen>;
 
 /// One local's frozen value, tagged with the serial of the local it belongs to (indices of
-/// dropped locals are reused; serials are not).
+/// dropped locals are reused; serials are not) and with the type of the value, so that a read
+/// needs no virtual call to check it.
 #[derive(Clone)]
 pub(crate) struct Entry {
-    pub(crate) serial: u64,
-    pub(crate) value: Frozen,
+    serial: u64,
+    type_id: TypeId,
+    value: Frozen,
+}
+
+impl Entry {
+    fn new(serial: u64, value: Frozen) -> Self {
+        Self {
+            serial,
+            // The type behind the `dyn`: the invariant `Frame::get` relies on.
+            type_id: (*value).type_id(),
+            value,
+        }
+    }
 }
 
 /// The inheritable values of a context at one moment, indexed by local index.
@@ -37,18 +50,23 @@ pub(crate) struct Frame {
 }
 
 impl Frame {
-    /// The frozen value of the local with `index` and `serial`, if bound here.
+    /// The frozen value of the local with `index` and `serial`, if bound here and a `V`.
     #[inline]
-    pub(crate) fn get(&self, index: usize, serial: u64) -> Option<&Frozen> {
+    pub(crate) fn get<V: Any>(&self, index: usize, serial: u64) -> Option<&V> {
         match self.entries.get(index)? {
-            Some(e) if e.serial == serial => Some(&e.value),
+            Some(e) if e.serial == serial && e.type_id == TypeId::of::<V>() => {
+                // SAFETY: `type_id` is the type of the value `e.value` points at (set from it in
+                // `Entry::new`, and neither changes after), so this is `downcast_ref` without its
+                // virtual call; the value lives as long as `self` holds its `Arc`.
+                Some(unsafe { &*std::sync::Arc::as_ptr(&e.value).cast::<V>() })
+            }
             _ => None,
         }
     }
 
     /// Binds a local's value (an extracted one: see `baggage`).
     pub(crate) fn put(&mut self, index: usize, serial: u64, value: Frozen) {
-        self.set(index, Some(Entry { serial, value }));
+        self.set(index, Some(Entry::new(serial, value)));
     }
 
     fn set(&mut self, index: usize, entry: Option<Entry>) {
@@ -135,6 +153,106 @@ impl Inherited {
     }
 }
 
+/// Why a capture cannot read a local's value now.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum CaptureError {
+    /// The local is being changed (`with_mut` of it encloses the capture).
+    Writing(&'static str),
+    /// The local's `Clone` is running for another capture, and this capture is made inside
+    /// it (it would clone the value again, and again).
+    Cloning(&'static str),
+}
+
+/// A build of this context's frame is running (see `CtxInner::building`); on unwind out of
+/// it (a panicking `Clone`) the cached frame is marked stale again unless `complete`d.
+struct Building<'a> {
+    ctx: &'a CtxInner,
+    complete: bool,
+}
+
+impl<'a> Building<'a> {
+    fn start(ctx: &'a CtxInner) -> Self {
+        ctx.building.fetch_add(1, Ordering::Relaxed);
+        Building {
+            ctx,
+            complete: false,
+        }
+    }
+
+    fn complete(mut self) {
+        self.complete = true;
+    }
+}
+
+impl Drop for Building<'_> {
+    fn drop(&mut self) {
+        self.ctx.building.fetch_sub(1, Ordering::Relaxed);
+        if !self.complete {
+            // The cleared mark was a promise that the cache would be rebuilt: it was not.
+            self.ctx.mark_changed();
+        }
+    }
+}
+
+/// A capture is cloning the slot's payload (its `Clone` runs) until dropped, also on unwind.
+struct Capturing<'a>(&'a SlotHeader);
+
+impl Drop for Capturing<'_> {
+    fn drop(&mut self) {
+        self.0.capturing.store(false, Ordering::Relaxed);
+    }
+}
+
+/// Lends of inherited values kept inline (more nest rarely): a fork's first read allocates
+/// nothing.
+const INLINE_LENDS: usize = 4;
+
+/// The inherited values a fork lends out to user code right now (`with` of a local it has not
+/// written yet), by local index. A write of such a local would make the fork's own copy behind
+/// the borrow's back: it is refused, as a write of a borrowed slot is; and the fork's release
+/// waits for them, as for borrowed slots. Holder-only.
+#[derive(Default)]
+pub(crate) struct Lends {
+    count: usize,
+    inline: [usize; INLINE_LENDS],
+    more: Vec<usize>,
+}
+
+impl Lends {
+    fn contains(&self, index: usize) -> bool {
+        let inline = self.count.min(INLINE_LENDS);
+        self.inline[..inline].contains(&index) || self.more.contains(&index)
+    }
+}
+
+/// A lend of an inherited value (see [`Lends`]), ended on drop, also on unwind.
+pub(crate) struct Lend<'a>(&'a CtxInner);
+
+impl Drop for Lend<'_> {
+    #[inline]
+    fn drop(&mut self) {
+        // SAFETY: holder-only; lends nest, so ours is the last one; no user code runs here.
+        let left = self.0.lends.with_mut(|l| unsafe {
+            let l = &mut *l;
+            l.count -= 1;
+            if l.count >= INLINE_LENDS {
+                l.more.pop();
+            }
+            l.count
+        });
+        // The context was left inside the borrow: its release waited for this.
+        if left == 0 && self.0.release_deferred_pending() {
+            settle_after_lend(self.0);
+        }
+    }
+}
+
+#[cold]
+#[inline(never)]
+fn settle_after_lend(ctx: &CtxInner) {
+    drop(ctx.settle());
+}
+
 /// A foreign reader's hold on a context's inherited frame (`for_each`, `contexts`).
 pub(crate) struct FrameRead<'a> {
     ctx: &'a CtxInner,
@@ -186,11 +304,39 @@ impl CtxInner {
 
     /// The frozen value this context inherited for a local, if any. Holder-only.
     #[inline]
-    pub(crate) fn inherited(&self, index: usize, serial: u64) -> Option<&Frozen> {
+    pub(crate) fn inherited<V: Any>(&self, index: usize, serial: u64) -> Option<&V> {
         // SAFETY: holder-only: only the holder's teardown changes it, and not while a holder's
         // access borrows from it.
         let frame = self.inherited.with(|i| unsafe { (*i).as_ref() })?;
         frame.frame().get(index, serial)
+    }
+
+    /// Records that the holder lends the inherited value of the local at `index` to user code
+    /// until the returned guard is dropped.
+    #[inline]
+    pub(crate) fn lend_inherited(&self, index: usize) -> Lend<'_> {
+        // SAFETY: holder-only, and no user code runs while it is borrowed.
+        self.lends.with_mut(|l| unsafe {
+            let l = &mut *l;
+            match l.inline.get_mut(l.count) {
+                Some(at) => *at = index,
+                None => l.more.push(index),
+            }
+            l.count += 1;
+        });
+        Lend(self)
+    }
+
+    /// Whether the holder lends the inherited value of the local at `index` right now.
+    pub(crate) fn lends_inherited(&self, index: usize) -> bool {
+        // SAFETY: holder-only, and no user code runs while it is borrowed.
+        self.lends.with(|l| unsafe { (*l).contains(index) })
+    }
+
+    /// Whether the holder lends any inherited value right now (its release waits for them).
+    pub(crate) fn lends_any_inherited(&self) -> bool {
+        // SAFETY: as in `lends_inherited`.
+        self.lends.with(|l| unsafe { (*l).count > 0 })
     }
 
     /// The inherited frame, for another thread (`for_each`, `contexts`).
@@ -261,9 +407,8 @@ impl CtxInner {
     ///
     /// # Errors
     ///
-    /// The name of a local that is being changed right now (`with_mut` of it encloses the
-    /// capture), whose value cannot be read.
-    pub(crate) fn capture(&self) -> Result<Option<Arc<Frame>>, &'static str> {
+    /// A local whose value cannot be read now: see [`CaptureError`].
+    pub(crate) fn capture(&self) -> Result<Option<Arc<Frame>>, CaptureError> {
         if !self.has_own_inheritable.load(Ordering::Relaxed) {
             // SAFETY: as in `inherited`.
             return Ok(self
@@ -273,7 +418,14 @@ impl CtxInner {
         self.capture_own().map(Some)
     }
 
-    fn capture_own(&self) -> Result<Arc<Frame>, &'static str> {
+    fn capture_own(&self) -> Result<Arc<Frame>, CaptureError> {
+        // A capture made by user code (a `Clone`) while another capture builds is nested: the
+        // cache is not to be trusted then (the outer build cleared `changed` before it began,
+        // so writes it has not reached yet are not marked), and the nested build leaves the
+        // cache and the mark to the outer one.
+        if self.building.load(Ordering::Relaxed) > 0 {
+            return self.build_nested();
+        }
         // SAFETY: holder-only, like `order`; no user code runs while it is borrowed.
         let cached = self.cache.with(|c| unsafe { (*c).clone() });
         if let Some(frame) = cached {
@@ -286,23 +438,22 @@ impl CtxInner {
         // happens, below — the frame was taken while the context was held).
         let built = {
             let _busy = self.busy();
+            let building = Building::start(self);
             // Cleared before building: a write made by user code during the build (a
             // `Clone`) marks it again, and the next capture sees that write.
             self.changed.store(false, Ordering::Relaxed);
-            match self.build_frame() {
-                Ok(frame) => {
-                    let frame = Arc::new(frame);
-                    // SAFETY: as above.
-                    let old = self
-                        .cache
-                        .with_mut(|c| unsafe { (*c).replace(frame.clone()) });
-                    Ok((frame, old))
-                }
-                Err(name) => {
-                    self.changed.store(true, Ordering::Relaxed);
-                    Err(name)
-                }
+            let built = self.build_frame().map(|frame| {
+                let frame = Arc::new(frame);
+                // SAFETY: as above.
+                let old = self
+                    .cache
+                    .with_mut(|c| unsafe { (*c).replace(frame.clone()) });
+                (frame, old)
+            });
+            if built.is_ok() {
+                building.complete();
             }
+            built
         };
         if self.release_deferred_pending() {
             drop(self.settle());
@@ -314,7 +465,21 @@ impl CtxInner {
         Ok(frame)
     }
 
-    fn build_frame(&self) -> Result<Frame, &'static str> {
+    /// A capture inside another capture's build: built afresh, without the cache.
+    #[cold]
+    fn build_nested(&self) -> Result<Arc<Frame>, CaptureError> {
+        let built = {
+            let _busy = self.busy();
+            let _building = Building::start(self);
+            self.build_frame()
+        };
+        if self.release_deferred_pending() {
+            drop(self.settle());
+        }
+        built.map(Arc::new)
+    }
+
+    fn build_frame(&self) -> Result<Frame, CaptureError> {
         // SAFETY: as in `inherited`.
         let base = self
             .inherited
@@ -342,10 +507,18 @@ impl CtxInner {
                 header.frozen.with(|f| unsafe { (*f).clone() })
             } else {
                 if header.state.load(Ordering::Relaxed) & WRITING != 0 {
-                    return Err(header.name);
+                    return Err(CaptureError::Writing(header.name));
                 }
-                // SAFETY: we hold the context; the slot is live and not being written.
-                let value = unsafe { capture(hdr) };
+                // Its `Clone` is running further up this thread's stack (it captures): a copy
+                // would need that very `Clone` again, without end.
+                if header.capturing.swap(true, Ordering::Relaxed) {
+                    return Err(CaptureError::Cloning(header.name));
+                }
+                let value = {
+                    let _capturing = Capturing(header);
+                    // SAFETY: we hold the context; the slot is live and not being written.
+                    unsafe { capture(hdr) }
+                };
                 // The user's `Clone` ran under a shared borrow: do what it queued for its end.
                 let st = header.state.load(Ordering::Relaxed);
                 if st & PENDING != 0 && st & BORROWS == 0 {
@@ -360,7 +533,7 @@ impl CtxInner {
                 value
             };
             let serial = header.serial;
-            frame.set(index, value.map(|value| Entry { serial, value }));
+            frame.set(index, value.map(|value| Entry::new(serial, value)));
         }
         Ok(frame)
     }

@@ -5,7 +5,7 @@ use std::any::Any;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::ptr::{self, NonNull};
 
-use super::inherit::{Frame, Inherited};
+use super::inherit::{Frame, Inherited, Lends};
 use super::owner::{Owner, State};
 use super::table::{Queued, Removal, Remover, SlotHeader, Table, Taken, BORROWS, INIT, PENDING};
 use super::ContextId;
@@ -31,6 +31,15 @@ pub(crate) struct Retired {
     pub(crate) hdr: NonNull<SlotHeader>,
     /// Its values were dropped: only the memory is left (reusable).
     pub(crate) swept: bool,
+}
+
+/// What a teardown did.
+pub(crate) struct Teardown {
+    /// The first panic of a value's `Drop`, for the caller to resume.
+    pub(crate) panicked: Option<Box<dyn Any + Send>>,
+    /// Values had to stay: a reader that this thread waits for, or this thread's own
+    /// `for_each`, still reads them. A teardown run again later (see `unfinished`) drops them.
+    pub(crate) left: bool,
 }
 
 /// Work posted by a `StackGuard` or a scope that could not do it at once.
@@ -83,9 +92,14 @@ pub(crate) struct CtxInner {
     /// Foreign readers of that frame right now: while there are any, the holder leaves
     /// `inherited` alone, so the frame's values are never dropped under a reader.
     pub(crate) frame_readers: crate::sync::AtomicUsize,
+    /// Inherited values lent out to the holder's user code (see `Lends`). Holder-only.
+    pub(crate) lends: UnsafeCell<Lends>,
     /// This context's last captured frame; stale once `changed`. Holder-only.
     pub(crate) cache: UnsafeCell<Option<Arc<Frame>>>,
     pub(crate) changed: AtomicBool,
+    /// Captures building a frame right now: more than one when a `Clone` run by a build
+    /// captures (see `capture_own`). Holder-only.
+    pub(crate) building: crate::sync::AtomicUsize,
     /// Whether any inheritable local has a slot here (else a capture is what was inherited).
     pub(crate) has_own_inheritable: AtomicBool,
 }
@@ -127,8 +141,10 @@ impl CtxInner {
             }),
             frame_readers: crate::sync::AtomicUsize::new(0),
             inherited: UnsafeCell::new(inherited),
+            lends: UnsafeCell::new(Lends::default()),
             cache: UnsafeCell::new(None),
             changed: AtomicBool::new(false),
+            building: crate::sync::AtomicUsize::new(0),
             has_own_inheritable: AtomicBool::new(false),
         }
     }
@@ -288,8 +304,9 @@ impl CtxInner {
     /// `Drop` still sees the values bound before it. A `Drop` may bind new values; later
     /// rounds drop those. A panicking `Drop` does not stop the teardown: the first panic is
     /// returned for the caller to resume once the context is unregistered.
-    pub(crate) fn teardown(&self) -> Option<Box<dyn Any + Send>> {
+    pub(crate) fn teardown(&self) -> Teardown {
         let mut first_panic = None;
+        let mut left = false;
         // Work queued while the context was held elsewhere (a scope that ended after its
         // context was left restores the binding it displaced) is done first: the restored
         // values then go in their place below.
@@ -308,7 +325,10 @@ impl CtxInner {
                 // SAFETY: as above; `order` only grows, so `i` stays in bounds.
                 let index = self.order.with(|o| unsafe { (&*o)[i] });
                 // The slot's values, then what its retired slots kept for their readers.
-                let values = match (self.take_slot(index), self.take_retired(index)) {
+                let values = match (
+                    self.take_slot(index, &mut left),
+                    self.take_retired(index, &mut left),
+                ) {
                     (None, None) => continue,
                     (current, retired) => (current, retired),
                 };
@@ -334,11 +354,11 @@ impl CtxInner {
             }
         }
         // Work that could not be done (a slot still borrowed or read): its values go now.
-        let left: Vec<Box<dyn Send>> = std::mem::take(&mut *lock(&self.pending))
+        let undone: Vec<Box<dyn Send>> = std::mem::take(&mut *lock(&self.pending))
             .into_iter()
             .filter_map(|p| p.op.into_value())
             .collect();
-        if let Err(p) = catch_unwind(AssertUnwindSafe(|| drop(left))) {
+        if let Err(p) = catch_unwind(AssertUnwindSafe(|| drop(undone))) {
             first_panic.get_or_insert(p);
         }
         // What the context inherited goes with it too (the last holder of a shared value drops
@@ -351,19 +371,26 @@ impl CtxInner {
         // below only once they are gone; else kept as `leftover`).
         let inherited = self.inherited.with_mut(|i| unsafe { (*i).take() });
         if unread {
-            if let Err(p) = catch_unwind(AssertUnwindSafe(|| drop(inherited))) {
+            // Also what an earlier, unfinished teardown had to leave to its readers.
+            let leftover = lock(&self.frame_gate).leftover.take();
+            if let Err(p) = catch_unwind(AssertUnwindSafe(|| drop((inherited, leftover)))) {
                 first_panic.get_or_insert(p);
             }
         } else {
-            // A reader that waits for this thread still reads it: kept (and dropped with the
-            // context's storage) rather than pulled from under that reader; a lent frame
-            // becomes the context's own for that.
+            // A reader that waits for this thread still reads it: kept rather than pulled from
+            // under that reader (see `unfinished`); a lent frame becomes the context's own.
+            left |= inherited.is_some();
             lock(&self.frame_gate).leftover = inherited.map(Inherited::into_owned);
         }
-        first_panic
+        Teardown {
+            panicked: first_panic,
+            left,
+        }
     }
 
-    fn take_slot(&self, index: usize) -> Option<Box<dyn Send>> {
+    /// `left` is set when a value cannot be taken now: this thread's own `for_each` reads it,
+    /// or a reader that waits for this thread does (see `unfinished`).
+    fn take_slot(&self, index: usize, left: &mut bool) -> Option<Box<dyn Send>> {
         loop {
             {
                 let _guard = self.detach_lock();
@@ -371,7 +398,8 @@ impl CtxInner {
                 // SAFETY: the holder tears down; we hold the detach lock, so the slot stays live.
                 let taken = unsafe { SlotHeader::take(slot) };
                 if let Taken::Busy = taken {
-                    return None; // left for the final free
+                    *left = true;
+                    return None;
                 }
                 if let Taken::Values(values) = taken {
                     // SAFETY: as above; `frozen` is holder-only.
@@ -387,6 +415,7 @@ impl CtxInner {
             }
             // Wait for the reader outside the detach lock, which its callback may need.
             if !self.wait_for_readers(index) {
+                *left = true;
                 return None;
             }
         }
@@ -394,8 +423,8 @@ impl CtxInner {
 
     /// The values of `index`'s retired slots, waiting for their readers (bounded: a retired
     /// slot gets no new reader). Slots whose reader waits for this thread keep their values
-    /// for the final free.
-    fn take_retired(&self, index: usize) -> Option<Box<dyn Send>> {
+    /// (`left`).
+    fn take_retired(&self, index: usize, left: &mut bool) -> Option<Box<dyn Send>> {
         let mut values: Vec<Box<dyn Send>> = Vec::new();
         loop {
             let mut retired = self.detach_lock();
@@ -413,6 +442,7 @@ impl CtxInner {
             drop(retired);
             let _pin = super::inherit::Unpin(self, hdr);
             if !h.readers.wait_unmarked(h) {
+                *left = true;
                 break;
             }
         }
@@ -484,7 +514,8 @@ impl CtxInner {
         let later = self.borrowed_slots(|state| {
             let st = state.load(Ordering::Relaxed);
             state.store(st | PENDING, Ordering::Relaxed);
-        }) | (self.busy.load(Ordering::Relaxed) > 0);
+        }) | (self.busy.load(Ordering::Relaxed) > 0)
+            | self.lends_any_inherited();
         if later {
             self.deferred_by
                 .store(super::thread_mark(), Ordering::Relaxed);
@@ -512,6 +543,7 @@ impl CtxInner {
     fn release_if_idle(&self) {
         if self.release_deferred.load(Ordering::Relaxed)
             && self.busy.load(Ordering::Relaxed) == 0
+            && !self.lends_any_inherited()
             && !self.borrowed_slots(|_| ())
         {
             self.release_deferred.store(false, Ordering::Relaxed);

@@ -14,6 +14,7 @@ mod inner;
 pub(crate) mod owner;
 pub(crate) mod registry;
 pub(crate) mod table;
+pub(crate) mod unfinished;
 
 use std::fmt;
 use std::marker::PhantomData;
@@ -254,13 +255,18 @@ impl Drop for Context {
             }
             return;
         }
-        let panicked = {
+        let done = {
             // SAFETY: we hold the context (`Dropping`) and own an `Arc` to it.
             let _entered = unsafe { enter(&self.inner) };
             self.inner.teardown()
         };
         drop(registry::unregister(self.inner.id));
-        if let Some(p) = panicked {
+        if done.left {
+            // Values this thread's `for_each` still reads: its end drops them (the context
+            // stays `Dropping`, claimed by this thread), never whoever lets go of it last.
+            unfinished::defer(self.inner.clone());
+        }
+        if let Some(p) = done.panicked {
             if !std::thread::panicking() {
                 std::panic::resume_unwind(p);
             }

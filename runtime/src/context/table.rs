@@ -122,6 +122,9 @@ pub(crate) struct SlotCold {
     /// `frozen_fresh` says no write came since. Holder-only.
     pub(crate) frozen: UnsafeCell<Option<super::inherit::Frozen>>,
     pub(crate) frozen_fresh: AtomicBool,
+    /// A capture is cloning the payload right now (its `Clone` runs): a capture nested in that
+    /// `Clone` cannot copy it. Holder-only.
+    pub(crate) capturing: AtomicBool,
 }
 
 impl SlotHeader {

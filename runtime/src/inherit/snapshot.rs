@@ -2,7 +2,7 @@
 
 use std::fmt;
 
-use crate::context::inherit::Frame;
+use crate::context::inherit::{CaptureError, Frame};
 use crate::context::{self, Context};
 use crate::error::fail;
 use crate::sync::Arc;
@@ -57,7 +57,8 @@ impl Snapshot {
     /// # Panics
     ///
     /// Inside `with_mut` of an inheritable local (its value is being changed and cannot be
-    /// read); the message names the local.
+    /// read), or inside the `Clone` of an inheritable value that another capture is cloning
+    /// (the copy would need that same `Clone` again); the message names the local.
     ///
     /// # Examples
     ///
@@ -78,8 +79,12 @@ impl Snapshot {
         };
         match ctx.capture() {
             Ok(frame) => Snapshot { frame },
-            Err(name) => fail(format_args!(
+            Err(CaptureError::Writing(name)) => fail(format_args!(
                 "context local `{name}` cannot be captured inside its own `with_mut`"
+            )),
+            Err(CaptureError::Cloning(name)) => fail(format_args!(
+                "context local `{name}` cannot be captured inside its own `Clone`: a capture is \
+                 cloning it (capture before cloning, or from outside `Clone`)"
             )),
         }
     }

@@ -138,21 +138,44 @@ impl<V: Payload> Storage<V> {
     #[inline(never)]
     #[track_caller]
     fn create<'a>(&'a self, ctx: &'a CtxInner) -> &'a Slot<V> {
+        match self.try_create(ctx) {
+            Ok(slot) => slot,
+            Err(e) => fail(format_args!("{e}")),
+        }
+    }
+
+    /// Creates this local's slot in `ctx` (held by this thread), starting from what `ctx`
+    /// inherited, if anything.
+    ///
+    /// # Errors
+    ///
+    /// `Borrowed` if that inherited value is lent out (`with` of it encloses the write): the
+    /// copy would be written while the borrow keeps reading the inherited value.
+    #[cold]
+    #[inline(never)]
+    #[track_caller]
+    fn try_create<'a>(&'a self, ctx: &'a CtxInner) -> Result<&'a Slot<V>, AccessError> {
         let i = self.key.get_or_assign();
         let serial = self.key.serial();
         let capture = self.inherit.as_ref().map(|inherit| inherit.capture);
         let mut value = V::empty();
         if let Some(inherit) = &self.inherit {
-            ctx.mark_changed();
-            ctx.has_own_inheritable.store(true, Ordering::Relaxed);
             if let Some(inherited) = self.inherited_in(ctx) {
+                if ctx.lends_inherited(i) {
+                    return Err(self.err(AccessErrorKind::Borrowed));
+                }
+                ctx.mark_changed();
+                ctx.has_own_inheritable.store(true, Ordering::Relaxed);
                 value = self.copy_inherited(ctx, inherit, inherited);
                 // The user's `Clone` may have written this local itself (creating the slot):
                 // that write stands, and the copy is not needed.
                 if let Some(slot) = self.slot_in(ctx) {
                     drop(value);
-                    return slot;
+                    return Ok(slot);
                 }
+            } else {
+                ctx.mark_changed();
+                ctx.has_own_inheritable.store(true, Ordering::Relaxed);
             }
         }
         let cell = ctx.table.cell_or_grow(i);
@@ -165,7 +188,7 @@ impl<V: Payload> Storage<V> {
         cell.store(p.cast(), Ordering::Release);
         ctx.record_first_binding(i);
         // SAFETY: just allocated; owned by `ctx` from now on (see `slot_in`).
-        unsafe { &*p }
+        Ok(unsafe { &*p })
     }
 
     /// A fork's first write starts from what it inherited (copy-on-write). The copy runs the
@@ -198,8 +221,7 @@ impl<V: Payload> Storage<V> {
         if self.inherit.is_none() || !ctx.has_inherited() {
             return None;
         }
-        let frozen = ctx.inherited(self.key.get()?, self.key.serial())?;
-        frozen.downcast_ref::<V>()
+        ctx.inherited::<V>(self.key.get()?, self.key.serial())
     }
 
     /// What `ctx` — held by another thread — inherited for this local, read with the frame
@@ -207,8 +229,7 @@ impl<V: Payload> Storage<V> {
     fn inherited_elsewhere<R>(&self, ctx: &CtxInner, f: impl FnOnce(&V) -> R) -> Option<R> {
         self.inherit.as_ref()?;
         let frame = ctx.read_inherited_frame()?;
-        let frozen = frame.get(self.key.get()?, self.key.serial())?;
-        frozen.downcast_ref::<V>().map(f)
+        frame.get::<V>(self.key.get()?, self.key.serial()).map(f)
     }
 
     /// A read where `ctx` has no slot: what it inherited, if anything.
@@ -271,7 +292,11 @@ impl<V: Payload> Storage<V> {
         call: fn(F, &V) -> Result<R, F>,
     ) -> Result<R, F> {
         match self.inherited_in(ctx) {
-            Some(v) => call(f, v),
+            Some(v) => {
+                // Lent like a borrowed slot's value: a write of this local waits for its end.
+                let _lend = ctx.lend_inherited(self.key.raw());
+                call(f, v)
+            }
             None => Err(f),
         }
     }
@@ -318,7 +343,9 @@ impl<V: Payload> Storage<V> {
         let (ctx, slot) = self.current_slot()?;
         Ok(match slot {
             Some(slot) => Some((ctx, slot)),
-            None if create || self.inherited_in(ctx).is_some() => Some((ctx, self.create(ctx))),
+            None if create || self.inherited_in(ctx).is_some() => {
+                Some((ctx, self.try_create(ctx)?))
+            }
             None => None,
         })
     }
@@ -780,6 +807,7 @@ impl<V: Payload> Storage<V> {
         };
         // `sync_of` takes the index registry's lock: once per call.
         let sync = sync_of(i);
+        let iteration = context::unfinished::Iteration::begin();
         self.iterate(i, sync, &mut f);
         // A guard of this context dropped inside `f` queued its removal (this thread could not
         // write while it read): apply it now that the iteration is over.
@@ -787,6 +815,10 @@ impl<V: Payload> Storage<V> {
             if ctx.has_pending() && !borrow::iterating_here(sync) {
                 settle(ctx);
             }
+        }
+        // A context dropped inside `f` whose value `f` was reading: dropped now, in its context.
+        if let Some(p) = iteration.end() {
+            std::panic::resume_unwind(p);
         }
     }
 

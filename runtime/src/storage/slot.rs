@@ -134,6 +134,7 @@ impl<V: Payload> Slot<V> {
                     orphaned: AtomicBool::new(false),
                     frozen: UnsafeCell::new(None),
                     frozen_fresh: AtomicBool::new(false),
+                    capturing: AtomicBool::new(false),
                 },
             ),
             sync,
