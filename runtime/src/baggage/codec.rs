@@ -166,6 +166,7 @@ pub(crate) fn encode_value(value: &str, out: &mut String) {
 /// no `,` or `=` in it can make a member of its own and no control character reaches the
 /// header. A property whose key is not a token cannot be written as one: it is left out
 /// (returns how many were).
+#[cfg(feature = "opentelemetry")]
 pub(crate) fn encode_properties(metadata: &str, out: &mut String) -> usize {
     let mut dropped = 0;
     for property in metadata.split(';') {
@@ -198,6 +199,7 @@ pub(crate) fn encode_properties(metadata: &str, out: &mut String) -> usize {
 /// metadata: `key` or `key=value` joined by `;`, values percent-decoded (as
 /// `opentelemetry_sdk` does). A property whose key is not a token or whose value is not
 /// well-formed (bytes, percent-encoding, UTF-8) is left out, the others kept.
+#[cfg(feature = "opentelemetry")]
 pub(crate) fn decode_properties(raw: &str) -> String {
     let mut out = String::new();
     for property in raw.split(';') {
@@ -236,6 +238,7 @@ pub(crate) fn decode_properties(raw: &str) -> String {
     out
 }
 
+#[cfg(feature = "opentelemetry")]
 fn trim_ows_str(s: &str) -> &str {
     s.trim_matches([' ', '\t'])
 }
