@@ -28,7 +28,8 @@ pub const HEADER: &str = "baggage";
 ///
 /// A struct can also send chosen fields as members of their own
 /// ([`with_fields`](Self::with_fields)), and a propagator can be built in `const`, for a
-/// `static` without `LazyLock` ([`of`](Self::of)).
+/// `static` without `LazyLock` ([`of`](Self::of)). Cloning one is cheap (the list of carried
+/// locals: none of their values).
 ///
 /// # Examples
 ///
@@ -54,11 +55,13 @@ pub const HEADER: &str = "baggage";
 /// let seen = extracted.snapshot().run(|| (TENANT.get(), REQUEST_ID.get()));
 /// assert_eq!(seen, (Some("acme corp".to_string()), Some(7)));
 /// ```
+#[derive(Clone)]
 pub struct Propagator {
     carried: List,
 }
 
 /// The carried locals: a `const` list ([`Propagator::of`]) until one is added at run time.
+#[derive(Clone)]
 enum List {
     Static(&'static [Carried]),
     Owned(Vec<Carried>),
