@@ -117,7 +117,7 @@ const _: () = {
         }
         #[doc = "The per-context storage behind `Request`: for a `LocalManager`, `for_each` and `contexts`."]
         #[inline]
-        pub fn local() -> &'static ::context_local::__private::Local<Self> {
+        pub const fn local() -> &'static ::context_local::__private::Local<Self> {
             &__CONTEXT_LOCAL
         }
         #[doc = "A `LocalProxy` of the current context's `Request`, usable in `static`s."]

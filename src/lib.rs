@@ -193,7 +193,7 @@ pub use context_local_macros::{context_local, context_stack};
 /// API: no stability guarantees.
 #[doc(hidden)]
 pub mod __private {
-    pub use context_local_runtime::baggage::BaggageValue;
+    pub use context_local_runtime::baggage::{BaggageFields, BaggageValue};
     pub use context_local_runtime::{AccessError, ContextLocal, Local, LocalProxy, LocalStack};
 }
 

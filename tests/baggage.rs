@@ -1617,3 +1617,263 @@ fn concurrent_requests_each_see_their_own_baggage() {
         }
     });
 }
+
+// ---------------------------------------------------------------------------------------------
+// Part 7: round-2 faults (issue 17: 2, 5, 6, 7).
+
+/// Fault 7: a `HashMap` carrier holding both `baggage` and `Baggage` is read in one order,
+/// whatever the map's hasher: the keys in byte order, so the lower-case `baggage` comes last
+/// and its members win on a duplicate key.
+#[test]
+fn hashmap_carrier_with_several_spellings_of_the_header_is_read_in_a_fixed_order() {
+    for _ in 0..64 {
+        // A new `RandomState` per map: its iteration order changes from map to map.
+        let headers = HashMap::from([
+            ("baggage".to_string(), "s=lower".to_string()),
+            ("Baggage".to_string(), "s=upper,n=1".to_string()),
+            ("BAGGAGE".to_string(), "s=shout,i=2".to_string()),
+        ]);
+        let extracted = PROPAGATOR.extract(&headers);
+        assert!(extracted.errors().is_empty());
+        let v = seen(&extracted);
+        assert_eq!(
+            (v.s.as_deref(), v.n, v.i),
+            (Some("lower"), Some(1), Some(2))
+        );
+
+        // Injecting keeps the other parties' members of every spelling, in the same order,
+        // and leaves one (lower-case) header.
+        let mut headers = HashMap::from([
+            ("baggage".to_string(), "a=1".to_string()),
+            ("Baggage".to_string(), "b=2".to_string()),
+        ]);
+        inject_values(
+            &Values {
+                n: Some(3),
+                ..Values::default()
+            },
+            &mut headers,
+        )
+        .unwrap();
+        assert_eq!(headers.len(), 1, "{headers:?}");
+        assert_eq!(headers["baggage"], "b=2,a=1,n=3");
+    }
+}
+
+/// Fault 6 (W3C MUST): a percent-encoded value that is not UTF-8 is rejected — reported, never
+/// decoded with U+FFFD — and the valid members still apply; through every carrier.
+#[test]
+fn percent_encoded_bytes_that_are_not_utf8_are_rejected_not_replaced() {
+    let header = "s=ab%FFcd,n=4,other=x%C3";
+    let check = |extracted: &Extracted| {
+        let v = seen(extracted);
+        assert_eq!((v.s, v.n), (None, Some(4)));
+        let errors = extracted.errors();
+        assert_eq!(errors.len(), 2, "{errors:?}");
+        assert_eq!(errors[0].member(), "s=ab%FFcd");
+        assert!(errors[0].to_string().contains("UTF-8"), "{}", errors[0]);
+        assert_eq!(errors[1].member(), "other=x%C3");
+    };
+    check(&PROPAGATOR.extract(&carrier(header)));
+    check(&PROPAGATOR.extract_headers([header.as_bytes()]));
+    #[cfg(feature = "http")]
+    {
+        let mut map = http::HeaderMap::new();
+        map.insert("baggage", http::HeaderValue::from_static(header));
+        check(&PROPAGATOR.extract(&map));
+    }
+    #[cfg(feature = "opentelemetry")]
+    {
+        use opentelemetry::baggage::BaggageExt;
+        use opentelemetry::propagation::TextMapPropagator;
+        let cx = TextMapPropagator::extract(&*PROPAGATOR, &carrier(header));
+        check(cx.get::<Extracted>().unwrap());
+        assert!(cx.baggage().is_empty(), "{:?}", cx.baggage());
+        // Nor in a property: `p=%FF` is dropped from the metadata, the member is kept.
+        let cx = TextMapPropagator::extract(&*PROPAGATOR, &carrier("other=1;p=%FF;q=%C3%A9"));
+        assert_eq!(
+            cx.baggage()
+                .get_with_metadata("other")
+                .map(|(v, m)| (v.as_str(), m.as_str())),
+            Some(("1", "q=\u{e9}"))
+        );
+    }
+}
+
+/// Fault 5: `inject` inside `with_mut` of a carried local cannot read the value: it says so,
+/// naming the local, instead of a header that silently lacks it. The other members are
+/// written; no stale member stands in for the value that could not be read.
+#[test]
+fn inject_inside_with_mut_of_a_carried_local_is_an_error_naming_it() {
+    Context::new().run(|| {
+        S.set("mine".into());
+        N.set(1);
+        let mut headers = carrier("s=upstream,other=1");
+        let result = S.with_mut(|_| PROPAGATOR.inject(&mut headers));
+        let err = result.expect_err("inject could not read `S`");
+        assert_eq!(err.key(), Some("s"));
+        assert_eq!(err.local(), Some("S"));
+        assert!(err.to_string().contains("`S`"), "{err}");
+        assert!(err.to_string().contains("with_mut"), "{err}");
+        assert_eq!(headers["baggage"], "other=1,n=1");
+
+        // Outside `with_mut`, the same call is fine.
+        PROPAGATOR.inject(&mut headers).unwrap();
+        assert_eq!(headers["baggage"], "other=1,s=mine,n=1");
+
+        // `with` of the same local is no problem either (a shared borrow).
+        let mut headers = HashMap::new();
+        S.with(|_| PROPAGATOR.inject(&mut headers)).unwrap();
+        assert_eq!(headers["baggage"], "s=mine,n=1");
+    });
+}
+
+/// Fault 2: OpenTelemetry metadata is written as W3C properties — token keys, percent-encoded
+/// values — so it can neither forge a member nor break the header, and reads back the same
+/// through `opentelemetry_sdk`'s `BaggagePropagator` and through ours.
+#[cfg(feature = "opentelemetry")]
+mod otel_metadata {
+    use super::*;
+    use opentelemetry::baggage::{BaggageExt, KeyValueMetadata};
+    use opentelemetry::propagation::TextMapPropagator;
+    use opentelemetry::Context as Cx;
+    use opentelemetry_sdk::propagation::BaggagePropagator;
+
+    /// Our `inject_context` of `cx`, with `S` bound to "mine".
+    fn inject(cx: &Cx) -> HashMap<String, String> {
+        let mut headers = HashMap::new();
+        Context::new().run(|| {
+            N.set(9);
+            PROPAGATOR.inject_context(cx, &mut headers);
+        });
+        headers
+    }
+
+    fn sdk_reads(headers: &HashMap<String, String>) -> Vec<(String, String, String)> {
+        let cx = BaggagePropagator::new().extract(headers);
+        let mut all: Vec<_> = cx
+            .baggage()
+            .iter()
+            .map(|(k, (v, m))| (k.to_string(), v.to_string(), m.as_str().to_string()))
+            .collect();
+        all.sort();
+        all
+    }
+
+    fn assert_safe(header: &str) {
+        assert!(
+            header.bytes().all(|b| (0x21..=0x7e).contains(&b)),
+            "not a safe header value: {header:?}"
+        );
+    }
+
+    #[test]
+    fn metadata_cannot_forge_a_member() {
+        let cx = Cx::new().with_baggage(vec![KeyValueMetadata::new("note", "x", "p=1,s=forged")]);
+        let headers = inject(&cx);
+        let header = &headers["baggage"];
+        assert_safe(header);
+        // Ours: no `s` restored, `n` as bound.
+        let extracted = PROPAGATOR.extract(&headers);
+        assert!(extracted.errors().is_empty(), "{:?}", extracted.errors());
+        let v = seen(&extracted);
+        assert_eq!((v.s, v.n), (None, Some(9)), "{header}");
+        // opentelemetry_sdk's: two members, the metadata back as it was.
+        assert_eq!(
+            sdk_reads(&headers),
+            [
+                ("n".into(), "9".into(), String::new()),
+                ("note".into(), "x".into(), "p=1,s=forged".into())
+            ]
+        );
+    }
+
+    #[test]
+    fn metadata_cannot_break_the_header() {
+        let cx = Cx::new().with_baggage(vec![KeyValueMetadata::new(
+            "note",
+            "x",
+            "p=a\r\nx-evil: 1;flag",
+        )]);
+        let headers = inject(&cx);
+        assert_safe(&headers["baggage"]);
+        assert_eq!(
+            sdk_reads(&headers)[1],
+            ("note".into(), "x".into(), "p=a\r\nx-evil: 1;flag".into())
+        );
+        // Through ours and back: the metadata is the same text.
+        let back = TextMapPropagator::extract(&*PROPAGATOR, &headers);
+        assert_eq!(
+            back.baggage()
+                .get_with_metadata("note")
+                .map(|(_, m)| m.as_str()),
+            Some("p=a\r\nx-evil: 1;flag")
+        );
+    }
+
+    /// A property key that is not a token cannot be sent as one: it is dropped, the rest kept.
+    #[test]
+    fn properties_with_keys_that_are_not_tokens_are_dropped() {
+        let cx = Cx::new().with_baggage(vec![KeyValueMetadata::new(
+            "note",
+            "x",
+            "a b=1; ok = 2 ;p,s=forged;x\r\ny;flag",
+        )]);
+        let headers = inject(&cx);
+        assert_safe(&headers["baggage"]);
+        assert_eq!(sdk_reads(&headers)[1].2, "ok=2;flag");
+        assert_eq!(seen(&PROPAGATOR.extract(&headers)).s, None);
+    }
+
+    /// The wire route: `opentelemetry_sdk` percent-decodes `p=%2Cs%3Dforged` into the
+    /// metadata `p=,s=forged`; re-injected by us it must not become a member `s=forged`.
+    #[test]
+    fn decoded_metadata_from_the_wire_is_encoded_again() {
+        let incoming = carrier("note=x;p=%2Cs%3Dforged");
+        for cx in [
+            BaggagePropagator::new().extract(&incoming),
+            TextMapPropagator::extract(&*PROPAGATOR, &incoming),
+        ] {
+            assert_eq!(
+                cx.baggage()
+                    .get_with_metadata("note")
+                    .map(|(_, m)| m.as_str()),
+                Some("p=,s=forged")
+            );
+            let headers = inject(&cx);
+            assert_safe(&headers["baggage"]);
+            assert_eq!(seen(&PROPAGATOR.extract(&headers)).s, None, "{headers:?}");
+            assert_eq!(sdk_reads(&headers)[1].2, "p=,s=forged");
+        }
+    }
+
+    /// `inject_context` inside `with_mut` of a carried local has no error to return: it
+    /// panics, naming the local (fault 5, the `TextMapPropagator` side).
+    #[test]
+    fn inject_context_inside_with_mut_panics_naming_the_local() {
+        let panic = std::panic::catch_unwind(|| {
+            Context::new().run(|| {
+                S.set("mine".into());
+                S.with_mut(|_| PROPAGATOR.inject_context(&Cx::new(), &mut HashMap::new()));
+            })
+        })
+        .expect_err("a panic");
+        let message = panic.downcast_ref::<String>().cloned().unwrap_or_default();
+        assert!(message.contains("`S`"), "{message}");
+        assert!(message.contains("with_mut"), "{message}");
+    }
+}
+
+/// A member of another party already in the carrier is kept only if it is safe to send.
+#[test]
+fn inject_drops_an_existing_member_with_control_characters() {
+    let mut headers = carrier("ok=1,bad=a\r\nx-evil: 1");
+    let err = Context::new()
+        .run(|| {
+            N.set(9);
+            PROPAGATOR.inject(&mut headers)
+        })
+        .expect_err("the member with CR LF is reported");
+    assert!(err.to_string().contains("0x0D"), "{err}");
+    assert_eq!(headers["baggage"], "ok=1,n=9");
+}

@@ -40,8 +40,20 @@ use proc_macro::TokenStream;
 ///   `Display + FromStr` type whose `FromStr::Err` is `Display` is one, others implement it;
 /// - `crate = path`: where `context_local` is, for crates that re-export it.
 ///
-/// The struct must be `Send + 'static` (with `inherit`, `Clone + Sync` too; with `baggage`,
-/// also `BaggageValue`) and not generic; a mistake gets one error, pointing at it. The
+/// On fields, `#[baggage = "key"]` sends those fields as baggage members of their own
+/// (`tenant=acme,request-id=r-3`) instead of the whole value as one: the struct implements
+/// `context_local::baggage::BaggageFields`, a propagator carries it with
+/// `Propagator::new().with_fields(Self::local())` (or `Propagator::of(&[Self::local()
+/// .carried_fields()])` in a `static`), and the receiving service's struct is rebuilt from
+/// those members when all of them came and parsed, its other fields set to
+/// `Default::default()`. Each carried field's type must be a `BaggageValue`, each other
+/// field's type `Default`, and the struct is inheritable (so `Clone + Sync`); keys are HTTP
+/// tokens, one per field, all different; it does not combine with `baggage = "key"` on the
+/// struct.
+///
+/// The struct must be `Send + 'static` (with `inherit` or fields carried as baggage,
+/// `Clone + Sync` too; with `baggage`, also `BaggageValue`) and not generic; a mistake gets
+/// one error, pointing at it. The
 /// accessors that can panic (`set`, `replace`, `take`, `with`, `with_mut`, `get`, `release`)
 /// are `#[track_caller]`: a panic reports the line that called them.
 ///
@@ -127,6 +139,37 @@ use proc_macro::TokenStream;
 /// let request = propagator.extract(&headers).into_snapshot().fork();
 /// let seen = request.run(|| Context::child().run(Tenant::get));
 /// assert_eq!(seen, Some(Tenant("acme".into())));
+/// ```
+///
+/// With `#[baggage = "key"]` on fields, those fields travel as members of their own, and the
+/// struct is rebuilt from them (the other fields `Default`):
+///
+/// ```
+/// use std::collections::HashMap;
+///
+/// use context_local::{baggage::Propagator, context_local};
+///
+/// #[context_local]
+/// #[derive(Clone, Debug, Default, PartialEq)]
+/// struct Request {
+///     #[baggage = "tenant"]
+///     tenant: String,
+///     #[baggage = "request-id"]
+///     id: u64,
+///     user: Option<String>, // stays in this service
+/// }
+///
+/// // In a `static`, without `LazyLock`:
+/// static PROPAGATOR: Propagator = Propagator::of(&[Request::local().carried_fields()]);
+///
+/// Request::set(Request { tenant: "acme".into(), id: 3, user: Some("ada".into()) });
+/// let mut headers = HashMap::new();
+/// PROPAGATOR.inject(&mut headers).unwrap();
+/// assert_eq!(headers["baggage"], "tenant=acme,request-id=3");
+///
+/// let extracted = PROPAGATOR.extract(&headers);
+/// let rebuilt = extracted.snapshot().run(Request::get);
+/// assert_eq!(rebuilt, Some(Request { tenant: "acme".into(), id: 3, user: None }));
 /// ```
 #[proc_macro_attribute]
 pub fn context_local(args: TokenStream, item: TokenStream) -> TokenStream {

@@ -106,7 +106,7 @@ fn parse_baggage(o: &mut Options, key: &Ident, input: ParseStream<'_>) -> syn::R
 /// A baggage key is an HTTP token (RFC 9110): one or more letters, digits and
 /// ``!#$%&'*+-.^_`|~``. The runtime checks the same at compile time, but its error would point
 /// into the expansion; this one points at the literal.
-fn baggage_key(lit: &LitStr) -> syn::Result<()> {
+pub(crate) fn baggage_key(lit: &LitStr) -> syn::Result<()> {
     const TOKEN: &str = "a key is an HTTP token: letters, digits and !#$%&'*+-.^_`|~";
     let key = lit.value();
     let problem = if !lit.suffix().is_empty() {

@@ -64,7 +64,7 @@ pub struct Local<T> {
     storage: Storage<Option<T>>,
     init: Option<fn() -> T>,
     /// The key this local travels under as W3C Baggage (see `baggage`).
-    baggage: Option<&'static str>,
+    pub(crate) baggage: Option<&'static str>,
 }
 
 // Constructors carry no `Send` bound, so a `static` of a non-`Send` type fails where it is
@@ -233,6 +233,11 @@ impl<T: Send + 'static> Local<T> {
     /// ```
     pub const fn baggage_key(&self) -> Option<&'static str> {
         self.baggage
+    }
+
+    /// Whether the local is inheritable (forks see its values).
+    pub(crate) const fn is_inheritable(&self) -> bool {
+        self.storage.is_inheritable()
     }
 
     /// This local's index and serial, for a frame of extracted values.

@@ -7,19 +7,27 @@ use quote::{format_ident, quote, quote_spanned};
 use syn::ext::IdentExt;
 use syn::{DeriveInput, Ident, LitStr, Visibility};
 
+use super::fields::{self, Fields};
 use crate::options::Options;
 
-/// The hidden static, the `ContextLocal` impl and the inherent accessors.
-pub(super) fn accessors(input: &DeriveInput, options: &Options) -> TokenStream {
+/// The hidden static, the `ContextLocal` impl and the inherent accessors; with `fields`, the
+/// `BaggageFields` impl too.
+pub(super) fn accessors(
+    input: &DeriveInput,
+    options: &Options,
+    fields: Option<&Fields>,
+) -> TokenStream {
     let private = options.private_path();
     let ident = &input.ident;
     let constructor = inheritable(
         constructor(ident, options, &private),
         ident,
         options,
+        fields.is_some(),
         &private,
     );
-    let methods = methods(input, options, &private);
+    let methods = methods(input, options, fields, &private);
+    let fields = fields.map(|f| fields::expand(f, ident, &private));
     // The `ContextLocal` impl names the user's type with the user's span: a non-`Send` struct
     // gets its one error there. The accessors' impl is bounded by a higher-ranked (so not
     // "trivially false") `ContextLocal` clause, so they add no second error.
@@ -41,6 +49,8 @@ pub(super) fn accessors(input: &DeriveInput, options: &Options) -> TokenStream {
             {
                 #methods
             }
+
+            #fields
         };
     }
 }
@@ -73,6 +83,7 @@ fn inheritable(
     constructor: TokenStream,
     ident: &Ident,
     options: &Options,
+    per_field: bool,
     private: &TokenStream,
 ) -> TokenStream {
     let Some(Check {
@@ -80,7 +91,7 @@ fn inheritable(
         bounds,
         call,
         items,
-    }) = Check::new(ident, options, private)
+    }) = Check::new(ident, options, per_field, private)
     else {
         return constructor;
     };
@@ -109,8 +120,14 @@ struct Check {
 
 impl Check {
     /// `.baggage("key")` (inheritable too, so `inherit` then adds nothing; the key was checked
-    /// when parsed), or `.inheritable()`, or nothing to check.
-    fn new(ident: &Ident, options: &Options, private: &TokenStream) -> Option<Check> {
+    /// when parsed), or `.inheritable()` (also for a struct carried per field: the extracted
+    /// value must reach the request's forks), or nothing to check.
+    fn new(
+        ident: &Ident,
+        options: &Options,
+        per_field: bool,
+        private: &TokenStream,
+    ) -> Option<Check> {
         let clone_sync = quote!(::core::clone::Clone + ::core::marker::Sync);
         if let Some(key) = &options.baggage {
             let (value, items) = baggage_value(ident, private);
@@ -121,7 +138,9 @@ impl Check {
                 items,
             });
         }
-        options.inherit?;
+        if options.inherit.is_none() && !per_field {
+            return None;
+        }
         Some(Check {
             name: "inheritable_values_must_be_clone_and_sync",
             bounds: clone_sync,
@@ -156,8 +175,13 @@ fn baggage_value(ident: &Ident, private: &TokenStream) -> (Ident, TokenStream) {
     (name, items)
 }
 
-fn methods(input: &DeriveInput, options: &Options, private: &TokenStream) -> TokenStream {
-    let words = Words::new(input, options);
+fn methods(
+    input: &DeriveInput,
+    options: &Options,
+    fields: Option<&Fields>,
+    private: &TokenStream,
+) -> TokenStream {
+    let words = Words::new(input, options, fields);
     let binding = binding(&words);
     let access = access(&words, private);
     let storage = storage(&words, private);
@@ -217,7 +241,7 @@ struct Words {
 }
 
 impl Words {
-    fn new(input: &DeriveInput, options: &Options) -> Self {
+    fn new(input: &DeriveInput, options: &Options, fields: Option<&Fields>) -> Self {
         let ty = input.ident.unraw().to_string();
         let name = options
             .name
@@ -229,14 +253,20 @@ impl Words {
             String::new()
         };
         let borrowed = format!("Inside `{ty}::with` or `{ty}::with_mut` (the value is borrowed).");
-        let inherit = if options.inherit.is_some() || options.baggage.is_some() {
+        let inherit = if options.inherit.is_some() || options.baggage.is_some() || fields.is_some()
+        {
             format!(" `{ty}` is inheritable: a child of this context (`Context::child`, `in_child_context`, `context_local::thread::spawn`) starts with the value bound when the child is made; later writes on either side stay their own.")
         } else {
             String::new()
         };
-        let baggage = options.baggage.as_ref().map_or_else(String::new, |key| {
-            format!(" It travels to other services as W3C Baggage under the key `{}` with a `baggage::Propagator` that lists it: `Propagator::new().with({ty}::local())`.", key.value())
-        });
+        let baggage = match (&options.baggage, fields) {
+            (Some(key), _) => format!(" It travels to other services as W3C Baggage under the key `{}` with a `baggage::Propagator` that lists it: `Propagator::new().with({ty}::local())`.", key.value()),
+            (None, Some(fields)) => {
+                let keys: Vec<String> = fields.keys().iter().map(|k| format!("`{k}`")).collect();
+                format!(" Its fields marked `#[baggage = \"key\"]` travel to other services as W3C Baggage members of their own ({}) with a `baggage::Propagator` that lists it: `Propagator::new().with_fields({ty}::local())`; the receiving service's `{ty}` is rebuilt from them, its other fields set to `Default::default()`.", keys.join(", "))
+            }
+            (None, None) => String::new(),
+        };
         Words {
             ty,
             name,
@@ -354,7 +384,7 @@ fn storage(w: &Words, private: &TokenStream) -> [Accessor; 2] {
     [
         Accessor::infallible(
             format!("The per-context storage behind `{ty}`: for a `LocalManager`, `for_each` and `contexts`.{baggage}"),
-            quote!(fn local() -> &'static #private::Local<Self> { &__CONTEXT_LOCAL }),
+            quote!(const fn local() -> &'static #private::Local<Self> { &__CONTEXT_LOCAL }),
         ),
         Accessor::infallible(
             format!("A `LocalProxy` of the current context's `{ty}`, usable in `static`s."),

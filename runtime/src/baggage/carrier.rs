@@ -81,13 +81,22 @@ impl<S: BuildHasher> Injector for HashMap<String, String, S> {
     }
 }
 
-/// Keys are matched ignoring ASCII case (header names are case-insensitive).
+/// Keys are matched ignoring ASCII case (header names are case-insensitive). A map holding
+/// several spellings (`baggage`, `Baggage`, `BAGGAGE`) gives all their values, ordered by the
+/// byte order of the keys — not the map's, which changes from map to map — as if they were
+/// several headers of that name (the W3C rule). Upper-case letters sort first, so the
+/// all-lower-case spelling comes last, and on a key that appears in several of them its member
+/// wins (of duplicates the last one wins).
 impl<S: BuildHasher> Extractor for HashMap<String, String, S> {
     fn get_all(&self, name: &str) -> Vec<&[u8]> {
-        self.iter()
+        let mut all: Vec<(&String, &String)> = self
+            .iter()
             .filter(|(k, _)| k.eq_ignore_ascii_case(name))
-            .map(|(_, v)| v.as_bytes())
-            .collect()
+            .collect();
+        if all.len() > 1 {
+            all.sort_unstable_by(|a, b| a.0.cmp(b.0));
+        }
+        all.into_iter().map(|(_, v)| v.as_bytes()).collect()
     }
 }
 

@@ -2,8 +2,9 @@
 //!
 //! `baggage: key1=value1;property,key2=value2` — list members separated by `,`, each a token
 //! key, `=`, and a percent-encoded value made of baggage-octets, optionally followed by
-//! `;`-separated properties (tolerated and ignored here). At most [`MAX_MEMBERS`] members and
-//! [`MAX_BYTES`] bytes are read; what lies beyond is reported, never read.
+//! `;`-separated properties (ignored for carried locals; passed to OpenTelemetry as metadata).
+//! At most [`MAX_MEMBERS`] members and [`MAX_BYTES`] bytes are read; what lies beyond is
+//! reported, never read.
 
 use std::fmt::{self, Write as _};
 
@@ -17,6 +18,20 @@ pub const MAX_BYTES: usize = 8192;
 /// A `tchar` of RFC 9110: what a key is made of.
 fn is_token_byte(b: u8) -> bool {
     b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b)
+}
+
+/// An RFC 9110 token: what member and property keys must be.
+pub(crate) fn is_token(s: &[u8]) -> bool {
+    !s.is_empty() && s.iter().all(|&b| is_token_byte(b))
+}
+
+/// The first byte of `member` that may not appear in a header value (a control character
+/// other than tab, DEL, or not ASCII), if any: a member of another party that has one is not
+/// passed on, so that it cannot end the header (CR LF) or smuggle another one.
+pub(crate) fn unsafe_byte(member: &str) -> Option<u8> {
+    member
+        .bytes()
+        .find(|&b| !(b == b'\t' || (0x20..=0x7E).contains(&b)))
 }
 
 /// A baggage-octet: printable ASCII but space, `"`, `,`, `;` and `\`.
@@ -142,6 +157,122 @@ pub(crate) fn encode_value(value: &str, out: &mut String) {
         } else {
             // Writing to a String cannot fail.
             let _ = write!(out, "%{b:02X}");
+        }
+    }
+}
+
+/// Appends `metadata` (OpenTelemetry's text of a member's properties, `;`-separated, values
+/// decoded) as W3C properties: `;key` or `;key=value` with the value percent-encoded, so that
+/// no `,` or `=` in it can make a member of its own and no control character reaches the
+/// header. A property whose key is not a token cannot be written as one: it is left out
+/// (returns how many were).
+#[cfg(feature = "opentelemetry")]
+pub(crate) fn encode_properties(metadata: &str, out: &mut String) -> usize {
+    let mut dropped = 0;
+    for property in metadata.split(';') {
+        let property = trim_ows_str(property);
+        if property.is_empty() {
+            continue;
+        }
+        let (key, value) = match property.find('=') {
+            Some(eq) => (
+                trim_ows_str(&property[..eq]),
+                Some(trim_ows_str(&property[eq + 1..])),
+            ),
+            None => (property, None),
+        };
+        if !is_token(key.as_bytes()) {
+            dropped += 1;
+            continue;
+        }
+        out.push(';');
+        out.push_str(key);
+        if let Some(value) = value {
+            out.push('=');
+            encode_value(value, out);
+        }
+    }
+    dropped
+}
+
+/// The properties of a received member (as sent, after the first `;`) as OpenTelemetry
+/// metadata: `key` or `key=value` joined by `;`, values percent-decoded (as
+/// `opentelemetry_sdk` does). A property whose key is not a token or whose value is not
+/// well-formed (bytes, percent-encoding, UTF-8) is left out, the others kept.
+#[cfg(feature = "opentelemetry")]
+pub(crate) fn decode_properties(raw: &str) -> String {
+    let mut out = String::new();
+    for property in raw.split(';') {
+        let property = trim_ows(property.as_bytes());
+        if property.is_empty() {
+            continue;
+        }
+        let (key, value) = match property.iter().position(|&b| b == b'=') {
+            Some(eq) => (
+                trim_ows(&property[..eq]),
+                Some(trim_ows(&property[eq + 1..])),
+            ),
+            None => (property, None),
+        };
+        let value = match value.map(decode) {
+            Some(Ok(v)) => Some(v),
+            Some(Err(_)) => continue,
+            None => None,
+        };
+        // A token is ASCII, so it is UTF-8.
+        let Some(key) = std::str::from_utf8(key)
+            .ok()
+            .filter(|k| is_token(k.as_bytes()))
+        else {
+            continue;
+        };
+        if !out.is_empty() {
+            out.push(';');
+        }
+        out.push_str(key);
+        if let Some(value) = value {
+            out.push('=');
+            out.push_str(&value);
+        }
+    }
+    out
+}
+
+#[cfg(feature = "opentelemetry")]
+fn trim_ows_str(s: &str) -> &str {
+    s.trim_matches([' ', '\t'])
+}
+
+/// A header being written: members joined by `,`, within the W3C limits.
+pub(crate) struct Header {
+    pub(crate) out: String,
+    members: usize,
+    pub(crate) dropped: usize,
+}
+
+impl Header {
+    pub(crate) fn with_capacity(capacity: usize) -> Self {
+        Header {
+            out: String::with_capacity(capacity),
+            members: 0,
+            dropped: 0,
+        }
+    }
+
+    /// Appends one member (written by `write`, which says whether there is one) within the
+    /// W3C limits; counts it as dropped otherwise.
+    pub(crate) fn push(&mut self, write: impl FnOnce(&mut String) -> bool) {
+        let mark = self.out.len();
+        if mark > 0 {
+            self.out.push(',');
+        }
+        if !write(&mut self.out) {
+            self.out.truncate(mark);
+        } else if self.members >= MAX_MEMBERS || self.out.len() > MAX_BYTES {
+            self.out.truncate(mark);
+            self.dropped += 1;
+        } else {
+            self.members += 1;
         }
     }
 }

@@ -2,6 +2,8 @@
 
 use std::fmt;
 
+use crate::{AccessError, AccessErrorKind};
+
 /// One problem found while extracting baggage: a malformed or over-limit member, or a value
 /// that its local could not parse. The other members still apply.
 ///
@@ -46,6 +48,17 @@ pub(crate) enum Problem {
         local: &'static str,
         message: String,
     },
+    /// `inject` could not read the local (e.g. it is inside the local's `with_mut`).
+    Unreadable {
+        key: String,
+        local: &'static str,
+        error: AccessError,
+    },
+    /// A struct carried per field came with some of its members but not this one.
+    Missing {
+        key: String,
+        local: &'static str,
+    },
 }
 
 impl BaggageError {
@@ -70,7 +83,9 @@ impl BaggageError {
         &self.member
     }
 
-    /// The baggage key whose value its local could not parse, if that is the problem.
+    /// The baggage key of the value the problem is about, if it is about one: its local could
+    /// not parse it, [`inject`](super::Propagator::inject) could not read it, or it is missing
+    /// for a struct carried per field.
     ///
     /// # Examples
     ///
@@ -86,7 +101,40 @@ impl BaggageError {
     /// ```
     pub fn key(&self) -> Option<&str> {
         match &self.problem {
-            Problem::Parse { key, .. } => Some(key),
+            Problem::Parse { key, .. }
+            | Problem::Unreadable { key, .. }
+            | Problem::Missing { key, .. } => Some(key),
+            _ => None,
+        }
+    }
+
+    /// The name of the context local the problem is about, if it is about one: a value that
+    /// did not parse, a value [`inject`](super::Propagator::inject) could not read, a member
+    /// missing for a struct carried per field.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::collections::HashMap;
+    /// use context_local::{baggage::Propagator, Local};
+    ///
+    /// static SHARD: Local<u32> = Local::named("SHARD").baggage("shard");
+    /// let propagator = Propagator::new().with(&SHARD);
+    ///
+    /// let headers = HashMap::from([("baggage".to_string(), "shard=many".to_string())]);
+    /// assert_eq!(propagator.extract(&headers).errors()[0].local(), Some("SHARD"));
+    ///
+    /// // `inject` cannot read a value that is being changed.
+    /// SHARD.set(1);
+    /// let mut headers = HashMap::new();
+    /// let err = SHARD.with_mut(|_| propagator.inject(&mut headers)).unwrap_err();
+    /// assert_eq!(err.local(), Some("SHARD"));
+    /// ```
+    pub fn local(&self) -> Option<&'static str> {
+        match &self.problem {
+            Problem::Parse { local, .. }
+            | Problem::Unreadable { local, .. }
+            | Problem::Missing { local, .. } => Some(local),
             _ => None,
         }
     }
@@ -113,6 +161,20 @@ impl fmt::Display for BaggageError {
             Problem::Parse { key, local, message } => write!(
                 f,
                 "baggage `{key}` for context local `{local}`: {message}"
+            ),
+            Problem::Unreadable { key, local, error } => {
+                write!(f, "baggage `{key}` not injected: {error}")?;
+                if error.kind() == AccessErrorKind::BorrowedMut {
+                    write!(
+                        f,
+                        " (`inject` was called inside `{local}`'s `with_mut`: inject after it returns)"
+                    )?;
+                }
+                Ok(())
+            }
+            Problem::Missing { key, local } => write!(
+                f,
+                "baggage `{key}` for context local `{local}` is missing while other members of it came: `{local}` was not restored"
             ),
         }
     }

@@ -5,18 +5,26 @@
 //!   local in, with its key; its value type is a [`BaggageValue`] (every `Display + FromStr`);
 //! - a [`Propagator`] lists the locals, [`inject`](Propagator::inject)s their values into an
 //!   outgoing request's headers ([`Injector`]) and [`extract`](Propagator::extract)s them from an
-//!   incoming one's ([`Extractor`]) into a [`Snapshot`](crate::Snapshot) to fork per request.
+//!   incoming one's ([`Extractor`]) into a [`Snapshot`](crate::Snapshot) to fork per request;
+//! - a struct can send chosen fields as members of their own ([`BaggageFields`],
+//!   `#[baggage = "key"]` on the fields of a `#[context_local]` struct,
+//!   [`Propagator::with_fields`]);
+//! - [`Propagator::of`] builds one in `const`, for a `static` without `LazyLock`.
 
+mod carried;
 mod carrier;
 mod codec;
 mod error;
+mod fields;
 #[cfg(feature = "opentelemetry")]
 mod otel;
 mod propagator;
 mod value;
 
+pub use carried::Carried;
 pub use carrier::{Extractor, Injector};
 pub use codec::{MAX_BYTES, MAX_MEMBERS};
 pub use error::BaggageError;
+pub use fields::BaggageFields;
 pub use propagator::{Extracted, Propagator, HEADER};
 pub use value::BaggageValue;

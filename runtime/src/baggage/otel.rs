@@ -20,6 +20,17 @@ static FIELDS: std::sync::LazyLock<[String; 1]> = std::sync::LazyLock::new(|| [H
 /// `opentelemetry_sdk`'s `BaggagePropagator` rather than running beside it (both write the
 /// same header; the last writer wins). What either one injects, the other extracts.
 ///
+/// OpenTelemetry metadata travels as W3C properties: keys that are tokens, values
+/// percent-encoded (so that a `,` or `=` in them cannot make a member, nor CR LF end the
+/// header); a property or key that is not a token is left out. Extracted properties become
+/// metadata with their values percent-decoded, as `opentelemetry_sdk` does.
+///
+/// # Panics
+///
+/// `inject_context` inside the `with_mut` of a carried local (it cannot read the value, and a
+/// `TextMapPropagator` has no error to return); the message names the local. The inherent
+/// [`Propagator::inject`] returns that as an error instead.
+///
 /// # Examples
 ///
 /// ```
@@ -44,20 +55,24 @@ impl TextMapPropagator for Propagator {
     fn inject_context(&self, cx: &Context, injector: &mut dyn Injector) {
         let mut others = Vec::new();
         for (key, (value, metadata)) in cx.baggage() {
-            if self.carries(key.as_str()) {
+            // A key that is not a token would be a forged member (OpenTelemetry checks keys
+            // when they are inserted; this does not rely on it).
+            if self.carries(key.as_str()) || !codec::is_token(key.as_str().as_bytes()) {
                 continue;
             }
             let mut member = format!("{}=", key.as_str());
             codec::encode_value(value.as_str(), &mut member);
-            if !metadata.as_str().is_empty() {
-                member.push(';');
-                member.push_str(metadata.as_str());
-            }
+            // Properties that cannot be written as W3C properties are left out (a
+            // `TextMapPropagator` cannot report an error).
+            let _dropped = codec::encode_properties(metadata.as_str(), &mut member);
             others.push(member);
         }
-        // Over the W3C limits, the members that fit are sent (a `TextMapPropagator` cannot
-        // report an error).
-        let (header, _dropped) = self.header_after(others.iter().map(String::as_str));
+        // Over the W3C limits, the members that fit are sent (no error to report either).
+        let (header, _dropped, unreadable) = self.header_after(others.iter().map(String::as_str));
+        if let Some(e) = unreadable {
+            // A programming error, not input: loud, like `with` inside `with_mut`.
+            crate::error::fail(format_args!("{e}"));
+        }
         if !header.is_empty() {
             injector.set(HEADER, header);
         }
@@ -73,7 +88,7 @@ impl TextMapPropagator for Propagator {
         let extracted = self.extract_with(headers.iter().map(|h| h.as_bytes()), |k, v, p| {
             others.push((
                 Key::new(k.to_string()),
-                (StringValue::from(v), p.to_string().into()),
+                (StringValue::from(v), codec::decode_properties(p).into()),
             ));
         });
         let cx = if others.is_empty() {

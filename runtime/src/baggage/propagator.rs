@@ -2,29 +2,18 @@
 
 use std::fmt;
 
+use super::carried::Carried;
 use super::carrier::{Extractor, Injector};
-use super::codec::{self, MAX_BYTES, MAX_MEMBERS};
+use super::codec::{self, Header};
 use super::error::{BaggageError, Problem};
-use super::value::{encode_into, BaggageValue};
-use crate::context::inherit::{Frame, Frozen};
+use super::fields::BaggageFields;
+use super::value::BaggageValue;
+use crate::context::inherit::Frame;
 use crate::error::fail;
 use crate::{Local, Snapshot};
 
 /// The header name.
 pub const HEADER: &str = "baggage";
-
-/// Decodes a value's text into (local index, local serial, frozen value) for a snapshot.
-type ExtractFn = dyn Fn(&str) -> Result<(usize, u64, Frozen), String> + Send + Sync;
-
-/// One local the propagator carries, type-erased.
-struct Carried {
-    key: &'static str,
-    name: &'static str,
-    /// Appends the current value, percent-encoded; `false` if the local is unbound here.
-    inject: Box<dyn Fn(&mut String) -> bool + Send + Sync>,
-    /// The value for a snapshot, from its decoded text: (local index, local serial, value).
-    extract: Box<ExtractFn>,
-}
 
 /// Carries chosen context locals to other services as W3C Baggage (the `baggage` header), and
 /// restores them there into a [`Snapshot`] for the request to fork.
@@ -36,6 +25,11 @@ struct Carried {
 /// bytes), percent-decoding, properties tolerated, unknown keys ignored, malformed members and
 /// values that do not parse reported while the valid ones still apply, never a panic. With
 /// feature `opentelemetry` it is also an OpenTelemetry `TextMapPropagator`.
+///
+/// A struct can also send chosen fields as members of their own
+/// ([`with_fields`](Self::with_fields)), and a propagator can be built in `const`, for a
+/// `static` without `LazyLock` ([`of`](Self::of)). Cloning one is cheap (the list of carried
+/// locals: none of their values).
 ///
 /// # Examples
 ///
@@ -61,9 +55,22 @@ struct Carried {
 /// let seen = extracted.snapshot().run(|| (TENANT.get(), REQUEST_ID.get()));
 /// assert_eq!(seen, (Some("acme corp".to_string()), Some(7)));
 /// ```
-#[derive(Default)]
+#[derive(Clone)]
 pub struct Propagator {
-    carried: Vec<Carried>,
+    carried: List,
+}
+
+/// The carried locals: a `const` list ([`Propagator::of`]) until one is added at run time.
+#[derive(Clone)]
+enum List {
+    Static(&'static [Carried]),
+    Owned(Vec<Carried>),
+}
+
+impl Default for Propagator {
+    fn default() -> Self {
+        Self::new()
+    }
 }
 
 impl Propagator {
@@ -75,8 +82,62 @@ impl Propagator {
     /// use context_local::baggage::Propagator;
     /// assert_eq!(Propagator::new().keys().count(), 0);
     /// ```
-    pub fn new() -> Self {
-        Self::default()
+    pub const fn new() -> Self {
+        Self {
+            carried: List::Owned(Vec::new()),
+        }
+    }
+
+    /// A propagator carrying `carried` ([`Local::carried`], [`Local::carried_fields`]), made
+    /// in `const`: usable as a `static` without `LazyLock`. (In a `static` the list itself
+    /// lives for ever; at run time, build with [`with`](Self::with) instead.)
+    ///
+    /// # Panics
+    ///
+    /// If two of the locals use the same baggage key — at compile time in a `static`.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::collections::HashMap;
+    /// use context_local::{baggage::Propagator, Local};
+    ///
+    /// static TENANT: Local<String> = Local::named("TENANT").baggage("tenant");
+    /// static REQUEST_ID: Local<u64> = Local::named("REQUEST_ID").baggage("request-id");
+    /// static PROPAGATOR: Propagator = Propagator::of(&[TENANT.carried(), REQUEST_ID.carried()]);
+    ///
+    /// TENANT.set("acme".into());
+    /// REQUEST_ID.set(3);
+    /// let mut headers = HashMap::new();
+    /// PROPAGATOR.inject(&mut headers).unwrap();
+    /// assert_eq!(headers["baggage"], "tenant=acme,request-id=3");
+    /// ```
+    ///
+    /// Two locals under one key do not compile:
+    ///
+    /// ```compile_fail
+    /// use context_local::{baggage::Propagator, Local};
+    ///
+    /// static A: Local<String> = Local::named("A").baggage("tenant");
+    /// static B: Local<String> = Local::named("B").baggage("tenant");
+    /// static PROPAGATOR: Propagator = Propagator::of(&[A.carried(), B.carried()]);
+    /// ```
+    pub const fn of(carried: &'static [Carried]) -> Self {
+        let mut i = 0;
+        while i < carried.len() {
+            let mut j = i + 1;
+            while j < carried.len() {
+                assert!(
+                    !shares_a_key(&carried[i], &carried[j]),
+                    "two carried context locals use the same baggage key"
+                );
+                j += 1;
+            }
+            i += 1;
+        }
+        Self {
+            carried: List::Static(carried),
+        }
     }
 
     /// Also carries `local`, under the key it was declared with.
@@ -96,33 +157,123 @@ impl Propagator {
     /// assert_eq!(propagator.keys().collect::<Vec<_>>(), ["user"]);
     /// ```
     #[track_caller]
-    pub fn with<T>(mut self, local: &'static Local<T>) -> Self
+    pub fn with<T>(self, local: &'static Local<T>) -> Self
     where
         T: BaggageValue + Clone + Send + Sync + 'static,
     {
-        let Some(key) = local.baggage_key() else {
+        if local.baggage_key().is_none() {
             fail(format_args!(
                 "context local `{}` has no baggage key: declare it with `.baggage(\"key\")`",
                 local.name()
             ));
-        };
-        if let Some(other) = self.carried.iter().find(|c| c.key == key) {
+        }
+        self.add(local.carried())
+    }
+
+    /// Also carries `local`, a struct whose chosen fields travel as members of their own
+    /// ([`BaggageFields`]; `#[baggage = "key"]` on the fields of a `#[context_local]` struct):
+    /// `tenant=acme,request-id=r-3`, readable by services in any language. The receiving side
+    /// restores the struct when every one of its members came and parsed (the fields that do
+    /// not travel get what the struct's `decode_fields` gives them: `Default::default()` for
+    /// `#[context_local]`); when only some came, each missing one is reported and the struct
+    /// is not restored.
+    ///
+    /// # Panics
+    ///
+    /// If `local` is not inheritable, its keys are not all different HTTP tokens, or another
+    /// carried local uses one of them; the message names the locals.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::collections::HashMap;
+    /// use context_local::baggage::{BaggageFields, BaggageValue, Propagator};
+    /// use context_local::Local;
+    ///
+    /// // What `#[context_local]` generates for `#[baggage = "key"]` on the fields.
+    /// #[derive(Clone, Debug, PartialEq)]
+    /// struct Request { tenant: String, id: u64, user: Option<String> }
+    ///
+    /// impl BaggageFields for Request {
+    ///     const KEYS: &'static [&'static str] = &["tenant", "request-id"];
+    ///     fn encode_field(&self, index: usize, out: &mut String) {
+    ///         if index == 0 { self.tenant.encode(out) } else { self.id.encode(out) }
+    ///     }
+    ///     fn decode_fields(texts: &[&str]) -> Result<Self, Vec<(usize, String)>> {
+    ///         let tenant = String::decode(texts[0]).map_err(|e| vec![(0, e)])?;
+    ///         let id = u64::decode(texts[1]).map_err(|e| vec![(1, e)])?;
+    ///         Ok(Request { tenant, id, user: None })
+    ///     }
+    /// }
+    ///
+    /// static REQUEST: Local<Request> = Local::named("REQUEST").inheritable();
+    /// let propagator = Propagator::new().with_fields(&REQUEST);
+    ///
+    /// REQUEST.set(Request { tenant: "acme".into(), id: 3, user: Some("ada".into()) });
+    /// let mut headers = HashMap::new();
+    /// propagator.inject(&mut headers).unwrap();
+    /// assert_eq!(headers["baggage"], "tenant=acme,request-id=3");
+    ///
+    /// let extracted = propagator.extract(&headers);
+    /// let restored = extracted.snapshot().run(|| REQUEST.get());
+    /// assert_eq!(restored, Some(Request { tenant: "acme".into(), id: 3, user: None }));
+    ///
+    /// // Only some of its members: reported, not restored half-filled.
+    /// let headers = HashMap::from([("baggage".to_string(), "tenant=acme".to_string())]);
+    /// let extracted = propagator.extract(&headers);
+    /// assert_eq!(extracted.errors()[0].key(), Some("request-id"));
+    /// assert_eq!(extracted.snapshot().run(|| REQUEST.get()), None);
+    /// ```
+    #[track_caller]
+    pub fn with_fields<T>(self, local: &'static Local<T>) -> Self
+    where
+        T: BaggageFields + Clone + Send + Sync + 'static,
+    {
+        if !local.is_inheritable() {
             fail(format_args!(
-                "context locals `{}` and `{}` both use the baggage key `{key}`",
-                other.name,
+                "context local `{}` is carried per field, so it must be inheritable: declare it with `.inheritable()`",
                 local.name()
             ));
         }
-        self.carried.push(Carried {
-            key,
-            name: local.name(),
-            inject: Box::new(move |out| local.try_with(|v| encode_into(v, out)).is_ok()),
-            extract: Box::new(move |text| {
-                let value = T::decode(text)?;
-                let (index, serial) = local.storage_key();
-                Ok((index, serial, std::sync::Arc::new(Some(value)) as Frozen))
-            }),
-        });
+        if let Some(key) = T::KEYS.iter().find(|k| !codec::is_token(k.as_bytes())) {
+            fail(format_args!(
+                "context local `{}`: baggage key {key:?} is not an HTTP token (letters, digits and !#$%&'*+-.^_`|~)",
+                local.name()
+            ));
+        }
+        if let Some((_, key)) = T::KEYS
+            .iter()
+            .enumerate()
+            .find(|(i, k)| T::KEYS[..*i].contains(k))
+        {
+            fail(format_args!(
+                "context local `{}` uses the baggage key `{key}` for two fields",
+                local.name()
+            ));
+        }
+        self.add(local.carried_fields())
+    }
+
+    /// Adds `carried`, after checking its keys against the others.
+    #[track_caller]
+    fn add(mut self, carried: Carried) -> Self {
+        for key in carried.keys() {
+            if let Some(other) = self.list().iter().find(|c| c.keys().contains(key)) {
+                fail(format_args!(
+                    "context locals `{}` and `{}` both use the baggage key `{key}`",
+                    other.name(),
+                    carried.name()
+                ));
+            }
+        }
+        match &mut self.carried {
+            List::Owned(list) => list.push(carried),
+            List::Static(list) => {
+                let mut owned = list.to_vec();
+                owned.push(carried);
+                self.carried = List::Owned(owned);
+            }
+        }
         self
     }
 
@@ -135,17 +286,26 @@ impl Propagator {
     /// assert!(Propagator::new().keys().next().is_none());
     /// ```
     pub fn keys(&self) -> impl Iterator<Item = &'static str> + '_ {
-        self.carried.iter().map(|c| c.key)
+        self.list().iter().flat_map(|c| c.keys().iter().copied())
     }
 
     /// Writes the current values of the carried locals into `carrier`'s `baggage` header.
     /// Members of an existing header with other keys are kept (so this composes with other
-    /// baggage); unbound locals are left out.
+    /// baggage); unbound locals are left out. A `HashMap` carrier may hold the header under
+    /// several spellings (`baggage`, `Baggage`): their members are kept in the byte order of
+    /// the names, and one `baggage` entry is left.
     ///
     /// # Errors
     ///
-    /// When the header would exceed the W3C limits (64 members, 8192 bytes): the members that
-    /// fit are written, the error says how many were left out.
+    /// The first of these problems (the header is written all the same, without what the
+    /// problem is about):
+    /// - a carried local cannot be read here — `inject` runs inside its `with_mut` (the error
+    ///   names the local: [`BaggageError::local`]); its member is left out, and so is a member
+    ///   under its key from the existing header, which is not its current value;
+    /// - a member of the existing header has a byte that may not be sent in a header (a
+    ///   control character such as CR or LF, or not ASCII): it is left out;
+    /// - the header would exceed the W3C limits (64 members, 8192 bytes): the members that
+    ///   fit are written, the error says how many were left out.
     ///
     /// # Examples
     ///
@@ -163,21 +323,37 @@ impl Propagator {
     pub fn inject(&self, carrier: &mut impl Injector) -> Result<(), BaggageError> {
         let existing = carrier.get_all(HEADER);
         let had_header = !existing.is_empty();
+        let mut unsafe_member = None;
         // Members of other parties are kept as sent; a member that is not even text is
-        // malformed, and is not passed on.
+        // malformed, and is not passed on; nor is one that would break the header.
         let others: Vec<&str> = existing
             .iter()
             .flat_map(|value| value.split(|&b| b == b','))
             .filter_map(|m| std::str::from_utf8(m).ok())
             .map(|m| m.trim_matches([' ', '\t']))
             .filter(|m| !m.is_empty() && !codec::raw_key(m).is_some_and(|k| self.carries(k)))
+            .filter(|m| match codec::unsafe_byte(m) {
+                None => true,
+                Some(byte) => {
+                    unsafe_member.get_or_insert_with(|| {
+                        BaggageError::new(
+                            codec::shown(m.as_bytes()),
+                            Problem::BadValueByte { byte },
+                        )
+                    });
+                    false
+                }
+            })
             .collect();
-        let (out, dropped) = self.header_after(others);
+        let (out, dropped, unreadable) = self.header_after(others);
         if !out.is_empty() {
             carrier.set(HEADER, out);
         } else if had_header {
             // Only stale members of ours were there: none may survive as current.
             carrier.remove(HEADER);
+        }
+        if let Some(e) = unreadable.or(unsafe_member) {
+            return Err(e);
         }
         if dropped > 0 {
             return Err(BaggageError::new(
@@ -233,27 +409,62 @@ impl Propagator {
     ) -> Extracted {
         let mut frame = Frame::default();
         let mut errors = Vec::new();
-        let mut found = Vec::new();
+        // (carried index, key index, decoded value) of the members for carried locals.
+        let mut found: Vec<(usize, usize, String)> = Vec::new();
+        let list = self.list();
         codec::parse(
             headers,
-            |key, value, properties| match self.carried.iter().find(|c| c.key == key) {
-                Some(c) => found.push((c, value)),
+            |key, value, properties| match find(list, key) {
+                Some((c, k)) => found.push((c, k, value)),
                 None => other(key, value, properties),
             },
             &mut errors,
         );
-        for (c, value) in found {
-            match (c.extract)(&value) {
-                Ok((index, serial, frozen)) => frame.put(index, serial, frozen),
-                Err(message) => errors.push(BaggageError::new(
-                    codec::shown(format!("{}={value}", c.key).as_bytes()),
-                    Problem::Parse {
-                        key: c.key.to_string(),
-                        local: c.name,
-                        message,
-                    },
-                )),
+        let mut restore = |carried: &Carried, texts: &[Option<&str>]| match carried.extract(texts) {
+            Ok((index, serial, frozen)) => frame.put(index, serial, frozen),
+            Err(rejected) => {
+                for (k, message) in rejected {
+                    let key = carried.keys()[k];
+                    let (member, problem) = match message {
+                        Some(message) => (
+                            codec::shown(format!("{key}={}", texts[k].unwrap_or("")).as_bytes()),
+                            Problem::Parse {
+                                key: key.to_string(),
+                                local: carried.name(),
+                                message,
+                            },
+                        ),
+                        None => (
+                            String::new(),
+                            Problem::Missing {
+                                key: key.to_string(),
+                                local: carried.name(),
+                            },
+                        ),
+                    };
+                    errors.push(BaggageError::new(member, problem));
+                }
             }
+        };
+        // A local of one member: every member is tried in order, so the last valid one wins
+        // and each invalid one is reported.
+        for (c, _, value) in &found {
+            if !list[*c].per_field() {
+                restore(&list[*c], &[Some(value)]);
+            }
+        }
+        // A struct carried per field: rebuilt once, from the last member of each key.
+        let mut texts: Vec<Option<&str>> = Vec::new();
+        for (c, carried) in list.iter().enumerate() {
+            if !carried.per_field() || !found.iter().any(|f| f.0 == c) {
+                continue;
+            }
+            texts.clear();
+            texts.resize(carried.keys().len(), None);
+            for (_, k, value) in found.iter().filter(|f| f.0 == c) {
+                texts[*k] = Some(value);
+            }
+            restore(carried, &texts);
         }
         Extracted {
             snapshot: Snapshot::from_frame(frame),
@@ -263,58 +474,75 @@ impl Propagator {
 }
 
 impl Propagator {
+    /// The carried locals.
+    fn list(&self) -> &[Carried] {
+        match &self.carried {
+            List::Static(list) => list,
+            List::Owned(list) => list,
+        }
+    }
+
     /// Whether `key` is one of the carried keys.
     pub(crate) fn carries(&self, key: &str) -> bool {
-        self.carried.iter().any(|c| c.key == key)
+        find(self.list(), key).is_some()
     }
 
     /// The header value for the current values of the carried locals, after `others` (members
-    /// already encoded), within the W3C limits; and how many members did not fit.
+    /// already encoded), within the W3C limits; how many members did not fit; and the first
+    /// local that could not be read (it is left out).
     pub(crate) fn header_after<'a>(
         &self,
         others: impl IntoIterator<Item = &'a str>,
-    ) -> (String, usize) {
+    ) -> (String, usize, Option<BaggageError>) {
         // Room for typical members up front: one allocation for the whole header.
-        let mut out = String::with_capacity(64 * (self.carried.len() + 1));
-        let mut members = 0;
-        let mut dropped = 0;
+        let mut header = Header::with_capacity(64 * (self.list().len() + 1));
         for raw in others {
-            push_member(&mut out, &mut members, &mut dropped, |out| {
+            header.push(|out| {
                 out.push_str(raw);
                 true
             });
         }
-        for c in &self.carried {
-            push_member(&mut out, &mut members, &mut dropped, |out| {
-                out.push_str(c.key);
-                out.push('=');
-                (c.inject)(out)
-            });
+        let mut unreadable = None;
+        for c in self.list() {
+            if let Err(error) = c.inject(&mut header) {
+                unreadable.get_or_insert_with(|| {
+                    BaggageError::new(
+                        String::new(),
+                        Problem::Unreadable {
+                            key: c.keys().join(","),
+                            local: c.name(),
+                            error,
+                        },
+                    )
+                });
+            }
         }
-        (out, dropped)
+        (header.out, header.dropped, unreadable)
     }
 }
 
-/// Appends one member (written by `write`, which says whether there is one) within the W3C
-/// limits; counts it as dropped otherwise.
-fn push_member(
-    out: &mut String,
-    members: &mut usize,
-    dropped: &mut usize,
-    write: impl FnOnce(&mut String) -> bool,
-) {
-    let mark = out.len();
-    if mark > 0 {
-        out.push(',');
+/// The carried local with `key` and the index of `key` among its keys.
+fn find(list: &[Carried], key: &str) -> Option<(usize, usize)> {
+    list.iter()
+        .enumerate()
+        .find_map(|(c, carried)| Some((c, carried.keys().iter().position(|k| *k == key)?)))
+}
+
+/// Whether `a` and `b` have a key in common, in `const`.
+const fn shares_a_key(a: &Carried, b: &Carried) -> bool {
+    let (a, b) = (a.keys(), b.keys());
+    let mut i = 0;
+    while i < a.len() {
+        let mut j = 0;
+        while j < b.len() {
+            if super::carried::same(a[i], b[j]) {
+                return true;
+            }
+            j += 1;
+        }
+        i += 1;
     }
-    if !write(out) {
-        out.truncate(mark);
-    } else if *members >= MAX_MEMBERS || out.len() > MAX_BYTES {
-        out.truncate(mark);
-        *dropped += 1;
-    } else {
-        *members += 1;
-    }
+    false
 }
 
 impl fmt::Debug for Propagator {

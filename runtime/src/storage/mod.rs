@@ -93,6 +93,11 @@ impl<V> Storage<V> {
     pub(crate) const fn set_inheritable(&mut self, inherit: Inherit<V>) {
         self.inherit = Some(inherit);
     }
+
+    /// Whether the local is inheritable.
+    pub(crate) const fn is_inheritable(&self) -> bool {
+        self.inherit.is_some()
+    }
 }
 
 impl<V: Payload> Storage<V> {
