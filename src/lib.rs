@@ -170,9 +170,10 @@ pub use context_local_runtime::{
 
 pub use context_local_runtime::baggage;
 
-/// Threads that start with their parent's inheritable values: [`thread::spawn`].
+/// Threads that start with their parent's inheritable values ([`thread::spawn`]), and a check
+/// that a thread's own context holds no request values ([`thread::bound_in_own_context`]).
 pub mod thread {
-    pub use context_local_runtime::thread::spawn;
+    pub use context_local_runtime::thread::{bound_in_own_context, spawn};
 }
 
 #[cfg(feature = "rayon")]

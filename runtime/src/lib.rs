@@ -40,6 +40,7 @@
 pub mod baggage;
 mod context;
 mod error;
+mod explicit;
 mod inherit;
 mod local;
 #[cfg(all(test, loom))]

@@ -8,6 +8,7 @@ use std::ptr::NonNull;
 use crate::context::table::{Removal, Remover, SlotHeader};
 use crate::context::{self, registry, CtxInner};
 use crate::error::{fail, AccessError, AccessErrorKind};
+use crate::explicit;
 use crate::storage::{Buf, Inherit, Payload, Share, Slot, Storage};
 use crate::{ContextId, LocalProxy, Release};
 
@@ -193,6 +194,8 @@ impl<T: Send + 'static> Payload for StackStore<T> {
 /// ```
 pub struct LocalStack<T> {
     storage: Storage<StackStore<T>>,
+    /// Never pushed onto in a thread's own context (see `explicit_only`).
+    explicit_only: bool,
 }
 
 // Constructors carry no `Send` bound; see `Local`'s.
@@ -209,6 +212,7 @@ impl<T> LocalStack<T> {
     pub const fn new() -> Self {
         Self {
             storage: Storage::new(None),
+            explicit_only: false,
         }
     }
 
@@ -224,7 +228,48 @@ impl<T> LocalStack<T> {
     pub const fn named(name: &'static str) -> Self {
         Self {
             storage: Storage::new(Some(name)),
+            explicit_only: false,
         }
+    }
+
+    /// Makes this stack explicit-only: a thread's own context never holds its elements.
+    ///
+    /// As [`Local::explicit_only`](crate::Local::explicit_only): in a thread's own context —
+    /// shared by everything that runs on the thread outside a context of its own — a
+    /// [`push`](LocalStack::push) or [`enter`](LocalStack::enter) panics at the caller's line,
+    /// naming the stack and the fix (`ContextLayer` outermost, `fut.in_new_context()`,
+    /// `Context::new().run(..)`). Reads see it empty there; `pop`, `release` and
+    /// `with_top_mut` work as usual. [`scope`](LocalStack::scope) and
+    /// [`scope_future`](LocalStack::scope_future) are allowed everywhere: their element is
+    /// gone when the closure returns or the future is dropped.
+    ///
+    /// A [`StackGuard`] does not count as such a binding: nothing bounds its life (it can be
+    /// kept in a struct, held across `.await` in a `!Send` future, or forgotten), so `enter`
+    /// is refused in a thread's own context like `push`.
+    ///
+    /// In every explicit context it is like any stack; it combines with
+    /// [`inheritable`](LocalStack::inheritable). Reads cost nothing more; a push pays one
+    /// predictable branch on this flag.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use context_local::{Context, LocalStack};
+    ///
+    /// static SPANS: LocalStack<&str> = LocalStack::named("SPANS").explicit_only();
+    ///
+    /// Context::new().run(|| {
+    ///     SPANS.push("request");
+    ///     assert_eq!(SPANS.top(), Some("request"));
+    /// });
+    /// assert!(std::panic::catch_unwind(|| SPANS.push("leak")).is_err());
+    /// assert_eq!(SPANS.scope("handler", || SPANS.top()), Some("handler"));
+    /// assert!(SPANS.is_empty());
+    /// ```
+    pub const fn explicit_only(self) -> Self {
+        let mut this = self;
+        this.explicit_only = true;
+        this
     }
 }
 
@@ -297,8 +342,21 @@ impl<T: Send + 'static> LocalStack<T> {
     #[inline]
     #[track_caller]
     pub fn push(&self, value: T) {
+        if self.explicit_only {
+            self.refuse_thread_own();
+        }
         if let Err(e) = self.storage.write(true, |s| s.push(value)) {
             fail(format_args!("{e}"));
+        }
+    }
+
+    /// For an explicit-only stack: panics in a thread's own context.
+    #[inline]
+    #[track_caller]
+    fn refuse_thread_own(&self) {
+        if let Err(e) = explicit::refuse_thread_own(|| self.name()) {
+            let msg = explicit::teach(&e, true, self.storage.is_inheritable(), &|| 0);
+            fail(format_args!("{msg}"));
         }
     }
 
@@ -461,6 +519,17 @@ impl<T: Send + 'static> LocalStack<T> {
     #[inline]
     #[track_caller]
     pub fn enter(&self, value: T) -> StackGuard<'_, T> {
+        if self.explicit_only {
+            self.refuse_thread_own();
+        }
+        self.enter_anywhere(value)
+    }
+
+    /// [`enter`](Self::enter) for [`scope`](Self::scope): allowed in a thread's own context
+    /// for an explicit-only stack too, since the guard ends with the scope.
+    #[inline]
+    #[track_caller]
+    fn enter_anywhere(&self, value: T) -> StackGuard<'_, T> {
         let Some(ctx) = context::current() else {
             fail(format_args!(
                 "{}",
@@ -505,7 +574,7 @@ impl<T: Send + 'static> LocalStack<T> {
     #[inline]
     #[track_caller]
     pub fn scope<R>(&self, value: T, f: impl FnOnce() -> R) -> R {
-        let _guard = self.enter(value);
+        let _guard = self.enter_anywhere(value);
         f()
     }
 

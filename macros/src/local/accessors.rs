@@ -14,7 +14,7 @@ pub(super) fn accessors(input: &DeriveInput, options: &Options) -> TokenStream {
     let private = options.private_path();
     let ident = &input.ident;
     let constructor = inheritable(
-        constructor(ident, options, &private),
+        explicit_only(constructor(ident, options, &private), options),
         ident,
         options,
         &private,
@@ -60,6 +60,14 @@ fn constructor(ident: &Ident, options: &Options, private: &TokenStream) -> Token
         quote!(#private::Local::with_init(#name, #init))
     } else {
         quote!(#private::Local::named(#name))
+    }
+}
+
+/// `.explicit_only()` after `constructor`, with the option.
+fn explicit_only(constructor: TokenStream, options: &Options) -> TokenStream {
+    match options.explicit_only {
+        Some(_) => quote!(#constructor.explicit_only()),
+        None => constructor,
     }
 }
 
@@ -214,6 +222,8 @@ struct Words {
     inherit: String,
     /// A sentence on the baggage key (`baggage`), or nothing.
     baggage: String,
+    /// When a binding panics because the local is explicit-only, or nothing.
+    explicit: String,
 }
 
 impl Words {
@@ -237,6 +247,11 @@ impl Words {
         let baggage = options.baggage.as_ref().map_or_else(String::new, |key| {
             format!(" It travels to other services as W3C Baggage under the key `{}` with a `baggage::Propagator` that lists it: `Propagator::new().with({ty}::local())`.", key.value())
         });
+        let explicit = if options.explicit_only.is_some() {
+            format!(" In a thread's own context: `{ty}` is explicit-only (`Local::explicit_only`), bound only in a context of its own (or by `{ty}::scope`), never in a context a thread's other work shares.")
+        } else {
+            String::new()
+        };
         Words {
             ty,
             name,
@@ -244,6 +259,7 @@ impl Words {
             borrowed,
             inherit,
             baggage,
+            explicit,
         }
     }
 
@@ -265,10 +281,12 @@ fn binding(w: &Words) -> [Accessor; 5] {
         ty,
         borrowed,
         inherit,
+        explicit,
         ..
     } = w;
-    let destroyed =
-        format!("{borrowed} Also during thread exit, after this thread's context was destroyed.");
+    let destroyed = format!(
+        "{borrowed} Also during thread exit, after this thread's context was destroyed.{explicit}"
+    );
     [
         Accessor::panicking(
             format!("Binds `value` as the current context's `{ty}`; a previous value is dropped.{inherit}"),

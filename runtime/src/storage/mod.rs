@@ -74,6 +74,11 @@ impl<V> Storage<V> {
     pub(crate) const fn set_inheritable(&mut self, inherit: Inherit<V>) {
         self.inherit = Some(inherit);
     }
+
+    /// Whether the local is inheritable (for messages).
+    pub(crate) fn is_inheritable(&self) -> bool {
+        self.inherit.is_some()
+    }
 }
 
 impl<V: Payload> Storage<V> {
