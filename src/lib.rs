@@ -170,6 +170,12 @@ pub use context_local_runtime::{
 
 pub use context_local_runtime::baggage;
 
+/// The guards' `!Send` markers, named in the compiler's error for a guard held across `.await`.
+#[doc(hidden)]
+pub use context_local_runtime::{
+    UseInContextNotAContextGuardAcrossAwait, UseScopeFutureNotAStackGuardAcrossAwait,
+};
+
 /// Threads that start with their parent's inheritable values ([`thread::spawn`]), and a check
 /// that a thread's own context holds no request values ([`thread::bound_in_own_context`]).
 pub mod thread {

@@ -812,8 +812,14 @@ pub struct StackGuard<'a, T: Send + 'static> {
     ctx_id: ContextId,
     serial: u64,
     id: u64,
-    _not_send: PhantomData<*const ()>,
+    _not_send: PhantomData<*const UseScopeFutureNotAStackGuardAcrossAwait>,
 }
+
+/// The guards' `!Send` marker, named for the compiler's error: a `StackGuard` held across
+/// `.await` in a `Send` future (or moved to another thread) is reported as "the trait `Send`
+/// is not implemented for `*const UseScopeFutureNotAStackGuardAcrossAwait`", which says what
+/// to do, where a bare `*const ()` would say nothing.
+pub struct UseScopeFutureNotAStackGuardAcrossAwait;
 
 /// A guard's slot pointer. Wrapped so that the guard's `!Send` marker stays the one reason a
 /// compiler error gives (a raw pointer field would add a second, naming internals).

@@ -297,8 +297,14 @@ pub struct ContextGuard<'a> {
     ctx: &'a Context,
     entered: Option<Entered<'a>>,
     claim: Option<EnterClaim<'a>>,
-    _not_send: PhantomData<*const ()>,
+    _not_send: PhantomData<*const UseInContextNotAContextGuardAcrossAwait>,
 }
+
+/// The guard's `!Send` marker, named for the compiler's error: a `ContextGuard` held across
+/// `.await` in a `Send` future (or moved to another thread) is reported as "the trait `Send`
+/// is not implemented for `*const UseInContextNotAContextGuardAcrossAwait`": the task should
+/// run in its context with `fut.in_context(ctx)` (`InContext`) instead.
+pub struct UseInContextNotAContextGuardAcrossAwait;
 
 impl Drop for ContextGuard<'_> {
     fn drop(&mut self) {
