@@ -40,7 +40,14 @@ const _: () = {
             ),
         )
     };
-    impl ::context_local::__private::ContextLocal for Request {
+    #[allow(non_camel_case_types)]
+    trait context_local_values_must_be_send: ::core::marker::Send + 'static {}
+    impl context_local_values_must_be_send for Request {}
+    #[allow(private_bounds)]
+    impl ::context_local::__private::ContextLocal for Request
+    where
+        for<'__context_local> Request: context_local_values_must_be_send,
+    {
         #[inline]
         fn local() -> &'static ::context_local::__private::Local<Self> {
             &__CONTEXT_LOCAL

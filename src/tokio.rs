@@ -4,6 +4,38 @@
 //! inherited (tokio #2396, #6659). These start the child in a child context
 //! ([`Context::child`](crate::Context::child)), captured at the call: it sees the caller's
 //! inheritable locals and stacks as they are then, and its own writes stay its own.
+//!
+//! A task spawned with plain `tokio::spawn` (or served without `tower::ContextLayer`) runs in
+//! its worker thread's own context, which every such task on that worker shares. Declare
+//! request values explicit-only ([`Local::explicit_only`](crate::Local::explicit_only),
+//! `#[context_local(explicit_only)]`) and a `set` there panics at once, naming the local and
+//! the fix; for the others,
+//! [`thread::bound_in_own_context`](crate::thread::bound_in_own_context) in `on_thread_park`
+//! finds a value left on a worker:
+//!
+//! ```
+//! use context_local::{thread, FutureExt, Local};
+//!
+//! static REQUEST_ID: Local<u64> = Local::named("REQUEST_ID"); // not explicit-only
+//!
+//! let rt = tokio::runtime::Builder::new_multi_thread()
+//!     .worker_threads(1)
+//!     .on_thread_park(|| {
+//!         let left = thread::bound_in_own_context();
+//!         // In a service: `debug_assert!(left.is_empty(), ...)` or a metric.
+//!         if !left.is_empty() {
+//!             eprintln!("request values left on a worker thread: {left:?}");
+//!         }
+//!     })
+//!     .build()
+//!     .unwrap();
+//! rt.block_on(async {
+//!     // Right: a context of its own; nothing is left on the worker.
+//!     tokio::spawn(async { REQUEST_ID.set(1) }.in_new_context()).await.unwrap();
+//!     // Wrong: set in the worker's own context; the park hook reports `["REQUEST_ID"]`.
+//!     tokio::spawn(async { REQUEST_ID.set(2) }).await.unwrap();
+//! });
+//! ```
 
 use std::future::Future;
 

@@ -19,6 +19,10 @@ use crate::{Context, FutureExt, InContext};
 /// next request that worker serves (`examples/axum-service` checks for exactly that with an
 /// `on_thread_park` hook).
 ///
+/// Declare request values explicit-only ([`Local::explicit_only`](crate::Local::explicit_only),
+/// `#[context_local(explicit_only)]`): then a missing or misplaced `ContextLayer` is not a silent
+/// leak but a panic at the middleware's first `set`, naming the local and this layer.
+///
 /// # Examples
 ///
 /// ```
@@ -33,7 +37,8 @@ use crate::{Context, FutureExt, InContext};
 /// #     loop { if let Poll::Ready(v) = f.as_mut().poll(&mut cx) { return v; } }
 /// # }
 ///
-/// static USER: Local<String> = Local::named("USER");
+/// // A request value: explicit-only, so it is never bound outside a request's context.
+/// static USER: Local<String> = Local::named("USER").explicit_only();
 ///
 /// // A handler that reads what a middleware set, somewhere deep in its call stack.
 /// #[derive(Clone)]
@@ -54,6 +59,10 @@ use crate::{Context, FutureExt, InContext};
 /// let mut service = ContextLayer::new().layer(Handler);
 /// assert_eq!(block_on(service.call("ada")).unwrap(), "hello ada");
 /// assert!(!USER.is_set()); // the request's value stayed in its context
+///
+/// // Without the layer, the same handler is refused at its first `set`:
+/// let mut unwired = Handler;
+/// assert!(std::panic::catch_unwind(move || block_on(unwired.call("eve"))).is_err());
 /// ```
 #[derive(Clone, Copy, Debug, Default)]
 pub struct ContextLayer {

@@ -240,6 +240,68 @@ fn opaque(x: u64) -> u64 {
     black_box(x).wrapping_mul(3)
 }
 
+static XL: Local<u64> = Local::named("XL").explicit_only();
+static XS: LocalStack<u64> = LocalStack::named("XS").explicit_only();
+
+/// An explicit-only local against a plain one, both in an explicit context (where an
+/// explicit-only local may be written): reads must cost the same, writes at most a branch.
+fn explicit_only_rows(rows: &mut Vec<Row>) {
+    let ctx = Context::new();
+    let _entered = ctx.enter();
+    L.set(1);
+    XL.set(1);
+    let (o, p) = pair(
+        |n| {
+            for i in 0..n {
+                black_box(XL.with(|v| *v + black_box(i)));
+            }
+        },
+        ours_with,
+    );
+    rows.push(row(
+        "Local::with, explicit-only (in a Context)",
+        o,
+        "Local::with, plain (in a Context)",
+        p,
+        Gate::None,
+    ));
+    let (o, p) = pair(
+        |n| {
+            for i in 0..n {
+                XS.push(black_box(i));
+                black_box(XS.pop());
+            }
+        },
+        ours_push_pop,
+    );
+    rows.push(row(
+        "push + pop, explicit-only (in a Context)",
+        o,
+        "push + pop, plain (in a Context)",
+        p,
+        Gate::None,
+    ));
+    let (o, p) = pair(
+        |n| {
+            for i in 0..n {
+                XL.set(black_box(i));
+            }
+        },
+        |n| {
+            for i in 0..n {
+                L.set(black_box(i));
+            }
+        },
+    );
+    rows.push(row(
+        "Local::set, explicit-only (in a Context)",
+        o,
+        "Local::set, plain (in a Context)",
+        p,
+        Gate::None,
+    ));
+}
+
 fn hot_paths(rows: &mut Vec<Row>) {
     L.set(1);
     let (floor, _) = pair(
@@ -320,6 +382,7 @@ fn hot_paths(rows: &mut Vec<Row>) {
         p,
         Gate::AtMost(1.5),
     ));
+    explicit_only_rows(rows);
     let naive = Naive::default();
     let naive_push_pop = |n| {
         for i in 0..n {

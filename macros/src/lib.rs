@@ -38,6 +38,11 @@ use proc_macro::TokenStream;
 ///   a request see the value extracted for it. The key is an HTTP token (letters, digits and
 ///   ``!#$%&'*+-.^_`|~``); the struct must also be `Clone + Sync` and a `BaggageValue`: every
 ///   `Display + FromStr` type whose `FromStr::Err` is `Display` is one, others implement it;
+/// - `explicit_only`: a thread's own context never holds the value (`Local::explicit_only`):
+///   `set`, `replace`, `with_mut` and a lazy `default`/`init` panic there, at the caller's
+///   line, saying how to give the work a context of its own; `scope`/`scope_future` are
+///   allowed anywhere. Recommended for request values: wiring that would let one request's
+///   value reach the next request on the same thread fails at the first request;
 /// - `crate = path`: where `context_local` is, for crates that re-export it.
 ///
 /// On fields, `#[baggage = "key"]` sends those fields as baggage members of their own
@@ -83,6 +88,26 @@ use proc_macro::TokenStream;
 /// assert_eq!(Hits::with(|h| h.0), 1);
 /// std::thread::spawn(|| assert!(!Request::is_set())).join().unwrap();
 /// assert_eq!(Request::take().map(|r| r.id), Some(7));
+/// ```
+///
+/// With `explicit_only`, a request value is refused outside a context of its own, so a request
+/// handled without one (a missing or misplaced `ContextLayer`) fails at once instead of
+/// leaving its value for the next request on the thread:
+///
+/// ```
+/// use context_local::{context_local, Context};
+///
+/// #[context_local(explicit_only)]
+/// #[derive(Clone)]
+/// pub struct RequestId(u64);
+///
+/// Context::new().run(|| {
+///     RequestId::set(RequestId(7));
+///     assert_eq!(RequestId::with(|r| r.0), 7);
+/// });
+/// let refused = std::panic::catch_unwind(|| RequestId::set(RequestId(8)));
+/// assert!(refused.is_err()); // the thread's own context: never
+/// assert!(!RequestId::is_set());
 /// ```
 ///
 /// With `inherit`, threads and tasks started for a request see its values:
@@ -191,6 +216,9 @@ pub fn context_local(args: TokenStream, item: TokenStream) -> TokenStream {
 ///   `Context::child()`, `in_child_context()`, `context_local::thread::spawn`, a `Snapshot` —
 ///   starts with the elements there when the child is made; its pushes and pops stay its own
 ///   (popping an inherited element gives it a clone);
+/// - `#[explicit_only]`: a thread's own context never holds its elements
+///   (`LocalStack::explicit_only`): `push` and `enter` panic there; `scope`/`scope_future`
+///   are allowed anywhere;
 /// - `#[crate = path]`: where `context_local` is, for crates that re-export it; the path is
 ///   written as in `#[context_local(crate = path)]` (serde's `#[serde(crate = "...")]` and
 ///   tokio's `crate = "..."` do the same with a string).

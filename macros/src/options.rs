@@ -1,6 +1,6 @@
 //! The options of both macros: the list in `#[context_local(default, init = f, name = "..",
-//! inherit, baggage = "key", crate = path)]`, and the attributes a `context_stack!`
-//! declaration takes (`#[inherit]`, `#[crate = path]`).
+//! inherit, baggage = "key", explicit_only, crate = path)]`, and the attributes a
+//! `context_stack!` declaration takes (`#[inherit]`, `#[explicit_only]`, `#[crate = path]`).
 //!
 //! Each option is one [`OptionSpec`] plus one small parse function, and each macro lists the
 //! options it takes ([`LOCAL`], [`STACK`]); the parser handles commas, unknown and duplicate
@@ -30,6 +30,8 @@ pub(crate) struct Options {
     /// `baggage = "key"`: travels as W3C Baggage under `key` (`.baggage(key)`, inheritable too).
     /// Set only when the key is valid, so the runtime's own check cannot fail a second time.
     pub(crate) baggage: Option<LitStr>,
+    /// `explicit_only`: never bound in a thread's own context (`.explicit_only()`).
+    pub(crate) explicit_only: Option<Span>,
     /// `crate = path`: where the facade is, for crates that re-export it.
     pub(crate) krate: Option<Path>,
     /// Every option given, in order, with its span: rules between options point at the later.
@@ -62,16 +64,21 @@ const BAGGAGE: OptionSpec = OptionSpec {
     name: "baggage",
     parse: parse_baggage,
 };
+const EXPLICIT_ONLY: OptionSpec = OptionSpec {
+    name: "explicit_only",
+    parse: parse_explicit_only,
+};
 const CRATE: OptionSpec = OptionSpec {
     name: "crate",
     parse: parse_crate,
 };
 
 /// The options of `#[context_local(...)]`, comma-separated in the attribute's arguments.
-pub(crate) const LOCAL: &[OptionSpec] = &[DEFAULT, INIT, NAME, INHERIT, BAGGAGE, CRATE];
+pub(crate) const LOCAL: &[OptionSpec] =
+    &[DEFAULT, INIT, NAME, INHERIT, BAGGAGE, EXPLICIT_ONLY, CRATE];
 /// The options of a `context_stack!` declaration, one per attribute: `#[inherit]`,
-/// `#[crate = path]`.
-pub(crate) const STACK: &[OptionSpec] = &[INHERIT, CRATE];
+/// `#[explicit_only]`, `#[crate = path]`.
+pub(crate) const STACK: &[OptionSpec] = &[INHERIT, EXPLICIT_ONLY, CRATE];
 
 fn parse_default(o: &mut Options, key: &Ident, input: ParseStream<'_>) -> syn::Result<()> {
     o.default = Some(flag(key, input)?);
@@ -80,6 +87,11 @@ fn parse_default(o: &mut Options, key: &Ident, input: ParseStream<'_>) -> syn::R
 
 fn parse_inherit(o: &mut Options, key: &Ident, input: ParseStream<'_>) -> syn::Result<()> {
     o.inherit = Some(flag(key, input)?);
+    Ok(())
+}
+
+fn parse_explicit_only(o: &mut Options, key: &Ident, input: ParseStream<'_>) -> syn::Result<()> {
+    o.explicit_only = Some(flag(key, input)?);
     Ok(())
 }
 

@@ -18,13 +18,34 @@ use std::fmt;
 /// let err = USER.try_with(|u| u.len()).unwrap_err();
 /// assert_eq!(err.kind(), AccessErrorKind::Unbound);
 /// assert_eq!(err.name(), "USER");
-/// assert_eq!(err.to_string(), "context local `USER` is not bound in the current context");
+/// assert_eq!(
+///     err.to_string(),
+///     "context local `USER` is not bound in the current context, which is this thread's own"
+/// );
 /// ```
 #[non_exhaustive]
 #[derive(Clone, Copy, PartialEq, Eq, Hash)]
 pub struct AccessError {
     name: &'static str,
     kind: AccessErrorKind,
+    /// Which kind of context was current, for the messages of `Unbound` and `ExplicitOnly`.
+    current: Current,
+}
+
+/// Which kind of context was current when an access failed: the messages say it, because the
+/// cause of an unbound local is usually the context the code runs in, not the local.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub(crate) enum Current {
+    /// Not looked at (the kind's message does not depend on it).
+    Unknown,
+    /// The thread's own context: shared by everything that runs on the thread outside an
+    /// explicit context.
+    ThreadOwn,
+    /// An explicit context that started empty (`Context::new`, `in_new_context`, or a fork of
+    /// an empty snapshot).
+    Explicit,
+    /// A context that started with inherited values (`Context::child`, `in_child_context`, ...).
+    Child,
 }
 
 /// The reason inside an [`AccessError`].
@@ -61,11 +82,37 @@ pub enum AccessErrorKind {
     /// Another thread's `for_each` is reading the value, and that thread waits (directly or
     /// through others) for this one: waiting for it would never end.
     Deadlock,
+    /// The local is explicit-only ([`Local::explicit_only`](crate::Local::explicit_only),
+    /// [`LocalStack::explicit_only`](crate::LocalStack::explicit_only)) and the current context
+    /// is the thread's own, which never holds its values: the work has no context of its own.
+    /// Binding it for a closure or a future (`scope`, `scope_future`) is allowed anywhere.
+    ExplicitOnly,
 }
 
 impl AccessError {
     pub(crate) const fn new(name: &'static str, kind: AccessErrorKind) -> Self {
-        Self { name, kind }
+        Self {
+            name,
+            kind,
+            current: Current::Unknown,
+        }
+    }
+
+    /// An error whose message says which kind of context is current (`Unbound`,
+    /// `ExplicitOnly`). Only on failure paths: it looks at the current context.
+    #[cold]
+    #[inline(never)]
+    pub(crate) fn in_current(name: &'static str, kind: AccessErrorKind) -> Self {
+        Self {
+            name,
+            kind,
+            current: crate::context::current_kind(),
+        }
+    }
+
+    /// Which kind of context was current, if the error recorded it.
+    pub(crate) fn current(&self) -> Current {
+        self.current
     }
 
     /// The name of the local that could not be accessed.
@@ -95,8 +142,9 @@ impl AccessError {
     }
 }
 
-/// For accessors that answer "nothing here" with `None`: no value (unbound) and no context
-/// (destroyed) both mean nothing is bound; a borrow conflict is a bug in the caller and panics.
+/// For accessors that answer "nothing here" with `None`: no value (unbound), no context
+/// (destroyed) and an explicit-only local's initializer refused in a thread's own context all
+/// mean nothing is bound; a borrow conflict is a bug in the caller and panics.
 #[track_caller]
 pub(crate) fn nothing_bound_is_none<R>(result: Result<R, AccessError>) -> Option<R> {
     match result {
@@ -104,7 +152,9 @@ pub(crate) fn nothing_bound_is_none<R>(result: Result<R, AccessError>) -> Option
         Err(e)
             if matches!(
                 e.kind,
-                AccessErrorKind::Unbound | AccessErrorKind::Destroyed
+                AccessErrorKind::Unbound
+                    | AccessErrorKind::Destroyed
+                    | AccessErrorKind::ExplicitOnly
             ) =>
         {
             None
@@ -118,8 +168,26 @@ impl fmt::Display for AccessError {
         let name = self.name;
         match self.kind {
             AccessErrorKind::Unbound => {
-                write!(f, "context local `{name}` is not bound in the current context")
+                write!(f, "context local `{name}` is not bound in the current context")?;
+                match self.current {
+                    Current::Unknown => Ok(()),
+                    Current::ThreadOwn => f.write_str(", which is this thread's own"),
+                    Current::Explicit => f.write_str(
+                        ", an explicit context (it started empty: `Context::new`, `in_new_context`, or a child of a context with nothing inheritable)",
+                    ),
+                    Current::Child => f.write_str(
+                        ", a child context (it started with the inheritable values of the context it was made from)",
+                    ),
+                }
             }
+            AccessErrorKind::ExplicitOnly => write!(
+                f,
+                "context local `{name}` is explicit-only and cannot be bound here: the current context is this thread's own, \
+                 shared by everything that runs on the thread outside a context of its own. Give the work a context: \
+                 put `ContextLayer` outermost (last in axum's `.layer` chain) so each request runs in its own, \
+                 run a future with `fut.in_new_context()` (or `context_local::tokio::spawn`), or code with `Context::new().run(..)`; \
+                 `scope`/`scope_future` bind it for one closure or future anywhere"
+            ),
             AccessErrorKind::Borrowed => write!(
                 f,
                 "context local `{name}` is already borrowed: it cannot be changed inside its own `with`"

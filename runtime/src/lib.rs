@@ -40,6 +40,7 @@
 pub mod baggage;
 mod context;
 mod error;
+mod explicit;
 mod inherit;
 mod local;
 #[cfg(all(test, loom))]
@@ -52,12 +53,18 @@ mod sync;
 mod task;
 mod waits;
 
+/// The guards' `!Send` markers: public only so that the compiler's errors print their names,
+/// which say what to use instead of a guard held across `.await`.
+#[doc(hidden)]
+pub use context::UseInContextNotAContextGuardAcrossAwait;
 pub use context::{Context, ContextGuard, ContextId, EnterError};
 pub use error::{AccessError, AccessErrorKind};
 pub use inherit::{thread, Snapshot};
 pub use local::{ContextLocal, Local};
 pub use manager::{CleanupGuard, LocalManager, Release};
 pub use proxy::LocalProxy;
+#[doc(hidden)]
+pub use stack::UseScopeFutureNotAStackGuardAcrossAwait;
 pub use stack::{LocalStack, StackGuard};
 pub use task::{FutureExt, InContext, LocalScope, StackScope};
 

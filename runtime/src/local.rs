@@ -5,6 +5,7 @@ use std::fmt;
 
 use crate::context::table::Queued;
 use crate::error::{fail, nothing_bound_is_none, AccessError, AccessErrorKind};
+use crate::explicit;
 use crate::storage::{Elsewhere, Inherit, Payload, Share, Storage, Where};
 use crate::{ContextId, LocalProxy, Release};
 
@@ -65,6 +66,8 @@ pub struct Local<T> {
     init: Option<fn() -> T>,
     /// The key this local travels under as W3C Baggage (see `baggage`).
     pub(crate) baggage: Option<&'static str>,
+    /// Never bound in a thread's own context (see `explicit_only`).
+    explicit_only: bool,
 }
 
 // Constructors carry no `Send` bound, so a `static` of a non-`Send` type fails where it is
@@ -84,6 +87,7 @@ impl<T> Local<T> {
             storage: Storage::new(None),
             init: None,
             baggage: None,
+            explicit_only: false,
         }
     }
 
@@ -101,6 +105,7 @@ impl<T> Local<T> {
             storage: Storage::new(Some(name)),
             init: None,
             baggage: None,
+            explicit_only: false,
         }
     }
 
@@ -129,7 +134,62 @@ impl<T> Local<T> {
             storage: Storage::new(Some(name)),
             init: Some(init),
             baggage: None,
+            explicit_only: false,
         }
+    }
+}
+
+impl<T> Local<T> {
+    /// Makes this local explicit-only: a thread's own context never holds its value.
+    ///
+    /// A thread's own context is shared by everything that runs on the thread outside a
+    /// context of its own — on an async runtime's worker, by every task it polls. A request
+    /// value bound there is seen by the next request on that thread. Declare request values
+    /// explicit-only, and wiring that would leak them fails at the first request instead:
+    ///
+    /// - [`set`](Self::set), [`replace`](Self::replace), and the lazy initializer (`with_init`,
+    ///   run by `with`, `with_mut`, `try_with`, `try_with_mut`) panic in a thread's own context
+    ///   at the caller's line, naming the local and the fix (`ContextLayer` outermost,
+    ///   `fut.in_new_context()`, `Context::new().run(..)`); so does [`with_mut`](Self::with_mut)
+    ///   unless a scope binds the value there. The `try_` accessors return
+    ///   [`AccessErrorKind::ExplicitOnly`](crate::AccessErrorKind::ExplicitOnly) instead.
+    /// - Reads there see it unbound (`get` is `None`, `is_set` is `false`); `take` and
+    ///   `release` work as usual.
+    /// - Bindings that end by themselves are allowed everywhere: [`scope`](Self::scope) and
+    ///   [`scope_future`](Self::scope_future).
+    /// - In every explicit context — [`Context::new`](crate::Context::new), forks, task
+    ///   contexts, `ContextLayer` requests — it is like any local. It combines with
+    ///   [`inheritable`](Self::inheritable) and [`baggage`](Self::baggage).
+    ///
+    /// Reads cost nothing more; a write pays one predictable branch on this flag.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use context_local::{AccessErrorKind, Context, Local};
+    ///
+    /// static REQUEST_ID: Local<u64> = Local::named("REQUEST_ID").explicit_only();
+    ///
+    /// // In a context of its own (what `ContextLayer` gives each request): as usual.
+    /// Context::new().run(|| {
+    ///     REQUEST_ID.set(7);
+    ///     assert_eq!(REQUEST_ID.get(), Some(7));
+    /// });
+    ///
+    /// // In the thread's own context: refused, and nothing is left behind.
+    /// let err = std::panic::catch_unwind(|| REQUEST_ID.set(8)).unwrap_err();
+    /// let msg = err.downcast_ref::<String>().unwrap();
+    /// assert!(msg.contains("`REQUEST_ID` is explicit-only"), "{msg}");
+    /// assert_eq!(REQUEST_ID.get(), None);
+    ///
+    /// // A scope ends by itself: allowed anywhere.
+    /// assert_eq!(REQUEST_ID.scope(9, || REQUEST_ID.get()), Some(9));
+    /// # let _ = AccessErrorKind::ExplicitOnly;
+    /// ```
+    pub const fn explicit_only(self) -> Self {
+        let mut this = self;
+        this.explicit_only = true;
+        this
     }
 }
 
@@ -277,6 +337,11 @@ impl<T: Send + 'static> Local<T> {
     /// ```
     #[track_caller]
     pub fn set(&self, value: T) {
+        if self.explicit_only {
+            if let Err(e) = explicit::refuse_thread_own(|| self.name()) {
+                self.fail(e);
+            }
+        }
         // Never waits for another thread's `for_each`: the old value may stay with its readers.
         match self.storage.write_fresh(true, |v| v.replace(value)) {
             Ok(old) => drop(old),
@@ -300,6 +365,11 @@ impl<T: Send + 'static> Local<T> {
     /// ```
     #[track_caller]
     pub fn replace(&self, value: T) -> Option<T> {
+        if self.explicit_only {
+            if let Err(e) = explicit::refuse_thread_own(|| self.name()) {
+                self.fail(e);
+            }
+        }
         match self.storage.write(true, |v| v.replace(value)) {
             Ok(old) => old.flatten(),
             Err(e) => fail(format_args!("{e}")),
@@ -425,7 +495,7 @@ impl<T: Send + 'static> Local<T> {
     pub fn with<R>(&self, f: impl FnOnce(&T) -> R) -> R {
         match self.try_with(f) {
             Ok(r) => r,
-            Err(e) => fail(format_args!("{e}")),
+            Err(e) => self.fail(e),
         }
     }
 
@@ -455,9 +525,9 @@ impl<T: Send + 'static> Local<T> {
     pub fn try_with<R>(&self, f: impl FnOnce(&T) -> R) -> Result<R, AccessError> {
         match self.storage.read_or_return(f, call_if_bound) {
             Ok(Ok(r)) => Ok(r),
-            Ok(Err(f)) => {
-                self.init_then(|this| Ok(this.storage.read_or_return(f, call_if_bound)?.ok()))
-            }
+            Ok(Err(f)) => self.init_then(false, |this| {
+                Ok(this.storage.read_or_return(f, call_if_bound)?.ok())
+            }),
             Err(e) => Err(e),
         }
     }
@@ -482,8 +552,19 @@ impl<T: Send + 'static> Local<T> {
     pub fn with_mut<R>(&self, f: impl FnOnce(&mut T) -> R) -> R {
         match self.try_with_mut(f) {
             Ok(r) => r,
-            Err(e) => fail(format_args!("{e}")),
+            Err(e) => self.fail(e),
         }
+    }
+
+    /// Panics with `e`'s message and, for an unbound local, its likely cause (see
+    /// `explicit::teach`).
+    #[cold]
+    #[inline(never)]
+    #[track_caller]
+    fn fail(&self, e: AccessError) -> ! {
+        let inheritable = self.storage.is_inheritable();
+        let msg = explicit::teach(&e, self.explicit_only, inheritable, &|| self.contexts());
+        fail(format_args!("{msg}"))
     }
 
     /// Calls `f` with mutable access to the current context's value, or says why it cannot.
@@ -515,7 +596,7 @@ impl<T: Send + 'static> Local<T> {
             .write_user(|v| v.as_mut().map(|v| (f.take().unwrap())(v)));
         match attempt {
             Ok(Some(Some(r))) => Ok(r),
-            Ok(_) => self.init_then(|this| {
+            Ok(_) => self.init_then(true, |this| {
                 this.storage
                     .write_user(|v| v.as_mut().map(f.take().unwrap()))
                     .map(Option::flatten)
@@ -528,15 +609,23 @@ impl<T: Send + 'static> Local<T> {
     /// its value unless `init` bound one itself, then retry once. A value `init` returned but
     /// that was not bound is dropped only after the retry, so its `Drop` cannot unbind what
     /// the retry reads.
+    ///
+    /// An explicit-only local refuses to bind there in a thread's own context: the
+    /// initializer, and a `with_mut` (`mutable`) with none, fail with `ExplicitOnly`; a read
+    /// with none sees it unbound.
     #[cold]
     #[inline(never)]
     #[track_caller]
     fn init_then<R>(
         &self,
+        mutable: bool,
         retry: impl FnOnce(&Self) -> Result<Option<R>, AccessError>,
     ) -> Result<R, AccessError> {
-        let unbound = self.storage.err(AccessErrorKind::Unbound);
-        let init = self.init.ok_or(unbound)?;
+        if self.explicit_only && (mutable || self.init.is_some()) {
+            explicit::refuse_thread_own(|| self.name())?;
+        }
+        let unbound = || AccessError::in_current(self.name(), AccessErrorKind::Unbound);
+        let init = self.init.ok_or_else(unbound)?;
         let running = self.storage.begin_init()?;
         let value = init();
         running.finish(self.name());
@@ -552,7 +641,7 @@ impl<T: Send + 'static> Local<T> {
         }
         let result = retry(self);
         drop(rejected);
-        result?.ok_or(unbound)
+        result?.ok_or_else(unbound)
     }
 
     /// A clone of the current context's value (running the initializer if there is one), or
@@ -737,7 +826,10 @@ impl<T: Send + 'static> crate::proxy::Source<T> for Local<T> {
         self.name()
     }
     fn is_bound(&self) -> bool {
-        self.init.is_some() || self.is_set()
+        // An explicit-only local's initializer does not run in a thread's own context.
+        let init_runs_here = self.init.is_some()
+            && !(self.explicit_only && explicit::refuse_thread_own(|| self.name()).is_err());
+        init_runs_here || self.is_set()
     }
 }
 

@@ -140,7 +140,7 @@ impl<T: 'static, U: ?Sized + 'static> LocalProxy<T, U> {
                 out = Some(f(project(t)));
             }
         })?;
-        out.ok_or_else(|| AccessError::new(self.name(), AccessErrorKind::Unbound))
+        out.ok_or_else(|| AccessError::in_current(self.name(), AccessErrorKind::Unbound))
     }
 
     /// A clone of the (projected) current value, or `None` if nothing is bound.

@@ -8,6 +8,7 @@ use std::ptr::NonNull;
 use crate::context::table::{Queued, Removal, Remover, SlotHeader};
 use crate::context::{self, registry, CtxInner};
 use crate::error::{fail, AccessError, AccessErrorKind};
+use crate::explicit;
 use crate::storage::{Buf, Elsewhere, Inherit, Payload, Share, Slot, Storage, Where};
 use crate::{ContextId, LocalProxy, Release};
 
@@ -339,6 +340,8 @@ impl<T> Segment<T> {
 /// ```
 pub struct LocalStack<T> {
     storage: Storage<StackStore<T>>,
+    /// Never pushed onto in a thread's own context (see `explicit_only`).
+    explicit_only: bool,
 }
 
 // Constructors carry no `Send` bound; see `Local`'s.
@@ -355,6 +358,7 @@ impl<T> LocalStack<T> {
     pub const fn new() -> Self {
         Self {
             storage: Storage::new(None),
+            explicit_only: false,
         }
     }
 
@@ -370,7 +374,48 @@ impl<T> LocalStack<T> {
     pub const fn named(name: &'static str) -> Self {
         Self {
             storage: Storage::new(Some(name)),
+            explicit_only: false,
         }
+    }
+
+    /// Makes this stack explicit-only: a thread's own context never holds its elements.
+    ///
+    /// As [`Local::explicit_only`](crate::Local::explicit_only): in a thread's own context —
+    /// shared by everything that runs on the thread outside a context of its own — a
+    /// [`push`](LocalStack::push) or [`enter`](LocalStack::enter) panics at the caller's line,
+    /// naming the stack and the fix (`ContextLayer` outermost, `fut.in_new_context()`,
+    /// `Context::new().run(..)`). Reads see it empty there; `pop`, `release` and
+    /// `with_top_mut` work as usual. [`scope`](LocalStack::scope) and
+    /// [`scope_future`](LocalStack::scope_future) are allowed everywhere: their element is
+    /// gone when the closure returns or the future is dropped.
+    ///
+    /// A [`StackGuard`] does not count as such a binding: nothing bounds its life (it can be
+    /// kept in a struct, held across `.await` in a `!Send` future, or forgotten), so `enter`
+    /// is refused in a thread's own context like `push`.
+    ///
+    /// In every explicit context it is like any stack; it combines with
+    /// [`inheritable`](LocalStack::inheritable). Reads cost nothing more; a push pays one
+    /// predictable branch on this flag.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use context_local::{Context, LocalStack};
+    ///
+    /// static SPANS: LocalStack<&str> = LocalStack::named("SPANS").explicit_only();
+    ///
+    /// Context::new().run(|| {
+    ///     SPANS.push("request");
+    ///     assert_eq!(SPANS.top(), Some("request"));
+    /// });
+    /// assert!(std::panic::catch_unwind(|| SPANS.push("leak")).is_err());
+    /// assert_eq!(SPANS.scope("handler", || SPANS.top()), Some("handler"));
+    /// assert!(SPANS.is_empty());
+    /// ```
+    pub const fn explicit_only(self) -> Self {
+        let mut this = self;
+        this.explicit_only = true;
+        this
     }
 }
 
@@ -443,8 +488,21 @@ impl<T: Send + 'static> LocalStack<T> {
     #[inline]
     #[track_caller]
     pub fn push(&self, value: T) {
+        if self.explicit_only {
+            self.refuse_thread_own();
+        }
         if let Err(e) = self.storage.write(true, |s| s.push(value)) {
             fail(format_args!("{e}"));
+        }
+    }
+
+    /// For an explicit-only stack: panics in a thread's own context.
+    #[inline]
+    #[track_caller]
+    fn refuse_thread_own(&self) {
+        if let Err(e) = explicit::refuse_thread_own(|| self.name()) {
+            let msg = explicit::teach(&e, true, self.storage.is_inheritable(), &|| 0);
+            fail(format_args!("{msg}"));
         }
     }
 
@@ -607,6 +665,17 @@ impl<T: Send + 'static> LocalStack<T> {
     #[inline]
     #[track_caller]
     pub fn enter(&self, value: T) -> StackGuard<'_, T> {
+        if self.explicit_only {
+            self.refuse_thread_own();
+        }
+        self.enter_anywhere(value)
+    }
+
+    /// [`enter`](Self::enter) for [`scope`](Self::scope): allowed in a thread's own context
+    /// for an explicit-only stack too, since the guard ends with the scope.
+    #[inline]
+    #[track_caller]
+    fn enter_anywhere(&self, value: T) -> StackGuard<'_, T> {
         let Some(ctx) = context::current() else {
             fail(format_args!(
                 "{}",
@@ -651,7 +720,7 @@ impl<T: Send + 'static> LocalStack<T> {
     #[inline]
     #[track_caller]
     pub fn scope<R>(&self, value: T, f: impl FnOnce() -> R) -> R {
-        let _guard = self.enter(value);
+        let _guard = self.enter_anywhere(value);
         f()
     }
 
@@ -921,8 +990,14 @@ pub struct StackGuard<'a, T: Send + 'static> {
     ctx_id: ContextId,
     serial: u64,
     id: u64,
-    _not_send: PhantomData<*const ()>,
+    _not_send: PhantomData<*const UseScopeFutureNotAStackGuardAcrossAwait>,
 }
+
+/// The guards' `!Send` marker, named for the compiler's error: a `StackGuard` held across
+/// `.await` in a `Send` future (or moved to another thread) is reported as "the trait `Send`
+/// is not implemented for `*const UseScopeFutureNotAStackGuardAcrossAwait`", which says what
+/// to do, where a bare `*const ()` would say nothing.
+pub struct UseScopeFutureNotAStackGuardAcrossAwait;
 
 /// A guard's slot pointer. Wrapped so that the guard's `!Send` marker stays the one reason a
 /// compiler error gives (a raw pointer field would add a second, naming internals).

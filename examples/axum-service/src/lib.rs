@@ -86,12 +86,15 @@ impl Request {
 }
 
 /// The current request. Inheritable: tasks, blocking jobs and rayon items started for the
-/// request see it (as it was when they were started).
-pub static REQUEST: Local<Request> = Local::named("REQUEST").inheritable();
+/// request see it (as it was when they were started). Explicit-only, as every request value
+/// should be: a middleware that sets it outside `ContextLayer` (missing, or in the wrong place
+/// in the `.layer` chain) panics at the first request instead of leaving it on the worker
+/// thread for the next request (tests/wiring.rs shows both).
+pub static REQUEST: Local<Request> = Local::named("REQUEST").inheritable().explicit_only();
 
 /// A value that is *not* inheritable: the handler sets it (to the request id) for itself.
 /// Children start without it, and what they set stays their own.
-pub static SCRATCH: Local<String> = Local::named("SCRATCH");
+pub static SCRATCH: Local<String> = Local::named("SCRATCH").explicit_only();
 
 /// How many items the rayon fan-out of `/report` has.
 pub const RAYON_ITEMS: usize = 8;

@@ -3,7 +3,7 @@
 //! like the runtime method it forwards to, so a panic points at the user's call.
 
 use proc_macro2::{Span, TokenStream};
-use quote::{format_ident, quote, quote_spanned};
+use quote::{quote, quote_spanned};
 use syn::ext::IdentExt;
 use syn::{DeriveInput, Ident, LitStr, Visibility};
 
@@ -20,22 +20,37 @@ pub(super) fn accessors(
     let private = options.private_path();
     let ident = &input.ident;
     let constructor = inheritable(
-        constructor(ident, options, &private),
+        explicit_only(constructor(ident, options, &private), options),
         ident,
-        options,
-        fields.is_some(),
+        Check::new(options, fields.is_some(), &private),
         &private,
     );
     let methods = methods(input, options, fields, &private);
     let fields = fields.map(|f| fields::expand(f, ident, &private));
-    // The `ContextLocal` impl names the user's type with the user's span: a non-`Send` struct
-    // gets its one error there. The accessors' impl is bounded by a higher-ranked (so not
-    // "trivially false") `ContextLocal` clause, so they add no second error.
+    // A non-`Send` struct gets its one error at the struct's name, from the impl of a trait of
+    // the expansion whose name says what is wrong: every note then points at the user's code
+    // (`ContextLocal`'s own `Send` supertrait would add a note inside the runtime's source).
+    // That impl exists even when it is in error, so the clauses below still hold and add no
+    // second error: `ContextLocal` is implemented where `Self` is `Send` through it, and the
+    // accessors' impl is bounded by a higher-ranked (so not "trivially false") `ContextLocal`
+    // clause.
+    let send_trait = Ident::new("context_local_values_must_be_send", Span::call_site());
+    let mut at_struct = ident.clone();
+    at_struct.set_span(ident.span());
+    let impl_send = quote_spanned!(ident.span()=> impl #send_trait for #at_struct {});
     quote! {
         const _: () = {
             static __CONTEXT_LOCAL: #private::Local<#ident> = #constructor;
 
-            impl #private::ContextLocal for #ident {
+            #[allow(non_camel_case_types)]
+            trait #send_trait: ::core::marker::Send + 'static {}
+            #impl_send
+
+            #[allow(private_bounds)]
+            impl #private::ContextLocal for #ident
+            where
+                for<'__context_local> #ident: #send_trait,
+            {
                 #[inline]
                 fn local() -> &'static #private::Local<Self> {
                     &__CONTEXT_LOCAL
@@ -73,33 +88,33 @@ fn constructor(ident: &Ident, options: &Options, private: &TokenStream) -> Token
     }
 }
 
+/// `.explicit_only()` after `constructor`, with the option.
+fn explicit_only(constructor: TokenStream, options: &Options) -> TokenStream {
+    match options.explicit_only {
+        Some(_) => quote!(#constructor.explicit_only()),
+        None => constructor,
+    }
+}
+
 /// With `inherit` or `baggage`, the constructor goes through a local `const fn` bounded by what
 /// the runtime method needs ([`Check`]) and called at the struct's name: a struct that lacks a
 /// trait gets one error per missing trait there, naming the function. Inside it, the method is
 /// called on a `T` known to be `ContextLocal` plus those traits, so `Send + 'static` too (the
-/// supertraits), and cannot fail; a non-`Send` struct is reported once, by its `ContextLocal`
-/// impl, which still satisfies the bound here.
+/// supertraits), and cannot fail; a non-`Send` struct is reported once, by the `Send` check
+/// of `accessors`, whose impl still satisfies the bound here.
 fn inheritable(
     constructor: TokenStream,
     ident: &Ident,
-    options: &Options,
-    per_field: bool,
+    check: Option<Check>,
     private: &TokenStream,
 ) -> TokenStream {
-    let Some(Check {
-        name,
-        bounds,
-        call,
-        items,
-    }) = Check::new(ident, options, per_field, private)
-    else {
+    let Some(Check { name, bounds, call }) = check else {
         return constructor;
     };
     let at_struct = Ident::new(name, ident.span());
     let call_at_struct = quote_spanned!(ident.span()=> #at_struct::<#ident>);
     let name = Ident::new(name, Span::call_site());
     quote! {{
-        #items
         const fn #name<T: #private::ContextLocal + #bounds>(
             local: #private::Local<T>,
         ) -> #private::Local<T> {
@@ -110,32 +125,27 @@ fn inheritable(
 }
 
 /// The bound check of an inheritable local: the checking function's name, its bounds, the
-/// runtime call it makes, and items the bounds need.
+/// runtime call it makes.
 struct Check {
     name: &'static str,
     bounds: TokenStream,
     call: TokenStream,
-    items: TokenStream,
 }
 
 impl Check {
     /// `.baggage("key")` (inheritable too, so `inherit` then adds nothing; the key was checked
     /// when parsed), or `.inheritable()` (also for a struct carried per field: the extracted
     /// value must reach the request's forks), or nothing to check.
-    fn new(
-        ident: &Ident,
-        options: &Options,
-        per_field: bool,
-        private: &TokenStream,
-    ) -> Option<Check> {
+    fn new(options: &Options, per_field: bool, private: &TokenStream) -> Option<Check> {
         let clone_sync = quote!(::core::clone::Clone + ::core::marker::Sync);
         if let Some(key) = &options.baggage {
-            let (value, items) = baggage_value(ident, private);
+            // `BaggageValue` itself: its blanket impl is `do_not_recommend`, so a struct that
+            // is not `Display + FromStr` gets one error naming `BaggageValue` (the trait users
+            // know from the docs), with its own message, not one per missing trait.
             return Some(Check {
                 name: "baggage_values_must_be_baggage_value_clone_and_sync",
-                bounds: quote!(#value + #clone_sync),
+                bounds: quote!(#private::BaggageValue + #clone_sync),
                 call: quote!(baggage(#key)),
-                items,
             });
         }
         if options.inherit.is_none() && !per_field {
@@ -145,34 +155,8 @@ impl Check {
             name: "inheritable_values_must_be_clone_and_sync",
             bounds: clone_sync,
             call: quote!(inheritable()),
-            items: TokenStream::new(),
         })
     }
-}
-
-/// `BaggageValue` under a name of the struct's own (`TenantTravelsAsBaggage`), for one error
-/// with a message of its own: through `BaggageValue`'s blanket impl, rustc would report
-/// `Display` and `FromStr` separately. The name is the struct's so that rustc prints it bare
-/// (a trait in the hidden `__private` module, or one name shared by every expansion, it
-/// prints with a path).
-fn baggage_value(ident: &Ident, private: &TokenStream) -> (Ident, TokenStream) {
-    let name = format_ident!(
-        "{}TravelsAsBaggage",
-        ident.unraw(),
-        span = Span::call_site()
-    );
-    let items = quote! {
-        #[diagnostic::on_unimplemented(
-            message = "`{Self}` cannot travel as baggage: it is not a `BaggageValue`",
-            label = "not a `BaggageValue`",
-            note = "a baggage value is written and read as text: implement `Display` and `FromStr` (with an `Err` that is `Display`) for it, or `context_local::baggage::BaggageValue` by hand"
-        )]
-        #[allow(non_camel_case_types)]
-        trait #name: #private::BaggageValue {}
-        #[diagnostic::do_not_recommend]
-        impl<T: #private::BaggageValue> #name for T {}
-    };
-    (name, items)
 }
 
 fn methods(
@@ -238,6 +222,8 @@ struct Words {
     inherit: String,
     /// A sentence on the baggage key (`baggage`), or nothing.
     baggage: String,
+    /// When a binding panics because the local is explicit-only, or nothing.
+    explicit: String,
 }
 
 impl Words {
@@ -267,6 +253,11 @@ impl Words {
             }
             (None, None) => String::new(),
         };
+        let explicit = if options.explicit_only.is_some() {
+            format!(" In a thread's own context: `{ty}` is explicit-only (`Local::explicit_only`), bound only in a context of its own (or by `{ty}::scope`), never in a context a thread's other work shares.")
+        } else {
+            String::new()
+        };
         Words {
             ty,
             name,
@@ -274,6 +265,7 @@ impl Words {
             borrowed,
             inherit,
             baggage,
+            explicit,
         }
     }
 
@@ -295,10 +287,12 @@ fn binding(w: &Words) -> [Accessor; 5] {
         ty,
         borrowed,
         inherit,
+        explicit,
         ..
     } = w;
-    let destroyed =
-        format!("{borrowed} Also during thread exit, after this thread's context was destroyed.");
+    let destroyed = format!(
+        "{borrowed} Also during thread exit, after this thread's context was destroyed.{explicit}"
+    );
     [
         Accessor::panicking(
             format!("Binds `value` as the current context's `{ty}`; a previous value is dropped.{inherit}"),

@@ -21,7 +21,10 @@ pub(super) fn expand_decl(decl: &Decl) -> TokenStream {
     } = decl;
     let private = options.private_path();
     let name = ident.unraw().to_string();
-    let constructor = quote!(#private::LocalStack::named(#name));
+    let constructor = match options.explicit_only {
+        Some(_) => quote!(#private::LocalStack::named(#name).explicit_only()),
+        None => quote!(#private::LocalStack::named(#name)),
+    };
     let (init, assert_send) = match options.inherit {
         Some(_) => (inheritable(&constructor, ty, &private), TokenStream::new()),
         None => (constructor, assert_send(ty)),

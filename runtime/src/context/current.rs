@@ -221,6 +221,15 @@ fn rebase(top: *const CtxInner, old: *const CtxInner, new: *const CtxInner) {
     }
 }
 
+/// `f` on this thread's own context, if it has one (it is created on first use) and it is
+/// not torn down yet. `f` must run no user code: the thread-local stays borrowed meanwhile.
+pub(crate) fn with_own<R>(f: impl FnOnce(&CtxInner) -> R) -> Option<R> {
+    THREAD_CTX
+        .try_with(|slot| slot.try_borrow().ok()?.as_ref().map(|own| f(&own.0)))
+        .ok()
+        .flatten()
+}
+
 /// The thread's own context: torn down when the thread exits.
 struct ThreadCtx(Arc<CtxInner>);
 

@@ -486,6 +486,33 @@ impl CtxInner {
         any
     }
 
+    /// The names of the locals and stacks holding a value here, in the order of their first
+    /// binding (`thread::bound_in_own_context`). Holder-only.
+    pub(crate) fn bound_names(&self) -> Vec<&'static str> {
+        // SAFETY: holder-only; read once for the capacity, so that no allocation (which could
+        // be user code, a global allocator) runs while `order` is borrowed below.
+        let len = self.order.with(|o| unsafe { (*o).len() });
+        let mut names = Vec::with_capacity(len);
+        // A dropped non-`static` local may be freeing its slots: see `borrowed_slots`.
+        let _scan = Scan::start(self);
+        self.order.with(|o| {
+            // SAFETY: holder-only, and no user code runs while `order` is borrowed.
+            for &index in unsafe { &*o } {
+                if let Some(slot) = self.table.slot_at(index) {
+                    // SAFETY: a slot in the table is live while the context is (and while the
+                    // scan is announced, for a local being dropped).
+                    let hdr = unsafe { slot.as_ref() };
+                    if hdr.state.load(Ordering::Relaxed) & super::table::PRESENT != 0
+                        && names.len() < names.capacity()
+                    {
+                        names.push(hdr.name);
+                    }
+                }
+            }
+        });
+        names
+    }
+
     /// For a dropped `Local` that detached a slot of this context (after the heavy fence):
     /// waits until the holder is no longer scanning its slots, so the slot can be freed. The
     /// scan runs no user code, so this is short.

@@ -22,7 +22,7 @@ use std::marker::PhantomData;
 #[cfg(all(loom, test))]
 pub(crate) use current::loom_thread_exit;
 pub(crate) use current::{
-    current, current_if_at, enter, held_here, is_held_here, thread_mark, Entered,
+    current, current_if_at, enter, held_here, is_held_here, thread_mark, with_own, Entered,
 };
 pub use enter_error::EnterError;
 pub use id::ContextId;
@@ -303,8 +303,14 @@ pub struct ContextGuard<'a> {
     ctx: &'a Context,
     entered: Option<Entered<'a>>,
     claim: Option<EnterClaim<'a>>,
-    _not_send: PhantomData<*const ()>,
+    _not_send: PhantomData<*const UseInContextNotAContextGuardAcrossAwait>,
 }
+
+/// The guard's `!Send` marker, named for the compiler's error: a `ContextGuard` held across
+/// `.await` in a `Send` future (or moved to another thread) is reported as "the trait `Send`
+/// is not implemented for `*const UseInContextNotAContextGuardAcrossAwait`": the task should
+/// run in its context with `fut.in_context(ctx)` (`InContext`) instead.
+pub struct UseInContextNotAContextGuardAcrossAwait;
 
 impl Drop for ContextGuard<'_> {
     fn drop(&mut self) {
@@ -331,4 +337,22 @@ impl fmt::Debug for ContextGuard<'_> {
 /// Number of live contexts (threads that used a local, plus explicit contexts).
 pub(crate) fn live_contexts() -> usize {
     registry::live()
+}
+
+/// Whether `ctx` is the thread's own context (never an explicit one, a fork or a task's).
+#[inline]
+pub(crate) fn is_thread_own(ctx: &CtxInner) -> bool {
+    ctx.owner.state() == State::Own
+}
+
+/// Which kind of context is current, for the messages of failed accesses. Creates the thread's
+/// own context if the thread has none yet (as any access would).
+pub(crate) fn current_kind() -> crate::error::Current {
+    use crate::error::Current;
+    match current() {
+        None => Current::Unknown,
+        Some(ctx) if is_thread_own(ctx) => Current::ThreadOwn,
+        Some(ctx) if ctx.has_inherited() => Current::Child,
+        Some(_) => Current::Explicit,
+    }
 }

@@ -1,6 +1,9 @@
-//! Threads that start with their parent's inheritable values.
+//! Threads that start with their parent's inheritable values, and a check of a thread's own
+//! context.
 
 use super::Snapshot;
+
+pub use crate::explicit::bound_in_own_context;
 
 /// [`std::thread::spawn`], with the new thread running `f` in a fork of the caller's
 /// [`Snapshot`] (captured now): it sees the caller's inheritable locals and stacks as they

@@ -1,14 +1,16 @@
-//! Four worker threads handle six "requests". Each request runs in its own context: it binds
+//! Three worker threads handle six "requests". Each request runs in its own context: it binds
 //! the current user, pushes the app it is for, and calls handlers that read both without being
 //! passed anything. A `LocalManager` cleans up after every request.
 //!
 //! Run with `cargo run --example quickstart`.
 
-use context_local::{context_local, context_stack, Context, ContextId, LocalManager, LocalProxy};
+use context_local::{context_local, context_stack, Context, LocalManager, LocalProxy};
 use std::thread;
 
-/// The user of the request being handled (Flask's `g.user`).
-#[context_local]
+/// The user of the request being handled (Flask's `g.user`). Explicit-only, as request values
+/// should be: binding it outside a request's context (in a worker thread's own, which the
+/// thread's next request would see) panics instead of leaking.
+#[context_local(explicit_only)]
 #[derive(Clone)]
 struct User {
     name: String,
@@ -16,6 +18,7 @@ struct User {
 
 context_stack! {
     /// The apps handling the current request, innermost on top (Flask's app context stack).
+    #[explicit_only]
     static APPS: &'static str;
 }
 
@@ -43,9 +46,10 @@ fn handle(manager: &LocalManager, id: u32, user: &str, app: &'static str) -> Str
                 name: user.to_string(),
             });
             APPS.push(app);
+            let worker = thread::current();
             format!(
-                "request {id} in context {}: {} | {}",
-                ContextId::current(),
+                "request {id} on {}: {} | {}",
+                worker.name().unwrap_or("a worker"),
                 render_greeting(),
                 audit()
             )
@@ -67,14 +71,18 @@ fn main() {
     let mut lines: Vec<String> = thread::scope(|s| {
         let workers: Vec<_> = requests
             .chunks(2)
-            .map(|chunk| {
+            .enumerate()
+            .map(|(n, chunk)| {
                 let manager = &manager;
-                s.spawn(move || {
-                    chunk
-                        .iter()
-                        .map(|&(id, user, app)| handle(manager, id, user, app))
-                        .collect::<Vec<_>>()
-                })
+                thread::Builder::new()
+                    .name(format!("worker-{n}"))
+                    .spawn_scoped(s, move || {
+                        chunk
+                            .iter()
+                            .map(|&(id, user, app)| handle(manager, id, user, app))
+                            .collect::<Vec<_>>()
+                    })
+                    .expect("a worker thread starts")
             })
             .collect();
         workers
@@ -84,7 +92,7 @@ fn main() {
     });
     lines.sort();
 
-    println!("Each request runs in a fresh context (ids are reused once a context is gone):");
+    println!("Each request runs in a fresh context of its own:");
     for line in &lines {
         println!("  {line}");
     }
@@ -97,5 +105,21 @@ fn main() {
         "contexts still holding a value: User {}, APPS {}",
         User::local().contexts(),
         APPS.contexts()
+    );
+
+    // A context id names a *live* context: two at once never share one, and a dropped
+    // context's id goes to the next new one. Values belong to the context, not to its id, so
+    // the new context starts empty.
+    let first = Context::new();
+    let second = Context::new();
+    let (a, b) = (first.id(), second.id());
+    first.run(|| User::set(User { name: "ada".into() }));
+    drop(first);
+    let third = Context::new();
+    println!(
+        "context ids: two live contexts are {a} and {b}; once {a} is dropped, a new context gets {} \
+         (and none of its values: user bound = {})",
+        third.id(),
+        third.run(User::is_set)
     );
 }
