@@ -175,6 +175,7 @@ pub mod thread {
     pub use context_local_runtime::thread::spawn;
 }
 
+pub mod propagate;
 #[cfg(feature = "rayon")]
 pub mod rayon;
 #[cfg(feature = "tokio")]

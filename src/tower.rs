@@ -1,4 +1,7 @@
-//! A tower layer that runs each request in its own child context (feature `tower`).
+//! Tower layers (feature `tower`): [`ContextLayer`] runs each request in its own child
+//! context; with feature `http`, [`ExtractLayer`] starts that context from the request's
+//! headers (baggage, trace context) and [`InjectLayer`] writes the current context's values
+//! into an HTTP client's outgoing requests.
 
 use std::task::{Context as Waker, Poll};
 
@@ -6,6 +9,15 @@ use tower_layer::Layer;
 use tower_service::Service;
 
 use crate::{Context, FutureExt, InContext};
+
+#[cfg(feature = "http")]
+mod extract;
+#[cfg(feature = "http")]
+mod inject;
+#[cfg(feature = "http")]
+pub use extract::{ExtractLayer, ExtractService};
+#[cfg(feature = "http")]
+pub use inject::{InjectLayer, InjectService};
 
 /// A [`Layer`] that gives each request its own child context
 /// ([`Context::child`](crate::Context::child)): the inner service's `call` runs in it, and so
