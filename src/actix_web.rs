@@ -76,7 +76,7 @@ impl RequestContext {
 
 impl<P> RequestContext<P> {
     /// The middleware, each request's context started from its headers by `propagator` (a
-    /// `&'static Propagator`, an `Arc`, an [`Otel`](crate::propagate::Otel) of a composite).
+    /// `&'static Propagator`, an `Arc`, an `propagate::Otel` (feature `opentelemetry`) of a composite).
     ///
     /// # Examples
     ///

@@ -4,7 +4,7 @@
 //!
 //! Implemented by [`baggage::Propagator`](crate::baggage::Propagator) (the carried locals, as W3C
 //! Baggage), by [`NoBaggage`] (a plain child context, nothing read or written) and, with feature
-//! `opentelemetry`, by [`Otel`], which runs any OpenTelemetry `TextMapPropagator` — a
+//! `opentelemetry`, by `Otel`, which runs any OpenTelemetry `TextMapPropagator` — a
 //! composite of `TraceContextPropagator` and a `Propagator`, say.
 
 use std::sync::Arc;
@@ -95,7 +95,7 @@ impl Propagate for Propagator {
 }
 
 /// No baggage: a request starts in a plain child of the current context
-/// ([`Context::child`]), as with [`ContextLayer`](crate::tower::ContextLayer); nothing is
+/// ([`Context::child`]), as with `tower::ContextLayer`; nothing is
 /// written out.
 ///
 /// # Examples

@@ -1,8 +1,8 @@
 //! tonic (feature `tonic`): gRPC metadata as a baggage carrier.
 //!
-//! A tonic server is a tower service of `http::Request`s: [`ExtractLayer`](crate::tower::ExtractLayer)
+//! A tonic server is a tower service of `http::Request`s: `tower::ExtractLayer` (features `tower` + `http`)
 //! in `Server::builder().layer(..)` gives each call its own context started from its baggage,
-//! and [`InjectLayer`](crate::tower::InjectLayer) around a `Channel` writes it into every
+//! and `tower::InjectLayer` around a `Channel` writes it into every
 //! outgoing call. Where a tonic API hands out a [`MetadataMap`] instead — an interceptor, a
 //! handler's `request.metadata()` — these carriers read and write it, and
 //! [`InjectInterceptor`] is the client-side interceptor.
@@ -80,7 +80,7 @@ impl Injector for MetadataInjector<'_> {
 
 /// A tonic client [`Interceptor`] writing the current context's values into every call's
 /// metadata: `GreeterClient::with_interceptor(channel, InjectInterceptor::new(&*PROPAGATOR))`.
-/// (Or wrap the `Channel` in [`InjectLayer`](crate::tower::InjectLayer), which needs no
+/// (Or wrap the `Channel` in `tower::InjectLayer`, which needs no
 /// interceptor slot.) Over the W3C limits, the members that fit are sent and the
 /// [`BaggageError`](crate::baggage::BaggageError) is put in the request's extensions; a
 /// call is never failed for its baggage.

@@ -1,6 +1,6 @@
 //! Tower layers (feature `tower`): [`ContextLayer`] runs each request in its own child
-//! context; with feature `http`, [`ExtractLayer`] starts that context from the request's
-//! headers (baggage, trace context) and [`InjectLayer`] writes the current context's values
+//! context; with feature `http`, `ExtractLayer` starts that context from the request's
+//! headers (baggage, trace context) and `InjectLayer` writes the current context's values
 //! into an HTTP client's outgoing requests.
 
 use std::task::{Context as Waker, Poll};
@@ -23,7 +23,7 @@ pub use inject::{InjectLayer, InjectService};
 /// ([`Context::child`](crate::Context::child)): the inner service's `call` runs in it, and so
 /// does every poll of the response future. Middleware below it can then simply `set`
 /// per-request values, and the handler — and everything it awaits, or spawns with
-/// [`crate::tokio::spawn`] — sees them; no request ever sees another's. The inner
+/// `context_local::tokio::spawn` — sees them; no request ever sees another's. The inner
 /// `poll_ready`, which belongs to no request, runs in a child context of its own, dropped
 /// after, so nothing it binds stays on the worker thread.
 ///

@@ -10,7 +10,7 @@ use crate::{Context, FutureExt, InContext};
 
 /// A [`Layer`] that runs each `http::Request` in its own context, started from its headers by
 /// a [`Propagate`]: with a [`Propagator`](crate::baggage::Propagator), the carried locals are
-/// bound from the request's `baggage` header; with [`Otel`](crate::propagate::Otel) the trace
+/// bound from the request's `baggage` header; with `propagate::Otel` (feature `opentelemetry`) the trace
 /// context comes along too. Like [`ContextLayer`](super::ContextLayer), the inner service's
 /// `call` and every poll of its response future run in that context; put it outermost.
 ///
@@ -59,7 +59,7 @@ pub struct ExtractLayer<P> {
 
 impl<P> ExtractLayer<P> {
     /// The layer, extracting with `propagator` (a `&'static Propagator`, an `Arc`, an
-    /// [`Otel`](crate::propagate::Otel) of a composite, ...).
+    /// `propagate::Otel` (feature `opentelemetry`) of a composite, ...).
     ///
     /// # Examples
     ///

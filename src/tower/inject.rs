@@ -10,7 +10,7 @@ use crate::propagate::Propagate;
 /// A [`Layer`] for HTTP *clients*: writes the current context's values into every outgoing
 /// `http::Request`'s headers with a [`Propagate`] — the carried locals as W3C Baggage
 /// (keeping the members of other parties already on the request), and with
-/// [`Otel`](crate::propagate::Otel) the trace context too. It wraps any tower client of
+/// `propagate::Otel` (feature `opentelemetry`) the trace context too. It wraps any tower client of
 /// `http::Request`s: hyper-util's `Client`, a tonic `Channel`, a tower `ServiceBuilder` stack.
 ///
 /// The values are those of the context that calls the service's `call` — the handler's own,
