@@ -184,10 +184,15 @@ pub mod thread {
     pub use context_local_runtime::thread::{bound_in_own_context, spawn};
 }
 
+#[cfg(feature = "actix-web")]
+pub mod actix_web;
+pub mod propagate;
 #[cfg(feature = "rayon")]
 pub mod rayon;
 #[cfg(feature = "tokio")]
 pub mod tokio;
+#[cfg(feature = "tonic")]
+pub mod tonic;
 #[cfg(feature = "tower")]
 pub mod tower;
 

@@ -6,7 +6,7 @@
 //! [`Snapshot`] at the call and runs every job — every item of a parallel iterator — in a
 //! fresh fork of it, dropped when the job ends.
 
-use rayon::iter::plumbing::{Consumer, Folder, UnindexedConsumer};
+use rayon::iter::plumbing::{Consumer, Folder, Reducer, UnindexedConsumer};
 use rayon::iter::ParallelIterator;
 
 use crate::Snapshot;
@@ -107,6 +107,11 @@ pub trait ParallelIteratorExt: ParallelIterator {
     /// Everything after this adapter — `map`, `filter`, `for_each`, ... — runs, item by
     /// item, in a fresh fork of the caller's [`Snapshot`] (captured at this call): each item
     /// sees the caller's inheritable values, and what it binds is dropped when it is done.
+    /// So does every other closure handed to the adapters after it: `map_init`'s and
+    /// `for_each_init`'s `init`, the identities and combining ops of `fold`, `reduce` and their
+    /// `try_` forms, the `Clone` of `map_with`'s / `for_each_with`'s / `fold_with`'s value,
+    /// and the drop of the state these keep. Each such call has a fork of its own, so nothing
+    /// a closure binds stays in a pool thread for the next job there.
     /// Put it first. Inside [`ThreadPool::install`](rayon::ThreadPool::install) the caller is
     /// a pool thread: use [`install`] instead, so that it carries your values there.
     ///
@@ -175,7 +180,12 @@ impl<I: ParallelIterator> ParallelIterator for InChildContexts<I> {
     }
 }
 
-/// Hands items on to `base`, each in a fresh fork.
+/// Hands items on to `base`, each in a fresh fork — and every other call into `base` that can
+/// run the caller's code too: `map_init`'s `init`, `fold`'s and `reduce`'s identities and
+/// combining ops, the `Clone` of `map_with`'s value (in `split_at`), a folder's `complete`
+/// (where a `fold`'s accumulator or `map_init`'s state is dropped). Run outside a fork, they
+/// would run in the pool thread's own context: missing the caller's values, and leaving
+/// what they bind there for the next job on that thread.
 struct InChildConsumer<'s, C> {
     base: C,
     snapshot: &'s Snapshot,
@@ -183,12 +193,13 @@ struct InChildConsumer<'s, C> {
 
 impl<'s, T, C: Consumer<T>> Consumer<T> for InChildConsumer<'s, C> {
     type Folder = InChildFolder<'s, C::Folder>;
-    type Reducer = C::Reducer;
+    type Reducer = InChildReducer<'s, C::Reducer>;
     type Result = C::Result;
 
     fn split_at(self, index: usize) -> (Self, Self, Self::Reducer) {
-        let (left, right, reducer) = self.base.split_at(index);
         let snapshot = self.snapshot;
+        let base = self.base;
+        let (left, right, reducer) = snapshot.run(move || base.split_at(index));
         let left = InChildConsumer {
             base: left,
             snapshot,
@@ -197,12 +208,17 @@ impl<'s, T, C: Consumer<T>> Consumer<T> for InChildConsumer<'s, C> {
             base: right,
             snapshot,
         };
+        let reducer = InChildReducer {
+            base: reducer,
+            snapshot,
+        };
         (left, right, reducer)
     }
 
     fn into_folder(self) -> Self::Folder {
+        let base = self.base;
         InChildFolder {
-            base: self.base.into_folder(),
+            base: self.snapshot.run(move || base.into_folder()),
             snapshot: self.snapshot,
         }
     }
@@ -215,13 +231,30 @@ impl<'s, T, C: Consumer<T>> Consumer<T> for InChildConsumer<'s, C> {
 impl<T, C: UnindexedConsumer<T>> UnindexedConsumer<T> for InChildConsumer<'_, C> {
     fn split_off_left(&self) -> Self {
         InChildConsumer {
-            base: self.base.split_off_left(),
+            base: self.snapshot.run(|| self.base.split_off_left()),
             snapshot: self.snapshot,
         }
     }
 
     fn to_reducer(&self) -> Self::Reducer {
-        self.base.to_reducer()
+        InChildReducer {
+            base: self.snapshot.run(|| self.base.to_reducer()),
+            snapshot: self.snapshot,
+        }
+    }
+}
+
+/// Runs `base`'s combining step (`reduce`'s op, `fold`'s partial results joined) in a fresh
+/// fork.
+struct InChildReducer<'s, R> {
+    base: R,
+    snapshot: &'s Snapshot,
+}
+
+impl<T, R: Reducer<T>> Reducer<T> for InChildReducer<'_, R> {
+    fn reduce(self, left: T, right: T) -> T {
+        let base = self.base;
+        self.snapshot.run(move || base.reduce(left, right))
     }
 }
 
@@ -242,7 +275,8 @@ impl<T, F: Folder<T>> Folder<T> for InChildFolder<'_, F> {
     }
 
     fn complete(self) -> F::Result {
-        self.base.complete()
+        let base = self.base;
+        self.snapshot.run(move || base.complete())
     }
 
     fn full(&self) -> bool {

@@ -1,4 +1,7 @@
-//! A tower layer that runs each request in its own child context (feature `tower`).
+//! Tower layers (feature `tower`): [`ContextLayer`] runs each request in its own child
+//! context; with feature `http`, `ExtractLayer` starts that context from the request's
+//! headers (baggage, trace context) and `InjectLayer` writes the current context's values
+//! into an HTTP client's outgoing requests.
 
 use std::task::{Context as Waker, Poll};
 
@@ -7,11 +10,22 @@ use tower_service::Service;
 
 use crate::{Context, FutureExt, InContext};
 
+#[cfg(feature = "http")]
+mod extract;
+#[cfg(feature = "http")]
+mod inject;
+#[cfg(feature = "http")]
+pub use extract::{ExtractLayer, ExtractService};
+#[cfg(feature = "http")]
+pub use inject::{InjectLayer, InjectService};
+
 /// A [`Layer`] that gives each request its own child context
 /// ([`Context::child`](crate::Context::child)): the inner service's `call` runs in it, and so
 /// does every poll of the response future. Middleware below it can then simply `set`
 /// per-request values, and the handler — and everything it awaits, or spawns with
-/// [`crate::tokio::spawn`] — sees them; no request ever sees another's.
+/// `context_local::tokio::spawn` — sees them; no request ever sees another's. The inner
+/// `poll_ready`, which belongs to no request, runs in a child context of its own, dropped
+/// after, so nothing it binds stays on the worker thread.
 ///
 /// Put it outermost — first in a `ServiceBuilder`, last in axum's `.layer` chain:
 /// `Router::new().route(..).layer(from_fn(set_request)).layer(ContextLayer::new())`. A
@@ -115,8 +129,12 @@ where
     type Error = S::Error;
     type Future = InContext<S::Future>;
 
+    /// The inner `poll_ready` runs in a child context of its own, dropped after: it belongs to
+    /// no request, and whatever it binds (a middleware's careless `set`) would otherwise stay
+    /// in the worker thread's context, where the next request's child would inherit it.
+    #[track_caller]
     fn poll_ready(&mut self, cx: &mut Waker<'_>) -> Poll<Result<(), S::Error>> {
-        self.inner.poll_ready(cx)
+        Context::child().run(|| self.inner.poll_ready(cx))
     }
 
     #[track_caller]

@@ -3,18 +3,19 @@
 //!
 //! - **Service A** ([`service_a`]) is the edge: [`ContextLayer`] outermost, then a middleware
 //!   that `set`s [`Tenant`] and [`RequestId`] from the client's `x-tenant` and `x-request-id`
-//!   headers. Its `/chain` handler calls service B over loopback with the example's HTTP
-//!   client; the outgoing `baggage` header is written by [`propagator`]`().inject(..)` from the
-//!   current values, a few plain calls down ([`outgoing_headers`]), nothing passed.
-//! - **Service B** ([`service_b`]) restores them: its outermost middleware extracts the
-//!   `baggage` header with the same propagator into a `Snapshot` and runs the rest of the
-//!   request in a fork of it (`next.run(req).in_context(snapshot.fork())`), reporting any
-//!   baggage errors in response headers ([`BAGGAGE_ERRORS`], [`BAGGAGE_ERROR`]). Its `/whoami`
-//!   handler reads the *same* `#[context_local]` structs after awaits, three plain calls down,
-//!   in a spawned task and in a blocking job, and answers with what each saw.
+//!   headers. Its `/chain` handler calls service B over loopback with hyper-util's client,
+//!   wrapped once in [`InjectLayer`]: every outgoing request carries the current values as
+//!   `baggage` (and the trace context), with no header code at the call site.
+//! - **Service B** ([`service_b`]) restores them: [`ExtractLayer`] outermost runs each request
+//!   in a context started from its `baggage` (and `traceparent`); a small middleware reports
+//!   the baggage errors, found in the request's extensions, in response headers
+//!   ([`BAGGAGE_ERRORS`], [`BAGGAGE_ERROR`]). Its `/whoami` handler reads the *same*
+//!   `#[context_local]` structs after awaits, three plain calls down, in a spawned task and in
+//!   a blocking job, and answers with what each saw.
 //!
-//! A answers with its own view, B's answer, and what it sent; [`check_chain`] checks such a
-//! reply line by line.
+//! Both use [`composite`]: OpenTelemetry's `TraceContextPropagator` and the example's
+//! [`propagator`] in one `TextMapCompositePropagator`. A answers with its own view and B's
+//! answer; [`check_chain`] checks such a reply line by line.
 
 use std::convert::Infallible;
 use std::fmt;
@@ -25,17 +26,24 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
-use axum::extract::{Request as HttpRequest, State};
+use axum::extract::{Extension, Request as HttpRequest, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::Router;
-use context_local::baggage::{Propagator, HEADER};
-use context_local::tower::ContextLayer;
-use context_local::{context_local, FutureExt};
+use context_local::baggage::{Extracted, Propagator, HEADER};
+use context_local::context_local;
+use context_local::propagate::Otel;
+use context_local::tower::{ContextLayer, ExtractLayer, InjectLayer};
+use hyper_util::client::legacy::{connect::HttpConnector, Client};
+use hyper_util::rt::TokioExecutor;
+use opentelemetry::propagation::TextMapCompositePropagator;
+use opentelemetry_sdk::propagation::TraceContextPropagator;
+use tower::util::BoxCloneSyncService;
+use tower::{ServiceBuilder, ServiceExt};
 
-use crate::client::{self, Reply};
+use crate::client::Reply;
 use crate::{thread_name, Server, Stats};
 
 /// The tenant a request is for: set by service A from `x-tenant`, restored by service B from
@@ -105,6 +113,23 @@ pub fn propagator() -> &'static Propagator {
     })
 }
 
+/// What both services propagate: the trace context (OpenTelemetry's `TraceContextPropagator`)
+/// and [`propagator`]'s locals, as one composite — B's [`ExtractLayer`] reads it, A's
+/// [`InjectLayer`] writes it.
+pub fn composite() -> &'static Otel<TextMapCompositePropagator> {
+    static COMPOSITE: OnceLock<Otel<TextMapCompositePropagator>> = OnceLock::new();
+    COMPOSITE.get_or_init(|| {
+        Otel(TextMapCompositePropagator::new(vec![
+            Box::new(TraceContextPropagator::new()),
+            Box::new(
+                Propagator::new()
+                    .with(Tenant::local())
+                    .with(RequestId::local()),
+            ),
+        ]))
+    })
+}
+
 /// What the current context sees: `tenant=".." request-id=".."` (values `{:?}`-quoted, so
 /// spaces, commas and quotes are unambiguous; `unbound` for a missing one).
 ///
@@ -159,27 +184,26 @@ mod deep {
 // ---------------------------------------------------------------------------------------------
 // Service B: restores the baggage.
 
-/// Service B: `/whoami` behind [`restore_baggage`] (outermost; it gives each request its own
-/// context, as `ContextLayer` would, but started from the extracted values).
+/// Service B: `/whoami` behind [`ExtractLayer`] (outermost: each request in its own context,
+/// started from its headers by [`composite`]) and [`report_baggage_errors`].
 pub fn service_b(stats: Arc<Stats>) -> Router {
     Router::new()
         .route("/", get(b_index))
         .route("/whoami", get(whoami))
         .with_state(stats)
-        .layer(middleware::from_fn(restore_baggage))
+        .layer(middleware::from_fn(report_baggage_errors))
+        .layer(ExtractLayer::new(composite()))
 }
 
-/// The whole of B's propagation, as an axum middleware (`middleware::from_fn(restore_baggage)`,
-/// outermost): extracts the request's `baggage` with [`propagator`] and runs the rest of the
-/// request — inner middleware, handler, response future — in a fork of the extracted
-/// snapshot. Malformed members are reported in the response ([`BAGGAGE_ERRORS`],
-/// [`BAGGAGE_ERROR`]) while the valid ones still apply.
-pub async fn restore_baggage(request: HttpRequest, next: Next) -> Response {
-    let extracted = propagator().extract(request.headers());
-    let mut response = next
-        .run(request)
-        .in_context(extracted.snapshot().fork())
-        .await;
+/// Reports what [`ExtractLayer`] found wrong in the request's `baggage` (in the request's
+/// extensions) in the response: [`BAGGAGE_ERRORS`], and one [`BAGGAGE_ERROR`] each. The valid
+/// members still apply.
+pub async fn report_baggage_errors(
+    Extension(extracted): Extension<Extracted>,
+    request: HttpRequest,
+    next: Next,
+) -> Response {
+    let mut response = next.run(request).await;
     let errors = extracted.errors();
     let headers = response.headers_mut();
     headers.insert(BAGGAGE_ERRORS, HeaderValue::from(errors.len()));
@@ -242,19 +266,56 @@ pub const B_PLACES: [&str; 5] = ["entry", "after-awaits", "deep", "spawn", "spaw
 // ---------------------------------------------------------------------------------------------
 // Service A: sets the values, calls B.
 
+/// A's client for B: hyper-util's, wrapped once in [`InjectLayer`] (or not, for the control).
+type BClient = BoxCloneSyncService<http::Request<String>, Reply, io::Error>;
+
 #[derive(Clone)]
 struct Edge {
     b: SocketAddr,
+    client: BClient,
     stats: Arc<Stats>,
+}
+
+/// hyper-util's HTTP/1 client, with [`InjectLayer`] when `inject`; answers as a [`Reply`].
+fn b_client(inject: bool) -> BClient {
+    let client: Client<HttpConnector, String> = Client::builder(TokioExecutor::new()).build_http();
+    let service = ServiceBuilder::new()
+        .option_layer(inject.then(|| InjectLayer::new(composite())))
+        .service(client)
+        .map_err(io::Error::other)
+        .and_then(
+            |response: http::Response<hyper::body::Incoming>| async move {
+                let (head, body) = response.into_parts();
+                let body = axum::body::to_bytes(axum::body::Body::new(body), usize::MAX)
+                    .await
+                    .map_err(io::Error::other)?;
+                Ok(Reply {
+                    status: head.status.as_u16(),
+                    headers: head
+                        .headers
+                        .iter()
+                        .map(|(n, v)| (n.to_string(), v.to_str().unwrap_or("").to_string()))
+                        .collect(),
+                    body: String::from_utf8_lossy(&body).into_owned(),
+                })
+            },
+        );
+    BoxCloneSyncService::new(service)
 }
 
 /// Service A: `/chain`, which calls service B at `b`; [`ContextLayer`] outermost, then the
 /// middleware that sets [`Tenant`] and [`RequestId`] from the request's headers.
 pub fn service_a(b: SocketAddr, stats: Arc<Stats>) -> Router {
+    service_a_with(b, stats, true)
+}
+
+/// Service A, its client for B with [`InjectLayer`] or (the control) without.
+fn service_a_with(b: SocketAddr, stats: Arc<Stats>, inject: bool) -> Router {
+    let client = b_client(inject);
     Router::new()
         .route("/", get(a_index))
         .route("/chain", get(chain))
-        .with_state(Edge { b, stats })
+        .with_state(Edge { b, client, stats })
         .layer(middleware::from_fn(set_from_headers))
         .layer(ContextLayer::new())
 }
@@ -284,54 +345,13 @@ async fn a_index() -> &'static str {
      reads both from its own context locals, restored from the `baggage` header\n"
 }
 
-/// The headers of a call to another service: the current [`Tenant`] and [`RequestId`] as
-/// `baggage`, and whether they all fit (the W3C limits). A plain function: it reads the
-/// current context, nothing is passed to it.
-///
-/// # Examples
-///
-/// ```
-/// use context_local_axum_example::chain::{outgoing_headers, RequestId, Tenant};
-///
-/// Tenant::set(Tenant("a,b".into()));
-/// RequestId::set(RequestId("r 1".into()));
-/// let (headers, injected) = outgoing_headers();
-/// assert!(injected.is_ok());
-/// assert_eq!(headers["baggage"], "tenant=a%2Cb,request-id=r%201");
-/// # Tenant::release();
-/// # RequestId::release();
-/// ```
-pub fn outgoing_headers() -> (HeaderMap, Result<(), String>) {
-    let mut headers = HeaderMap::new();
-    let injected = propagator().inject(&mut headers).map_err(|e| e.to_string());
-    (headers, injected)
-}
-
-/// What A's call to B sent and got back.
-struct Called {
-    sent: String,
-    injected: Result<(), String>,
-    reply: Reply,
-}
-
-/// `GET /whoami` on service B, with the current values as `baggage`.
-async fn call_b(b: SocketAddr) -> io::Result<Called> {
-    let (headers, injected) = outgoing_headers();
-    let sent = headers
-        .get(HEADER)
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or_default()
-        .to_string();
-    let pairs: Vec<(&str, &str)> = headers
-        .iter()
-        .filter_map(|(name, value)| Some((name.as_str(), value.to_str().ok()?)))
-        .collect();
-    let reply = client::get(b, "/whoami", &pairs).await?;
-    Ok(Called {
-        sent,
-        injected,
-        reply,
-    })
+/// `GET /whoami` on service B: no header code here, the client's [`InjectLayer`] writes the
+/// current values.
+async fn call_b(edge: &Edge) -> io::Result<Reply> {
+    let request = http::Request::get(format!("http://{}/whoami", edge.b))
+        .body(String::new())
+        .map_err(io::Error::other)?;
+    edge.client.clone().oneshot(request).await
 }
 
 /// A's `/chain`: its own view, B's answer (each line prefixed `b.`), its own view again.
@@ -341,14 +361,8 @@ async fn chain(State(edge): State<Edge>) -> Response {
     tokio::task::yield_now().await;
     tokio::time::sleep(Duration::from_millis(1)).await;
     lines.push(format!("a.after-awaits: {}", observe()));
-    let status = match call_b(edge.b).await {
-        Ok(called) => {
-            lines.push(format!("a.sent: {}", called.sent));
-            lines.push(format!(
-                "a.inject: {}",
-                called.injected.err().as_deref().unwrap_or("ok")
-            ));
-            let reply = called.reply;
+    let status = match call_b(&edge).await {
+        Ok(reply) => {
             lines.push(format!("b.status: {}", reply.status));
             lines.push(format!(
                 "b.baggage-errors: {}",
@@ -398,9 +412,33 @@ impl Chain {
         b_addr: impl ToSocketAddrs,
         workers: usize,
     ) -> io::Result<Chain> {
+        Self::start_with(a_addr, b_addr, workers, true)
+    }
+
+    /// The control: as [`start`](Self::start), but A's client has no [`InjectLayer`], so B
+    /// gets no baggage.
+    ///
+    /// # Errors
+    ///
+    /// As [`Server::start`].
+    pub fn start_without_inject_layer(
+        a_addr: impl ToSocketAddrs,
+        b_addr: impl ToSocketAddrs,
+        workers: usize,
+    ) -> io::Result<Chain> {
+        Self::start_with(a_addr, b_addr, workers, false)
+    }
+
+    fn start_with(
+        a_addr: impl ToSocketAddrs,
+        b_addr: impl ToSocketAddrs,
+        workers: usize,
+        inject: bool,
+    ) -> io::Result<Chain> {
         let b = Server::start_app(b_addr, workers, "b", service_b, dirty)?;
         let b_at = b.addr();
-        let a = match Server::start_app(a_addr, workers, "a", |s| service_a(b_at, s), dirty) {
+        let a_app = |s| service_a_with(b_at, s, inject);
+        let a = match Server::start_app(a_addr, workers, "a", a_app, dirty) {
             Ok(a) => a,
             Err(e) => {
                 let _ = b.shutdown(Duration::from_secs(5));
@@ -434,8 +472,8 @@ pub struct ChainChecked {
 }
 
 /// Checks a reply of A's `/chain` for a request with `tenant` and `request_id`: status 200,
-/// every place in A and in B saw exactly these values, A's `baggage` header decodes back to
-/// them and is what B received, and there was no baggage error on either side.
+/// every place in A and in B saw exactly these values, the `baggage` header B received decodes
+/// back to them, and B found no baggage error.
 ///
 /// # Errors
 ///
@@ -458,10 +496,19 @@ pub fn check_chain(reply: &Reply, tenant: &str, request_id: &str) -> Result<Chai
         }
         places += 1;
     }
-    let Some(sent) = lines.next().and_then(|l| l.strip_prefix("a.sent: ")) else {
-        return fail("no a.sent line".into());
+    let fixed = [
+        "b.status: 200".to_string(),
+        "b.baggage-errors: 0".to_string(),
+    ];
+    for expected in fixed {
+        if let Err(e) = expect(&mut lines, expected) {
+            return fail(e);
+        }
+    }
+    let Some(sent) = lines.next().and_then(|l| l.strip_prefix("b.received: ")) else {
+        return fail("no b.received line".into());
     };
-    // What A sent decodes to exactly this request's values, without a problem.
+    // What A sent (B received) decodes to exactly this request's values, without a problem.
     let extracted = propagator().extract_headers([sent.as_bytes()]);
     let decoded = extracted.snapshot().run(observe);
     if decoded != own || !extracted.errors().is_empty() {
@@ -469,17 +516,6 @@ pub fn check_chain(reply: &Reply, tenant: &str, request_id: &str) -> Result<Chai
             "A sent {sent:?}: decodes to {decoded:?}, errors {:?}",
             extracted.errors()
         ));
-    }
-    let fixed = [
-        "a.inject: ok".to_string(),
-        "b.status: 200".to_string(),
-        "b.baggage-errors: 0".to_string(),
-        format!("b.received: {sent}"),
-    ];
-    for expected in fixed {
-        if let Err(e) = expect(&mut lines, expected) {
-            return fail(e);
-        }
     }
     for place in B_PLACES {
         if let Err(e) = expect(&mut lines, format!("b.{place}: {own}")) {

@@ -1,0 +1,163 @@
+//! [`Otel`]: any OpenTelemetry `TextMapPropagator` at the edges (feature `opentelemetry`).
+
+use opentelemetry::propagation::{self as otel, TextMapPropagator};
+use opentelemetry::trace::TraceContextExt;
+
+use super::{nothing_extracted, Propagate};
+use crate::baggage::{BaggageError, Extracted, Extractor, Injector, HEADER};
+use crate::{Context, Local};
+
+/// The OpenTelemetry context a request was started with (its remote parent span, its
+/// OpenTelemetry baggage): inheritable, so spawned tasks and jobs carry it on too.
+static REMOTE: Local<opentelemetry::Context> =
+    Local::named("context_local::propagate::REMOTE").inheritable();
+
+/// An OpenTelemetry `TextMapPropagator` — typically a `TextMapCompositePropagator` of
+/// `TraceContextPropagator` and a [`Propagator`](crate::baggage::Propagator) — as a
+/// [`Propagate`] for the layers.
+///
+/// Incoming: the request's context is a fork of what the `Propagator` inside extracted, and the
+/// whole OpenTelemetry context extracted (the caller's span context, other baggage) is kept in
+/// it: [`otel_context`] returns it, in the handler and in every child it spawns. Outgoing: the
+/// propagator injects OpenTelemetry's current context if it has an active span, else the one
+/// the request was started with, so trace context passes through a service that starts no
+/// span of its own. Members of an outgoing `baggage` header set by others are kept.
+///
+/// # Examples
+///
+/// ```
+/// use std::collections::HashMap;
+/// use context_local::{baggage::Propagator, propagate::{otel_context, Otel, Propagate}, Local};
+/// use opentelemetry::propagation::TextMapCompositePropagator;
+/// use opentelemetry::trace::TraceContextExt;
+/// use opentelemetry_sdk::propagation::TraceContextPropagator;
+///
+/// static TENANT: Local<String> = Local::named("TENANT").baggage("tenant");
+///
+/// let propagator = Otel(TextMapCompositePropagator::new(vec![
+///     Box::new(TraceContextPropagator::new()),
+///     Box::new(Propagator::new().with(&TENANT)),
+/// ]));
+/// let parent = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01";
+/// let incoming = HashMap::from([
+///     ("traceparent".to_string(), parent.to_string()),
+///     ("baggage".to_string(), "tenant=acme".to_string()),
+/// ]);
+/// let (request, _extracted) = propagator.start(&incoming);
+/// let outgoing = request.run(|| {
+///     assert_eq!(TENANT.get().as_deref(), Some("acme"));
+///     assert!(otel_context().unwrap().span().span_context().is_remote());
+///     let mut outgoing = HashMap::new();
+///     propagator.inject(&mut outgoing).unwrap();
+///     outgoing
+/// });
+/// assert_eq!(outgoing["traceparent"], parent);
+/// assert_eq!(outgoing["baggage"], "tenant=acme");
+/// ```
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Otel<T>(pub T);
+
+/// The OpenTelemetry context the current request was started with by [`Otel`], if it was: the
+/// parent for the spans it starts.
+///
+/// # Examples
+///
+/// ```
+/// assert!(context_local::propagate::otel_context().is_none());
+/// ```
+pub fn otel_context() -> Option<opentelemetry::Context> {
+    REMOTE.get()
+}
+
+impl<T: TextMapPropagator + Send + Sync> Propagate for Otel<T> {
+    fn start(&self, headers: &dyn Extractor) -> (Context, Extracted) {
+        let cx = self
+            .0
+            .extract_with_context(&opentelemetry::Context::new(), &OtelExtractor(headers));
+        let extracted = cx
+            .get::<Extracted>()
+            .cloned()
+            .unwrap_or_else(nothing_extracted);
+        let request = extracted.snapshot().fork();
+        request.run(|| REMOTE.set(cx));
+        (request, extracted)
+    }
+
+    fn inject(&self, headers: &mut dyn Injector) -> Result<(), BaggageError> {
+        let current = opentelemetry::Context::current();
+        let cx = if current.has_active_span() {
+            current
+        } else {
+            REMOTE.get().unwrap_or(current)
+        };
+        // A `TextMapPropagator` cannot report the W3C limits: what fits is sent.
+        self.0.inject_context(&cx, &mut OtelInjector(headers));
+        Ok(())
+    }
+}
+
+/// Our carrier as OpenTelemetry's. It cannot list its keys (no propagator of the composites
+/// named above needs them).
+struct OtelExtractor<'a>(&'a dyn Extractor);
+
+impl otel::Extractor for OtelExtractor<'_> {
+    fn get(&self, key: &str) -> Option<&str> {
+        let first = self.0.get_all(key).into_iter().next()?;
+        std::str::from_utf8(first).ok()
+    }
+
+    fn keys(&self) -> Vec<&str> {
+        Vec::new()
+    }
+
+    fn get_all(&self, key: &str) -> Option<Vec<&str>> {
+        let all: Vec<&str> = self
+            .0
+            .get_all(key)
+            .into_iter()
+            .filter_map(|v| std::str::from_utf8(v).ok())
+            .collect();
+        (!all.is_empty()).then_some(all)
+    }
+}
+
+/// Our carrier as OpenTelemetry's. A `baggage` header the propagator sets replaces what was
+/// there: members of other parties already on the request (keys the new header does not
+/// have) are put back in front of it.
+struct OtelInjector<'a>(&'a mut dyn Injector);
+
+impl otel::Injector for OtelInjector<'_> {
+    fn set(&mut self, key: &str, value: String) {
+        let key = key.to_ascii_lowercase();
+        if key != HEADER {
+            self.0.set(&key, value);
+            return;
+        }
+        let ours: Vec<&str> = value.split(',').filter_map(member_key).collect();
+        let mut merged = String::new();
+        for old in self.0.get_all(HEADER) {
+            for member in old.split(|&b| b == b',') {
+                let Ok(member) = std::str::from_utf8(member) else {
+                    continue; // not text: malformed, not passed on
+                };
+                let member = member.trim_matches([' ', '\t']);
+                match member_key(member) {
+                    Some(k) if !ours.contains(&k) => {
+                        merged.push_str(member);
+                        merged.push(',');
+                    }
+                    _ => {}
+                }
+            }
+        }
+        merged.push_str(&value);
+        self.0.set(HEADER, merged);
+    }
+}
+
+/// A member's key (`key=value;props`), if it has one.
+fn member_key(member: &str) -> Option<&str> {
+    let (key, _) = member.split_once('=')?;
+    let key = key.trim_matches([' ', '\t']);
+    (!key.is_empty()).then_some(key)
+}

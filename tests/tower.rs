@@ -1,0 +1,322 @@
+//! `context_local::tower`: the layers' promises, each with a control that removes the layer
+//! or flips its order and shows the failure.
+#![cfg(feature = "tower")]
+
+use std::convert::Infallible;
+use std::future::{ready, Future, Ready};
+use std::pin::pin;
+use std::task::{Context as TaskContext, Poll, Waker};
+
+use context_local::tower::ContextLayer;
+use context_local::Local;
+use tower_layer::Layer;
+use tower_service::Service;
+
+/// Polls `f` to completion on this thread (the futures here never wait).
+fn block_on<F: Future>(f: F) -> F::Output {
+    let mut f = pin!(f);
+    let mut cx = TaskContext::from_waker(Waker::noop());
+    loop {
+        if let Poll::Ready(v) = f.as_mut().poll(&mut cx) {
+            return v;
+        }
+    }
+}
+
+/// A service whose `poll_ready` binds `local` (as a middleware might, carelessly) and whose
+/// `call` answers with what the request sees there.
+#[derive(Clone)]
+struct BindsInPollReady {
+    local: &'static Local<u64>,
+    next: u64,
+}
+
+impl Service<()> for BindsInPollReady {
+    type Response = Option<u64>;
+    type Error = Infallible;
+    type Future = Ready<Result<Option<u64>, Infallible>>;
+
+    fn poll_ready(&mut self, _: &mut TaskContext<'_>) -> Poll<Result<(), Infallible>> {
+        self.next += 1;
+        self.local.set(self.next);
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, (): ()) -> Self::Future {
+        ready(Ok(self.local.get()))
+    }
+}
+
+/// Drives `requests` requests through `service` (`poll_ready`, then `call`) on this thread;
+/// returns what each request saw.
+fn serve<S>(service: &mut S, requests: usize) -> Vec<Option<u64>>
+where
+    S: Service<(), Response = Option<u64>, Error = Infallible>,
+{
+    let mut cx = TaskContext::from_waker(Waker::noop());
+    (0..requests)
+        .map(|_| {
+            assert!(service.poll_ready(&mut cx).is_ready());
+            block_on(service.call(())).unwrap()
+        })
+        .collect()
+}
+
+/// Issue 17, fault 11: what the inner `poll_ready` binds stays in no context — neither the
+/// worker thread's, nor (through inheritance) the next request's.
+#[test]
+fn poll_ready_binds_nothing_that_outlives_it() {
+    static LEAK: Local<u64> = Local::named("LEAK").inheritable();
+    let mut service = ContextLayer::new().layer(BindsInPollReady {
+        local: &LEAK,
+        next: 0,
+    });
+    let seen = std::thread::spawn(move || {
+        let seen = serve(&mut service, 3);
+        assert!(
+            !LEAK.is_set(),
+            "poll_ready's value stayed in the worker's context"
+        );
+        seen
+    })
+    .join()
+    .unwrap();
+    assert_eq!(seen, [None, None, None]);
+    assert_eq!(LEAK.contexts(), 0);
+}
+
+/// The control: the bare service leaks what its `poll_ready` binds into every request.
+#[test]
+fn control_poll_ready_without_the_layer_leaks() {
+    static LEAK: Local<u64> = Local::named("LEAK").inheritable();
+    let mut service = BindsInPollReady {
+        local: &LEAK,
+        next: 0,
+    };
+    let seen = std::thread::spawn(move || serve(&mut service, 3))
+        .join()
+        .unwrap();
+    assert_eq!(seen, [Some(1), Some(2), Some(3)]);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Baggage in and out (issue 19): `ExtractLayer`, `InjectLayer`, `Otel`.
+
+#[cfg(all(feature = "http", feature = "opentelemetry"))]
+mod baggage {
+    use std::collections::HashMap;
+    use std::convert::Infallible;
+    use std::sync::LazyLock;
+
+    use context_local::baggage::{Extracted, Propagator};
+    use context_local::propagate::{otel_context, Otel};
+    use context_local::tower::{ExtractLayer, InjectLayer};
+    use context_local::Local;
+    use opentelemetry::baggage::BaggageExt;
+    use opentelemetry::propagation::{TextMapCompositePropagator, TextMapPropagator};
+    use opentelemetry::trace::TraceContextExt;
+    use opentelemetry_sdk::propagation::{BaggagePropagator, TraceContextPropagator};
+    use tower::ServiceExt;
+    use tower_layer::Layer;
+
+    use super::block_on;
+
+    static TENANT: Local<String> = Local::named("TENANT").baggage("tenant");
+    static REQUEST_ID: Local<u64> = Local::named("REQUEST_ID").baggage("request-id");
+    static PROPAGATOR: LazyLock<Propagator> =
+        LazyLock::new(|| Propagator::new().with(&TENANT).with(&REQUEST_ID));
+
+    /// What a handler sees: its locals, and how many baggage errors reached it.
+    async fn whoami(request: http::Request<()>) -> Result<String, Infallible> {
+        let errors = request
+            .extensions()
+            .get::<Extracted>()
+            .map(|e| e.errors().len());
+        Ok(format!(
+            "{:?} {:?} {errors:?}",
+            TENANT.get(),
+            REQUEST_ID.get()
+        ))
+    }
+
+    fn request(baggage: &[&[u8]]) -> http::Request<()> {
+        let mut request = http::Request::new(());
+        for value in baggage {
+            request
+                .headers_mut()
+                .append("baggage", http::HeaderValue::from_bytes(value).unwrap());
+        }
+        request
+    }
+
+    #[test]
+    fn extract_layer_starts_each_request_from_its_baggage() {
+        let service = ExtractLayer::new(&*PROPAGATOR).layer(tower::service_fn(whoami));
+        for (i, tenant) in ["acme", "a,b", "x y"].iter().enumerate() {
+            let mut header = String::new();
+            context_local::Context::new().run(|| {
+                TENANT.set(tenant.to_string());
+                REQUEST_ID.set(i as u64);
+                let mut headers = HashMap::new();
+                PROPAGATOR.inject(&mut headers).unwrap();
+                header = headers.remove("baggage").unwrap();
+            });
+            let reply = block_on(service.clone().oneshot(request(&[header.as_bytes()])));
+            assert_eq!(
+                reply.unwrap(),
+                format!("Some({:?}) Some({i}) Some(0)", tenant.to_string())
+            );
+        }
+        assert_eq!(TENANT.contexts(), 0, "nothing stayed on this thread");
+    }
+
+    /// Hostile headers never fail the request: the valid members apply, the errors reach the
+    /// handler.
+    #[test]
+    fn hostile_baggage_reaches_the_handler_as_errors() {
+        let service = ExtractLayer::new(&*PROPAGATOR).layer(tower::service_fn(whoami));
+        let long = format!("tenant=acme,{}", "k=v,".repeat(5000));
+        let hostile: [&[u8]; 6] = [
+            b"tenant=ok,request-id=not-a-number",
+            b"tenant=%zz,request-id=3",
+            b"\xff\xfe=1,tenant=bin",
+            b"tenant=ab%FFcd",
+            long.as_bytes(),
+            b";;;,=,tenant",
+        ];
+        for header in hostile {
+            let reply = block_on(service.clone().oneshot(request(&[header]))).unwrap();
+            assert!(!reply.ends_with("Some(0)"), "{header:?}: {reply}");
+            assert!(
+                !reply.ends_with("None"),
+                "{header:?}: the extension is there"
+            );
+        }
+        let reply = block_on(
+            service
+                .clone()
+                .oneshot(request(&[b"tenant=ok,request-id=x"])),
+        );
+        assert_eq!(reply.unwrap(), r#"Some("ok") None Some(1)"#);
+    }
+
+    /// The control: without the layer the handler sees no baggage, and no extension.
+    #[test]
+    fn control_without_extract_layer_sees_nothing() {
+        let reply = block_on(tower::service_fn(whoami).oneshot(request(&[b"tenant=acme"])));
+        assert_eq!(reply.unwrap(), "None None None");
+    }
+
+    /// What the transport was sent.
+    fn sent_baggage(request: http::Request<()>) -> std::future::Ready<Result<String, Infallible>> {
+        let all: Vec<_> = request
+            .headers()
+            .get_all("baggage")
+            .iter()
+            .map(|v| v.to_str().unwrap().to_string())
+            .collect();
+        std::future::ready(Ok(all.join(" | ")))
+    }
+
+    #[test]
+    fn inject_layer_writes_the_current_values_and_keeps_others() {
+        let client = InjectLayer::new(&*PROPAGATOR).layer(tower::service_fn(sent_baggage));
+        let sent = context_local::Context::new().run(|| {
+            TENANT.set("acme corp".into());
+            REQUEST_ID.set(7);
+            let mut request = request(&[b"other=1;p=2", b"tenant=stale,more=x"]);
+            request.headers_mut().insert("x-keep", "1".parse().unwrap());
+            block_on(client.clone().oneshot(request)).unwrap()
+        });
+        assert_eq!(sent, "other=1;p=2,more=x,tenant=acme%20corp,request-id=7");
+        // Unbound here: a stale member of ours is not passed on.
+        let sent = block_on(client.clone().oneshot(request(&[b"tenant=stale"]))).unwrap();
+        assert_eq!(sent, "");
+        // The control: the bare transport sends what was there.
+        let sent = context_local::Context::new().run(|| {
+            TENANT.set("acme".into());
+            block_on(tower::service_fn(sent_baggage).oneshot(request(&[b"tenant=stale"])))
+        });
+        assert_eq!(sent.unwrap(), "tenant=stale");
+    }
+
+    /// Interop: what the out layer sends, `opentelemetry_sdk`'s `BaggagePropagator` reads;
+    /// what it injects, the in layer restores.
+    #[test]
+    fn interop_with_opentelemetry_sdk_baggage_propagator() {
+        let client = InjectLayer::new(&*PROPAGATOR).layer(tower::service_fn(sent_baggage));
+        let sent = context_local::Context::new().run(|| {
+            TENANT.set("acme, inc; 100%".into());
+            REQUEST_ID.set(42);
+            block_on(client.oneshot(request(&[b"vendor=v1"]))).unwrap()
+        });
+        let headers = HashMap::from([("baggage".to_string(), sent)]);
+        let cx = BaggagePropagator::new().extract(&headers);
+        let baggage = cx.baggage();
+        assert_eq!(
+            baggage.get("tenant").map(|v| v.as_str().to_string()),
+            Some("acme, inc; 100%".to_string())
+        );
+        assert_eq!(
+            baggage.get("request-id").map(|v| v.as_str().to_string()),
+            Some("42".to_string())
+        );
+        assert_eq!(
+            baggage.get("vendor").map(|v| v.as_str().to_string()),
+            Some("v1".to_string())
+        );
+
+        // And back: the SDK injects, the in layer restores.
+        let mut headers = HashMap::new();
+        BaggagePropagator::new().inject_context(
+            &opentelemetry::Context::new().with_baggage([
+                opentelemetry::KeyValue::new("tenant", "émile & co"),
+                opentelemetry::KeyValue::new("request-id", "9"),
+            ]),
+            &mut headers,
+        );
+        let service = ExtractLayer::new(&*PROPAGATOR).layer(tower::service_fn(whoami));
+        let reply = block_on(service.oneshot(request(&[headers["baggage"].as_bytes()])));
+        assert_eq!(reply.unwrap(), r#"Some("émile & co") Some(9) Some(0)"#);
+    }
+
+    static COMPOSITE: LazyLock<Otel<TextMapCompositePropagator>> = LazyLock::new(|| {
+        Otel(TextMapCompositePropagator::new(vec![
+            Box::new(TraceContextPropagator::new()),
+            Box::new(Propagator::new().with(&TENANT).with(&REQUEST_ID)),
+        ]))
+    });
+
+    /// A → B → C: B, with both layers and the composite, passes the trace context and the
+    /// baggage on, its own values included, with no code of its own.
+    #[test]
+    fn composite_passes_trace_context_and_baggage_through() {
+        const PARENT: &str = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01";
+        let to_c = InjectLayer::new(&*COMPOSITE).layer(tower::service_fn(
+            |request: http::Request<()>| async move {
+                let h = request.headers();
+                Ok::<_, Infallible>(format!(
+                    "{} {}",
+                    h["traceparent"].to_str().unwrap(),
+                    h["baggage"].to_str().unwrap()
+                ))
+            },
+        ));
+        let b =
+            ExtractLayer::new(&*COMPOSITE).layer(tower::service_fn(move |_: http::Request<()>| {
+                let to_c = to_c.clone();
+                async move {
+                    assert!(otel_context().unwrap().span().span_context().is_remote());
+                    REQUEST_ID.set(REQUEST_ID.get().unwrap() + 1);
+                    to_c.oneshot(http::Request::new(())).await
+                }
+            }));
+        let mut incoming = request(&[b"tenant=acme,request-id=1,vendor=v"]);
+        incoming
+            .headers_mut()
+            .insert("traceparent", PARENT.parse().unwrap());
+        let sent = block_on(b.oneshot(incoming)).unwrap();
+        assert_eq!(sent, format!("{PARENT} vendor=v,tenant=acme,request-id=2"));
+        assert!(otel_context().is_none());
+    }
+}
