@@ -172,8 +172,44 @@ pub use context_local_runtime::baggage;
 
 /// Threads that start with their parent's inheritable values: [`thread::spawn`].
 pub mod thread {
+    #[cfg(not(feature = "tracing"))]
     pub use context_local_runtime::thread::spawn;
+
+    /// [`std::thread::spawn`], with the new thread running `f` in a fork of the caller's
+    /// [`Snapshot`](crate::Snapshot) (captured now) and inside the caller's current `tracing`
+    /// span (feature `tracing`): it sees the caller's inheritable locals and stacks as they
+    /// are at this call, its own writes stay its own, and its events carry the span.
+    ///
+    /// # Panics
+    ///
+    /// As [`std::thread::spawn`], and as [`Snapshot::capture`](crate::Snapshot::capture).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use context_local::{thread, Local};
+    ///
+    /// static USER: Local<String> = Local::named("USER").inheritable();
+    ///
+    /// tracing::subscriber::set_global_default(tracing_subscriber::registry()).unwrap();
+    /// USER.set("ada".into());
+    /// let span = tracing::info_span!("request");
+    /// let _entered = span.enter();
+    /// let child = thread::spawn(|| (USER.get(), tracing::Span::current().metadata().map(|m| m.name())));
+    /// assert_eq!(child.join().unwrap(), (Some("ada".to_string()), Some("request")));
+    /// ```
+    #[cfg(feature = "tracing")]
+    #[track_caller]
+    pub fn spawn<F, T>(f: F) -> std::thread::JoinHandle<T>
+    where
+        F: FnOnce() -> T + Send + 'static,
+        T: Send + 'static,
+    {
+        context_local_runtime::thread::spawn(crate::span::CurrentSpan::capture().wrap(f))
+    }
 }
+
+mod span;
 
 #[cfg(feature = "rayon")]
 pub mod rayon;
@@ -181,6 +217,8 @@ pub mod rayon;
 pub mod tokio;
 #[cfg(feature = "tower")]
 pub mod tower;
+#[cfg(feature = "tracing")]
+pub mod tracing;
 
 /// Diagnostics for the project's own tests and benchmarks. Not public API.
 #[doc(hidden)]
