@@ -209,6 +209,7 @@ pub mod thread {
     }
 }
 
+#[cfg(any(feature = "tracing", feature = "tokio", feature = "rayon"))]
 mod span;
 
 #[cfg(feature = "rayon")]

@@ -252,7 +252,9 @@ impl<T, F: Folder<T>> Folder<T> for InChildFolder<'_, F> {
     fn consume(self, item: T) -> Self {
         let (base, span) = (self.base, self.span);
         InChildFolder {
-            base: self.snapshot.run(move || span.run(move || base.consume(item))),
+            base: self
+                .snapshot
+                .run(move || span.run(move || base.consume(item))),
             snapshot: self.snapshot,
             span,
         }

@@ -174,7 +174,9 @@ impl ContextFields {
         impl Visit for Ignore {
             fn record_debug(&mut self, _: &Field, _: &dyn fmt::Debug) {}
         }
-        self.entries.iter().any(|e| (e.record)(&e.field, &mut Ignore))
+        self.entries
+            .iter()
+            .any(|e| (e.record)(&e.field, &mut Ignore))
     }
 }
 
