@@ -858,8 +858,7 @@ fn a_chain_of_21_rebinds_in_context_drop_completes() {
         );
         // Typed: with feature `tracing`, serde_json's `PartialEq` impls make `[]` ambiguous.
         assert_eq!(
-            leaked_stack,
-            [0u32; 0],
+            leaked_stack, [0u32; 0],
             "a push landed in the dropping thread's context"
         );
         assert_eq!(t.created(), 44);
