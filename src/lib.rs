@@ -181,12 +181,51 @@ pub use context_local_runtime::{
 /// Threads that start with their parent's inheritable values ([`thread::spawn`]), and a check
 /// that a thread's own context holds no request values ([`thread::bound_in_own_context`]).
 pub mod thread {
-    pub use context_local_runtime::thread::{bound_in_own_context, spawn};
+    pub use context_local_runtime::thread::bound_in_own_context;
+    #[cfg(not(feature = "tracing"))]
+    pub use context_local_runtime::thread::spawn;
+
+    /// [`std::thread::spawn`], with the new thread running `f` in a fork of the caller's
+    /// [`Snapshot`](crate::Snapshot) (captured now) and inside the caller's current `tracing`
+    /// span (feature `tracing`): it sees the caller's inheritable locals and stacks as they
+    /// are at this call, its own writes stay its own, and its events carry the span.
+    ///
+    /// # Panics
+    ///
+    /// As [`std::thread::spawn`], and as [`Snapshot::capture`](crate::Snapshot::capture).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use context_local::{thread, Local};
+    ///
+    /// static USER: Local<String> = Local::named("USER").inheritable();
+    ///
+    /// tracing::subscriber::set_global_default(tracing_subscriber::registry()).unwrap();
+    /// USER.set("ada".into());
+    /// let span = tracing::info_span!("request");
+    /// let _entered = span.enter();
+    /// let child = thread::spawn(|| (USER.get(), tracing::Span::current().metadata().map(|m| m.name())));
+    /// assert_eq!(child.join().unwrap(), (Some("ada".to_string()), Some("request")));
+    /// ```
+    #[cfg(feature = "tracing")]
+    #[track_caller]
+    pub fn spawn<F, T>(f: F) -> std::thread::JoinHandle<T>
+    where
+        F: FnOnce() -> T + Send + 'static,
+        T: Send + 'static,
+    {
+        context_local_runtime::thread::spawn(crate::span::CurrentSpan::capture().wrap(f))
+    }
 }
 
 #[cfg(feature = "actix-web")]
 pub mod actix_web;
 pub mod propagate;
+
+#[cfg(any(feature = "tracing", feature = "tokio", feature = "rayon"))]
+mod span;
+
 #[cfg(feature = "rayon")]
 pub mod rayon;
 #[cfg(feature = "tokio")]
@@ -195,6 +234,8 @@ pub mod tokio;
 pub mod tonic;
 #[cfg(feature = "tower")]
 pub mod tower;
+#[cfg(feature = "tracing")]
+pub mod tracing;
 
 /// Diagnostics for the project's own tests and benchmarks. Not public API.
 #[doc(hidden)]

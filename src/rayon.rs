@@ -4,11 +4,13 @@
 //! A pool thread runs many callers' jobs, so a job must neither miss its caller's request
 //! values nor leave its own behind for the next job. Each wrapper here captures a
 //! [`Snapshot`] at the call and runs every job — every item of a parallel iterator — in a
-//! fresh fork of it, dropped when the job ends.
+//! fresh fork of it, dropped when the job ends. With feature `tracing`, every job also runs
+//! inside the caller's current `tracing` span.
 
 use rayon::iter::plumbing::{Consumer, Folder, Reducer, UnindexedConsumer};
 use rayon::iter::ParallelIterator;
 
+use crate::span::CurrentSpan;
 use crate::Snapshot;
 
 /// [`rayon::spawn`], with `f` running in a child of the caller's context.
@@ -34,7 +36,7 @@ pub fn spawn<F>(f: F)
 where
     F: FnOnce() + Send + 'static,
 {
-    rayon::spawn(Snapshot::capture().wrap(f));
+    rayon::spawn(Snapshot::capture().wrap(CurrentSpan::capture().wrap(f)));
 }
 
 /// [`rayon::join`], with each closure running in its own child of the caller's context.
@@ -64,7 +66,11 @@ where
     RB: Send,
 {
     let snapshot = Snapshot::capture();
-    rayon::join(|| snapshot.run(a), || snapshot.run(b))
+    let span = CurrentSpan::capture();
+    rayon::join(
+        || snapshot.run(|| span.run(a)),
+        || snapshot.run(|| span.run(b)),
+    )
 }
 
 /// [`rayon::ThreadPool::install`], with `f` running in a child of the caller's context —
@@ -99,7 +105,8 @@ where
     R: Send,
 {
     let snapshot = Snapshot::capture();
-    pool.install(|| snapshot.run(f))
+    let span = CurrentSpan::capture();
+    pool.install(|| snapshot.run(|| span.run(f)))
 }
 
 /// Parallel iterators whose items run in children of the caller's context.
@@ -141,6 +148,7 @@ pub trait ParallelIteratorExt: ParallelIterator {
         InChildContexts {
             base: self,
             snapshot: Snapshot::capture(),
+            span: CurrentSpan::capture(),
         }
     }
 }
@@ -163,6 +171,7 @@ impl<I: ParallelIterator> ParallelIteratorExt for I {}
 pub struct InChildContexts<I> {
     base: I,
     snapshot: Snapshot,
+    span: CurrentSpan,
 }
 
 impl<I: ParallelIterator> ParallelIterator for InChildContexts<I> {
@@ -175,6 +184,7 @@ impl<I: ParallelIterator> ParallelIterator for InChildContexts<I> {
         let consumer = InChildConsumer {
             base: consumer,
             snapshot: &self.snapshot,
+            span: &self.span,
         };
         self.base.drive_unindexed(consumer)
     }
@@ -189,6 +199,7 @@ impl<I: ParallelIterator> ParallelIterator for InChildContexts<I> {
 struct InChildConsumer<'s, C> {
     base: C,
     snapshot: &'s Snapshot,
+    span: &'s CurrentSpan,
 }
 
 impl<'s, T, C: Consumer<T>> Consumer<T> for InChildConsumer<'s, C> {
@@ -197,16 +208,18 @@ impl<'s, T, C: Consumer<T>> Consumer<T> for InChildConsumer<'s, C> {
     type Result = C::Result;
 
     fn split_at(self, index: usize) -> (Self, Self, Self::Reducer) {
-        let snapshot = self.snapshot;
+        let (snapshot, span) = (self.snapshot, self.span);
         let base = self.base;
         let (left, right, reducer) = snapshot.run(move || base.split_at(index));
         let left = InChildConsumer {
             base: left,
             snapshot,
+            span,
         };
         let right = InChildConsumer {
             base: right,
             snapshot,
+            span,
         };
         let reducer = InChildReducer {
             base: reducer,
@@ -220,6 +233,7 @@ impl<'s, T, C: Consumer<T>> Consumer<T> for InChildConsumer<'s, C> {
         InChildFolder {
             base: self.snapshot.run(move || base.into_folder()),
             snapshot: self.snapshot,
+            span: self.span,
         }
     }
 
@@ -233,6 +247,7 @@ impl<T, C: UnindexedConsumer<T>> UnindexedConsumer<T> for InChildConsumer<'_, C>
         InChildConsumer {
             base: self.snapshot.run(|| self.base.split_off_left()),
             snapshot: self.snapshot,
+            span: self.span,
         }
     }
 
@@ -261,16 +276,20 @@ impl<T, R: Reducer<T>> Reducer<T> for InChildReducer<'_, R> {
 struct InChildFolder<'s, F> {
     base: F,
     snapshot: &'s Snapshot,
+    span: &'s CurrentSpan,
 }
 
 impl<T, F: Folder<T>> Folder<T> for InChildFolder<'_, F> {
     type Result = F::Result;
 
     fn consume(self, item: T) -> Self {
-        let base = self.base;
+        let (base, span) = (self.base, self.span);
         InChildFolder {
-            base: self.snapshot.run(move || base.consume(item)),
+            base: self
+                .snapshot
+                .run(move || span.run(move || base.consume(item))),
             snapshot: self.snapshot,
+            span,
         }
     }
 

@@ -3,7 +3,8 @@
 //! `tokio::spawn` starts a task with nothing of its parent's: tokio's own task-locals are not
 //! inherited (tokio #2396, #6659). These start the child in a child context
 //! ([`Context::child`](crate::Context::child)), captured at the call: it sees the caller's
-//! inheritable locals and stacks as they are then, and its own writes stay its own.
+//! inheritable locals and stacks as they are then, and its own writes stay its own. With
+//! feature `tracing`, the child also runs inside the caller's current `tracing` span.
 //!
 //! A task spawned with plain `tokio::spawn` (or served without `tower::ContextLayer`) runs in
 //! its worker thread's own context, which every such task on that worker shares. Declare
@@ -41,6 +42,7 @@ use std::future::Future;
 
 use tokio::task::JoinHandle;
 
+use crate::span::CurrentSpan;
 use crate::{FutureExt, Snapshot};
 
 /// [`tokio::spawn`], with the task running in a child of the caller's context.
@@ -70,6 +72,9 @@ where
     F: Future + Send + 'static,
     F::Output: Send + 'static,
 {
+    // Feature `tracing`: the task also runs inside the caller's current span.
+    #[cfg(feature = "tracing")]
+    let future = tracing::Instrument::in_current_span(future);
     tokio::spawn(future.in_child_context())
 }
 
@@ -99,5 +104,5 @@ where
     F: FnOnce() -> R + Send + 'static,
     R: Send + 'static,
 {
-    tokio::task::spawn_blocking(Snapshot::capture().wrap(f))
+    tokio::task::spawn_blocking(Snapshot::capture().wrap(CurrentSpan::capture().wrap(f)))
 }

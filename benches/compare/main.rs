@@ -22,6 +22,7 @@ mod baggage;
 mod inherit;
 mod iteration;
 mod tasks;
+mod tracing;
 use context_local_alloc_counter::CountingAlloc;
 
 #[global_allocator]
@@ -769,7 +770,7 @@ fn main() {
         .filter(|a| !a.starts_with('-'))
         .collect();
     type Section = fn(&mut Vec<Row>);
-    let sections: [(&str, Section); 9] = [
+    let sections: [(&str, Section); 10] = [
         ("hot_paths", hot_paths),
         ("scaling", scaling),
         ("scopes", scopes),
@@ -778,6 +779,7 @@ fn main() {
         ("tasks", tasks::tasks),
         ("inherit", inherit::inherit),
         ("baggage", baggage::baggage),
+        ("tracing", tracing::tracing),
         ("memory", memory),
     ];
     let mut rows = Vec::new();

@@ -136,8 +136,29 @@ mod deep {
 
     #[inline(never)]
     fn widget() -> String {
+        // No request id passed down: `log_fields` puts it on the line.
+        tracing::info!("rendering");
         super::observe()
     }
+}
+
+/// The request's values on every log line, in the handler and in every child it starts:
+/// `request_id` and `user`, read from [`REQUEST`] (`serve` mode logs with it; see `main.rs`).
+///
+/// # Examples
+///
+/// ```
+/// use context_local::tracing::ContextFieldsExt;
+/// use context_local_axum_example::log_fields;
+///
+/// let subscriber = tracing_subscriber::fmt().with_context_fields(&log_fields()).finish();
+/// # let _ = subscriber;
+/// ```
+pub fn log_fields() -> context_local::tracing::ContextFields {
+    context_local::tracing::ContextFields::builder()
+        .display("request_id", REQUEST.proxy().map(|r| r.id.as_str()))
+        .display("user", REQUEST.proxy().map(|r| r.user.as_str()))
+        .build()
 }
 
 /// Counters of one server, shared by its handlers and its runtime's hooks.

@@ -18,11 +18,12 @@ use std::collections::BTreeSet;
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
+use context_local::tracing::ContextFieldsExt;
 use context_local_axum_example::chain::{
     check_chain, hostile_baggage, tricky_request_id, tricky_tenant, Chain, RequestId, Tenant,
     BAGGAGE_ERROR, BAGGAGE_ERRORS, HOSTILE_ERRORS, X_REQUEST_ID, X_TENANT,
 };
-use context_local_axum_example::{check, client, Request, Server, REQUEST, SCRATCH};
+use context_local_axum_example::{check, client, log_fields, Request, Server, REQUEST, SCRATCH};
 
 const USAGE: &str = "usage: context-local-axum-example [serve [ADDR] | selftest [N] | \
                      chain [A_ADDR [B_ADDR]] | chain-selftest [N]]";
@@ -59,6 +60,10 @@ fn main() -> ExitCode {
 }
 
 fn serve(addr: &str) -> Result<(), String> {
+    // One line: every event logged for a request carries its `request_id` and `user`.
+    tracing_subscriber::fmt()
+        .with_context_fields(&log_fields())
+        .init();
     let server =
         Server::start(addr, WORKERS).map_err(|e| format!("cannot serve on {addr}: {e}"))?;
     println!(
