@@ -612,14 +612,17 @@ fn expected_drop_log(ctx_id: ContextId) -> Vec<String> {
     ]
 }
 
-/// Fault 5 scenario (X not iterating). An explicit context `ctx` holds the victim value in `l`;
-/// another context holds the blocker. Y iterates `l` and, in its callback on the blocker, waits
-/// (at most 3 s) until X has dropped `ctx`. X drops `ctx` while Y is there. Y's timeout, if
-/// it expires, is logged as "Y: ...".
+/// Fault 5 scenario. An explicit context `ctx` holds the victim value in `l`; another context
+/// holds the blocker. Y iterates `l` and, in its callback on the blocker, waits until X is done.
+/// X drops `ctx` while Y is there: directly (`x_iterates == false`; Y waits at most 3 s for
+/// X's `drop(ctx)`), or inside its own `l.for_each`, in its callback on the blocker (not on the
+/// victim; Y waits at most 10 s for X's `for_each`, and still holds `ctx` in its iteration).
+/// Y's timeout, if it expires, is logged as "Y: ...".
 fn drop_while_another_thread_iterates(
     l: &'static Local<Probe>,
     m: &'static Local<u32>,
     bomb: bool,
+    x_iterates: bool,
 ) -> Seen {
     let t = Tally::new();
     let log = Log::new();
@@ -630,6 +633,11 @@ fn drop_while_another_thread_iterates(
     ctx.run(|| l.set(victim(&t, &log, m, bomb)));
     let (y_in_tx, y_in_rx) = mpsc::channel::<()>();
     let (x_done_tx, x_done_rx) = mpsc::channel::<()>();
+    let (y_wait, y_late) = if x_iterates {
+        (10, "Y: X's for_each did not end within 10 s")
+    } else {
+        (3, "Y: X's drop(ctx) did not end within 3 s")
+    };
     let y = spawn_named("Y", {
         let log = log.clone();
         move || {
@@ -642,8 +650,8 @@ fn drop_while_another_thread_iterates(
                     }
                     if let Some(tx) = y_in.take() {
                         tx.send(()).unwrap();
-                        if x_done_rx.recv_timeout(Duration::from_secs(3)).is_err() {
-                            log.push("Y: X's drop(ctx) did not end within 3 s");
+                        if x_done_rx.recv_timeout(Duration::from_secs(y_wait)).is_err() {
+                            log.push(y_late);
                         }
                     }
                 });
@@ -657,9 +665,30 @@ fn drop_while_another_thread_iterates(
         move || {
             let _ = ContextId::current(); // own context first: ids are recycled
             y_in_rx.recv().unwrap();
-            log.push("X: drop(ctx) starts");
-            let r = catch_unwind(AssertUnwindSafe(move || drop(ctx))).map_err(panic_message);
-            log.push("X: drop(ctx) ended");
+            let r = if x_iterates {
+                let mut ctx = Some(ctx);
+                catch_unwind(AssertUnwindSafe(|| {
+                    l.for_each(|_, v| {
+                        if v.n != BLOCKER {
+                            return;
+                        }
+                        if let Some(ctx) = ctx.take() {
+                            log.push("X: drop(ctx) starts");
+                            let r = catch_unwind(AssertUnwindSafe(move || drop(ctx)));
+                            log.push("X: drop(ctx) ended");
+                            if let Err(p) = r {
+                                std::panic::resume_unwind(p);
+                            }
+                        }
+                    });
+                }))
+                .map_err(panic_message)
+            } else {
+                log.push("X: drop(ctx) starts");
+                let r = catch_unwind(AssertUnwindSafe(move || drop(ctx))).map_err(panic_message);
+                log.push("X: drop(ctx) ended");
+                r
+            };
             let _ = x_done_tx.send(());
             r
         }
@@ -685,7 +714,7 @@ fn fault5_a_context_dropped_while_another_thread_iterates_drops_its_value_on_the
     static L: Local<Probe> = Local::named("F5A_L");
     static M: Local<u32> = Local::named("F5A_M");
     within(60, || {
-        let seen = drop_while_another_thread_iterates(&L, &M, false);
+        let seen = drop_while_another_thread_iterates(&L, &M, false, false);
         let log: Vec<String> = seen
             .log
             .iter()
@@ -706,7 +735,7 @@ fn fault5_a_panicking_drop_of_a_dropped_context_surfaces_from_the_dropper() {
     static L: Local<Probe> = Local::named("F5B_L");
     static M: Local<u32> = Local::named("F5B_M");
     within(60, || {
-        let seen = drop_while_another_thread_iterates(&L, &M, true);
+        let seen = drop_while_another_thread_iterates(&L, &M, true, false);
         assert_eq!(seen.x, Err("bomb".to_string()), "log: {:?}", seen.log);
         assert_eq!(seen.y, Ok(()), "log: {:?}", seen.log);
     });
@@ -719,91 +748,13 @@ fn fault5_dropping_a_context_does_not_wait_for_a_reader_busy_with_another_contex
     static L: Local<Probe> = Local::named("F5C_L");
     static M: Local<u32> = Local::named("F5C_M");
     within(60, || {
-        let seen = drop_while_another_thread_iterates(&L, &M, false);
+        let seen = drop_while_another_thread_iterates(&L, &M, false, false);
         assert!(
             !seen.log.iter().any(|e| e.starts_with("Y:")),
             "drop(ctx) waited for a reader that was not reading ctx's value: {:?}",
             seen.log
         );
     });
-}
-
-/// Fault 5 scenario (X iterating too). As above, but X drops `ctx` inside its own
-/// `l.for_each`, in its callback on the blocker (not on the victim); Y, blocked in its own
-/// callback on the blocker until X's `for_each` returned, still holds `ctx` in its iteration.
-fn drop_inside_for_each_while_another_thread_iterates(
-    l: &'static Local<Probe>,
-    m: &'static Local<u32>,
-    bomb: bool,
-) -> Seen {
-    let t = Tally::new();
-    let log = Log::new();
-    let blocker = Context::new();
-    blocker.run(|| l.set(Probe::plain(&t, BLOCKER)));
-    let ctx = Context::new();
-    let ctx_id = ctx.id();
-    ctx.run(|| l.set(victim(&t, &log, m, bomb)));
-    let (y_in_tx, y_in_rx) = mpsc::channel::<()>();
-    let (x_done_tx, x_done_rx) = mpsc::channel::<()>();
-    let y = spawn_named("Y", {
-        let log = log.clone();
-        move || {
-            let _ = ContextId::current(); // own context first: ids are recycled
-            let mut y_in = Some(y_in_tx);
-            let r = catch_unwind(AssertUnwindSafe(|| {
-                l.for_each(|_, v| {
-                    if v.n != BLOCKER {
-                        return;
-                    }
-                    if let Some(tx) = y_in.take() {
-                        tx.send(()).unwrap();
-                        if x_done_rx.recv_timeout(Duration::from_secs(10)).is_err() {
-                            log.push("Y: X's for_each did not end within 10 s");
-                        }
-                    }
-                });
-            }))
-            .map_err(panic_message);
-            (r, m.is_set())
-        }
-    });
-    let x = spawn_named("X", {
-        let log = log.clone();
-        move || {
-            let _ = ContextId::current(); // own context first: ids are recycled
-            y_in_rx.recv().unwrap();
-            let mut ctx = Some(ctx);
-            let r = catch_unwind(AssertUnwindSafe(|| {
-                l.for_each(|_, v| {
-                    if v.n != BLOCKER {
-                        return;
-                    }
-                    if let Some(ctx) = ctx.take() {
-                        log.push("X: drop(ctx) starts");
-                        let r = catch_unwind(AssertUnwindSafe(move || drop(ctx)));
-                        log.push("X: drop(ctx) ended");
-                        if let Err(p) = r {
-                            std::panic::resume_unwind(p);
-                        }
-                    }
-                });
-            }))
-            .map_err(panic_message);
-            let _ = x_done_tx.send(());
-            r
-        }
-    });
-    let x = x.join().unwrap();
-    let (y, m_in_y) = y.join().unwrap();
-    drop(blocker);
-    assert_eq!(t.live(), 0, "a value was not dropped");
-    Seen {
-        log: log.entries(),
-        x,
-        y,
-        m_in_y,
-        ctx_id,
-    }
 }
 
 /// Fault 5: X drops a context inside its own `for_each` (while visiting another context's
@@ -814,7 +765,7 @@ fn fault5_a_context_dropped_inside_for_each_drops_its_value_then_not_in_a_reader
     static L: Local<Probe> = Local::named("F5D_L");
     static M: Local<u32> = Local::named("F5D_M");
     within(60, || {
-        let seen = drop_inside_for_each_while_another_thread_iterates(&L, &M, false);
+        let seen = drop_while_another_thread_iterates(&L, &M, false, true);
         assert_eq!(seen.x, Ok(()));
         assert_eq!(seen.y, Ok(()));
         assert_eq!(seen.log, expected_drop_log(seen.ctx_id));
@@ -829,7 +780,7 @@ fn fault5_a_panicking_drop_inside_for_each_surfaces_from_the_dropper_not_a_reade
     static L: Local<Probe> = Local::named("F5E_L");
     static M: Local<u32> = Local::named("F5E_M");
     within(60, || {
-        let seen = drop_inside_for_each_while_another_thread_iterates(&L, &M, true);
+        let seen = drop_while_another_thread_iterates(&L, &M, true, true);
         assert_eq!(seen.y, Ok(()), "log: {:?}", seen.log);
         assert_eq!(seen.x, Err("bomb".to_string()), "log: {:?}", seen.log);
     });
