@@ -8,10 +8,11 @@
 //! - Fault 5: a stranger's `Drop` run inside your `for_each`;
 //! - Fault 6: errors, not aborts or hangs (`try_with_mut` inside `for_each`, a `StackGuard`
 //!   unwinding out of a callback, `for_each` from a late thread-local destructor);
-//! - "Adversarial": further attacks in the same spirit.
+//! - "Adversarial": further attacks in the same spirit;
+//! - last, `for_each` against writes that move a slot to a fresh one or retire its value.
 //!
-//! (Fault 3 is covered by `tests/review.rs`, `teardown_and_a_reader_dropping_a_local_do_not_deadlock`;
-//! fault 7 by a benchmark.)
+//! (Fault 3 is covered by `tests/teardown.rs`,
+//! `teardown_and_a_reader_dropping_a_local_do_not_deadlock`; fault 7 by a benchmark.)
 //!
 //! A deadlock fails its test through a watchdog — `within`, or a child process that
 //! `run_child` kills — and never blocks CI. Bounds are generous (seconds); nothing here asserts
@@ -26,7 +27,7 @@ use std::sync::{mpsc, Arc, Barrier, Mutex};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use common::{expect_panic, no_panic, panic_message, within, Counted, Log, Probe, Tally};
+use common::{expect_panic, no_panic, panic_message, within, Counted, Log, Parked, Probe, Tally};
 use context_local::{AccessErrorKind, Context, ContextId, Local, LocalStack, Snapshot};
 
 const CHILD_ENV: &str = "CONTEXT_LOCAL_ITERATION_CHILD";
@@ -611,14 +612,17 @@ fn expected_drop_log(ctx_id: ContextId) -> Vec<String> {
     ]
 }
 
-/// Fault 5 scenario (X not iterating). An explicit context `ctx` holds the victim value in `l`;
-/// another context holds the blocker. Y iterates `l` and, in its callback on the blocker, waits
-/// (at most 3 s) until X has dropped `ctx`. X drops `ctx` while Y is there. Y's timeout, if
-/// it expires, is logged as "Y: ...".
+/// Fault 5 scenario. An explicit context `ctx` holds the victim value in `l`; another context
+/// holds the blocker. Y iterates `l` and, in its callback on the blocker, waits until X is done.
+/// X drops `ctx` while Y is there: directly (`x_iterates == false`; Y waits at most 3 s for
+/// X's `drop(ctx)`), or inside its own `l.for_each`, in its callback on the blocker (not on the
+/// victim; Y waits at most 10 s for X's `for_each`, and still holds `ctx` in its iteration).
+/// Y's timeout, if it expires, is logged as "Y: ...".
 fn drop_while_another_thread_iterates(
     l: &'static Local<Probe>,
     m: &'static Local<u32>,
     bomb: bool,
+    x_iterates: bool,
 ) -> Seen {
     let t = Tally::new();
     let log = Log::new();
@@ -629,6 +633,11 @@ fn drop_while_another_thread_iterates(
     ctx.run(|| l.set(victim(&t, &log, m, bomb)));
     let (y_in_tx, y_in_rx) = mpsc::channel::<()>();
     let (x_done_tx, x_done_rx) = mpsc::channel::<()>();
+    let (y_wait, y_late) = if x_iterates {
+        (10, "Y: X's for_each did not end within 10 s")
+    } else {
+        (3, "Y: X's drop(ctx) did not end within 3 s")
+    };
     let y = spawn_named("Y", {
         let log = log.clone();
         move || {
@@ -641,8 +650,8 @@ fn drop_while_another_thread_iterates(
                     }
                     if let Some(tx) = y_in.take() {
                         tx.send(()).unwrap();
-                        if x_done_rx.recv_timeout(Duration::from_secs(3)).is_err() {
-                            log.push("Y: X's drop(ctx) did not end within 3 s");
+                        if x_done_rx.recv_timeout(Duration::from_secs(y_wait)).is_err() {
+                            log.push(y_late);
                         }
                     }
                 });
@@ -656,9 +665,30 @@ fn drop_while_another_thread_iterates(
         move || {
             let _ = ContextId::current(); // own context first: ids are recycled
             y_in_rx.recv().unwrap();
-            log.push("X: drop(ctx) starts");
-            let r = catch_unwind(AssertUnwindSafe(move || drop(ctx))).map_err(panic_message);
-            log.push("X: drop(ctx) ended");
+            let r = if x_iterates {
+                let mut ctx = Some(ctx);
+                catch_unwind(AssertUnwindSafe(|| {
+                    l.for_each(|_, v| {
+                        if v.n != BLOCKER {
+                            return;
+                        }
+                        if let Some(ctx) = ctx.take() {
+                            log.push("X: drop(ctx) starts");
+                            let r = catch_unwind(AssertUnwindSafe(move || drop(ctx)));
+                            log.push("X: drop(ctx) ended");
+                            if let Err(p) = r {
+                                std::panic::resume_unwind(p);
+                            }
+                        }
+                    });
+                }))
+                .map_err(panic_message)
+            } else {
+                log.push("X: drop(ctx) starts");
+                let r = catch_unwind(AssertUnwindSafe(move || drop(ctx))).map_err(panic_message);
+                log.push("X: drop(ctx) ended");
+                r
+            };
             let _ = x_done_tx.send(());
             r
         }
@@ -684,7 +714,7 @@ fn fault5_a_context_dropped_while_another_thread_iterates_drops_its_value_on_the
     static L: Local<Probe> = Local::named("F5A_L");
     static M: Local<u32> = Local::named("F5A_M");
     within(60, || {
-        let seen = drop_while_another_thread_iterates(&L, &M, false);
+        let seen = drop_while_another_thread_iterates(&L, &M, false, false);
         let log: Vec<String> = seen
             .log
             .iter()
@@ -705,7 +735,7 @@ fn fault5_a_panicking_drop_of_a_dropped_context_surfaces_from_the_dropper() {
     static L: Local<Probe> = Local::named("F5B_L");
     static M: Local<u32> = Local::named("F5B_M");
     within(60, || {
-        let seen = drop_while_another_thread_iterates(&L, &M, true);
+        let seen = drop_while_another_thread_iterates(&L, &M, true, false);
         assert_eq!(seen.x, Err("bomb".to_string()), "log: {:?}", seen.log);
         assert_eq!(seen.y, Ok(()), "log: {:?}", seen.log);
     });
@@ -718,91 +748,13 @@ fn fault5_dropping_a_context_does_not_wait_for_a_reader_busy_with_another_contex
     static L: Local<Probe> = Local::named("F5C_L");
     static M: Local<u32> = Local::named("F5C_M");
     within(60, || {
-        let seen = drop_while_another_thread_iterates(&L, &M, false);
+        let seen = drop_while_another_thread_iterates(&L, &M, false, false);
         assert!(
             !seen.log.iter().any(|e| e.starts_with("Y:")),
             "drop(ctx) waited for a reader that was not reading ctx's value: {:?}",
             seen.log
         );
     });
-}
-
-/// Fault 5 scenario (X iterating too). As above, but X drops `ctx` inside its own
-/// `l.for_each`, in its callback on the blocker (not on the victim); Y, blocked in its own
-/// callback on the blocker until X's `for_each` returned, still holds `ctx` in its iteration.
-fn drop_inside_for_each_while_another_thread_iterates(
-    l: &'static Local<Probe>,
-    m: &'static Local<u32>,
-    bomb: bool,
-) -> Seen {
-    let t = Tally::new();
-    let log = Log::new();
-    let blocker = Context::new();
-    blocker.run(|| l.set(Probe::plain(&t, BLOCKER)));
-    let ctx = Context::new();
-    let ctx_id = ctx.id();
-    ctx.run(|| l.set(victim(&t, &log, m, bomb)));
-    let (y_in_tx, y_in_rx) = mpsc::channel::<()>();
-    let (x_done_tx, x_done_rx) = mpsc::channel::<()>();
-    let y = spawn_named("Y", {
-        let log = log.clone();
-        move || {
-            let _ = ContextId::current(); // own context first: ids are recycled
-            let mut y_in = Some(y_in_tx);
-            let r = catch_unwind(AssertUnwindSafe(|| {
-                l.for_each(|_, v| {
-                    if v.n != BLOCKER {
-                        return;
-                    }
-                    if let Some(tx) = y_in.take() {
-                        tx.send(()).unwrap();
-                        if x_done_rx.recv_timeout(Duration::from_secs(10)).is_err() {
-                            log.push("Y: X's for_each did not end within 10 s");
-                        }
-                    }
-                });
-            }))
-            .map_err(panic_message);
-            (r, m.is_set())
-        }
-    });
-    let x = spawn_named("X", {
-        let log = log.clone();
-        move || {
-            let _ = ContextId::current(); // own context first: ids are recycled
-            y_in_rx.recv().unwrap();
-            let mut ctx = Some(ctx);
-            let r = catch_unwind(AssertUnwindSafe(|| {
-                l.for_each(|_, v| {
-                    if v.n != BLOCKER {
-                        return;
-                    }
-                    if let Some(ctx) = ctx.take() {
-                        log.push("X: drop(ctx) starts");
-                        let r = catch_unwind(AssertUnwindSafe(move || drop(ctx)));
-                        log.push("X: drop(ctx) ended");
-                        if let Err(p) = r {
-                            std::panic::resume_unwind(p);
-                        }
-                    }
-                });
-            }))
-            .map_err(panic_message);
-            let _ = x_done_tx.send(());
-            r
-        }
-    });
-    let x = x.join().unwrap();
-    let (y, m_in_y) = y.join().unwrap();
-    drop(blocker);
-    assert_eq!(t.live(), 0, "a value was not dropped");
-    Seen {
-        log: log.entries(),
-        x,
-        y,
-        m_in_y,
-        ctx_id,
-    }
 }
 
 /// Fault 5: X drops a context inside its own `for_each` (while visiting another context's
@@ -813,7 +765,7 @@ fn fault5_a_context_dropped_inside_for_each_drops_its_value_then_not_in_a_reader
     static L: Local<Probe> = Local::named("F5D_L");
     static M: Local<u32> = Local::named("F5D_M");
     within(60, || {
-        let seen = drop_inside_for_each_while_another_thread_iterates(&L, &M, false);
+        let seen = drop_while_another_thread_iterates(&L, &M, false, true);
         assert_eq!(seen.x, Ok(()));
         assert_eq!(seen.y, Ok(()));
         assert_eq!(seen.log, expected_drop_log(seen.ctx_id));
@@ -828,7 +780,7 @@ fn fault5_a_panicking_drop_inside_for_each_surfaces_from_the_dropper_not_a_reade
     static L: Local<Probe> = Local::named("F5E_L");
     static M: Local<u32> = Local::named("F5E_M");
     within(60, || {
-        let seen = drop_inside_for_each_while_another_thread_iterates(&L, &M, true);
+        let seen = drop_while_another_thread_iterates(&L, &M, true, true);
         assert_eq!(seen.y, Ok(()), "log: {:?}", seen.log);
         assert_eq!(seen.x, Err("bomb".to_string()), "log: {:?}", seen.log);
     });
@@ -1833,5 +1785,444 @@ fn adversarial_for_each_over_forks_while_they_write_and_go() {
         drop(snapshot);
         assert_eq!(t.live(), 0);
         assert_eq!(L.contexts(), 0);
+    });
+}
+
+// ---------------------------------------------------------------------------------------------
+// `for_each` against writes that move a slot to a fresh one (relocate) or retire its value.
+
+/// Regression: `for_each` inside `with_mut` of a context left by its guard spun forever, fixed in
+/// be68822.
+///
+/// The `for_each` visit turned "this thread is the writer" into a panic only when the context was
+/// in this thread's chain of entered contexts. A context left inside `with_mut` (its
+/// `ContextGuard` dropped there: the release is deferred, the slot stays `WRITING`) is not, so the
+/// `for_each` waited for itself. Now the visit also asks whether this thread deferred the
+/// context's release (`CtxInner::deferred_here`, in `Storage::for_each`, storage/mod.rs).
+#[test]
+fn for_each_inside_with_mut_of_a_left_context_does_not_hang() {
+    child_must_succeed("child_for_each_inside_with_mut_of_a_left_context", 20);
+}
+
+#[test]
+#[ignore = "run in a child process by for_each_inside_with_mut_of_a_left_context_does_not_hang"]
+fn child_for_each_inside_with_mut_of_a_left_context() {
+    static L: Local<u32> = Local::named("LEFT_WRITER");
+    if !in_child() {
+        return;
+    }
+    let ctx = Context::new();
+    let ctx = &ctx;
+    let g = ctx.enter();
+    L.set(1);
+    let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(move || {
+        L.with_mut(move |_| {
+            drop(g); // left; the release waits for this `with_mut`
+            L.for_each(|_, _| ()); // without the drop above: a panic naming the local
+        })
+    }));
+    // Either outcome but a hang is acceptable.
+    drop(r);
+}
+
+static S1: LocalStack<u32> = LocalStack::named("S1");
+
+/// Regression: a guard's element is identified by a sequence number unique within one slot;
+/// `LocalStack::release` under a foreign reader moves the stack to a fresh slot whose numbering
+/// restarted at 0, so a guard of the old slot removed through the context's table took the new
+/// slot's element with its number; fixed in 3742683: a fresh slot carries the stack's numbering
+/// over.
+///
+/// Here: guard `g` pushes 1 (id 0) in context `c`; a reader sits on `c`'s stack; `release()`
+/// moves the stack to a fresh slot; `g2` pushes 2 there (id 0 again). `c` is left, then `g`
+/// is dropped: its removal claims `c` and must not remove the 2 that `g2` still guards.
+/// Expected: `c` still has `[2]` (1 was released already).
+#[test]
+fn guard_dropped_elsewhere_after_release_under_a_reader_removes_only_its_own_value() {
+    within(20, || {
+        let c = Context::new();
+        let cid = c.id();
+        let entered = c.enter();
+        let g = S1.enter(1);
+        let reader = Parked::start(move |park| {
+            S1.for_each(|id, _| {
+                if id == cid {
+                    park();
+                }
+            })
+        });
+        S1.release(); // the reader is on the slot: the stack moves to a fresh one
+        reader.finish();
+        let g2 = S1.enter(2);
+        drop(entered);
+        drop(g); // not current: removed through a claim on `c`
+        let seen = c.run(|| S1.for_each_here());
+        drop(g2);
+        assert_eq!(seen, vec![2], "g's drop removed g2's value");
+    });
+}
+
+/// Regression: the same root cause through `scope_future`, fixed in 3742683: its end-of-poll
+/// removal looked the id up in the table's slot. A future whose poll released the stack under a
+/// reader and then entered a guard had that guard's element taken out at the end of the poll
+/// (and re-pushed as "its" value at the next poll).
+#[test]
+fn scope_future_after_release_under_a_reader_removes_only_its_own_value() {
+    static S2: LocalStack<u32> = LocalStack::named("S2");
+    within(20, || {
+        let c = Context::new();
+        let cid = c.id();
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        let fut = {
+            let seen = seen.clone();
+            S2.scope_future(1, async move {
+                let reader = Parked::start(move |park| {
+                    S2.for_each(|id, _| {
+                        if id == cid {
+                            park();
+                        }
+                    })
+                });
+                S2.release();
+                reader.finish();
+                // A numbered element in the fresh slot (id 0 there), guarded across the end of
+                // the poll: leak the guard so it is never removed by the guard itself.
+                std::mem::forget(S2.enter(2));
+                seen.lock().unwrap().push(S2.for_each_here());
+            })
+        };
+        c.run(|| block_on(fut));
+        let after = c.run(|| S2.for_each_here());
+        assert_eq!(
+            after,
+            vec![2],
+            "the scope's end-of-poll removal took a value that was not its own (inside: {:?})",
+            seen.lock().unwrap()
+        );
+    });
+}
+
+/// Regression: the same root cause through a deferred removal, fixed in 3742683: a guard dropped
+/// inside its stack's own `for_each` (this thread iterating) defers its removal by `(index, id)`;
+/// the deferred removal then hit the fresh slot's element.
+#[test]
+fn deferred_guard_removal_after_release_under_a_reader_removes_only_its_own_value() {
+    static S3: LocalStack<u32> = LocalStack::named("S3");
+    within(20, || {
+        let me = ContextId::current();
+        let g = S3.enter(1);
+        let reader = Parked::start(move |park| {
+            S3.for_each(|id, _| {
+                if id == me {
+                    park();
+                }
+            })
+        });
+        S3.release();
+        reader.finish();
+        let g2 = S3.enter(2); // id 0 in the fresh slot
+        let mut g = Some(g);
+        S3.for_each(|_, _| drop(g.take())); // iterating: the removal of id 0 is queued
+        let seen = S3.for_each_here();
+        drop(g2);
+        assert_eq!(seen, vec![2], "g's deferred removal removed g2's value");
+    });
+}
+
+/// Regression: a retired slot that a sweep could not take (this thread iterating the local while
+/// another reader marked the slot) was still flagged swept, so teardown skipped it and its value
+/// was dropped only by the final free, after the teardown, with another context current; fixed
+/// in 3742683: a slot this thread reads is "busy", not "taken", and stays unswept.
+///
+/// Here: in context `c`, `L` holds P1. A reader R, inside `L.for_each` on `c`'s P1, nests a
+/// `M.for_each` and parks on `c`'s `M`. `L.set(P2)` retires P1's slot (R marks it). Then,
+/// inside `L.for_each` on this thread, `M.set(..)` relocates `M` (R marks it) and sweeps
+/// the retired slots: P1's is refused. After R leaves, `drop(c)` must drop P1 with `c` current.
+#[test]
+fn a_retired_value_refused_to_a_sweep_inside_for_each_is_still_dropped_by_its_context() {
+    static K: Local<u32> = Local::named("K");
+    static L: Local<Probe> = Local::named("L");
+    static M: Local<u32> = Local::named("M");
+    within(20, || {
+        let t = Tally::new();
+        let log = Log::new();
+        let c = Context::new();
+        let cid = c.id();
+        let p1 = {
+            let log = log.clone();
+            Probe::new(&t, 1, move || {
+                log.push(format!(
+                    "P1 dropped in {:?}, K bound: {}",
+                    ContextId::current(),
+                    K.is_set()
+                ));
+            })
+        };
+        c.run(|| {
+            K.set(7); // bound before L: still bound while L's values are dropped
+            L.set(p1);
+            M.set(0);
+        });
+        let reader = Parked::start(move |park| {
+            L.for_each(|id, _| {
+                if id == cid {
+                    M.for_each(|id2, _| {
+                        if id2 == cid {
+                            park();
+                        }
+                    });
+                }
+            })
+        });
+        c.run(|| {
+            L.set(Probe::plain(&t, 2)); // P1's slot retired (R marks it)
+            let mut once = true;
+            L.for_each(|_, _| {
+                if std::mem::take(&mut once) {
+                    M.set(1); // relocates M (R marks it) and sweeps L's retired slot
+                }
+            });
+        });
+        reader.finish();
+        log.push("drop(c) starts");
+        drop(c);
+        log.push("drop(c) ended");
+        assert_eq!(
+            log.entries(),
+            vec![
+                "drop(c) starts".to_string(),
+                format!("P1 dropped in {cid:?}, K bound: true"),
+                "drop(c) ended".to_string(),
+            ],
+            "P1 was not dropped by its context's teardown"
+        );
+        assert_eq!(t.live(), 0, "a value was never dropped");
+    });
+}
+
+trait Here {
+    fn for_each_here(&self) -> Vec<u32>;
+}
+
+impl Here for LocalStack<u32> {
+    /// The current context's stack, bottom first.
+    fn for_each_here(&self) -> Vec<u32> {
+        let me = ContextId::current();
+        let mut out = Vec::new();
+        self.for_each(|id, items| {
+            if id == me {
+                out = items.to_vec();
+            }
+        });
+        out
+    }
+}
+
+/// A minimal executor: polls `fut` to completion on this thread.
+fn block_on<F: std::future::Future>(fut: F) -> F::Output {
+    use std::task::{Context as TaskCx, Poll, Wake, Waker};
+    struct Noop;
+    impl Wake for Noop {
+        fn wake(self: Arc<Self>) {}
+    }
+    let waker = Waker::from(Arc::new(Noop));
+    let mut cx = TaskCx::from_waker(&waker);
+    let mut fut = std::pin::pin!(fut);
+    loop {
+        if let Poll::Ready(v) = fut.as_mut().poll(&mut cx) {
+            return v;
+        }
+        thread::yield_now();
+    }
+}
+
+/// Regression: the same stale "swept" slot, worse, fixed in 3742683: with another thread iterating
+/// `L` (busy on another context's value) while `c` is dropped, that reader's registry snapshot
+/// held the last reference to `c`'s storage, so P1's `Drop` ran on the *reader's* thread, inside
+/// its `for_each`, after `drop(c)` returned: what `Local::for_each` promises never happens
+/// ("values are only ever dropped by their own context ... never by the thread that iterates").
+#[test]
+fn a_retired_value_refused_to_a_sweep_is_not_dropped_by_an_iterating_thread() {
+    static L: Local<Probe> = Local::named("L2");
+    static M: Local<u32> = Local::named("M2");
+    within(20, || {
+        let t = Tally::new();
+        let log = Log::new();
+        let blocker = Context::new();
+        let bid = blocker.id();
+        blocker.run(|| L.set(Probe::plain(&t, 9)));
+        let c = Context::new();
+        let cid = c.id();
+        let p1 = {
+            let log = log.clone();
+            Probe::new(&t, 1, move || {
+                let name = thread::current().name().unwrap_or("?").to_string();
+                log.push(format!("P1 dropped on {name}"));
+            })
+        };
+        c.run(|| {
+            L.set(p1);
+            M.set(0);
+        });
+        let reader = Parked::start(move |park| {
+            L.for_each(|id, _| {
+                if id == cid {
+                    M.for_each(|id2, _| {
+                        if id2 == cid {
+                            park();
+                        }
+                    });
+                }
+            })
+        });
+        c.run(|| {
+            L.set(Probe::plain(&t, 2));
+            let mut once = true;
+            L.for_each(|_, _| {
+                if std::mem::take(&mut once) {
+                    M.set(1);
+                }
+            });
+        });
+        reader.finish();
+        // A second reader, parked on the blocker's value, holds a snapshot that includes `c`.
+        let (y_in_tx, y_in_rx) = mpsc::channel::<()>();
+        let (go_tx, go_rx) = mpsc::channel::<()>();
+        let y = thread::Builder::new()
+            .name("reader Y".into())
+            .spawn(move || {
+                let _ = ContextId::current();
+                L.for_each(|id, _| {
+                    if id == bid {
+                        y_in_tx.send(()).unwrap();
+                        let _ = go_rx.recv_timeout(Duration::from_secs(5));
+                    }
+                });
+            })
+            .unwrap();
+        y_in_rx.recv_timeout(Duration::from_secs(5)).unwrap();
+        let name = thread::current().name().unwrap_or("?").to_string();
+        drop(c);
+        log.push("drop(c) ended");
+        go_tx.send(()).unwrap();
+        y.join().unwrap();
+        drop(blocker);
+        assert_eq!(
+            log.entries(),
+            vec![format!("P1 dropped on {name}"), "drop(c) ended".to_string()],
+            "P1 was dropped by the iterating thread, after its context was gone"
+        );
+        assert_eq!(t.live(), 0);
+    });
+}
+
+/// Regression: teardown inside `for_each` of the same local took another thread's reader mark for
+/// this thread's own and did not wait for it, fixed in 3742683: teardown inside `for_each` waits
+/// for other threads' readers (only its own marks are given up on).
+///
+/// X, inside `L.for_each` on another context's value, drops context `c` while reader Y sits on
+/// `c`'s value (waiting for nobody). `c`'s value was left in its slot and dropped when the last
+/// `Arc` of `c`'s storage went: after `drop(c)` returned, outside `c`, by an iterating thread.
+#[test]
+fn a_context_dropped_inside_for_each_waits_for_another_threads_reader_of_its_value() {
+    static L: Local<Probe> = Local::named("L3");
+    within(20, || {
+        let t = Tally::new();
+        let log = Log::new();
+        let blocker = Context::new();
+        let bid = blocker.id();
+        blocker.run(|| L.set(Probe::plain(&t, 9)));
+        let c = Context::new();
+        let cid = c.id();
+        let p1 = {
+            let log = log.clone();
+            Probe::new(&t, 1, move || {
+                let name = thread::current().name().unwrap_or("?").to_string();
+                log.push(format!(
+                    "P1 dropped on {name} in {:?}",
+                    ContextId::current()
+                ));
+            })
+        };
+        c.run(|| L.set(p1));
+        let (y_in_tx, y_in_rx) = mpsc::channel::<()>();
+        let y = thread::Builder::new()
+            .name("reader Y".into())
+            .spawn(move || {
+                let _ = ContextId::current();
+                L.for_each(|id, _| {
+                    if id == cid {
+                        y_in_tx.send(()).unwrap();
+                        // Waits for nobody: a bounded callback.
+                        thread::sleep(Duration::from_millis(300));
+                    }
+                });
+            })
+            .unwrap();
+        y_in_rx.recv_timeout(Duration::from_secs(5)).unwrap();
+        let x = thread::Builder::new()
+            .name("X".into())
+            .spawn({
+                let log = log.clone();
+                move || {
+                    let _ = ContextId::current();
+                    let mut c = Some(c);
+                    L.for_each(|id, _| {
+                        if id == bid {
+                            if let Some(c) = c.take() {
+                                drop(c);
+                                log.push("X: drop(c) ended");
+                            }
+                        }
+                    });
+                }
+            })
+            .unwrap();
+        x.join().unwrap();
+        y.join().unwrap();
+        drop(blocker);
+        assert_eq!(
+            log.entries(),
+            vec![
+                format!("P1 dropped on X in {cid:?}"),
+                "X: drop(c) ended".to_string()
+            ],
+            "c's value was not dropped by c's teardown"
+        );
+        assert_eq!(t.live(), 0);
+    });
+}
+
+/// Regression: a value released under a reader outlived the "next replacing write" that
+/// `Local::for_each`'s docs promise it ends at, fixed in 3742683: a replacing write sweeps retired
+/// values left by earlier ones.
+///
+/// Retired values were swept only when a later `set`/`release` *again* found a reader on the slot;
+/// an uncontended write never swept, so on a long-lived context (a worker thread's) a released
+/// value lived until the context ended.
+#[test]
+fn a_value_released_under_a_reader_is_dropped_at_the_next_replacing_write() {
+    static L: Local<Probe> = Local::named("L4");
+    within(20, || {
+        let t = Tally::new();
+        let me = ContextId::current();
+        L.set(Probe::plain(&t, 1));
+        let reader = Parked::start(move |park| {
+            L.for_each(|id, _| {
+                if id == me {
+                    park();
+                }
+            })
+        });
+        L.release(); // the reader keeps P1
+        reader.finish(); // ... and lets go of it
+        L.set(Probe::plain(&t, 2)); // the next replacing write
+        L.release();
+        let live = t.live();
+        L.release();
+        assert_eq!(
+            live, 0,
+            "the released value is still alive after two more replacing writes"
+        );
     });
 }

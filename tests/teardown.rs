@@ -9,12 +9,18 @@
 
 mod common;
 
-use std::cell::RefCell;
-use std::sync::{LazyLock, Mutex};
+use std::cell::{Cell, RefCell};
+use std::sync::atomic::{AtomicBool, Ordering::SeqCst};
+use std::sync::{Arc, LazyLock, Mutex};
 use std::thread;
+use std::time::Duration;
 
-use common::{expect_panic, no_panic, run_child, tail, within, Counted, Log, Probe, Tally};
-use context_local::{Context, ContextGuard, ContextId, Local, LocalManager, LocalStack, Release};
+use common::{
+    expect_panic, keep, no_panic, run_child, tail, within, Counted, Log, Probe, Sees, Tally,
+};
+use context_local::{
+    Context, ContextGuard, ContextId, Local, LocalManager, LocalStack, Release, Snapshot,
+};
 
 const CHILD_ENV: &str = "CONTEXT_LOCAL_TEARDOWN_CHILD";
 
@@ -935,5 +941,265 @@ fn manager_scope_and_guard_leave_nothing_bound_when_a_drop_binds_again() {
         drop(ctx);
         assert_eq!(t.created(), 5);
         assert_eq!(t.live(), 0);
+    });
+}
+
+// ---------------------------------------------------------------------------------------------
+// Teardown order and re-entrancy: initializers that bind or leave, frozen copies, readers.
+
+static INIT_ORDER: Mutex<Vec<String>> = Mutex::new(Vec::new());
+
+struct Noisy(&'static str, fn() -> bool);
+
+impl Drop for Noisy {
+    fn drop(&mut self) {
+        let saw = (self.1)();
+        INIT_ORDER
+            .lock()
+            .unwrap()
+            .push(format!("{} (saw other: {saw})", self.0));
+    }
+}
+
+static INIT_A: Local<Noisy> = Local::with_init("INIT_A", init_a);
+static INIT_B: Local<Noisy> = Local::named("INIT_B");
+
+fn init_a() -> Noisy {
+    INIT_B.set(Noisy("B", || INIT_A.is_set()));
+    Noisy("A", || INIT_B.is_set())
+}
+
+/// Regression: a `with_init` local's first binding was recorded when its slot was created, before
+/// `init()` ran and bound another local, so teardown dropped the init's value last and its `Drop`
+/// no longer saw what was bound before it (DESIGN.md: reverse order of first binding), fixed in
+/// be68822: the value counts as bound after what its initializer bound.
+#[test]
+fn with_init_value_is_dropped_before_what_its_init_bound() {
+    within(60, || {
+        let ctx = Context::new();
+        ctx.run(|| INIT_A.with(|_| ()));
+        drop(ctx);
+        assert_eq!(
+            *INIT_ORDER.lock().unwrap(),
+            ["A (saw other: true)", "B (saw other: false)"],
+            "teardown order (A was bound after B)"
+        );
+    });
+}
+
+static TD_READER_IN: AtomicBool = AtomicBool::new(false);
+
+/// Regression: teardown waited for a foreign `for_each` while holding the context's detach lock,
+/// and a reader whose callback dropped a non-`static` local waited for that lock (a deadlock;
+/// every later drop of a non-`static` local hung too), fixed in be68822: teardown waits for
+/// readers outside the detach lock.
+#[test]
+fn teardown_and_a_reader_dropping_a_local_do_not_deadlock() {
+    common::child_must_succeed(
+        "child_teardown_and_a_reader_dropping_a_local",
+        CHILD_ENV,
+        30,
+    );
+}
+
+#[test]
+#[ignore = "run in a child process by teardown_and_a_reader_dropping_a_local_do_not_deadlock"]
+fn child_teardown_and_a_reader_dropping_a_local() {
+    static S: LocalStack<u32> = LocalStack::named("TD_READER");
+    if std::env::var_os(CHILD_ENV).is_none() {
+        return;
+    }
+    let other: Local<u32> = Local::named("TD_OTHER");
+    other.set(1); // assigns its index
+    let ctx = Context::new();
+    ctx.run(|| S.push(1));
+    std::thread::scope(|s| {
+        let reader = s.spawn(move || {
+            let mut other = Some(other);
+            S.for_each(|_, _| {
+                if let Some(other) = other.take() {
+                    TD_READER_IN.store(true, SeqCst);
+                    // Give the teardown time to reach its wait for us.
+                    std::thread::sleep(Duration::from_millis(300));
+                    drop(other);
+                }
+            });
+        });
+        while !TD_READER_IN.load(SeqCst) {
+            std::thread::yield_now();
+        }
+        drop(ctx); // teardown: waits for the reader while holding the detach lock
+        reader.join().unwrap();
+    });
+}
+
+thread_local! {
+    static REBIND_ON_DROP: Cell<bool> = const { Cell::new(false) };
+}
+
+/// A value whose clones' `Drop` (when armed) binds `LATE_X` in the current context.
+struct Rebinder(bool);
+
+impl Clone for Rebinder {
+    fn clone(&self) -> Self {
+        Rebinder(true)
+    }
+}
+
+impl Drop for Rebinder {
+    fn drop(&mut self) {
+        if self.0 && REBIND_ON_DROP.with(Cell::get) {
+            LATE_X.set(Sees(LATE_SEEN.with(|s| s.clone())));
+        }
+    }
+}
+
+static LATE_X: Local<Sees> = Local::named("LATE_X");
+static LATE_R: Local<Rebinder> = Local::named("LATE_R").inheritable();
+thread_local! {
+    static LATE_SEEN: Arc<Mutex<Option<context_local::ContextId>>> = Arc::default();
+}
+
+/// Regression: a value bound by the `Drop` of a frozen copy in the context's cached capture was
+/// never dropped by the teardown (DESIGN.md: "A value bound by a `Drop` during teardown is dropped
+/// too"), but later, by whichever thread let go of the context's storage, with another context
+/// current; fixed in be68822: the cached capture is dropped inside the teardown's rounds.
+#[test]
+fn a_value_bound_by_a_frozen_copys_drop_is_dropped_in_its_context() {
+    within(60, || {
+        let home = context_local::ContextId::current(); // so that ids are not recycled below
+        let ctx = Context::new();
+        ctx.run(|| {
+            LATE_R.set(Rebinder(false));
+            drop(Snapshot::capture()); // the context's cache now holds a frozen copy
+        });
+        let id = ctx.id();
+        REBIND_ON_DROP.with(|r| r.set(true));
+        drop(ctx);
+        REBIND_ON_DROP.with(|r| r.set(false));
+        let seen = LATE_SEEN.with(|s| *s.lock().unwrap());
+        assert_eq!(
+            seen,
+            Some(id),
+            "the value bound by the frozen copy's Drop was dropped in {seen:?} (home: {home:?})"
+        );
+    });
+}
+
+static INIT_LEAVES: Local<u32> = Local::with_init("INIT_LEAVES", init_leaves);
+thread_local! {
+    static INIT_GUARD: RefCell<Option<ContextGuard<'static>>> = const { RefCell::new(None) };
+}
+
+fn init_leaves() -> u32 {
+    drop(INIT_GUARD.with(|g| g.borrow_mut().take()));
+    7
+}
+
+/// Regression, fixed in be68822: `Local::init_then` marked the slot of the context current before
+/// `init()` but bound the value — and ran the user's closure — in whatever context was
+/// current after it, and cleared `INIT` in a slot of a context this thread no longer held (a
+/// plain store racing its next holder). Now a running initializer holds its context like a
+/// borrow (a `ContextGuard` dropped inside it defers the release), and an initializer that
+/// leaves its context is a panic naming the local: nothing is bound anywhere, and the context
+/// can be entered again afterwards.
+#[test]
+fn an_initializer_that_leaves_its_context_is_an_error_naming_the_local() {
+    within(60, || {
+        let ctx: &'static Context = common::keep(Context::new());
+        let home = Context::new();
+        home.run(|| {
+            let g = ctx.enter();
+            INIT_GUARD.with(|s| *s.borrow_mut() = Some(g));
+            let msg = expect_panic(|| INIT_LEAVES.with(|v| *v));
+            assert!(
+                msg.contains("`INIT_LEAVES`") && msg.contains("left the context"),
+                "{msg}"
+            );
+            // The same panic points at the caller's line, not into the runtime.
+            let g = ctx.enter();
+            INIT_GUARD.with(|s| *s.borrow_mut() = Some(g));
+            let at = common::panic_location(|| INIT_LEAVES.with(|v| *v));
+            let caller = (file!().to_owned(), line!() - 1);
+            assert_eq!(at, caller, "where the panic points");
+            assert!(!INIT_LEAVES.is_set(), "nothing bound in home");
+        });
+        assert!(ctx.try_enter().is_ok(), "the context was released");
+        assert!(!ctx.run(|| INIT_LEAVES.is_set()), "nothing bound in ctx");
+    });
+}
+
+/// `Drop`s during a context's teardown that start a thread (with the context's
+/// snapshot), create, fill and drop another context, capture and fork, and bind new values:
+/// everything is dropped once, the new values with the context.
+#[test]
+fn teardown_drops_that_spawn_fork_and_bind() {
+    static INH: Local<u32> = Local::named("TD_INH").inheritable();
+    static HOOK: Local<Hook2> = Local::named("TD_HOOK");
+    static LATE: Local<Counted> = Local::named("TD_LATE");
+    struct Hook2(Tally, Arc<Mutex<Vec<String>>>);
+    impl Drop for Hook2 {
+        fn drop(&mut self) {
+            let log = self.1.clone();
+            let seen = context_local::thread::spawn(|| INH.get()).join().unwrap();
+            log.lock().unwrap().push(format!("thread saw {seen:?}"));
+            let fork = Snapshot::capture().fork();
+            log.lock()
+                .unwrap()
+                .push(format!("fork saw {:?}", fork.run(|| INH.get())));
+            let other = Context::new();
+            other.run(|| LATE.set(self.0.make(2)));
+            drop(other);
+            LATE.set(self.0.make(3)); // bound in the dying context
+        }
+    }
+    within(60, || {
+        let t = Tally::new();
+        let log = Arc::new(Mutex::new(Vec::new()));
+        let ctx = Context::new();
+        ctx.run(|| {
+            INH.set(4);
+            HOOK.set(Hook2(t.clone(), log.clone()));
+        });
+        drop(ctx);
+        assert_eq!(t.live(), 0);
+        assert_eq!(
+            *log.lock().unwrap(),
+            ["thread saw Some(4)", "fork saw Some(4)"],
+        );
+    });
+}
+
+static INIT_LEAVES_PANICS: Local<u32> = Local::with_init("INIT_LEAVES_PANICS", || {
+    drop(INIT_GUARD.with(|g| g.borrow_mut().take()));
+    panic!("initializer failed after leaving its context")
+});
+
+/// Regression: an initializer that dropped its context's guard and then panicked left the context
+/// claimed forever, fixed in 08ce2e6.
+///
+/// The guard's release was deferred (a running initializer counts as a borrow); on unwind only the
+/// initializer's mark was cleared, and the deferred release waited "for the slot's next use",
+/// which never came. A fork's copy-on-write `Clone` that leaves and panics did the same:
+/// `a_copy_on_write_clone_that_leaves_and_panics_releases_the_fork` (tests/inherit.rs).
+#[test]
+fn an_initializer_that_leaves_and_panics_releases_its_context() {
+    within(60, || {
+        let ctx: &'static Context = keep(Context::new());
+        let home = Context::new();
+        home.run(|| {
+            let g = ctx.enter();
+            INIT_GUARD.with(|s| *s.borrow_mut() = Some(g));
+            let msg = expect_panic(|| INIT_LEAVES_PANICS.with(|v| *v));
+            assert!(msg.contains("initializer failed"), "{msg}");
+        });
+        assert!(
+            !ctx.is_entered(),
+            "the context stays claimed after its guard was dropped"
+        );
+        assert!(
+            ctx.try_enter().is_ok(),
+            "the context cannot be entered again"
+        );
     });
 }

@@ -25,8 +25,8 @@ const FIRST_BUFFER_BYTES: usize = 128;
 /// While a guard or scope may need it, every element has a sequence number, increasing from
 /// bottom to top: a guard (or a scope) remembers its element's number and removes exactly that
 /// element — at the top or the bottom in one comparison, anywhere else by binary search — or
-/// nothing, if it is gone. Both buffers keep
-/// removals at the bottom O(1), so guards dropped oldest-first cost O(n) in all. Numbers are
+/// nothing, if it is gone. Both buffers keep removals at the bottom O(1), so guards dropped
+/// oldest-first cost O(n) in all. Numbers are
 /// never reused in a stack; a scope future's segment put back with its old numbers may leave
 /// them out of order (`unsorted`), and removals then search them one by one.
 pub(crate) struct StackStore<T> {

@@ -178,7 +178,8 @@ mod fence_impl {
     // loom models neither membarrier nor SeqCst (it treats SeqCst as AcqRel), so both halves
     // are an AcqRel RMW on one location: RMWs of a location are totally ordered, and the later
     // one acquires the earlier one's release, so one side always sees the other's flag. That
-    // is exactly the guarantee the real barrier pair gives; loom then checks everything else.
+    // is the guarantee the real barrier pair is relied on to give: loom checks everything else
+    // assuming it, not that membarrier or SeqCst fences provide it.
     loom::lazy_static! {
         static ref BARRIER: AtomicUsize = AtomicUsize::new(0);
     }

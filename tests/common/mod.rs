@@ -286,3 +286,51 @@ pub fn panic_location<R>(f: impl FnOnce() -> R) -> (String, u32) {
         .flatten()
         .expect("the panic reports a location")
 }
+
+/// Records the current context when dropped (`None` where no context can be current).
+pub struct Sees(pub Arc<std::sync::Mutex<Option<context_local::ContextId>>>);
+
+impl Drop for Sees {
+    fn drop(&mut self) {
+        *self.0.lock().unwrap() = context_local::ContextId::try_current();
+    }
+}
+
+/// A reader thread parked inside a `for_each` callback (on one context's value) until told to
+/// go on. The callback is given by the test; it calls `park()` where it wants to wait.
+pub struct Parked {
+    go: std::sync::mpsc::Sender<()>,
+    join: std::thread::JoinHandle<()>,
+}
+
+impl Parked {
+    /// Spawns `body(park)`, and returns once `park` has been called (the reader is inside its
+    /// callback). `park` waits at most 5 s for `finish`.
+    pub fn start(body: impl FnOnce(&mut dyn FnMut()) + Send + 'static) -> Self {
+        let (in_tx, in_rx) = std::sync::mpsc::channel::<()>();
+        let (go_tx, go_rx) = std::sync::mpsc::channel::<()>();
+        let join = std::thread::spawn(move || {
+            let _ = context_local::ContextId::current(); // own context first
+            let mut parked = false;
+            let mut park = || {
+                if parked {
+                    return;
+                }
+                parked = true;
+                in_tx.send(()).unwrap();
+                let _ = go_rx.recv_timeout(std::time::Duration::from_secs(5));
+            };
+            body(&mut park);
+        });
+        in_rx
+            .recv_timeout(std::time::Duration::from_secs(5))
+            .expect("the reader never reached its callback");
+        Parked { go: go_tx, join }
+    }
+
+    /// Lets the reader go on, and joins it.
+    pub fn finish(self) {
+        let _ = self.go.send(());
+        self.join.join().expect("the reader panicked");
+    }
+}

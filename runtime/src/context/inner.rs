@@ -49,7 +49,8 @@ struct Pending {
 }
 
 /// The per-context storage. Shared (`Arc`) between its holder (`Context`, `InContext` or the
-/// thread), the registry, and iterators holding a snapshot.
+/// thread), the registry, iterators holding a snapshot, and whoever found it by
+/// `registry::lookup` (a guard or scope removing its value from a context it does not hold).
 pub(crate) struct CtxInner {
     pub(crate) id: ContextId,
     /// Unique for the life of the process (ids are recycled, serials are not).

@@ -4,7 +4,10 @@
 //! - `current`: each thread's chain of entered contexts and its own context;
 //! - `inner`: one context's storage, pending removals and teardown;
 //! - `table`: the slot table and the type-erased slot header;
-//! - `registry`: live contexts by id, for iteration.
+//! - `registry`: live contexts by id, for iteration;
+//! - `inherit`: what a context hands down to its forks (frozen values, the cached capture);
+//! - `unfinished`: teardowns that had to leave values, finished later by their thread;
+//! - `id` and `enter_error`: the public `ContextId` and `EnterError`.
 
 mod current;
 mod enter_error;

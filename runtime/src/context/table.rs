@@ -15,8 +15,8 @@ const BUCKETS: usize = 26;
 
 /// What a context can do with a slot without knowing its type. Implemented in `storage`.
 pub(crate) struct SlotVTable {
-    /// Moves out the slot's values (teardown), or `None` if it holds none or cannot be
-    /// written now.
+    /// Moves out the slot's values (teardown): `Values` (`None` if it holds none), or
+    /// `Readers`/`Busy` when it cannot be taken now (see `Taken`).
     pub(crate) take: unsafe fn(NonNull<SlotHeader>) -> Taken,
     /// Does queued work (a `StackGuard`'s removal, a scope's restore) without waiting:
     /// `Readers` when a foreign reader is there (the caller waits outside its locks and

@@ -3,7 +3,8 @@
 //!
 //! - `key`: the local's index, assigned on first use;
 //! - `slot`: the typed slot and what a context can do with it untyped;
-//! - `borrow`: the borrow protocol (holder borrows and writes, foreign readers).
+//! - `borrow`: the borrow protocol (holder borrows and writes, foreign readers);
+//! - `buf`: the stacks' buffer (O(1) removal at both ends, one contiguous slice).
 
 mod borrow;
 mod buf;
