@@ -434,6 +434,86 @@ fn fault2_each_stack_callback_changes_the_other_stack() {
     assert_eq!((S.contexts(), T.contexts()), (0, 0));
 }
 
+/// A wait-for cycle through a `with_mut` frame. Thread A, inside `l.with_mut` (in an explicit
+/// context it leaves inside that `with_mut` when `leave_inside`), changes `m` while B's
+/// `m.for_each` callback is on A's value of `m`; that callback iterates `l` and so waits for
+/// A's write of `l` to end. Each waits for the other: one of them must be refused — A's change
+/// with `Deadlock`, or B's iteration with a panic — and both must finish.
+///
+/// Regression note: nothing records a `with_mut` as it happens any more (issue 21: that
+/// bookkeeping cost every `with_mut` half its time); a thread about to block computes what it
+/// writes from the `WRITING` marks of the contexts it holds, including one it left inside the
+/// write. Without that computation A is not known to write `l`, and both threads hang.
+fn wait_cycle_through_with_mut(l: &'static Local<u32>, m: &'static Local<u32>, leave_inside: bool) {
+    within(30, move || {
+        let (a_waits, b_in_callback) = (mpsc::channel::<()>(), mpsc::channel::<()>());
+        let (a_ready, a_go) = a_waits;
+        let (b_ready, b_go) = b_in_callback;
+        let a = spawn_named("A", move || {
+            m.set(1);
+            let ctx = Context::new();
+            let guard = ctx.enter();
+            let guard = if leave_inside {
+                Some(guard)
+            } else {
+                drop(guard);
+                None
+            };
+            l.set(1);
+            let changed = l.with_mut(|v| {
+                *v += 1;
+                drop(guard); // leaves `ctx`, whose release waits for this write to end
+                a_ready.send(()).unwrap();
+                b_go.recv().unwrap();
+                m.try_with_mut(|v| *v += 1)
+            });
+            changed.map_err(|e| e.kind())
+        });
+        let b = spawn_named("B", move || {
+            a_go.recv().unwrap();
+            let mut refused = 0;
+            m.for_each(|_, _| {
+                b_ready.send(()).unwrap();
+                let r = catch_unwind(AssertUnwindSafe(|| l.for_each(|_, _| ())));
+                if let Err(p) = r {
+                    let msg = panic_message(p);
+                    assert!(msg.contains("cannot be iterated here"), "{msg}");
+                    refused += 1;
+                }
+            });
+            refused
+        });
+        let a = a.join().expect("A panicked");
+        let b_refused = b.join().expect("B panicked");
+        let a_refused = match a {
+            Ok(()) => 0,
+            Err(kind) => {
+                assert_eq!(kind, AccessErrorKind::Deadlock);
+                1
+            }
+        };
+        assert_eq!(
+            a_refused + b_refused,
+            1,
+            "exactly one side of the cycle gives up"
+        );
+    });
+}
+
+#[test]
+fn a_reader_waiting_for_a_with_mut_whose_thread_waits_for_it_is_a_cycle() {
+    static L: Local<u32> = Local::named("CYCLE_L");
+    static M: Local<u32> = Local::named("CYCLE_M");
+    wait_cycle_through_with_mut(&L, &M, false);
+}
+
+#[test]
+fn the_cycle_is_found_when_the_writer_left_the_context_inside_with_mut() {
+    static L: Local<u32> = Local::named("CYCLE_LEFT_L");
+    static M: Local<u32> = Local::named("CYCLE_LEFT_M");
+    wait_cycle_through_with_mut(&L, &M, true);
+}
+
 // =============================================================================================
 // Fault 4: writer starvation.
 

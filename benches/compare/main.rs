@@ -375,6 +375,25 @@ fn hot_paths(rows: &mut Vec<Row>) {
         Gate::AtMost(1.0),
     ));
 
+    let (o, p) = pair(
+        |n| {
+            for i in 0..n {
+                black_box(L.with_mut(|v| {
+                    *v = black_box(i);
+                    *v
+                }));
+            }
+        },
+        ours_with,
+    );
+    rows.push(row(
+        "Local::with_mut, bound (write through &mut)",
+        o,
+        "Local::with, bound (read)",
+        p,
+        Gate::AtMost(1.5),
+    ));
+
     let (o, p) = pair(ours_push_pop, std_push_pop);
     rows.push(row(
         "push + pop, 1 element (release-on-pop)",
@@ -495,7 +514,34 @@ fn body_scoped_tls() -> u64 {
     SCOPED.with(|v| *v)
 }
 
+/// As [`body_ours`], for a `Local`.
+#[inline(never)]
+fn body_local() -> u64 {
+    SL.with(|v| *v)
+}
+
+static SL: Local<u64> = Local::named("SL");
+
 fn scopes(rows: &mut Vec<Row>) {
+    let (o, p) = pair(
+        |n| {
+            for i in 0..n {
+                black_box(SL.scope(black_box(i), body_local));
+            }
+        },
+        |n| {
+            for i in 0..n {
+                black_box(SCOPED.set(&black_box(i), body_scoped_tls));
+            }
+        },
+    );
+    rows.push(row(
+        "Local::scope(value, non-inlined body reading)",
+        o,
+        "scoped-tls set + with, same body",
+        p,
+        Gate::AtMost(1.0),
+    ));
     let (o, p) = pair(
         |n| {
             for i in 0..n {
@@ -636,6 +682,29 @@ fn contexts(rows: &mut Vec<Row>) {
         gate: Gate::None,
         unit: "ns",
     });
+    // Leaving a context must not scan what it holds: 64 values bound cost what none do.
+    static RUN_MANY: [Local<u64>; 64] = [const { Local::new() }; 64];
+    let (empty, full) = (Context::new(), Context::new());
+    full.run(|| RUN_MANY.iter().for_each(|l| l.set(1)));
+    let (o, p) = pair(
+        |n| {
+            for _ in 0..n {
+                full.run(|| black_box(()));
+            }
+        },
+        |n| {
+            for _ in 0..n {
+                empty.run(|| black_box(()));
+            }
+        },
+    );
+    rows.push(row(
+        "Context::run, context holding 64 values",
+        o,
+        "the same, context holding none",
+        p,
+        Gate::AtMost(1.1),
+    ));
     for count in [1usize, 16, 256] {
         let local: Local<u64> = Local::named("ITER");
         let ctxs: Vec<Context> = (0..count).map(|_| Context::new()).collect();

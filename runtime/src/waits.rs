@@ -20,37 +20,30 @@ thread_locals! {
     /// What this thread's `for_each` calls hold right now: the slots (or inherited frames) their
     /// callbacks are looking at.
     static MARKED: RefCell<Vec<usize>> = const { RefCell::new(Vec::new()) };
-    /// Slots this thread lends out as `&mut` to user code right now (`with_mut` frames).
-    static LENDING: RefCell<Vec<usize>> = const { RefCell::new(Vec::new()) };
 }
 
-/// Records, until dropped, that this thread holds `addr` in `list`.
+/// Records, until dropped, that this thread's `for_each` callback looks at what lives at an
+/// address.
+///
+/// What a thread *writes* is not recorded as it happens (that would cost every `with_mut`):
+/// a thread about to block computes it from the `WRITING` marks of the contexts it holds
+/// (`context::slots_written_here`), which cannot change while it is blocked.
 pub(crate) struct Holding {
     addr: usize,
-    lend: bool,
 }
 
 impl Holding {
     /// This thread's `for_each` callback is looking at what lives at `addr`.
     pub(crate) fn mark(addr: usize) -> Self {
         let _ = MARKED.try_with(|v| v.borrow_mut().push(addr));
-        Holding { addr, lend: false }
-    }
-
-    /// This thread lends the payload of the slot at `addr` out as `&mut` (a reader waiting for
-    /// that write to end then knows whom it waits for).
-    #[inline]
-    pub(crate) fn lend(addr: usize) -> Self {
-        let _ = LENDING.try_with(|v| v.borrow_mut().push(addr));
-        Holding { addr, lend: true }
+        Holding { addr }
     }
 }
 
 impl Drop for Holding {
     #[inline]
     fn drop(&mut self) {
-        let list = if self.lend { &LENDING } else { &MARKED };
-        let _ = list.try_with(|v| remove_last(&mut v.borrow_mut(), &self.addr));
+        let _ = MARKED.try_with(|v| remove_last(&mut v.borrow_mut(), &self.addr));
     }
 }
 
@@ -80,12 +73,11 @@ pub(crate) fn marked_here_and_any(addr: usize) -> (bool, bool) {
         .unwrap_or((false, false))
 }
 
-/// A number identifying this thread while it lives, what it marks and what it lends out.
-fn holdings_here() -> (usize, Vec<usize>, Vec<usize>) {
-    let lending = LENDING.try_with(|v| v.borrow().clone()).unwrap_or_default();
+/// A number identifying this thread while it lives, and what it marks.
+fn holdings_here() -> (usize, Vec<usize>) {
     MARKED
-        .try_with(|v| (ptr::from_ref(v).addr(), v.borrow().clone(), lending))
-        .unwrap_or((0, Vec::new(), Vec::new()))
+        .try_with(|v| (ptr::from_ref(v).addr(), v.borrow().clone()))
+        .unwrap_or((0, Vec::new()))
 }
 
 /// What a party waits for.
@@ -124,16 +116,18 @@ impl Drop for Waiting {
     }
 }
 
-/// Registers this thread as waiting `on` (and, if `writing`, holding `WRITING` on that slot
-/// meanwhile); `None` if that wait would close a cycle (then nothing is registered).
-pub(crate) fn register(on: On, writing: Option<usize>) -> Option<Waiting> {
-    let (thread, marks, mut writes) = holdings_here();
+/// Registers this thread as waiting `on`, writing the slots `writes()` returns meanwhile (those
+/// it has marked `WRITING`: see `context::slots_written_here`); `None` if that wait would close
+/// a cycle (then nothing is registered).
+pub(crate) fn register(on: On, writes: impl FnOnce() -> Vec<usize>) -> Option<Waiting> {
+    let (thread, marks) = holdings_here();
     if thread == 0 {
         // This thread's bookkeeping is gone (thread exit): it marks and writes nothing any
         // more, so nobody waits for it.
         return Some(Waiting { thread: 0 });
     }
-    writes.extend(writing);
+    // Before the lock: the walk takes the registry's lock (never taken the other way round).
+    let writes = writes();
     let mut waiters = lock(&WAITERS);
     let me = Waiter {
         thread,

@@ -161,6 +161,35 @@ pub(crate) fn thread_mark() -> usize {
     CURRENT.try_with(|c| ptr::from_ref(c).addr()).unwrap_or(0)
 }
 
+/// The slots this thread writes right now: those marked `WRITING` in the contexts it holds
+/// (its chain, what thread exit set aside, and contexts it left inside a write of theirs, whose
+/// release it deferred). Only the holder sets `WRITING`, so these are its open `with_mut`
+/// frames and a write of its own waiting for readers. Cold: for a thread about to block
+/// (`waits::register`), whose writes cannot change while it is blocked, so the hot write path
+/// records nothing.
+#[cold]
+pub(crate) fn slots_written_here() -> Vec<usize> {
+    let mut out = Vec::new();
+    let aside = SET_ASIDE.try_with(Cell::get).unwrap_or(ptr::null());
+    for mut node in [current_ptr(), aside] {
+        while is_context(node) {
+            // SAFETY: as in `unlink`.
+            let n = unsafe { &*node };
+            n.writing_slots(&mut out);
+            node = n.link();
+        }
+    }
+    let mark = thread_mark();
+    if mark != 0 {
+        registry::visit_locked(|ctx| {
+            if ctx.deferred_by(mark) {
+                ctx.writing_slots(&mut out);
+            }
+        });
+    }
+    out
+}
+
 /// The context at `addr` with `serial`, if this thread holds it (current, entered further out,
 /// or its own).
 #[inline]

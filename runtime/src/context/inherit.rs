@@ -378,7 +378,8 @@ impl CtxInner {
         if crate::waits::marked_here(addr) {
             return false;
         }
-        let Some(_waiting) = crate::waits::register(crate::waits::On::Marks(addr), None) else {
+        let on = crate::waits::On::Marks(addr);
+        let Some(_waiting) = crate::waits::register(on, super::slots_written_here) else {
             return false;
         };
         let mut round = 0;

@@ -7,7 +7,9 @@ use std::ptr::{self, NonNull};
 
 use super::inherit::{Frame, Inherited, Lends};
 use super::owner::{Owner, State};
-use super::table::{Queued, Removal, Remover, SlotHeader, Table, Taken, BORROWS, INIT, PENDING};
+use super::table::{
+    Queued, Removal, Remover, SlotHeader, Table, Taken, BORROWS, INIT, PENDING, WRITING,
+};
 use super::ContextId;
 use crate::sync::{lock, Arc, AtomicBool, Mutex, MutexGuard, Ordering, UnsafeCell};
 
@@ -464,7 +466,7 @@ impl Drop for CtxInner {
 
 impl CtxInner {
     /// Whether a value of this context is borrowed right now (by its holder, this thread).
-    fn borrowed_slots(&self, mut f: impl FnMut(&crate::sync::AtomicUsize)) -> bool {
+    fn borrowed_slots(&self, mut f: impl FnMut(&SlotHeader)) -> bool {
         // Another thread may be dropping a non-`static` local, freeing its slots: announce the
         // scan (the holder's cheap half of a store-then-load handshake; `detach_all` pays the
         // heavy half and waits for the scan to end). No user code runs here.
@@ -474,17 +476,33 @@ impl CtxInner {
             // SAFETY: holder-only, and no user code runs while `order` is borrowed.
             for &index in unsafe { &*o } {
                 if let Some(slot) = self.table.slot_at(index) {
-                    // SAFETY: a slot in the table is live while the context is.
-                    let state = unsafe { &slot.as_ref().state };
+                    // SAFETY: a slot in the table is live while the context is (and while the
+                    // scan is announced, for a local being dropped).
+                    let hdr = unsafe { slot.as_ref() };
                     // A running initializer (`INIT`) holds the context like a borrow.
-                    if state.load(Ordering::Relaxed) & (BORROWS | INIT) != 0 {
+                    if hdr.state.load(Ordering::Relaxed) & (BORROWS | INIT) != 0 {
                         any = true;
-                        f(state);
+                        f(hdr);
                     }
                 }
             }
         });
         any
+    }
+
+    /// Appends the addresses of this context's slots that its holder — this thread — marked
+    /// `WRITING` (see `current::slots_written_here`). Holder-only.
+    pub(crate) fn writing_slots(&self, out: &mut Vec<usize>) {
+        // Reserved first, so that no allocation (user code, a global allocator) runs while
+        // `order` is borrowed below.
+        // SAFETY: holder-only.
+        let len = self.order.with(|o| unsafe { (*o).len() });
+        out.reserve(len);
+        self.borrowed_slots(|hdr| {
+            if hdr.state.load(Ordering::Relaxed) & WRITING != 0 && out.len() < out.capacity() {
+                out.push(ptr::from_ref(hdr).addr());
+            }
+        });
     }
 
     /// The names of the locals and stacks holding a value here, in the order of their first
@@ -539,9 +557,9 @@ impl CtxInner {
     /// borrowed (a guard dropped inside `with`) — once the last such borrow ends. Returns
     /// whether the caller releases it now.
     pub(crate) fn release_now_or_later(&self) -> bool {
-        let later = self.borrowed_slots(|state| {
-            let st = state.load(Ordering::Relaxed);
-            state.store(st | PENDING, Ordering::Relaxed);
+        let later = self.borrowed_slots(|hdr| {
+            let st = hdr.state.load(Ordering::Relaxed);
+            hdr.state.store(st | PENDING, Ordering::Relaxed);
         }) | (self.busy.load(Ordering::Relaxed) > 0)
             | self.lends_any_inherited();
         if later {
@@ -555,8 +573,15 @@ impl CtxInner {
     /// Whether this thread left the context while borrowing one of its values, and so still
     /// holds it until that borrow ends.
     pub(crate) fn deferred_here(&self) -> bool {
-        self.release_deferred.load(Ordering::Relaxed)
-            && self.deferred_by.load(Ordering::Relaxed) == super::thread_mark()
+        self.deferred_by(super::thread_mark())
+    }
+
+    /// Whether the thread with this `thread_mark` left the context while borrowing one of its
+    /// values. Exact for the calling thread's own mark: it clears its mark when the deferred
+    /// release ends, so a later holder's flag never pairs with its stale mark.
+    pub(crate) fn deferred_by(&self, mark: usize) -> bool {
+        self.deferred_by.load(Ordering::Relaxed) == mark
+            && self.release_deferred.load(Ordering::Relaxed)
     }
 
     /// Ends a release this thread deferred, if nothing holds the context any more — without
@@ -575,6 +600,7 @@ impl CtxInner {
             && !self.borrowed_slots(|_| ())
         {
             self.release_deferred.store(false, Ordering::Relaxed);
+            self.deferred_by.store(0, Ordering::Relaxed);
             self.owner.end_deferred();
         }
     }

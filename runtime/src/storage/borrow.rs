@@ -24,7 +24,7 @@ use std::cell::RefCell;
 use std::ptr;
 
 use crate::context::table::{SlotHeader, PENDING, SHARED_ONE, WAITING, WRITING};
-use crate::context::CtxInner;
+use crate::context::{self, CtxInner};
 use crate::sync::{self as s, lock, Condvar, Mutex, Ordering};
 use crate::waits::{self, marked_here, Holding, On};
 
@@ -132,7 +132,13 @@ fn contended(
         Mode::Fresh => Err(Contended::Readers),
         Mode::Wait => {
             let addr = ptr::from_ref(hdr).addr();
-            let Some(_waiting) = waits::register(On::Marks(addr), Some(addr)) else {
+            // It writes `addr` (marked `WRITING` above) and whatever else it has marked.
+            let writes = || {
+                let mut w = context::slots_written_here();
+                w.push(addr);
+                w
+            };
+            let Some(_waiting) = waits::register(On::Marks(addr), writes) else {
                 return give_up(Contended::Deadlock);
             };
             loop {
@@ -159,7 +165,7 @@ pub(crate) fn wait_unmarked(hdr: &SlotHeader, sync: &IndexSync) -> bool {
     if marked_here(addr) {
         return false; // the reader is this very thread
     }
-    let Some(_waiting) = waits::register(On::Marks(addr), None) else {
+    let Some(_waiting) = waits::register(On::Marks(addr), context::slots_written_here) else {
         return false;
     };
     block_until_unmarked(hdr, sync);
@@ -189,13 +195,6 @@ pub(crate) fn iterating_here(sync: &IndexSync) -> bool {
     ITERATING
         .try_with(|v| v.borrow().iter().any(|&p| ptr::eq(p, sync)))
         .unwrap_or(false)
-}
-
-/// Records that this thread lends `hdr`'s payload out as `&mut` to user code until the
-/// returned guard is dropped (see `waits.rs`).
-#[inline]
-pub(crate) fn lending(hdr: &SlotHeader) -> Holding {
-    Holding::lend(ptr::from_ref(hdr).addr())
 }
 
 /// Ends a shared borrow, also on unwind, and runs what was queued for its end.

@@ -542,11 +542,11 @@ impl<V: Payload> Storage<V> {
     ) -> R {
         self.note_write(ctx, slot);
         if USER {
+            // Nothing records that this thread lends the payload out: a thread about to block
+            // finds its `WRITING` slots then (`context::slots_written_here`).
             let write = Write { slot, ctx };
-            let lending = borrow::lending(&slot.hdr);
             // SAFETY: holder, WRITING set, no shared borrow, foreign readers waited out.
             let r = slot.value.with_mut(|v| f(unsafe { &mut *v }));
-            drop(lending);
             drop(write);
             r
         } else {
@@ -846,7 +846,7 @@ impl<V: Payload> Storage<V> {
             while !self.visit(&ctx, i, f) {
                 // Registered afresh each round: the slot may have moved, its writer changed.
                 let on = waits::On::Writing(self.slot_addr(&ctx, i));
-                let Some(waiting) = waits::register(on, None) else {
+                let Some(waiting) = waits::register(on, context::slots_written_here) else {
                     fail(format_args!(
                         "context local `{}` cannot be iterated here: a holder changing it waits for this thread",
                         self.name()
