@@ -531,3 +531,71 @@ mod extract_with_context_layer {
         assert_eq!(seen.2, None, "a child after take() saw {:?}", seen.2);
     }
 }
+
+// ---------------------------------------------------------------------------------------------
+// Stack scope futures: pops inside, panics, polled in turns by two contexts.
+
+#[test]
+fn stack_scope_future_pop_of_the_inner_element_across_contexts_counts_once() {
+    static S: LocalStack<Counted> = LocalStack::named("S");
+    let t = Tally::new();
+    let (c1, c2) = (Context::new(), Context::new());
+    let t2 = t.clone();
+    let mut fut = Box::pin(S.scope_future(t.make(0), async move {
+        S.push(t2.make(1));
+        S.push(t2.make(2));
+        yield_now().await;
+        let popped = S.pop().map(|v| v.n);
+        let top = S.with_top(|v| v.n);
+        yield_now().await;
+        let popped2 = S.pop().map(|v| v.n);
+        let top2 = S.with_top(|v| v.n);
+        yield_now().await;
+        (popped, top, popped2, top2, S.len())
+    }));
+    assert!(c1.run(|| poll_once(fut.as_mut())).is_pending());
+    assert!(c2.run(|| poll_once(fut.as_mut())).is_pending());
+    assert!(c1.run(|| poll_once(fut.as_mut())).is_pending());
+    let out = c2.run(|| poll_once(fut.as_mut()));
+    assert_eq!(out, Poll::Ready((Some(2), Some(1), Some(1), Some(0), 1)));
+    assert_eq!((c1.run(|| S.len()), c2.run(|| S.len()), S.len()), (0, 0, 0));
+    drop(fut);
+    drop((c1, c2));
+    assert_eq!(t.live(), 0, "created {} dropped {}", t.created(), t.dropped());
+}
+
+#[test]
+fn scope_futures_panicking_mid_poll_restore_and_drop_everything_once() {
+    static L: Local<Counted> = Local::named("L");
+    static S: LocalStack<Counted> = LocalStack::named("S");
+    let t = Tally::new();
+    let ctx = Context::new();
+    ctx.run(|| {
+        L.set(t.make(1));
+        S.push(t.make(10));
+    });
+    let t2 = t.clone();
+    let mut fut = Box::pin(L.scope_future(
+        t.make(2),
+        S.scope_future(t.make(11), async move {
+            S.push(t2.make(12));
+            L.set(t2.make(3));
+            yield_now().await;
+            panic!("handler failed");
+        }),
+    ));
+    assert!(ctx.run(|| poll_once(fut.as_mut())).is_pending());
+    let msg = expect_panic(|| ctx.run(|| poll_once(fut.as_mut())));
+    assert!(msg.contains("handler failed"), "{msg}");
+    // After the panic, before the future is dropped: the context has its own values back.
+    assert_eq!(ctx.run(|| (L.with(|v| v.n), S.len(), S.with_top(|v| v.n))), (1, 1, Some(10)));
+    ctx.run(|| drop(fut));
+    // Dropped: the scope's own element is removed; what its future pushed and never popped
+    // stays where the scope ended, as after `S.scope(v, || S.push(x))`.
+    assert_eq!(
+        ctx.run(|| (L.with(|v| v.n), S.len(), S.with_top(|v| v.n))),
+        (1, 2, Some(12))
+    );
+    drop(ctx);
+    assert_eq!(t.live(), 0, "created {} dropped {}", t.created(), t.dropped());
+}
