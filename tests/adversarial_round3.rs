@@ -83,7 +83,11 @@ fn control_a_plain_stack_scope_future_carries_its_pushes_into_a_threads_own_cont
     }));
     assert!(c1.run(|| poll_once(fut.as_mut())).is_pending());
     assert_eq!(poll_once(fut.as_mut()), Poll::Ready(2));
-    assert_eq!(S.pop(), Some(1), "the inner push stays with the last poller");
+    assert_eq!(
+        S.pop(),
+        Some(1),
+        "the inner push stays with the last poller"
+    );
 }
 
 /// A `StackGuard` taken inside a stack scope future (a `!Send` future on a local executor)
@@ -148,7 +152,13 @@ fn stack_scope_future_dropped_mid_way_drops_its_set_aside_segment_once() {
     });
     assert!(!left.contains(&0), "the scope's element stayed: {left:?}");
     drop((c1, c2));
-    assert_eq!(t.live(), 0, "created {} dropped {}", t.created(), t.dropped());
+    assert_eq!(
+        t.live(),
+        0,
+        "created {} dropped {}",
+        t.created(),
+        t.dropped()
+    );
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -214,7 +224,7 @@ fn explicit_only_refused_by_every_write_entry_point_in_a_threads_own_context() {
     assert!(!expect_panic(|| S.push(1)).is_empty());
     assert!(!expect_panic(|| S.enter(1)).is_empty());
     assert!(D.proxy().try_with(|_| ()).is_err());
-    assert_eq!(format!("{}", D.proxy()).is_empty(), false);
+    assert!(!format!("{}", D.proxy()).is_empty());
     assert!(thread::bound_in_own_context().is_empty());
     // Inside a scope the value is bound; writes in place are to the scoped value, which ends.
     L.scope(1, || {
@@ -248,7 +258,14 @@ fn explicit_only_inherited_into_children_of_a_scope_in_a_threads_own_context() {
     });
     assert_eq!(spawned.as_deref(), Some("child"));
     assert_eq!(snap.run(|| L.get()).as_deref(), Some("acme"));
-    assert_eq!(snap.run(|| { L.set("x".into()); L.get() }).as_deref(), Some("x"));
+    assert_eq!(
+        snap.run(|| {
+            L.set("x".into());
+            L.get()
+        })
+        .as_deref(),
+        Some("x")
+    );
     assert!(!L.is_set());
     assert!(thread::bound_in_own_context().is_empty());
 }
@@ -283,11 +300,21 @@ fn clone_that_writes_another_inheritable_local_during_a_capture() {
         assert_eq!(seen.0, 1);
         assert!(seen.1 == 1 || seen.1 == 101, "{seen:?}");
         let again = Snapshot::capture().run(|| B.with(|b| b.n));
-        assert_eq!(again, B.with(|b| b.n), "a later capture sees the current value");
+        assert_eq!(
+            again,
+            B.with(|b| b.n),
+            "a later capture sees the current value"
+        );
         drop(snap);
     });
     drop(ctx);
-    assert_eq!(t.live(), 0, "created {} dropped {}", t.created(), t.dropped());
+    assert_eq!(
+        t.live(),
+        0,
+        "created {} dropped {}",
+        t.created(),
+        t.dropped()
+    );
 }
 
 /// A `Clone` that panics while a capture copies the value (at `thread::spawn`): the panic
@@ -327,7 +354,13 @@ fn clone_panicking_during_a_capture_loses_nothing() {
         assert_eq!(A.with(|a| a.0.n), 1, "the parent keeps its own");
     });
     drop(ctx);
-    assert_eq!(t.live(), 0, "created {} dropped {}", t.created(), t.dropped());
+    assert_eq!(
+        t.live(),
+        0,
+        "created {} dropped {}",
+        t.created(),
+        t.dropped()
+    );
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -367,7 +400,8 @@ fn every_write_inside_with_of_an_inherited_value_in_a_fork_is_refused() {
             ] {
                 assert!(msg.contains("`S`"), "{what}: {msg}");
             }
-            let guard = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| S.enter(t.make(12))));
+            let guard =
+                std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| S.enter(t.make(12))));
             assert!(guard.is_err(), "enter inside with_top");
             assert_eq!(outer.n, 10);
         });
@@ -377,7 +411,13 @@ fn every_write_inside_with_of_an_inherited_value_in_a_fork_is_refused() {
     });
     assert_eq!(parent.run(|| (L.with(|v| v.n), S.len())), (1, 1));
     drop((snap, parent));
-    assert_eq!(t.live(), 0, "created {} dropped {}", t.created(), t.dropped());
+    assert_eq!(
+        t.live(),
+        0,
+        "created {} dropped {}",
+        t.created(),
+        t.dropped()
+    );
 }
 
 /// `for_each` and `contexts` agree on whether a fork that only inherited a value holds it,
@@ -446,7 +486,12 @@ mod extract_with_context_layer {
     }
 
     async fn handler(_: http::Request<()>) -> Result<String, Infallible> {
-        Ok(format!("{:?} {:?} {:?}", TENANT.get(), ITENANT.get(), USER.get()))
+        Ok(format!(
+            "{:?} {:?} {:?}",
+            TENANT.get(),
+            ITENANT.get(),
+            USER.get()
+        ))
     }
 
     fn request() -> http::Request<()> {
@@ -494,9 +539,8 @@ mod extract_with_context_layer {
     /// and a child of a fork that has not written it inherits that frame).
     #[test]
     fn context_layer_inside_extract_layer_sees_the_extracted_values() {
-        let service = ExtractLayer::new(&PROPAGATOR).layer(ContextLayer::new().layer(SetUser(
-            tower::service_fn(handler),
-        )));
+        let service = ExtractLayer::new(&PROPAGATOR)
+            .layer(ContextLayer::new().layer(SetUser(tower::service_fn(handler))));
         assert_eq!(
             block_on(service.oneshot(request())).unwrap(),
             r#"Some("acme") Some("corp") Some("ada")"#
@@ -515,7 +559,9 @@ mod extract_with_context_layer {
             assert_eq!(TENANT.get().as_deref(), Some("acme"));
             TENANT.set("beta".into());
             let child = context_local::Context::child().run(|| TENANT.get());
-            let thread = context_local::thread::spawn(|| TENANT.get()).join().unwrap();
+            let thread = context_local::thread::spawn(|| TENANT.get())
+                .join()
+                .unwrap();
             let taken = {
                 TENANT.take();
                 context_local::Context::child().run(|| TENANT.get())
@@ -561,7 +607,13 @@ fn stack_scope_future_pop_of_the_inner_element_across_contexts_counts_once() {
     assert_eq!((c1.run(|| S.len()), c2.run(|| S.len()), S.len()), (0, 0, 0));
     drop(fut);
     drop((c1, c2));
-    assert_eq!(t.live(), 0, "created {} dropped {}", t.created(), t.dropped());
+    assert_eq!(
+        t.live(),
+        0,
+        "created {} dropped {}",
+        t.created(),
+        t.dropped()
+    );
 }
 
 #[test]
@@ -588,7 +640,10 @@ fn scope_futures_panicking_mid_poll_restore_and_drop_everything_once() {
     let msg = expect_panic(|| ctx.run(|| poll_once(fut.as_mut())));
     assert!(msg.contains("handler failed"), "{msg}");
     // After the panic, before the future is dropped: the context has its own values back.
-    assert_eq!(ctx.run(|| (L.with(|v| v.n), S.len(), S.with_top(|v| v.n))), (1, 1, Some(10)));
+    assert_eq!(
+        ctx.run(|| (L.with(|v| v.n), S.len(), S.with_top(|v| v.n))),
+        (1, 1, Some(10))
+    );
     ctx.run(|| drop(fut));
     // Dropped: the scope's own element is removed; what its future pushed and never popped
     // stays where the scope ended, as after `S.scope(v, || S.push(x))`.
@@ -597,5 +652,11 @@ fn scope_futures_panicking_mid_poll_restore_and_drop_everything_once() {
         (1, 2, Some(12))
     );
     drop(ctx);
-    assert_eq!(t.live(), 0, "created {} dropped {}", t.created(), t.dropped());
+    assert_eq!(
+        t.live(),
+        0,
+        "created {} dropped {}",
+        t.created(),
+        t.dropped()
+    );
 }

@@ -36,7 +36,9 @@ impl Capture {
 }
 
 fn fields() -> ContextFields {
-    ContextFields::builder().display("tenant", TENANT.proxy()).build()
+    ContextFields::builder()
+        .display("tenant", TENANT.proxy())
+        .build()
 }
 
 /// A hostile `baggage` header: the tenant decodes to a CR LF, a forged log line with a forged
@@ -109,7 +111,9 @@ fn a_hostile_tenant_does_not_forge_a_compact_or_pretty_line() {
         });
         let text = out.text();
         assert!(
-            !text.lines().any(|l| l.contains("forged") && !l.contains("tenant=")),
+            !text
+                .lines()
+                .any(|l| l.contains("forged") && !l.contains("tenant=")),
             "pretty={pretty}: a line without the field name carries the forged text:\n{text}"
         );
         assert!(!text.contains('\u{1b}'), "pretty={pretty}: {text:?}");
@@ -192,7 +196,10 @@ fn events_inside_with_mut_in_teardown_drop_and_after_a_request_carry_no_stale_va
     assert!(!line("inside-with-mut").contains("req="), "{text}");
     assert!(line("after-with-mut").contains("req=r-1-mut"), "{text}");
     assert!(line("after-request").contains("req=own"), "{text}");
-    let drops: Vec<_> = text.lines().filter(|l| l.contains("teardown-drop")).collect();
+    let drops: Vec<_> = text
+        .lines()
+        .filter(|l| l.contains("teardown-drop"))
+        .collect();
     assert_eq!(drops.len(), 2, "{text}");
     // First context: DROPS was bound first, so REQ is gone when it drops: no field, never the
     // thread's own "own". Second: DROPS bound last, REQ still there.

@@ -245,7 +245,8 @@ impl Visit for EscapeControls<'_> {
         self.0.record_debug(field, &Escaped(&value));
     }
     fn record_error(&mut self, field: &Field, value: &(dyn std::error::Error + 'static)) {
-        self.0.record_debug(field, &Escaped(&format_args!("{value}")));
+        self.0
+            .record_debug(field, &Escaped(&format_args!("{value}")));
     }
     fn record_i64(&mut self, field: &Field, value: i64) {
         self.0.record_i64(field, value);
@@ -277,7 +278,9 @@ impl fmt::Debug for Escaped<'_> {
         impl fmt::Write for Out<'_, '_> {
             fn write_str(&mut self, s: &str) -> fmt::Result {
                 let mut rest = s;
-                while let Some(i) = rest.find(|c: char| c.is_control() || matches!(c, '\u{2028}' | '\u{2029}')) {
+                while let Some(i) =
+                    rest.find(|c: char| c.is_control() || matches!(c, '\u{2028}' | '\u{2029}'))
+                {
                     self.0.write_str(&rest[..i])?;
                     let c = rest[i..].chars().next().expect("found at i");
                     write!(self.0, "{}", c.escape_default())?;
