@@ -737,6 +737,12 @@ impl<T: Send + 'static> LocalStack<T> {
             above,
             above_seqs,
         } = segment;
+        // What the inner future pushed above the element was pushed in another context, where
+        // it was allowed; putting it back here binds it anew, so an explicit-only stack refuses
+        // it in a thread's own context like `push` (only the scope's own element ends by itself).
+        if self.explicit_only && !above.is_empty() {
+            explicit::refuse_thread_own(|| self.name())?;
+        }
         let pushed = self.storage.write(true, |s| {
             // Its old numbers hold only in the stack it was set aside from.
             let seq = || from.filter(|(w, _)| *w == at).map(|(_, seq)| seq);

@@ -12,7 +12,10 @@ use crate::{Context, FutureExt, InContext};
 /// a [`Propagate`]: with a [`Propagator`](crate::baggage::Propagator), the carried locals are
 /// bound from the request's `baggage` header; with `propagate::Otel` (feature `opentelemetry`) the trace
 /// context comes along too. Like [`ContextLayer`](super::ContextLayer), the inner service's
-/// `call` and every poll of its response future run in that context; put it outermost.
+/// `call` and every poll of its response future run in that context; put it outermost, in
+/// `ContextLayer`'s place. The context is a fork of what was extracted, not a child of the
+/// current one: under a `ContextLayer`, what middleware between the two layers set is not
+/// seen inside (a `ContextLayer` inside it is harmless: a child of the extracted context).
 ///
 /// Headers are hostile input: nothing in them fails the request. What was extracted, with
 /// what was wrong in the header ([`Extracted::errors`](crate::baggage::Extracted::errors)),

@@ -2,8 +2,9 @@
 //! event's own fields, JSON as top-level members.
 
 use std::cell::Cell;
-use std::fmt;
+use std::fmt::{self, Write as _};
 
+use tracing::field::{Field, Visit};
 use tracing::{Event, Subscriber};
 use tracing_subscriber::field::{RecordFields, VisitOutput};
 use tracing_subscriber::fmt::format::{DefaultVisitor, JsonVisitor, Writer};
@@ -131,7 +132,7 @@ where
                 if missed {
                     let mut line = String::new();
                     let mut visitor = DefaultVisitor::new(Writer::new(&mut line), true);
-                    if self.fields.record(&mut visitor) > 0 {
+                    if self.fields.record(&mut EscapeControls(&mut visitor)) > 0 {
                         visitor.finish()?;
                         writeln!(writer, "    {line}")?;
                     }
@@ -220,8 +221,79 @@ impl<'writer, N: for<'w> FormatFields<'w>> FormatFields<'writer> for ContextFiel
         // tracing-subscriber's own field visitor: same `name=value` style, same escaping, the
         // same italics when the writer has colours.
         let mut visitor = DefaultVisitor::new(writer, false);
-        self.fields.record(&mut visitor);
+        self.fields.record(&mut EscapeControls(&mut visitor));
         visitor.finish()
+    }
+}
+
+/// A text line's visitor for the context fields: what a field renders is written with its
+/// control characters escaped (`\r`, `\n`, `\u{1b}`, ..). Context values often come from the
+/// network — a tenant restored from a `baggage` header is percent-decoded, so `%0D%0A` is a
+/// real CR LF — and a value rendered with `Display` went into the line verbatim: it could end
+/// the line and forge the next one (another request id, another level), or carry terminal
+/// escapes. JSON needs none of this (its visitor escapes strings itself), so only the text
+/// paths wrap their visitor.
+struct EscapeControls<'a>(&'a mut dyn Visit);
+
+impl Visit for EscapeControls<'_> {
+    fn record_debug(&mut self, field: &Field, value: &dyn fmt::Debug) {
+        self.0.record_debug(field, &Escaped(value));
+    }
+    fn record_str(&mut self, field: &Field, value: &str) {
+        // tracing-subscriber quotes strings with `Debug` (already escaped), except a field
+        // named `message`, which it writes verbatim: escape it all the same.
+        self.0.record_debug(field, &Escaped(&value));
+    }
+    fn record_error(&mut self, field: &Field, value: &(dyn std::error::Error + 'static)) {
+        self.0
+            .record_debug(field, &Escaped(&format_args!("{value}")));
+    }
+    fn record_i64(&mut self, field: &Field, value: i64) {
+        self.0.record_i64(field, value);
+    }
+    fn record_u64(&mut self, field: &Field, value: u64) {
+        self.0.record_u64(field, value);
+    }
+    fn record_i128(&mut self, field: &Field, value: i128) {
+        self.0.record_i128(field, value);
+    }
+    fn record_u128(&mut self, field: &Field, value: u128) {
+        self.0.record_u128(field, value);
+    }
+    fn record_f64(&mut self, field: &Field, value: f64) {
+        self.0.record_f64(field, value);
+    }
+    fn record_bool(&mut self, field: &Field, value: bool) {
+        self.0.record_bool(field, value);
+    }
+}
+
+/// `Debug` of the inner value with control characters (and Unicode's line and paragraph
+/// separators, which some viewers break lines at) escaped as they are in Rust literals.
+struct Escaped<'a>(&'a dyn fmt::Debug);
+
+impl fmt::Debug for Escaped<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        struct Out<'a, 'b>(&'a mut fmt::Formatter<'b>);
+        impl fmt::Write for Out<'_, '_> {
+            fn write_str(&mut self, s: &str) -> fmt::Result {
+                let mut rest = s;
+                while let Some(i) =
+                    rest.find(|c: char| c.is_control() || matches!(c, '\u{2028}' | '\u{2029}'))
+                {
+                    self.0.write_str(&rest[..i])?;
+                    let c = rest[i..].chars().next().expect("found at i");
+                    write!(self.0, "{}", c.escape_default())?;
+                    rest = &rest[i + c.len_utf8()..];
+                }
+                self.0.write_str(rest)
+            }
+        }
+        if f.alternate() {
+            write!(Out(f), "{:#?}", self.0)
+        } else {
+            write!(Out(f), "{:?}", self.0)
+        }
     }
 }
 
