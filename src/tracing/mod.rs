@@ -72,8 +72,12 @@
 
 mod fields;
 mod format;
+#[cfg(feature = "log")]
+mod log;
 mod setup;
 
 pub use fields::{ContextFields, ContextFieldsBuilder};
 pub use format::{ContextEventFormat, ContextFieldFormat};
+#[cfg(feature = "log")]
+pub use log::ContextLogger;
 pub use setup::{ContextFieldsExt, Style};
