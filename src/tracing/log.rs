@@ -230,7 +230,7 @@ impl Source for Chain<'_> {
     fn visit<'kvs>(&'kvs self, visitor: &mut dyn VisitSource<'kvs>) -> Result<(), kv::Error> {
         self.own.visit(visitor)?;
         for (name, value) in self.pairs {
-            visitor.visit_pair(Key::from_str_static(*name), value.value())?;
+            visitor.visit_pair(Key::from_str_static(name), value.value())?;
         }
         Ok(())
     }
