@@ -72,8 +72,16 @@
 
 mod fields;
 mod format;
+#[cfg(feature = "log")]
+mod log;
+#[cfg(feature = "opentelemetry-sdk")]
+mod otel;
 mod setup;
 
 pub use fields::{ContextFields, ContextFieldsBuilder};
 pub use format::{ContextEventFormat, ContextFieldFormat};
+#[cfg(feature = "log")]
+pub use log::ContextLogger;
+#[cfg(feature = "opentelemetry-sdk")]
+pub use otel::ContextSpanProcessor;
 pub use setup::{ContextFieldsExt, Style};
