@@ -154,7 +154,7 @@ pub(crate) fn edges(rows: &mut Vec<Row>) {
     rows.push(row(
         "ExtractLayer per request (2 members)",
         o,
-        "hand-wired extract + fork + in_context",
+        "hand-wired extract+fork",
         p,
         Gate::None,
     ));
@@ -173,7 +173,7 @@ pub(crate) fn edges(rows: &mut Vec<Row>) {
     rows.push(row(
         "ExtractLayer per request (2 members)",
         o,
-        "otel-http HeaderExtractor + with_context",
+        "otel-http extract+with_context",
         p,
         Gate::None,
     ));
@@ -206,6 +206,21 @@ pub(crate) fn edges(rows: &mut Vec<Row>) {
     assert_eq!(now(client.call(outgoing())), Ok(BAGGAGE.len()));
     assert_eq!(now(client_by_hand(outgoing())), Ok(BAGGAGE.len()));
     assert_eq!(now(client_otel(outgoing())), Ok(BAGGAGE.len()));
+    let (floor, _) = pair(
+        |n| {
+            for _ in 0..n {
+                black_box(now(Transport.call(black_box(outgoing()))).ok());
+            }
+        },
+        |_| {},
+    );
+    rows.push(Row {
+        op: "(floor) build a request + bare transport".into(),
+        ours: floor,
+        peer: None,
+        gate: Gate::None,
+        unit: "ns",
+    });
     let (o, p) = pair(
         |n| {
             for _ in 0..n {
@@ -221,7 +236,7 @@ pub(crate) fn edges(rows: &mut Vec<Row>) {
     rows.push(row(
         "InjectLayer per request (2 members)",
         o,
-        "hand-wired Propagator::inject",
+        "hand-wired inject",
         p,
         Gate::None,
     ));
@@ -240,7 +255,7 @@ pub(crate) fn edges(rows: &mut Vec<Row>) {
     rows.push(row(
         "InjectLayer per request (2 members)",
         o,
-        "otel-http HeaderInjector + BaggagePropagator",
+        "otel-http HeaderInjector",
         p,
         Gate::None,
     ));
