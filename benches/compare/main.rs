@@ -19,6 +19,7 @@ use std::time::Instant;
 use context_local::{Context, Local, LocalStack};
 
 mod baggage;
+mod edges;
 mod inherit;
 mod iteration;
 mod tasks;
@@ -839,7 +840,7 @@ fn main() {
         .filter(|a| !a.starts_with('-'))
         .collect();
     type Section = fn(&mut Vec<Row>);
-    let sections: [(&str, Section); 10] = [
+    let sections: [(&str, Section); 11] = [
         ("hot_paths", hot_paths),
         ("scaling", scaling),
         ("scopes", scopes),
@@ -848,6 +849,7 @@ fn main() {
         ("tasks", tasks::tasks),
         ("inherit", inherit::inherit),
         ("baggage", baggage::baggage),
+        ("edges", edges::edges),
         ("tracing", tracing::tracing),
         ("memory", memory),
     ];

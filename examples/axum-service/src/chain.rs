@@ -47,14 +47,16 @@ use crate::client::Reply;
 use crate::{thread_name, Server, Stats};
 
 /// The tenant a request is for: set by service A from `x-tenant`, restored by service B from
-/// the `baggage` header (key `tenant`). Inheritable, as every baggage local is.
-#[context_local(baggage = "tenant")]
+/// the `baggage` header (key `tenant`). Inheritable, as every baggage local is; explicit-only:
+/// never bound in a worker thread's own context, so a missing `ContextLayer` or
+/// `ExtractLayer` is a panic at A's `set` or `unbound` in B, never another request's tenant.
+#[context_local(baggage = "tenant", explicit_only)]
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Tenant(pub String);
 
 /// The request's id: set by service A from `x-request-id` (or made up, `a-N`), restored by
-/// service B from the `baggage` header (key `request-id`).
-#[context_local(baggage = "request-id")]
+/// service B from the `baggage` header (key `request-id`). Explicit-only, as [`Tenant`].
+#[context_local(baggage = "request-id", explicit_only)]
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct RequestId(pub String);
 
@@ -98,11 +100,12 @@ pub const BAGGAGE_ERROR: &str = "x-baggage-error";
 ///
 /// assert_eq!(propagator().keys().collect::<Vec<_>>(), ["tenant", "request-id"]);
 ///
-/// Tenant::set(Tenant("acme corp, 100%".into()));
 /// let mut headers = std::collections::HashMap::new();
-/// propagator().inject(&mut headers).unwrap();
+/// context_local::Context::new().run(|| {
+///     Tenant::set(Tenant("acme corp, 100%".into())); // explicit-only: in a context of its own
+///     propagator().inject(&mut headers).unwrap();
+/// });
 /// assert_eq!(headers["baggage"], "tenant=acme%20corp%2C%20100%25");
-/// # Tenant::release();
 /// ```
 pub fn propagator() -> &'static Propagator {
     static PROPAGATOR: OnceLock<Propagator> = OnceLock::new();
@@ -139,9 +142,14 @@ pub fn composite() -> &'static Otel<TextMapCompositePropagator> {
 /// use context_local_axum_example::chain::{observe, Tenant};
 ///
 /// assert_eq!(observe(), "tenant=unbound request-id=unbound");
-/// Tenant::set(Tenant("acme corp".into()));
-/// assert_eq!(observe(), r#"tenant="acme corp" request-id=unbound"#);
-/// # Tenant::release();
+/// let seen = context_local::Context::new().run(|| {
+///     Tenant::set(Tenant("acme corp".into()));
+///     observe()
+/// });
+/// assert_eq!(seen, r#"tenant="acme corp" request-id=unbound"#);
+///
+/// // Explicit-only: a thread's own context never holds one.
+/// assert!(std::panic::catch_unwind(|| Tenant::set(Tenant("leak".into()))).is_err());
 /// ```
 pub fn observe() -> String {
     let tenant = Tenant::try_with(|t| format!("{:?}", t.0));
@@ -158,7 +166,8 @@ fn expected_observation(tenant: &str, request_id: &str) -> String {
     format!("tenant={tenant:?} request-id={request_id:?}")
 }
 
-/// Whether a worker holds a chain value in its own context (a leak).
+/// Whether a worker holds a chain value in its own context (a leak). Both are explicit-only,
+/// so this cannot happen any more (a `set` there panics); the check stays as the proof.
 fn dirty() -> bool {
     Tenant::is_set() || RequestId::is_set()
 }
