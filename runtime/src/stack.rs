@@ -20,19 +20,39 @@ const KEEP_CAPACITY: usize = 16;
 /// pops on its hot path do not share a cache line with another allocation's.
 const FIRST_BUFFER_BYTES: usize = 128;
 
+/// How many element numbers a stack store takes from [`NEXT_BLOCK`] at a time. Small enough
+/// that the 64-bit space lasts (2^48 blocks: a block a nanosecond for three days, a block a
+/// microsecond for nine years), large enough that a context's store takes one block in the
+/// usual case.
+const BLOCK: u64 = 1 << 16;
+
+/// The start of the next block of element numbers, for every stack in the process: numbers are
+/// unique across contexts (not only within one), so an element a scope future's segment
+/// carries into another context keeps its number there, and a [`StackGuard`] finds it by that
+/// number wherever it is — never confusing it with another context's element. A plain `std`
+/// atomic also under loom: it is a counter, not part of any protocol.
+static NEXT_BLOCK: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
 /// One context's stack.
 ///
 /// While a guard or scope may need it, every element has a sequence number, increasing from
 /// bottom to top: a guard (or a scope) remembers its element's number and removes exactly that
 /// element — at the top or the bottom in one comparison, anywhere else by binary search — or
 /// nothing, if it is gone. Both buffers keep removals at the bottom O(1), so guards dropped
-/// oldest-first cost O(n) in all. Numbers are
-/// never reused in a stack; a scope future's segment put back with its old numbers may leave
-/// them out of order (`unsorted`), and removals then search them one by one.
+/// oldest-first cost O(n) in all.
+///
+/// Numbers are never reused, in any context: each store hands them out from a block of its own
+/// (`next_seq..seq_end`, taken from [`NEXT_BLOCK`] when the last one runs out), so a number
+/// names one element in the whole process. A scope future's segment keeps its numbers when it
+/// is put back — in this context or another — and a guard finds its element by its number in
+/// whichever context holds it. Put back on top of elements numbered since, the numbers may be
+/// out of order (`unsorted`), and removals then search them one by one.
 pub(crate) struct StackStore<T> {
     items: Buf<T>,
     seqs: Buf<u64>,
+    /// The next number to hand out, and the end of this store's block.
     next_seq: u64,
+    seq_end: u64,
     /// The numbers are unique but not increasing: a scope future put a segment back with its
     /// old numbers on top of elements numbered since (see `push_segment`). Removals then look
     /// numbers up one by one instead of by binary search, until the stack empties.
@@ -55,9 +75,32 @@ impl<T> StackStore<T> {
         self.items.push(value);
         // Numbers are kept only while a guard or scope may need one (see `push_numbered`).
         if !self.seqs.is_empty() {
-            self.seqs.push(self.next_seq);
-            self.next_seq += 1;
+            let seq = self.fresh_seq();
+            self.seqs.push(seq);
         }
+    }
+
+    /// A number no element of any stack has had: the next of this store's block.
+    #[inline]
+    fn fresh_seq(&mut self) -> u64 {
+        if self.next_seq == self.seq_end {
+            self.take_block();
+        }
+        let seq = self.next_seq;
+        self.next_seq += 1;
+        seq
+    }
+
+    /// Takes a fresh block of numbers: each one above every number handed out so far.
+    #[cold]
+    #[inline(never)]
+    fn take_block(&mut self) {
+        let start = NEXT_BLOCK.fetch_add(BLOCK, std::sync::atomic::Ordering::Relaxed);
+        // Unreachable in practice (see `BLOCK`); a wrapped counter would hand out numbers
+        // again, and a guard could then remove someone else's element.
+        assert!(start <= u64::MAX - BLOCK, "stack element numbers exhausted");
+        self.next_seq = start;
+        self.seq_end = start + BLOCK;
     }
 
     /// Pushes a value a guard or scope will remove by its number, which it returns. The first
@@ -71,8 +114,7 @@ impl<T> StackStore<T> {
         if self.items.capacity() == 0 {
             self.reserve_first();
         }
-        let seq = self.next_seq;
-        self.next_seq += 1;
+        let seq = self.fresh_seq();
         self.items.push(value);
         self.seqs.push(seq);
         seq
@@ -81,8 +123,8 @@ impl<T> StackStore<T> {
     #[cold]
     fn number_existing(&mut self) {
         for _ in 0..self.items.len() {
-            self.seqs.push(self.next_seq);
-            self.next_seq += 1;
+            let seq = self.fresh_seq();
+            self.seqs.push(seq);
         }
     }
 
@@ -176,15 +218,16 @@ impl<T> StackStore<T> {
         self.pop()
     }
 
-    /// Puts a scope future's segment back on top, in order: `value` (its element), then
-    /// `above`. With `seq` (put back in the context it was set aside in), every element keeps
-    /// its number, so a `StackGuard` among them still removes exactly its own; otherwise they
-    /// are numbered afresh. Returns the element's number.
+    /// Puts a scope future's segment back on top, in order: `value` (its element, numbered
+    /// `seq` when it was set aside with something above it), then `above`. Every element of
+    /// `above` keeps its number — in this context or any other, since numbers are unique
+    /// across contexts — so a `StackGuard` among them still removes exactly its own. Returns
+    /// the element's number.
     #[inline]
     fn push_segment(
         &mut self,
         value: T,
-        seq: impl FnOnce() -> Option<u64>,
+        seq: Option<u64>,
         above: &mut Vec<T>,
         above_seqs: &mut Vec<u64>,
     ) -> u64 {
@@ -192,7 +235,7 @@ impl<T> StackStore<T> {
         if above.is_empty() {
             return self.push_numbered(value);
         }
-        self.push_segment_above(value, seq(), above, above_seqs)
+        self.push_segment_above(value, seq, above, above_seqs)
     }
 
     #[cold]
@@ -203,6 +246,9 @@ impl<T> StackStore<T> {
         above: &mut Vec<T>,
         above_seqs: &mut Vec<u64>,
     ) -> u64 {
+        // Always set aside together (`take_segment_above`); if not, renumbering is the safe
+        // way out: a guard then finds nothing rather than a wrong element.
+        debug_assert_eq!(above.len(), above_seqs.len());
         let Some(seq) = seq.filter(|_| above.len() == above_seqs.len()) else {
             let seq = self.push_numbered(value);
             for v in above.drain(..) {
@@ -218,8 +264,8 @@ impl<T> StackStore<T> {
         seq
     }
 
-    /// Pushes `value` under the number `seq` it had in this stack before (numbers are never
-    /// reused, so it is still unique here).
+    /// Pushes `value` under the number `seq` it had before, in this stack or another context's
+    /// (numbers are never handed out twice, so it is unique here too).
     fn push_with_seq(&mut self, value: T, seq: u64) {
         if self.seqs.is_empty() && !self.items.is_empty() {
             self.number_existing();
@@ -232,7 +278,13 @@ impl<T> StackStore<T> {
         }
         self.items.push(value);
         self.seqs.push(seq);
-        self.next_seq = self.next_seq.max(seq + 1);
+        // A number from another context's block at or beyond ours: numbers handed out here
+        // next must stay above it (for binary search), and a block taken now is above every
+        // number handed out so far. Never adopt the other block: its owner still numbers
+        // from it.
+        if seq >= self.next_seq {
+            self.take_block();
+        }
     }
 
     /// Release-on-pop: an empty stack is not counted as an entry (`PRESENT` follows
@@ -268,6 +320,7 @@ impl<T: Send + 'static> Payload for StackStore<T> {
             items: Buf::new(),
             seqs: Buf::new(),
             next_seq: 0,
+            seq_end: 0,
             unsorted: false,
         }
     }
@@ -276,8 +329,10 @@ impl<T: Send + 'static> Payload for StackStore<T> {
         !self.items.is_empty()
     }
     fn succeed(&mut self, old: &Self) {
-        // A guard of the old slot must never remove an element of this one by its number.
-        self.next_seq = self.next_seq.max(old.next_seq);
+        // The old payload is never numbered again (it only waits for its readers): the rest
+        // of its block is this one's, so no number is taken from `NEXT_BLOCK` for nothing.
+        self.next_seq = old.next_seq;
+        self.seq_end = old.seq_end;
     }
     fn take_all(&mut self) -> Option<Box<dyn Send>> {
         let mut items = self.clear();
@@ -299,10 +354,12 @@ impl<T: Send + 'static> Payload for StackStore<T> {
 pub(crate) struct Segment<T> {
     /// The scope's element; `None` once it is gone (the inner future popped it).
     pub(crate) value: Option<T>,
-    /// Where the segment was set aside, and the element's number there.
-    from: Option<(Where, u64)>,
+    /// The element's number, kept while something is set aside above it (so the segment
+    /// goes back in order); otherwise the element is numbered afresh at each poll.
+    seq: Option<u64>,
     /// What the inner future pushed above the element, bottom first (allocated only if it
-    /// pushed something), and their numbers in `from`.
+    /// pushed something), and their numbers: unique across contexts, they are kept wherever
+    /// the segment is put back, so a `StackGuard` among them finds its element there.
     above: Vec<T>,
     above_seqs: Vec<u64>,
 }
@@ -311,7 +368,7 @@ impl<T> Segment<T> {
     pub(crate) fn new(value: T) -> Self {
         Self {
             value: Some(value),
-            from: None,
+            seq: None,
             above: Vec::new(),
             above_seqs: Vec::new(),
         }
@@ -724,16 +781,12 @@ impl<T: Send + 'static> LocalStack<T> {
         f()
     }
 
-    /// Pushes a scope future's segment (see [`Segment`]) into the current context at `at`,
-    /// returning its element's number there; the segment is taken only on success.
-    pub(crate) fn try_push_segment(
-        &self,
-        at: Where,
-        segment: &mut Segment<T>,
-    ) -> Result<u64, AccessError> {
+    /// Pushes a scope future's segment (see [`Segment`]) into the current context, returning
+    /// its element's number; the segment is taken only on success.
+    pub(crate) fn try_push_segment(&self, segment: &mut Segment<T>) -> Result<u64, AccessError> {
         let Segment {
             value,
-            from,
+            seq,
             above,
             above_seqs,
         } = segment;
@@ -744,9 +797,7 @@ impl<T: Send + 'static> LocalStack<T> {
             explicit::refuse_thread_own(|| self.name())?;
         }
         let pushed = self.storage.write(true, |s| {
-            // Its old numbers hold only in the stack it was set aside from.
-            let seq = || from.filter(|(w, _)| *w == at).map(|(_, seq)| seq);
-            Some(s.push_segment(value.take()?, seq, above, above_seqs))
+            Some(s.push_segment(value.take()?, *seq, above, above_seqs))
         })?;
         Ok(pushed.flatten().expect("a scope pushes a value it holds"))
     }
@@ -759,8 +810,8 @@ impl<T: Send + 'static> LocalStack<T> {
     /// Ends one poll of a scope future: takes its element (numbered `id` in the context at
     /// `at`) and whatever was pushed above it back into `segment`, or — at the end of the
     /// scope (`last`) — removes exactly its element and leaves what is above in place. Nothing
-    /// if the element is gone (the inner future popped it: the popper's to keep). Sequence
-    /// numbers are per context: it is never looked for anywhere else. If the poll left that
+    /// if the element is gone (the inner future popped it: the popper's to keep). It is
+    /// looked for only in the context it was pushed into. If the poll left that
     /// context, this is done there (see [`Storage::write_elsewhere`]); when it is held
     /// elsewhere by then, the element's removal is queued for the holder, which drops it.
     pub(crate) fn end_scoped(&self, at: Where, id: u64, segment: &mut Segment<T>, last: bool) {
@@ -781,10 +832,8 @@ impl<T: Send + 'static> LocalStack<T> {
                 Elsewhere::Queued | Elsewhere::Gone => None,
             },
         };
-        // The numbers are kept only for a segment with something above the element.
-        if !segment.above.is_empty() {
-            segment.from = Some((at, id));
-        }
+        // The number is kept only for a segment with something above the element.
+        segment.seq = (!segment.above.is_empty()).then_some(id);
     }
 
     /// Drops the current context's whole stack (outside any borrow).
@@ -965,7 +1014,9 @@ impl<T> Drop for LocalStack<T> {
 /// Returned by [`LocalStack::enter`]: removes exactly the value it pushed when dropped.
 ///
 /// Not `Send`: it belongs to the thread (and context) that pushed. Guards may be dropped in any
-/// order; each removes only its own value.
+/// order; each removes only its own value. Inside a [`LocalStack::scope_future`], whose
+/// elements move to whichever context polls it, a guard removes its value wherever the future
+/// carried it (in a context this thread holds), never another element.
 ///
 /// Do not hold one across `.await`: a `Send` future cannot, and in a `!Send` future on a
 /// current-thread runtime the value stays pushed while the executor polls *other* tasks, which
@@ -1029,7 +1080,11 @@ impl<T: Send + 'static> Drop for StackGuard<'_, T> {
 }
 
 impl<T: Send + 'static> StackGuard<'_, T> {
-    /// The guard's context is not the current one. If this thread holds it further out, the
+    /// The guard's context is not the current one. A scope future's segment may have carried
+    /// the value into another context this thread holds (the one polling the future, see
+    /// [`LocalStack::scope_future`]): it is looked for there first, by its number, which no
+    /// other element of any context has. Otherwise it is removed from the guard's context.
+    /// If this thread holds it further out, the
     /// value is removed as usual. If nobody holds it, this thread claims it just long enough
     /// to move the value out (no user code runs under the claim; iterations of the stack are
     /// waited out before claiming, as any change of it waits) and drops the value after. If
@@ -1038,6 +1093,9 @@ impl<T: Send + 'static> StackGuard<'_, T> {
     /// there. Never a panic.
     #[cold]
     fn drop_elsewhere(&self) {
+        if self.remove_where_held() {
+            return;
+        }
         let Some(ctx) = registry::lookup(self.ctx_id, self.serial) else {
             return; // The context is gone, and our value was dropped with it.
         };
@@ -1098,6 +1156,42 @@ impl<T: Send + 'static> StackGuard<'_, T> {
                 return;
             }
         }
+    }
+}
+
+impl<T: Send + 'static> StackGuard<'_, T> {
+    /// Removes the value from a context this thread holds other than the guard's own (which
+    /// `drop_elsewhere` handles after): `true` if found. Numbers are unique across contexts,
+    /// so a match is this guard's value and nobody else's. Where the stack is borrowed (the
+    /// guard is dropped inside `with_top`), the removal is queued there as well: applied when
+    /// the borrow ends, it removes the value if it is there and nothing otherwise.
+    #[cold]
+    #[inline(never)]
+    fn remove_where_held(&self) -> bool {
+        let storage = &self.stack.storage;
+        let mut removed = None;
+        let found = context::find_held(|ctx| {
+            if std::ptr::from_ref(ctx).addr() == self.ctx_addr && ctx.serial == self.serial {
+                return false;
+            }
+            let Some(slot) = storage.slot_in(ctx) else {
+                return false;
+            };
+            // No user code runs in here: the value is dropped after the walk.
+            match storage.try_write_slot(ctx, slot, |s| s.remove_seq(self.id)) {
+                Some(Some(v)) => {
+                    removed = Some(v);
+                    true
+                }
+                Some(None) => false,
+                None => {
+                    self.stack.defer_removal(ctx, slot, self.id);
+                    false
+                }
+            }
+        });
+        drop(removed);
+        found
     }
 }
 

@@ -220,6 +220,28 @@ fn held_further_out(addr: usize, serial: u64) -> Option<&'static CtxInner> {
     None
 }
 
+/// Calls `f` on each context this thread holds — the current one first, then those entered
+/// further out, down to its own — until `f` returns `true`; whether it did. `f` must run no
+/// user code: the chain must not change while it is walked.
+#[cold]
+#[inline(never)]
+pub(crate) fn find_held(mut f: impl FnMut(&'static CtxInner) -> bool) -> bool {
+    let aside = SET_ASIDE.try_with(Cell::get).unwrap_or(ptr::null());
+    for mut node in [current_ptr(), aside] {
+        while is_context(node) {
+            // SAFETY: as in `unlink`: every node of this thread's chain is held and kept alive
+            // by its holder while it is in the chain, and `f` cannot change the chain. The
+            // `'static` is internal, as in `current`.
+            let n: &'static CtxInner = unsafe { &*node };
+            if f(n) {
+                return true;
+            }
+            node = n.link();
+        }
+    }
+    false
+}
+
 /// Whether this thread holds `ctx`: current, entered further out, or its own context.
 pub(crate) fn is_held_here(ctx: &CtxInner) -> bool {
     let me = ptr::from_ref(ctx);

@@ -277,7 +277,7 @@ impl<T: Send + 'static> Binding for StackBinding<'_, T> {
     fn bind(&mut self) -> Result<(Where, Option<u64>), AccessError> {
         let at = self.stack.context_here()?;
         let id = match self.segment.value {
-            Some(_) => Some(self.stack.try_push_segment(at, &mut self.segment)?),
+            Some(_) => Some(self.stack.try_push_segment(&mut self.segment)?),
             None => None,
         };
         Ok((at, id))
@@ -388,10 +388,19 @@ impl<T: Send + 'static> LocalStack<T> {
     /// Like [`scope`](Self::scope) (its `StackGuard`), the value is removed from the context
     /// it was pushed into, also when `fut` left that context during the poll; if another
     /// thread or task holds it by then, its holder removes (and drops) the value on its next
-    /// entry, and later polls push nothing. A [`StackGuard`](crate::StackGuard) held across
-    /// `.await` inside `fut` (a `!Send` future) keeps working while `fut` is polled in the
-    /// same context; polled in another one, the segment is renumbered there and such a guard
-    /// no longer finds its element (it removes nothing): do not hold guards across `.await`.
+    /// entry, and later polls push nothing.
+    ///
+    /// A [`StackGuard`](crate::StackGuard) taken inside `fut` and held across `.await` (in a
+    /// `!Send` future) removes exactly its own element also when `fut` is polled in another
+    /// context than the one it was taken in: the segment keeps its elements' numbers wherever
+    /// it is put back (they are unique across contexts), and a guard dropped away from its
+    /// own context looks for its element in every context this thread holds before its own —
+    /// never removing anyone else's. A guard moved *out* of `fut` finds its element only
+    /// where one of those holds it: dropped between polls (the element is set aside) or
+    /// after `fut` ended in another context (the element stays there, as anything `fut` left
+    /// above its value), it removes nothing. Other code polled on the same thread sees
+    /// nothing of `fut`'s stack between its polls, so a guard inside a scope future is safe
+    /// across `.await` where a guard outside one is not.
     ///
     /// # Panics
     ///
