@@ -76,9 +76,17 @@ pub(crate) struct CtxInner {
     /// The holder is scanning its slots (`borrowed_slots`): a dropped `Local` waits with freeing
     /// them until it is done.
     scanning: AtomicBool,
-    /// Runtime work that runs user code inside an access (a fork's copy-on-write), which holds
-    /// the context like a borrow. Holder-only.
-    busy: crate::sync::AtomicUsize,
+    /// What holds the context right now: its values' open borrows (shared, lent out as `&mut`
+    /// to user code, a running initializer) and runtime work that runs user code inside an
+    /// access (a capture's `Clone`, a fork's copy-on-write). While it is non-zero the holder
+    /// cannot hand the context on, and leaving defers its release (`release_now_or_later`);
+    /// at zero leaving is O(1), whatever the number of values. Holder-only, so a plain cell.
+    holds: UnsafeCell<usize>,
+    /// Entered by a `ContextGuard` now (`Context::try_enter` until the claim ends): only such a
+    /// context can be left inside an access, so only its reads and writes count in `holds`
+    /// (the thread's own context and a task's pay a test, not two stores). Holder-only; set
+    /// before the context is current, cleared with `holds` at zero.
+    guarded: UnsafeCell<bool>,
     /// Some retired slot may still hold values (see `Retired`). Holder-only.
     has_retired: AtomicBool,
     /// The thread that deferred it (`current::thread_mark`), which still writes the context.
@@ -135,7 +143,8 @@ impl CtxInner {
             release_deferred: AtomicBool::new(false),
             has_retired: AtomicBool::new(false),
             deferred_by: crate::sync::AtomicUsize::new(0),
-            busy: crate::sync::AtomicUsize::new(0),
+            holds: UnsafeCell::new(0),
+            guarded: UnsafeCell::new(false),
             scanning: AtomicBool::new(false),
             detach: Mutex::new(Vec::new()),
             frame_gate: Mutex::new(FrameGate {
@@ -542,9 +551,60 @@ impl CtxInner {
         }
     }
 
-    /// Marks the context busy (see `busy`) until the guard is dropped.
+    /// Counts one more hold on the context (see `holds`): a borrow of one of its values
+    /// begins, or runtime work that runs user code. Holder-only.
+    #[inline(always)]
+    pub(crate) fn hold(&self) {
+        // SAFETY: holder-only (only the thread holding the context counts, and it hands the
+        // context on only once the count is zero); no reference into the cell escapes.
+        self.holds.with_mut(|n| unsafe { *n += 1 });
+    }
+
+    /// Ends a hold counted by [`hold`](Self::hold). Holder-only.
+    #[inline(always)]
+    pub(crate) fn unhold(&self) {
+        // SAFETY: as in `hold`.
+        self.holds.with_mut(|n| unsafe { *n -= 1 });
+    }
+
+    /// [`hold`](Self::hold) if the context is entered by a `ContextGuard` (the only holder that
+    /// can leave inside an access); returns whether it counted, for the access's end.
+    /// Holder-only.
+    #[inline(always)]
+    pub(crate) fn hold_if_guarded(&self) -> bool {
+        // SAFETY: as in `hold`.
+        let guarded = self.guarded.with(|g| unsafe { *g });
+        if guarded {
+            self.hold();
+        }
+        guarded
+    }
+
+    /// The context is entered by a `ContextGuard` from now on (its claim was just taken, and
+    /// it is not current yet, so no access is open). Holder-only.
+    pub(crate) fn enter_guarded(&self) {
+        // SAFETY: as in `hold`.
+        self.guarded.with_mut(|g| unsafe { *g = true });
+    }
+
+    /// The `ContextGuard`'s claim ends (nothing holds the context). Holder-only.
+    fn end_guarded(&self) {
+        // SAFETY: as in `hold`.
+        self.guarded.with_mut(|g| unsafe { *g = false });
+    }
+
+    /// Whether nothing holds the context: no open borrow of its values, no runtime work
+    /// running user code, no inherited value lent out. Holder-only.
+    #[inline]
+    fn idle(&self) -> bool {
+        // SAFETY: as in `hold`.
+        self.holds.with(|n| unsafe { *n }) == 0 && !self.lends_any_inherited()
+    }
+
+    /// Holds the context (see `holds`) while runtime work runs user code, until the guard is
+    /// dropped.
     pub(crate) fn busy(&self) -> Busy<'_> {
-        self.busy.fetch_add(1, Ordering::Relaxed);
+        self.hold();
         Busy(self)
     }
 
@@ -556,18 +616,32 @@ impl CtxInner {
     /// Ends the holder's claim now, or — when the context is left while one of its values is
     /// borrowed (a guard dropped inside `with`) — once the last such borrow ends. Returns
     /// whether the caller releases it now.
+    ///
+    /// O(1) in the number of values (the usual case: nothing holds the context); only a
+    /// context left inside an access scans its slots, to mark the borrowed ones.
+    #[inline]
     pub(crate) fn release_now_or_later(&self) -> bool {
-        let later = self.borrowed_slots(|hdr| {
+        if self.idle() {
+            self.end_guarded();
+            return true;
+        }
+        self.release_later()
+    }
+
+    /// The context is left while something holds it: marks its borrowed slots, whose borrows'
+    /// ends then `settle`, and defers the release. Returns `false` (the caller keeps the
+    /// claim).
+    #[cold]
+    #[inline(never)]
+    fn release_later(&self) -> bool {
+        self.borrowed_slots(|hdr| {
             let st = hdr.state.load(Ordering::Relaxed);
             hdr.state.store(st | PENDING, Ordering::Relaxed);
-        }) | (self.busy.load(Ordering::Relaxed) > 0)
-            | self.lends_any_inherited();
-        if later {
-            self.deferred_by
-                .store(super::thread_mark(), Ordering::Relaxed);
-            self.release_deferred.store(true, Ordering::Relaxed);
-        }
-        !later
+        });
+        self.deferred_by
+            .store(super::thread_mark(), Ordering::Relaxed);
+        self.release_deferred.store(true, Ordering::Relaxed);
+        false
     }
 
     /// Whether this thread left the context while borrowing one of its values, and so still
@@ -592,13 +666,10 @@ impl CtxInner {
         }
     }
 
-    /// Ends a deferred claim if nothing holds the context any more (no borrow, no busy work).
+    /// Ends a deferred claim if nothing holds the context any more (see `holds`).
     fn release_if_idle(&self) {
-        if self.release_deferred.load(Ordering::Relaxed)
-            && self.busy.load(Ordering::Relaxed) == 0
-            && !self.lends_any_inherited()
-            && !self.borrowed_slots(|_| ())
-        {
+        if self.release_deferred.load(Ordering::Relaxed) && self.idle() {
+            self.end_guarded();
             self.release_deferred.store(false, Ordering::Relaxed);
             self.deferred_by.store(0, Ordering::Relaxed);
             self.owner.end_deferred();
@@ -620,12 +691,13 @@ impl CtxInner {
     }
 }
 
-/// The context is busy (see `CtxInner::busy`) until this is dropped, also on unwind.
+/// Runtime work holds the context (see `CtxInner::holds`) until this is dropped, also on
+/// unwind.
 pub(crate) struct Busy<'a>(&'a CtxInner);
 
 impl Drop for Busy<'_> {
     fn drop(&mut self) {
-        self.0.busy.fetch_sub(1, Ordering::Relaxed);
+        self.0.unhold();
         if std::thread::panicking() {
             // Unwinding out of the user code it covered: nobody else will end a release that
             // code deferred.

@@ -170,6 +170,8 @@ impl Context {
             .owner
             .try_enter()
             .map_err(|_| EnterError { id: self.inner.id })?;
+        // Before it is current: every access from now on counts (see `CtxInner::guarded`).
+        self.inner.enter_guarded();
         // SAFETY: we hold the context (`Entered`) for this thread; the guard borrows `self`,
         // whose `Arc` keeps it alive until the guard leaves it.
         let entered = unsafe { enter(&self.inner) };

@@ -280,10 +280,7 @@ impl<V: Payload> Storage<V> {
             st = self.read_slow(ctx, slot, st)?;
         }
         slot.hdr.state.store(st + SHARED_ONE, Ordering::Release);
-        let _borrow = SharedBorrow {
-            hdr: &slot.hdr,
-            ctx,
-        };
+        let _borrow = SharedBorrow::new(&slot.hdr, ctx);
         // SAFETY: we hold the context (it is current on this thread), WRITING is clear and
         // stays clear while our shared borrow is counted; foreign readers only read.
         Ok(slot.value.with(|v| call(f, unsafe { &*v })))
@@ -544,7 +541,8 @@ impl<V: Payload> Storage<V> {
         if USER {
             // Nothing records that this thread lends the payload out: a thread about to block
             // finds its `WRITING` slots then (`context::slots_written_here`).
-            let write = Write { slot, ctx };
+            let held = ctx.hold_if_guarded();
+            let write = Write { slot, ctx, held };
             // SAFETY: holder, WRITING set, no shared borrow, foreign readers waited out.
             let r = slot.value.with_mut(|v| f(unsafe { &mut *v }));
             drop(write);
@@ -757,6 +755,7 @@ impl<V: Payload> Storage<V> {
         // `INIT` also counts as a borrow for a `ContextGuard` dropped inside the initializer: it
         // cannot hand the context to another thread before the initializer is done with it.
         slot.hdr.state.store(st | INIT, Ordering::Relaxed);
+        ctx.hold();
         Ok(InitGuard { slot, ctx })
     }
 
@@ -980,11 +979,16 @@ impl<V> Storage<V> {
 struct Write<'a, V: Payload> {
     slot: &'a Slot<V>,
     ctx: &'a CtxInner,
+    /// Counted in `ctx`'s holds (see `CtxInner::hold_if_guarded`).
+    held: bool,
 }
 
 impl<V: Payload> Drop for Write<'_, V> {
     #[inline]
     fn drop(&mut self) {
+        if self.held {
+            self.ctx.unhold();
+        }
         let st = self.slot.end_write();
         settle_if_pending(self.ctx, st);
     }
@@ -1019,6 +1023,7 @@ impl<V> InitGuard<'_, V> {
     }
 
     fn end(&self) -> usize {
+        self.ctx.unhold();
         let st = self.slot.hdr.state.load(Ordering::Relaxed);
         let st = st & !INIT;
         self.slot.hdr.state.store(st, Ordering::Relaxed);
