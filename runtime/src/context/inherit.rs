@@ -43,18 +43,48 @@ impl Entry {
     }
 }
 
+/// Entries a frame keeps apart from its shared bulk (see `Frame::delta`); one more folds
+/// them into a new bulk.
+const DELTA: usize = 8;
+
 /// The inheritable values of a context at one moment, indexed by local index.
+///
+/// A capture after a write builds the new frame from the last one: it shares the bulk
+/// (`flat`, one reference count) and copies only the few entries changed since (`delta`), so
+/// its cost does not grow with the number of values bound.
 #[derive(Clone, Default)]
 pub(crate) struct Frame {
-    entries: Vec<Option<Entry>>,
+    /// The bulk of the entries, by local index; shared between frames built one from another.
+    /// A slice in the `Arc`'s own allocation: a read follows one pointer to it.
+    flat: std::sync::Arc<[Option<Entry>]>,
+    /// Entries set since `flat` was built (at most `DELTA` locals, each once): they win over
+    /// `flat` (`None`: unbound since).
+    delta: Vec<(usize, Option<Entry>)>,
 }
 
 impl Frame {
+    /// A frame of these entries, by local index.
+    fn from_entries(entries: Vec<Option<Entry>>) -> Self {
+        Self {
+            flat: entries.into(),
+            delta: Vec::new(),
+        }
+    }
+
+    /// The entry of the local at `index`, if bound.
+    #[inline]
+    fn entry(&self, index: usize) -> Option<&Entry> {
+        match self.delta.iter().find(|(i, _)| *i == index) {
+            Some((_, e)) => e.as_ref(),
+            None => self.flat.get(index)?.as_ref(),
+        }
+    }
+
     /// The frozen value of the local with `index` and `serial`, if bound here and a `V`.
     #[inline]
     pub(crate) fn get<V: Any>(&self, index: usize, serial: u64) -> Option<&V> {
-        match self.entries.get(index)? {
-            Some(e) if e.serial == serial && e.type_id == TypeId::of::<V>() => {
+        match self.entry(index)? {
+            e if e.serial == serial && e.type_id == TypeId::of::<V>() => {
                 // SAFETY: `type_id` is the type of the value `e.value` points at (set from it in
                 // `Entry::new`, and neither changes after), so this is `downcast_ref` without its
                 // virtual call; the value lives as long as `self` holds its `Arc`.
@@ -69,25 +99,66 @@ impl Frame {
         self.set(index, Some(Entry::new(serial, value)));
     }
 
+    /// Sets one entry: into `delta` while it has room, else into a bulk of this frame's own.
     fn set(&mut self, index: usize, entry: Option<Entry>) {
-        if index >= self.entries.len() {
-            if entry.is_none() {
-                return;
+        if let Some((_, e)) = self.delta.iter_mut().find(|(i, _)| *i == index) {
+            *e = entry;
+        } else if self.delta.len() < DELTA {
+            self.delta.push((index, entry));
+        } else {
+            // A new bulk: once per `DELTA` locals changed.
+            let mut flat = self.flat.to_vec();
+            for (i, e) in self.delta.drain(..).chain([(index, entry)]) {
+                set_entry(&mut flat, i, e);
             }
-            self.entries.resize(index + 1, None);
+            self.flat = flat.into();
         }
-        self.entries[index] = entry;
+    }
+
+    /// This frame sharing its bulk, without the changes to the locals at `indices` that it
+    /// keeps apart (about to be set anew: not copied only to be dropped).
+    fn without(&self, indices: &[usize]) -> Frame {
+        let mut delta = Vec::with_capacity(DELTA);
+        let kept = self.delta.iter().filter(|(i, _)| !indices.contains(i));
+        delta.extend(kept.cloned());
+        Frame {
+            flat: self.flat.clone(),
+            delta,
+        }
+    }
+
+    /// All entries by index, `delta` applied, for a frame to be built from scratch.
+    fn to_entries(&self) -> Vec<Option<Entry>> {
+        let mut entries = self.flat.to_vec();
+        for (i, e) in &self.delta {
+            set_entry(&mut entries, *i, e.clone());
+        }
+        entries
     }
 
     /// How many locals are bound.
     pub(crate) fn len(&self) -> usize {
-        self.entries.iter().flatten().count()
+        let overridden = |i: usize| self.delta.iter().any(|(d, _)| *d == i);
+        let in_flat = self.flat.iter().enumerate();
+        let kept = in_flat.filter(|(i, e)| e.is_some() && !overridden(*i));
+        kept.count() + self.delta.iter().filter(|(_, e)| e.is_some()).count()
     }
 
     /// Whether no local is bound.
     pub(crate) fn is_empty(&self) -> bool {
-        self.entries.iter().all(Option::is_none)
+        self.len() == 0
     }
+}
+
+/// Sets `entries[index]`, growing the vector for a value (not for an absent one).
+fn set_entry(entries: &mut Vec<Option<Entry>>, index: usize, entry: Option<Entry>) {
+    if index >= entries.len() {
+        if entry.is_none() {
+            return;
+        }
+        entries.resize(index + 1, None);
+    }
+    entries[index] = entry;
 }
 
 /// What a fork inherited: its own reference to the frame, or one lent by `Snapshot::run` for
@@ -427,13 +498,23 @@ impl CtxInner {
         if self.building.load(Ordering::Relaxed) > 0 {
             return self.build_nested();
         }
-        // SAFETY: holder-only, like `order`; no user code runs while it is borrowed.
-        let cached = self.cache.with(|c| unsafe { (*c).clone() });
-        if let Some(frame) = cached {
-            if !self.changed.load(Ordering::Relaxed) {
+        let stale = self.changed.load(Ordering::Relaxed);
+        // SAFETY: holder-only; no user code runs while it is borrowed.
+        if !stale && self.dirty.with(|d| unsafe { (*d).is_empty() }) {
+            // SAFETY: holder-only, like `order`; no user code runs while it is borrowed.
+            if let Some(frame) = self.cache.with(|c| unsafe { (*c).clone() }) {
                 return Ok(frame);
             }
         }
+        // SAFETY: as above.
+        let dirty = self.dirty.with_mut(|d| unsafe { std::mem::take(&mut *d) });
+        // The cache is current but for the locals written since (`dirty`): updated, not
+        // rebuilt — in place if no snapshot holds it any more. Out of the cell meanwhile (a
+        // capture nested in the build does not use it).
+        // SAFETY: as above.
+        let base = (!stale)
+            .then(|| self.cache.with_mut(|c| unsafe { (*c).take() }))
+            .flatten();
         // The build runs user code (`Clone`, old copies' `Drop`): the context stays held, even
         // if that code drops its `ContextGuard`, until the build is done (then the release
         // happens, below — the frame was taken while the context was held).
@@ -443,19 +524,32 @@ impl CtxInner {
             // Cleared before building: a write made by user code during the build (a
             // `Clone`) marks it again, and the next capture sees that write.
             self.changed.store(false, Ordering::Relaxed);
-            let built = self.build_frame().map(|frame| {
-                let frame = Arc::new(frame);
+            let base = base.map(|mut frame| (Arc::get_mut(&mut frame).is_some(), frame));
+            let built = match base {
+                Some((true, mut frame)) => {
+                    let own = Arc::get_mut(&mut frame).expect("unique");
+                    self.update_frame(own, &dirty).map(|()| (frame, None))
+                }
+                Some((false, base)) => {
+                    let mut frame = base.without(&dirty);
+                    let updated = self.update_frame(&mut frame, &dirty);
+                    updated.map(|()| (Arc::new(frame), Some(base)))
+                }
+                None => self.build_frame().map(|frame| (Arc::new(frame), None)),
+            };
+            let built = built.map(|(frame, base)| {
                 // SAFETY: as above.
                 let old = self
                     .cache
                     .with_mut(|c| unsafe { (*c).replace(frame.clone()) });
-                (frame, old)
+                (frame, (old, base))
             });
             if built.is_ok() {
                 building.complete();
             }
             built
         };
+        self.reuse_dirty(dirty);
         if self.release_deferred_pending() {
             drop(self.settle());
         }
@@ -480,62 +574,103 @@ impl CtxInner {
         built.map(Arc::new)
     }
 
+    /// Builds the frame anew: what it inherited, then every inheritable local bound here.
     fn build_frame(&self) -> Result<Frame, CaptureError> {
         // SAFETY: as in `inherited`.
         let base = self
             .inherited
             .with(|i| unsafe { (*i).as_ref().map(Inherited::to_arc) });
-        let mut frame = base.as_deref().cloned().unwrap_or_default();
+        let mut entries = base.as_deref().map(Frame::to_entries).unwrap_or_default();
         // SAFETY: holder-only; the capture functions run no user code but `Clone`, which
         // cannot reach `order` (it only grows when a slot is created, by the holder).
         let len = self.order.with(|o| unsafe { (*o).len() });
         for i in 0..len {
             // SAFETY: as above.
             let index = self.order.with(|o| unsafe { (&*o)[i] });
-            // Pinned while it is used: the user's `Clone` (or an old copy's `Drop`) may drop a
-            // non-`static` local, whose `detach_all` then leaves a pinned slot to us to free.
-            let Some(hdr) = self.pin_slot(index) else {
-                continue;
-            };
-            let _pin = Unpin(self, hdr);
-            // SAFETY: pinned, so live until `_pin` is dropped.
-            let header = unsafe { hdr.as_ref() };
-            let Some(capture) = header.capture else {
-                continue;
-            };
-            let value = if header.frozen_fresh.load(Ordering::Relaxed) {
-                // SAFETY: holder-only; no user code runs while it is borrowed.
-                header.frozen.with(|f| unsafe { (*f).clone() })
-            } else {
-                if header.state.load(Ordering::Relaxed) & WRITING != 0 {
-                    return Err(CaptureError::Writing(header.name));
-                }
-                // Its `Clone` is running further up this thread's stack (it captures): a copy
-                // would need that very `Clone` again, without end.
-                if header.capturing.swap(true, Ordering::Relaxed) {
-                    return Err(CaptureError::Cloning(header.name));
-                }
-                let value = {
-                    let _capturing = Capturing(header);
-                    // SAFETY: we hold the context; the slot is live and not being written.
-                    unsafe { capture(hdr) }
-                };
-                // The user's `Clone` ran under a shared borrow: do what it queued for its end.
-                let st = header.state.load(Ordering::Relaxed);
-                if st & PENDING != 0 && st & BORROWS == 0 {
-                    drop(self.settle());
-                }
-                // SAFETY: holder-only. The old copy is dropped after the cell is written.
-                let old = header
-                    .frozen
-                    .with_mut(|f| unsafe { std::mem::replace(&mut *f, value.clone()) });
-                header.frozen_fresh.store(true, Ordering::Relaxed);
-                drop(old);
-                value
-            };
-            let serial = header.serial;
-            frame.set(index, value.map(|value| Entry::new(serial, value)));
+            if let Some(entry) = self.capture_slot(index)? {
+                set_entry(&mut entries, index, entry);
+            }
         }
-        Ok(frame)
+        Ok(Frame::from_entries(entries))
+    }
+
+    /// Brings `frame` (this context's last frame, current but for the locals written since)
+    /// up to date: those locals (`dirty`) captured anew. O(locals written), not O(locals
+    /// bound).
+    fn update_frame(&self, frame: &mut Frame, dirty: &[usize]) -> Result<(), CaptureError> {
+        for &index in dirty {
+            if let Some(entry) = self.capture_slot(index)? {
+                frame.set(index, entry);
+            }
+        }
+        Ok(())
+    }
+
+    /// The entry of the inheritable local at `index` as it is now, frozen anew if it was
+    /// written since its last capture; `None` if it has no slot here or is not inheritable.
+    fn capture_slot(&self, index: usize) -> Result<Option<Option<Entry>>, CaptureError> {
+        // Pinned while it is used: the user's `Clone` (or an old copy's `Drop`) may drop a
+        // non-`static` local, whose `detach_all` then leaves a pinned slot to us to free.
+        let Some(hdr) = self.pin_slot(index) else {
+            return Ok(None);
+        };
+        let _pin = Unpin(self, hdr);
+        // SAFETY: pinned, so live until `_pin` is dropped.
+        let header = unsafe { hdr.as_ref() };
+        let Some(capture) = header.capture else {
+            return Ok(None);
+        };
+        let value = if header.frozen_fresh.load(Ordering::Relaxed) {
+            // SAFETY: holder-only; no user code runs while it is borrowed.
+            header.frozen.with(|f| unsafe { (*f).clone() })
+        } else {
+            if header.state.load(Ordering::Relaxed) & WRITING != 0 {
+                return Err(CaptureError::Writing(header.name));
+            }
+            // Its `Clone` is running further up this thread's stack (it captures): a copy
+            // would need that very `Clone` again, without end.
+            if header.capturing.swap(true, Ordering::Relaxed) {
+                return Err(CaptureError::Cloning(header.name));
+            }
+            let value = {
+                let _capturing = Capturing(header);
+                // SAFETY: we hold the context; the slot is live and not being written.
+                unsafe { capture(hdr) }
+            };
+            // The user's `Clone` ran under a shared borrow: do what it queued for its end.
+            let st = header.state.load(Ordering::Relaxed);
+            if st & PENDING != 0 && st & BORROWS == 0 {
+                drop(self.settle());
+            }
+            // SAFETY: holder-only. The old copy is dropped after the cell is written.
+            let old = header
+                .frozen
+                .with_mut(|f| unsafe { std::mem::replace(&mut *f, value.clone()) });
+            header.frozen_fresh.store(true, Ordering::Relaxed);
+            drop(old);
+            value
+        };
+        let serial = header.serial;
+        Ok(Some(value.map(|value| Entry::new(serial, value))))
+    }
+
+    /// An inheritable local at `index` was written and its frozen copy is stale now: the next
+    /// capture freezes it anew. Holder-only.
+    #[inline]
+    pub(crate) fn note_dirty(&self, index: usize) {
+        // SAFETY: holder-only; no user code runs while it is borrowed.
+        self.dirty.with_mut(|d| unsafe { (*d).push(index) });
+    }
+
+    /// Gives a build's (processed) list of written locals back, for its allocation, unless
+    /// writes made during the build started a new one.
+    fn reuse_dirty(&self, mut done: Vec<usize>) {
+        done.clear();
+        // SAFETY: as in `note_dirty`.
+        self.dirty.with_mut(|d| unsafe {
+            if (*d).is_empty() {
+                *d = done;
+            }
+        });
     }
 }

@@ -105,9 +105,13 @@ pub(crate) struct CtxInner {
     pub(crate) frame_readers: crate::sync::AtomicUsize,
     /// Inherited values lent out to the holder's user code (see `Lends`). Holder-only.
     pub(crate) lends: UnsafeCell<Lends>,
-    /// This context's last captured frame; stale once `changed`. Holder-only.
+    /// This context's last captured frame; stale once `changed` (rebuilt then), or but for
+    /// the locals in `dirty` (updated then). Holder-only.
     pub(crate) cache: UnsafeCell<Option<Arc<Frame>>>,
     pub(crate) changed: AtomicBool,
+    /// Indices of the inheritable locals written since the last capture (each once: pushed
+    /// when its slot's frozen copy goes stale, see `SlotHeader::thaw`). Holder-only.
+    pub(crate) dirty: UnsafeCell<Vec<usize>>,
     /// Captures building a frame right now: more than one when a `Clone` run by a build
     /// captures (see `capture_own`). Holder-only.
     pub(crate) building: crate::sync::AtomicUsize,
@@ -156,6 +160,7 @@ impl CtxInner {
             lends: UnsafeCell::new(Lends::default()),
             cache: UnsafeCell::new(None),
             changed: AtomicBool::new(false),
+            dirty: UnsafeCell::new(Vec::new()),
             building: crate::sync::AtomicUsize::new(0),
             has_own_inheritable: AtomicBool::new(false),
         }

@@ -135,10 +135,16 @@ impl SlotHeader {
         }
     }
 
-    /// The payload changed: the next capture freezes it anew. Holder-only.
+    /// The payload changed: the next capture freezes it anew. Returns whether the frozen copy
+    /// was fresh until now (then the caller lists the slot for the next capture, see
+    /// `CtxInner::note_dirty`). Holder-only.
     #[inline]
-    pub(crate) fn thaw(&self) {
-        self.cold.frozen_fresh.store(false, Ordering::Relaxed);
+    pub(crate) fn thaw(&self) -> bool {
+        let fresh = self.cold.frozen_fresh.load(Ordering::Relaxed);
+        if fresh {
+            self.cold.frozen_fresh.store(false, Ordering::Relaxed);
+        }
+        fresh
     }
 }
 

@@ -650,6 +650,11 @@ impl<V: Payload> Storage<V> {
         }
         let cell = ctx.table.cell_or_grow(i);
         cell.store(fresh.as_ptr().cast(), Ordering::Release);
+        if self.inherit.is_some() {
+            // A slot the next capture has not seen (its frozen copy may be fresh or not): that
+            // capture rebuilds the whole frame.
+            ctx.mark_changed();
+        }
         // `old` stays as it was for its readers; `st` has no WRITING.
         old.hdr.state.store(st, Ordering::Release);
         let dropped = ctx.sweep_retired(&mut retired);
@@ -700,13 +705,13 @@ impl<V: Payload> Storage<V> {
         Ok(slot.hdr.state.load(Ordering::Relaxed))
     }
 
-    /// An inheritable local is being written: the context's cached capture and the slot's
-    /// frozen copy are stale.
+    /// An inheritable local is being written: the slot's frozen copy is stale, and the next
+    /// capture updates the context's cached one with it (once per capture: listed when the
+    /// copy goes stale).
     #[inline]
     fn note_write(&self, ctx: &CtxInner, slot: &Slot<V>) {
-        if self.inherit.is_some() {
-            ctx.mark_changed();
-            slot.hdr.thaw();
+        if self.inherit.is_some() && slot.hdr.thaw() {
+            ctx.note_dirty(self.key.raw());
         }
     }
 

@@ -192,6 +192,7 @@ unsafe fn take_impl<V: Payload>(hdr: NonNull<SlotHeader>) -> Taken {
         // This thread's own `for_each` is reading the slot.
         Err(_) => return Taken::Busy,
     }
+    // Its caller marks the context changed (the capture rebuilds the frame).
     slot.hdr.thaw();
     // SAFETY: we hold the context, set WRITING, and no foreign reader is there.
     let out = slot.value.with_mut(|v| unsafe { (*v).take_all() });
@@ -227,6 +228,7 @@ unsafe fn remove_impl<V: Payload>(
             return Removal::Busy;
         }
     }
+    // Its caller marks the context changed (the capture rebuilds the frame).
     slot.hdr.thaw();
     let out = slot.value.with_mut(|v| {
         // SAFETY: we hold the context, set WRITING, and no foreign reader is there.
