@@ -62,6 +62,19 @@ pub(crate) struct Where {
     pub(crate) id: ContextId,
 }
 
+/// Whether a write may create this local's slot in the current context.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Create {
+    /// No: without a slot (or an inherited value to copy) there is nothing to write.
+    No,
+    /// Yes (a scope's binding, which ends by itself; an initializer's value).
+    Yes,
+    /// Yes, for a user's new binding (`set`, `replace`, `push`): refused in a thread's own
+    /// context if the local is explicit-only (see `explicit.rs`), with the context this write
+    /// looks up anyway.
+    Binding,
+}
+
 /// The outcome of [`Storage::write_elsewhere`].
 pub(crate) enum Elsewhere<R> {
     /// Done here, under a claim: what `f` returned.
@@ -77,6 +90,8 @@ pub(crate) struct Storage<V> {
     name: Option<&'static str>,
     /// Set for an inheritable local: how forks get its values.
     inherit: Option<Inherit<V>>,
+    /// Never bound in a thread's own context (see `Create::Binding`).
+    explicit_only: bool,
     _payload: PhantomData<fn() -> V>,
 }
 
@@ -86,6 +101,7 @@ impl<V> Storage<V> {
             key: Key::new(),
             name,
             inherit: None,
+            explicit_only: false,
             _payload: PhantomData,
         }
     }
@@ -93,6 +109,16 @@ impl<V> Storage<V> {
     /// Makes the local inheritable: snapshots capture it, forks start with it.
     pub(crate) const fn set_inheritable(&mut self, inherit: Inherit<V>) {
         self.inherit = Some(inherit);
+    }
+
+    /// Makes the local explicit-only: its bindings are refused in a thread's own context.
+    pub(crate) const fn set_explicit_only(&mut self) {
+        self.explicit_only = true;
+    }
+
+    /// Whether the local is explicit-only.
+    pub(crate) const fn is_explicit_only(&self) -> bool {
+        self.explicit_only
     }
 
     /// Whether the local is inheritable.
@@ -325,7 +351,7 @@ impl<V: Payload> Storage<V> {
     #[track_caller]
     pub(crate) fn write<R>(
         &self,
-        create: bool,
+        create: Create,
         f: impl FnOnce(&mut V) -> R,
     ) -> Result<Option<R>, AccessError> {
         let Some((ctx, slot)) = self.slot_for_write(create)? else {
@@ -334,23 +360,39 @@ impl<V: Payload> Storage<V> {
         self.write_slot(ctx, slot, f).map(Some)
     }
 
-    /// The current context and this local's slot there for a write: created if `create`, or
-    /// if the context inherited a value it is about to copy; `None` if neither.
-    #[inline]
+    /// The current context and this local's slot there for a write: created if `create` says
+    /// so, or if the context inherited a value it is about to copy; `None` if neither.
+    ///
+    /// # Errors
+    ///
+    /// `ExplicitOnly` for a user's new binding (`Create::Binding`) of an explicit-only local in
+    /// a thread's own context: one test of a flag for other locals, no second lookup.
+    /// Inlined always: it is the head of every write, whose `create` is then a constant.
+    #[inline(always)]
     #[track_caller]
     #[allow(clippy::type_complexity)]
     fn slot_for_write(
         &self,
-        create: bool,
+        create: Create,
     ) -> Result<Option<(&'static CtxInner, &Slot<V>)>, AccessError> {
         let (ctx, slot) = self.current_slot()?;
+        if self.explicit_only && create == Create::Binding && context::is_thread_own(ctx) {
+            return Err(self.refused());
+        }
         Ok(match slot {
             Some(slot) => Some((ctx, slot)),
-            None if create || self.inherited_in(ctx).is_some() => {
+            None if create != Create::No || self.inherited_in(ctx).is_some() => {
                 Some((ctx, self.try_create(ctx)?))
             }
             None => None,
         })
+    }
+
+    /// The `ExplicitOnly` error of a binding refused in a thread's own context.
+    #[cold]
+    #[inline(never)]
+    fn refused(&self) -> AccessError {
+        crate::explicit::refused(self.name())
     }
 
     /// Like [`write`](Self::write), for a write that replaces the whole payload (`f` must not
@@ -361,7 +403,7 @@ impl<V: Payload> Storage<V> {
     #[track_caller]
     pub(crate) fn write_fresh<R>(
         &self,
-        create: bool,
+        create: Create,
         f: impl FnOnce(&mut V) -> R,
     ) -> Result<Option<R>, AccessError> {
         let Some((ctx, slot)) = self.slot_for_write(create)? else {
@@ -479,7 +521,7 @@ impl<V: Payload> Storage<V> {
         &self,
         f: impl FnOnce(&mut V) -> R,
     ) -> Result<Option<R>, AccessError> {
-        let Some((ctx, slot)) = self.slot_for_write(false)? else {
+        let Some((ctx, slot)) = self.slot_for_write(Create::No)? else {
             return Ok(None);
         };
         self.write_in::<true, false, R>(ctx, slot, f).map(Some)
