@@ -9,18 +9,9 @@
 use std::any::{Any, TypeId};
 use std::ptr::NonNull;
 
-use super::table::{SlotHeader, BORROWS, PENDING, WRITING};
+use super::table::{Frozen, SlotHeader, BORROWS, PENDING, WRITING};
 use super::CtxInner;
 use crate::sync::{Arc, Ordering};
-
-/// A frozen payload (`Arc<V>` of the local's payload type), shared by snapshots and forks.
-/// std's `Arc` even under loom (loom's cannot hold a `dyn`): frozen values are immutable, so
-/// only their reference counts are shared, which std's `Arc` gets right.
-pub(crate) type Frozen = std::sync::Arc<dyn Any + Send + Sync>;
-
-/// Freezes a slot's payload, or `None` if it holds nothing. The slot's context is held by the
-/// caller.
-pub(crate) type CaptureFn = unsafe fn(NonNull<SlotHeader>) -> Option<Frozen>;
 
 /// One local's frozen value, tagged with the serial of the local it belongs to (indices of
 /// dropped locals are reused; serials are not) and with the type of the value, so that a read

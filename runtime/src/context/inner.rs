@@ -6,7 +6,7 @@ use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::ptr::{self, NonNull};
 
 use super::inherit::{Frame, Inherited, Lends};
-use super::owner::{Owner, State};
+use super::owner::{thread_mark, Owner, State};
 use super::table::{
     Queued, Removal, Remover, SlotHeader, Table, Taken, BORROWS, INIT, PENDING, WRITING,
 };
@@ -89,7 +89,7 @@ pub(crate) struct CtxInner {
     guarded: UnsafeCell<bool>,
     /// Some retired slot may still hold values (see `Retired`). Holder-only.
     has_retired: AtomicBool,
-    /// The thread that deferred it (`current::thread_mark`), which still writes the context.
+    /// The thread that deferred it (`owner::thread_mark`), which still writes the context.
     deferred_by: crate::sync::AtomicUsize,
     /// Serialises detaching slots: teardown vs. a dropped `Local` removing its own slot. Holds
     /// the retired slots, which both of them (and the holder's writes) take out.
@@ -643,8 +643,7 @@ impl CtxInner {
             let st = hdr.state.load(Ordering::Relaxed);
             hdr.state.store(st | PENDING, Ordering::Relaxed);
         });
-        self.deferred_by
-            .store(super::thread_mark(), Ordering::Relaxed);
+        self.deferred_by.store(thread_mark(), Ordering::Relaxed);
         self.release_deferred.store(true, Ordering::Relaxed);
         false
     }
@@ -652,7 +651,7 @@ impl CtxInner {
     /// Whether this thread left the context while borrowing one of its values, and so still
     /// holds it until that borrow ends.
     pub(crate) fn deferred_here(&self) -> bool {
-        self.deferred_by(super::thread_mark())
+        self.deferred_by(thread_mark())
     }
 
     /// Whether the thread with this `thread_mark` left the context while borrowing one of its

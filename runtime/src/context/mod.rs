@@ -25,8 +25,7 @@ use std::marker::PhantomData;
 #[cfg(all(loom, test))]
 pub(crate) use current::loom_thread_exit;
 pub(crate) use current::{
-    current, current_if_at, enter, held_here, is_held_here, slots_written_here, thread_mark,
-    with_own, Entered,
+    current, current_if_at, enter, held_here, is_held_here, slots_written_here, with_own, Entered,
 };
 pub use enter_error::EnterError;
 pub use id::ContextId;

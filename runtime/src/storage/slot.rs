@@ -7,10 +7,9 @@ use std::any::Any;
 use std::ptr::NonNull;
 
 use super::borrow::{begin_write, Contended, IndexSync, Mode};
-use crate::context::inherit::{CaptureFn, Frozen};
 use crate::context::table::{
-    Queued, Removal, Remover, SlotCold, SlotHeader, SlotVTable, Taken, BORROWS, INIT, PENDING,
-    PRESENT, SHARED_ONE,
+    CaptureFn, Frozen, Queued, Removal, Remover, SlotCold, SlotHeader, SlotVTable, Taken, BORROWS,
+    INIT, PENDING, PRESENT, SHARED_ONE,
 };
 use crate::sync::{AtomicBool, AtomicUsize, Ordering, UnsafeCell};
 
