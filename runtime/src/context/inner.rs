@@ -5,7 +5,7 @@ use std::any::Any;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::ptr::{self, NonNull};
 
-use super::inherit::{Frame, Inherited, Lends};
+use super::frame::{Frame, Inherited, Lends};
 use super::owner::{thread_mark, Owner, State};
 use super::table::{
     Queued, Removal, Remover, SlotHeader, Table, Taken, BORROWS, INIT, PENDING, WRITING,
@@ -95,7 +95,7 @@ pub(crate) struct CtxInner {
     /// the retired slots, which both of them (and the holder's writes) take out.
     detach: Mutex<Vec<Retired>>,
     /// The frame this context was forked from (immutable): inheritable locals it has not
-    /// written read from here (see `inherit.rs`). Holder-only; released by teardown.
+    /// written read from here (see `frame.rs`). Holder-only; released by teardown.
     pub(crate) inherited: UnsafeCell<Option<Inherited>>,
     /// Whether other threads (`for_each`, `contexts`) may still start reading `inherited`
     /// (`FrameRead`); teardown closes it, then waits for `frame_readers`.
@@ -187,6 +187,15 @@ impl CtxInner {
         lock(&self.detach)
     }
 
+    /// The slot at `index`, pinned against being freed by its local's `detach_all`.
+    pub(super) fn pin_slot(&self, index: usize) -> Option<NonNull<SlotHeader>> {
+        let _guard = self.detach_lock();
+        let hdr = self.table.slot_at(index)?;
+        // SAFETY: in the table, under the detach lock: live.
+        unsafe { hdr.as_ref() }.pins.fetch_add(1, Ordering::Relaxed);
+        Some(hdr)
+    }
+
     /// Waits, holding no lock, until no foreign reader marks the slot at `index` (pinned
     /// meanwhile: a dropped `Local` may detach it). `false` if that reader waits for this
     /// thread.
@@ -194,7 +203,7 @@ impl CtxInner {
         let Some(hdr) = self.pin_slot(index) else {
             return true; // its local was dropped: nothing left to wait for
         };
-        let _pin = super::inherit::Unpin(self, hdr);
+        let _pin = SlotPin(self, hdr);
         // SAFETY: pinned, so live until `_pin` is dropped.
         let h = unsafe { hdr.as_ref() };
         h.readers.wait_unmarked(h)
@@ -457,7 +466,7 @@ impl CtxInner {
             let h = unsafe { hdr.as_ref() };
             h.pins.fetch_add(1, Ordering::Relaxed);
             drop(retired);
-            let _pin = super::inherit::Unpin(self, hdr);
+            let _pin = SlotPin(self, hdr);
             if !h.readers.wait_unmarked(h) {
                 *left = true;
                 break;
@@ -725,5 +734,23 @@ impl<'a> Scan<'a> {
 impl Drop for Scan<'_> {
     fn drop(&mut self) {
         self.0.scanning.store(false, Ordering::Release);
+    }
+}
+
+/// A slot pinned by `CtxInner::pin_slot` until dropped; then freed if its local was dropped
+/// meanwhile.
+pub(super) struct SlotPin<'a>(pub(super) &'a CtxInner, pub(super) NonNull<SlotHeader>);
+
+impl Drop for SlotPin<'_> {
+    fn drop(&mut self) {
+        let _guard = self.0.detach_lock();
+        // SAFETY: pinned until now, so live.
+        let header = unsafe { self.1.as_ref() };
+        let last = header.pins.fetch_sub(1, Ordering::Relaxed) == 1;
+        if last && header.orphaned.load(Ordering::Relaxed) {
+            // SAFETY: its local detached it from the table and left it to the last pin: nobody
+            // else can reach it.
+            unsafe { SlotHeader::free(self.1) };
+        }
     }
 }

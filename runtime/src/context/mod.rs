@@ -5,12 +5,16 @@
 //! - `inner`: one context's storage, pending removals and teardown;
 //! - `table`: the slot table and the type-erased slot header;
 //! - `registry`: live contexts by id, for iteration;
-//! - `inherit`: what a context hands down to its forks (frozen values, the cached capture);
+//! - `frame`: frames (a context's inheritable values at one moment, shared by snapshots and
+//!   forks) and what a fork inherited;
+//! - `inherit`: a context's side of inheritance (its captures, the cached frame, its fork's
+//!   lends and foreign readers of what it inherited);
 //! - `unfinished`: teardowns that had to leave values, finished later by their thread;
 //! - `id` and `enter_error`: the public `ContextId` and `EnterError`.
 
 mod current;
 mod enter_error;
+pub(crate) mod frame;
 mod id;
 pub(crate) mod inherit;
 mod inner;
@@ -208,9 +212,9 @@ impl Context {
 
 impl Context {
     /// A new context that starts with `frame`'s values (a fork of a snapshot).
-    pub(crate) fn with_inherited(frame: Arc<inherit::Frame>) -> Self {
+    pub(crate) fn with_inherited(frame: Arc<frame::Frame>) -> Self {
         Self {
-            inner: registry::register(State::Idle, Some(inherit::Inherited::owned(frame))),
+            inner: registry::register(State::Idle, Some(frame::Inherited::owned(frame))),
         }
     }
 
@@ -221,9 +225,9 @@ impl Context {
     ///
     /// The returned context must be dropped (not leaked, not entered forever) while `frame` is
     /// still alive.
-    pub(crate) unsafe fn with_lent_frame(frame: &Arc<inherit::Frame>) -> Self {
+    pub(crate) unsafe fn with_lent_frame(frame: &Arc<frame::Frame>) -> Self {
         // SAFETY: forwarded: the context's teardown, in its drop, ends the use of `frame`.
-        let lent = unsafe { inherit::Inherited::lent(frame) };
+        let lent = unsafe { frame::Inherited::lent(frame) };
         Self {
             inner: registry::register(State::Idle, Some(lent)),
         }

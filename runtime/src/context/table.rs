@@ -114,7 +114,7 @@ pub(crate) struct SlotCold {
     pub(crate) vtable: &'static SlotVTable,
     /// For an inheritable local: freezes its payload for a snapshot.
     pub(crate) capture: Option<CaptureFn>,
-    /// The serial of the local this slot belongs to (see `inherit::Entry`).
+    /// The serial of the local this slot belongs to (see `frame::Entry`).
     pub(crate) serial: u64,
     /// The local's name, for messages about the slot.
     pub(crate) name: &'static str,
