@@ -1543,6 +1543,100 @@ fn a_guard_whose_value_panics_on_drop_leaves_the_stack_consistent() {
     });
 }
 
+/// Whether another thread finds `ctx` claimed (its `try_enter` fails).
+fn claimed_elsewhere(ctx: &Context) -> bool {
+    thread::scope(|s| s.spawn(|| ctx.try_enter().is_err()).join().unwrap())
+}
+
+thread_local! {
+    /// The guard `init_leaving` drops inside the initializer, and its context.
+    static LEAVE_IN_INIT: RefCell<Option<(ContextGuard<'static>, &'static Context)>> =
+        const { RefCell::new(None) };
+    /// Whether the context was still claimed after that drop, inside the initializer.
+    static CLAIMED_IN_INIT: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
+/// An initializer that leaves its context (drops the guard parked in `LEAVE_IN_INIT`).
+fn init_leaving() -> u32 {
+    let (g, ctx) = LEAVE_IN_INIT.with(|p| p.borrow_mut().take()).unwrap();
+    drop(g);
+    CLAIMED_IN_INIT.with(|c| c.set(claimed_elsewhere(ctx)));
+    7
+}
+
+/// Leaving a context is O(1) when nothing of it is open (a count of the open accesses, not a
+/// scan of its values, decides): every kind of open access must count. A `ContextGuard`
+/// dropped inside `with_mut`, inside an initializer, inside `with_top` of a stack, or inside the
+/// inner of two nested `with`s keeps the context claimed until the last of them ends; then
+/// it is released and holds what was written. (Checked to bite: without the count in
+/// `with_mut`'s write guard, or without `try_enter` switching counting on, the first case
+/// finds the context released under the `&mut`.)
+#[test]
+fn a_context_guard_dropped_inside_any_open_access_defers_its_release() {
+    static A: Local<u32> = Local::named("DEFER_ANY_A");
+    static B: Local<u32> = Local::named("DEFER_ANY_B");
+    static I: Local<u32> = Local::with_init("DEFER_ANY_INIT", init_leaving);
+    static S: LocalStack<u32> = LocalStack::named("DEFER_ANY_S");
+    within(60, || {
+        let ctx: &'static Context = common::keep(Context::new());
+        ctx.run(|| {
+            A.set(1);
+            B.set(2);
+            S.push(3);
+        });
+        // Inside `with_mut`.
+        let g = ctx.enter();
+        A.with_mut(move |v| {
+            drop(g);
+            assert!(claimed_elsewhere(ctx), "released under a `with_mut`");
+            *v = 10;
+        });
+        assert!(!claimed_elsewhere(ctx), "released once `with_mut` ended");
+        // Inside an initializer.
+        // (Its value cannot be bound in a context it left: that is reported.)
+        let g = ctx.enter();
+        LEAVE_IN_INIT.with(|p| *p.borrow_mut() = Some((g, ctx)));
+        let msg = expect_panic(|| I.with(|v| *v));
+        assert!(msg.contains("left the context it ran in"), "{msg}");
+        assert!(
+            CLAIMED_IN_INIT.with(|c| c.get()),
+            "released under an initializer"
+        );
+        assert!(
+            !claimed_elsewhere(ctx),
+            "released once the initializer ended"
+        );
+        // Inside `with_top`.
+        let g = ctx.enter();
+        S.with_top(move |v| {
+            drop(g);
+            assert!(claimed_elsewhere(ctx), "released under a `with_top`");
+            assert_eq!(*v, 3);
+        });
+        assert!(!claimed_elsewhere(ctx));
+        // Inside the inner of two nested `with`s: the outer one still holds the context.
+        let g = ctx.enter();
+        A.with(move |a| {
+            B.with(move |b| {
+                drop(g);
+                assert_eq!((*a, *b), (10, 2));
+            });
+            assert!(
+                claimed_elsewhere(ctx),
+                "released while the outer `with` borrows"
+            );
+        });
+        assert!(
+            !claimed_elsewhere(ctx),
+            "released once the outer `with` ended"
+        );
+        assert_eq!(
+            ctx.run(|| (A.get(), B.get(), S.top())),
+            (Some(10), Some(2), Some(3))
+        );
+    });
+}
+
 /// a `ContextGuard` dropped inside `with` of its own context's value: the context is
 /// left at once, stays claimed until the borrow ends, and can be entered again after.
 #[test]

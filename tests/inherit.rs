@@ -2655,3 +2655,106 @@ fn a_fork_dropped_while_its_inherited_value_is_read_waits_for_the_reader() {
         );
     });
 }
+
+// ---------------------------------------------------------------------------------------------
+// Part 12: captures that update the last frame (a write then a capture copies what changed).
+
+/// A capture after writes builds on the context's last capture and copies only the locals
+/// written since: every capture must still see exactly the values bound, whatever mix of
+/// writes came before (one local, the same local again, more locals than a frame keeps apart
+/// from its shared bulk, unbinding, stack pushes and pops, a stack guard dropped outside its
+/// context, a new local's first write), and no earlier snapshot may change when a later one is
+/// built from it. Every value — the clones the captures froze included — is dropped exactly
+/// once.
+#[test]
+fn captures_after_writes_see_exactly_what_is_bound_and_never_change_after() {
+    static LS: [Local<Counted>; 20] = [const { Local::new().inheritable() }; 20];
+    static S: LocalStack<Counted> = LocalStack::named("P12_STACK").inheritable();
+    within(120, || {
+        let t = Tally::new();
+        let ctx = Context::new();
+        // What a fork must see: the locals' values, and the stack, bottom first.
+        type View = (Vec<Option<u64>>, Vec<u64>);
+        let view = || -> View {
+            let locals = LS.iter().map(|l| l.try_with(|v| v.n).ok()).collect();
+            let (here, mut stack) = (ContextId::current(), Vec::new());
+            S.for_each(|id, vs| {
+                if id == here {
+                    stack.extend(vs.iter().map(|v| v.n));
+                }
+            });
+            (locals, stack)
+        };
+        let mut model: View = (vec![None; LS.len()], Vec::new());
+        let mut kept: Vec<(Snapshot, View)> = Vec::new();
+        let mut guards = Vec::new();
+        let mut seed = 0x2545_f491_4f6c_dd1d_u64;
+        let mut next = |m: u64| {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            seed % m
+        };
+        let mut uid = 0u64;
+        for step in 0..3_000u64 {
+            // 0..8: writes between two captures, more than a frame keeps apart (8) at times.
+            let writes = [0, 1, 1, 1, 2, 3, 9, 14][next(8) as usize];
+            for _ in 0..writes {
+                uid += 1;
+                let k = next(LS.len() as u64 + 3) as usize;
+                ctx.run(|| match k {
+                    k if k < LS.len() && next(5) == 0 => {
+                        LS[k].take();
+                        model.0[k] = None;
+                    }
+                    k if k < LS.len() => {
+                        LS[k].set(t.make(uid));
+                        model.0[k] = Some(uid);
+                    }
+                    k if k == LS.len() => {
+                        S.push(t.make(uid));
+                        model.1.push(uid);
+                    }
+                    k if k == LS.len() + 1 => {
+                        if S.pop().is_some() {
+                            model.1.pop();
+                        }
+                    }
+                    _ => {
+                        guards.push((S.enter(t.make(uid)), uid));
+                        model.1.push(uid);
+                    }
+                });
+            }
+            // A guard dropped outside its context, which is idle: removed at once.
+            if next(4) == 0 {
+                if let Some((g, n)) = guards.pop() {
+                    drop(g);
+                    // (Unless a pop took its element already.)
+                    if let Some(at) = model.1.iter().position(|&v| v == n) {
+                        model.1.remove(at);
+                    }
+                }
+            }
+            let snapshot = ctx.run(Snapshot::capture);
+            assert_eq!(snapshot.run(view), model, "step {step}: a fresh capture");
+            if next(3) == 0 {
+                kept.push((snapshot, model.clone()));
+            }
+            if kept.len() > 24 {
+                kept.remove(next(24) as usize);
+            }
+        }
+        for (i, (snapshot, seen)) in kept.iter().enumerate() {
+            assert_eq!(&snapshot.run(view), seen, "kept snapshot {i} changed");
+        }
+        drop(kept);
+        drop(guards);
+        drop(ctx);
+        assert_eq!(
+            t.live(),
+            0,
+            "every value and every frozen clone dropped once"
+        );
+    });
+}

@@ -20,7 +20,7 @@ pub(crate) fn inherit(rows: &mut Vec<Row>) {
     spawns(rows);
 }
 
-fn capture(rows: &mut Vec<Row>) {
+pub(crate) fn capture(rows: &mut Vec<Row>) {
     // A current OpenTelemetry context holding one value, as ours holds one (or 64).
     let otel = || {
         |n: u64| {
@@ -78,6 +78,16 @@ fn capture(rows: &mut Vec<Row>) {
         "opentelemetry Context::current()",
         p,
         Gate::None,
+    ));
+    // A write then a capture must cost what it costs with one inheritable local bound: the
+    // capture copies what changed, not the whole frame.
+    let (w64, w1) = pair(captures(&many, true), captures(&one, true));
+    rows.push(row(
+        "set + capture, 65 inheritable bound",
+        w64,
+        "set + capture, 1 bound",
+        w1,
+        Gate::AtMost(1.1),
     ));
 }
 

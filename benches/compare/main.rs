@@ -683,7 +683,12 @@ fn contexts(rows: &mut Vec<Row>) {
         gate: Gate::None,
         unit: "ns",
     });
-    // Leaving a context must not scan what it holds: 64 values bound cost what none do.
+    leave(rows);
+    contexts_iteration(rows);
+}
+
+/// Leaving a context must not scan what it holds: 64 values bound cost what none do.
+fn leave(rows: &mut Vec<Row>) {
     static RUN_MANY: [Local<u64>; 64] = [const { Local::new() }; 64];
     let (empty, full) = (Context::new(), Context::new());
     full.run(|| RUN_MANY.iter().for_each(|l| l.set(1)));
@@ -706,6 +711,9 @@ fn contexts(rows: &mut Vec<Row>) {
         p,
         Gate::AtMost(1.1),
     ));
+}
+
+fn contexts_iteration(rows: &mut Vec<Row>) {
     for count in [1usize, 16, 256] {
         let local: Local<u64> = Local::named("ITER");
         let ctxs: Vec<Context> = (0..count).map(|_| Context::new()).collect();
@@ -840,7 +848,8 @@ fn main() {
         .filter(|a| !a.starts_with('-'))
         .collect();
     type Section = fn(&mut Vec<Row>);
-    let sections: [(&str, Section); 11] = [
+    // Single rows of the gates, for measuring one change: `leave`, `capture`, `explicit`.
+    let sections: [(&str, Section); 14] = [
         ("hot_paths", hot_paths),
         ("scaling", scaling),
         ("scopes", scopes),
@@ -852,10 +861,15 @@ fn main() {
         ("edges", edges::edges),
         ("tracing", tracing::tracing),
         ("memory", memory),
+        ("leave", leave),
+        ("capture", inherit::capture),
+        ("explicit", explicit_only_rows),
     ];
     let mut rows = Vec::new();
+    let extra = ["leave", "capture", "explicit"]; // parts of the sections above
     for (name, section) in sections {
-        if only.is_empty() || only.iter().any(|o| o == name) {
+        let all = only.is_empty() && !extra.contains(&name);
+        if all || only.iter().any(|o| o == name) {
             section(&mut rows);
         }
     }

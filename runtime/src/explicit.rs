@@ -5,8 +5,10 @@
 //! value bound there leaks into the next request, silently. An explicit-only local
 //! ([`Local::explicit_only`](crate::Local::explicit_only),
 //! [`LocalStack::explicit_only`](crate::LocalStack::explicit_only)) refuses such bindings, at
-//! the first one: the binding accessors ask [`refuse_thread_own`] first (one predictable branch
-//! on a flag of the local; reads ask nothing). Bindings that end by themselves (`scope`,
+//! the first one: the write path refuses the bindings (`storage::Create::Binding`) with the
+//! context it looks up anyway (one predictable branch on a flag of the local for the others;
+//! reads ask nothing), and the rarer binding paths (`enter`, initializers) ask
+//! [`refuse_thread_own`] first. Bindings that end by themselves (`scope`,
 //! `scope_future`) stay allowed everywhere: they cannot outlive the code that made them.
 //!
 //! The panics of failed accesses say which kind of context is current and, where the cause is
@@ -21,15 +23,16 @@ use crate::error::{AccessError, AccessErrorKind, Current};
 #[inline]
 pub(crate) fn refuse_thread_own(name: impl FnOnce() -> &'static str) -> Result<(), AccessError> {
     match context::current() {
-        Some(ctx) if context::is_thread_own(ctx) => Err(explicit_only(name())),
+        Some(ctx) if context::is_thread_own(ctx) => Err(refused(name())),
         // No context (thread exit): the access itself reports it.
         _ => Ok(()),
     }
 }
 
+/// The error of an explicit-only local's binding refused in a thread's own context.
 #[cold]
 #[inline(never)]
-fn explicit_only(name: &'static str) -> AccessError {
+pub(crate) fn refused(name: &'static str) -> AccessError {
     AccessError::in_current(name, AccessErrorKind::ExplicitOnly)
 }
 

@@ -6,7 +6,7 @@ use std::fmt;
 use crate::context::table::Queued;
 use crate::error::{fail, nothing_bound_is_none, AccessError, AccessErrorKind};
 use crate::explicit;
-use crate::storage::{Elsewhere, Inherit, Payload, Share, Storage, Where};
+use crate::storage::{Create, Elsewhere, Inherit, Payload, Share, Storage, Where};
 use crate::{ContextId, LocalProxy, Release};
 
 /// `f` on the bound value, or `f` back when there is none (see `Storage::read_or_return`).
@@ -66,8 +66,6 @@ pub struct Local<T> {
     init: Option<fn() -> T>,
     /// The key this local travels under as W3C Baggage (see `baggage`).
     pub(crate) baggage: Option<&'static str>,
-    /// Never bound in a thread's own context (see `explicit_only`).
-    explicit_only: bool,
 }
 
 // Constructors carry no `Send` bound, so a `static` of a non-`Send` type fails where it is
@@ -87,7 +85,6 @@ impl<T> Local<T> {
             storage: Storage::new(None),
             init: None,
             baggage: None,
-            explicit_only: false,
         }
     }
 
@@ -105,7 +102,6 @@ impl<T> Local<T> {
             storage: Storage::new(Some(name)),
             init: None,
             baggage: None,
-            explicit_only: false,
         }
     }
 
@@ -134,7 +130,6 @@ impl<T> Local<T> {
             storage: Storage::new(Some(name)),
             init: Some(init),
             baggage: None,
-            explicit_only: false,
         }
     }
 }
@@ -188,7 +183,7 @@ impl<T> Local<T> {
     /// ```
     pub const fn explicit_only(self) -> Self {
         let mut this = self;
-        this.explicit_only = true;
+        this.storage.set_explicit_only();
         this
     }
 }
@@ -337,15 +332,13 @@ impl<T: Send + 'static> Local<T> {
     /// ```
     #[track_caller]
     pub fn set(&self, value: T) {
-        if self.explicit_only {
-            if let Err(e) = explicit::refuse_thread_own(|| self.name()) {
-                self.fail(e);
-            }
-        }
         // Never waits for another thread's `for_each`: the old value may stay with its readers.
-        match self.storage.write_fresh(true, |v| v.replace(value)) {
+        match self
+            .storage
+            .write_fresh(Create::Binding, |v| v.replace(value))
+        {
             Ok(old) => drop(old),
-            Err(e) => fail(format_args!("{e}")),
+            Err(e) => self.fail(e),
         }
     }
 
@@ -365,14 +358,9 @@ impl<T: Send + 'static> Local<T> {
     /// ```
     #[track_caller]
     pub fn replace(&self, value: T) -> Option<T> {
-        if self.explicit_only {
-            if let Err(e) = explicit::refuse_thread_own(|| self.name()) {
-                self.fail(e);
-            }
-        }
-        match self.storage.write(true, |v| v.replace(value)) {
+        match self.storage.write(Create::Binding, |v| v.replace(value)) {
             Ok(old) => old.flatten(),
-            Err(e) => fail(format_args!("{e}")),
+            Err(e) => self.fail(e),
         }
     }
 
@@ -381,7 +369,7 @@ impl<T: Send + 'static> Local<T> {
     pub(crate) fn try_replace_from(&self, value: &mut Option<T>) -> Result<Option<T>, AccessError> {
         Ok(self
             .storage
-            .write(true, |v| std::mem::replace(v, value.take()))?
+            .write(Create::Yes, |v| std::mem::replace(v, value.take()))?
             .flatten())
     }
 
@@ -433,7 +421,7 @@ impl<T: Send + 'static> Local<T> {
 
     /// `take` for a scope: an error instead of a panic.
     pub(crate) fn try_take(&self) -> Result<Option<T>, AccessError> {
-        Ok(self.storage.write(false, Option::take)?.flatten())
+        Ok(self.storage.write(Create::No, Option::take)?.flatten())
     }
 
     /// Unbinds the current context's value and returns it.
@@ -453,7 +441,7 @@ impl<T: Send + 'static> Local<T> {
     /// ```
     #[track_caller]
     pub fn take(&self) -> Option<T> {
-        match self.storage.write(false, Option::take) {
+        match self.storage.write(Create::No, Option::take) {
             Ok(v) => v.flatten(),
             Err(e) if e.kind() == AccessErrorKind::Destroyed => None,
             Err(e) => fail(format_args!("{e}")),
@@ -563,7 +551,9 @@ impl<T: Send + 'static> Local<T> {
     #[track_caller]
     fn fail(&self, e: AccessError) -> ! {
         let inheritable = self.storage.is_inheritable();
-        let msg = explicit::teach(&e, self.explicit_only, inheritable, &|| self.contexts());
+        let msg = explicit::teach(&e, self.storage.is_explicit_only(), inheritable, &|| {
+            self.contexts()
+        });
         fail(format_args!("{msg}"))
     }
 
@@ -621,7 +611,7 @@ impl<T: Send + 'static> Local<T> {
         mutable: bool,
         retry: impl FnOnce(&Self) -> Result<Option<R>, AccessError>,
     ) -> Result<R, AccessError> {
-        if self.explicit_only && (mutable || self.init.is_some()) {
+        if self.storage.is_explicit_only() && (mutable || self.init.is_some()) {
             explicit::refuse_thread_own(|| self.name())?;
         }
         let unbound = || AccessError::in_current(self.name(), AccessErrorKind::Unbound);
@@ -629,7 +619,7 @@ impl<T: Send + 'static> Local<T> {
         let running = self.storage.begin_init()?;
         let value = init();
         running.finish(self.name());
-        let rejected = self.storage.write(true, |v| {
+        let rejected = self.storage.write(Create::Yes, |v| {
             if v.is_some() {
                 Some(value)
             } else {
@@ -685,7 +675,7 @@ impl<T: Send + 'static> Local<T> {
     /// ```
     #[track_caller]
     pub fn release(&self) {
-        match self.storage.write_fresh(false, Option::take) {
+        match self.storage.write_fresh(Create::No, Option::take) {
             Ok(old) => drop(old),
             Err(e) if e.kind() == AccessErrorKind::Destroyed => {}
             Err(e) => fail(format_args!("{e}")),
@@ -828,7 +818,8 @@ impl<T: Send + 'static> crate::proxy::Source<T> for Local<T> {
     fn is_bound(&self) -> bool {
         // An explicit-only local's initializer does not run in a thread's own context.
         let init_runs_here = self.init.is_some()
-            && !(self.explicit_only && explicit::refuse_thread_own(|| self.name()).is_err());
+            && !(self.storage.is_explicit_only()
+                && explicit::refuse_thread_own(|| self.name()).is_err());
         init_runs_here || self.is_set()
     }
 }

@@ -887,6 +887,41 @@ fn leaving_a_context_races_with_dropping_a_local() {
     });
 }
 
+/// The same race where the scan still runs: leaving is O(1) when nothing of the context is
+/// borrowed (`CtxInner::holds`), so the context is left inside `with` of another of its values
+/// here. The scan that marks that borrow races with a non-`static` local being dropped on
+/// another thread; the release waits for the borrow's end; each value is dropped once.
+#[test]
+fn leaving_a_context_inside_with_races_with_dropping_a_local() {
+    model(|| {
+        let drops = Arc::new(AtomicUsize::new(0));
+        let kept = Arc::new(Local::<Counted>::named("KEPT"));
+        let local = Local::<Counted>::named("L");
+        let ctx = Arc::new(Context::new());
+        ctx.run(|| {
+            kept.set(Counted::new(&drops, 1));
+            local.set(Counted::new(&drops, 2));
+        });
+        let t = {
+            let (ctx, kept) = (ctx.clone(), kept.clone());
+            spawn(move || {
+                let g = ctx.enter();
+                let n = kept.with(|v| {
+                    drop(g);
+                    v.n
+                });
+                assert_eq!(n, 1);
+                assert!(!ctx.is_entered(), "released when the borrow ended");
+            })
+        };
+        drop(local);
+        t.join().unwrap();
+        assert_eq!(drops.load(SeqCst), 1, "the dropped local's value");
+        drop(ctx);
+        assert_eq!(drops.load(SeqCst), 2);
+    });
+}
+
 /// The iteration protocol (issue 10): per-slot marks, writers that never wait for a reader
 /// (`set`), writers that wait only for the readers of their own slot (`with_mut`, `take`), and
 /// the wait that would close a cycle refused.

@@ -9,7 +9,7 @@ use crate::context::table::{Queued, Removal, Remover, SlotHeader};
 use crate::context::{self, registry, CtxInner};
 use crate::error::{fail, AccessError, AccessErrorKind};
 use crate::explicit;
-use crate::storage::{Buf, Elsewhere, Inherit, Payload, Share, Slot, Storage, Where};
+use crate::storage::{Buf, Create, Elsewhere, Inherit, Payload, Share, Slot, Storage, Where};
 use crate::{ContextId, LocalProxy, Release};
 
 /// A buffer larger than this is freed when the stack empties; a smaller one is kept, so a
@@ -397,8 +397,6 @@ impl<T> Segment<T> {
 /// ```
 pub struct LocalStack<T> {
     storage: Storage<StackStore<T>>,
-    /// Never pushed onto in a thread's own context (see `explicit_only`).
-    explicit_only: bool,
 }
 
 // Constructors carry no `Send` bound; see `Local`'s.
@@ -415,7 +413,6 @@ impl<T> LocalStack<T> {
     pub const fn new() -> Self {
         Self {
             storage: Storage::new(None),
-            explicit_only: false,
         }
     }
 
@@ -431,7 +428,6 @@ impl<T> LocalStack<T> {
     pub const fn named(name: &'static str) -> Self {
         Self {
             storage: Storage::new(Some(name)),
-            explicit_only: false,
         }
     }
 
@@ -471,7 +467,7 @@ impl<T> LocalStack<T> {
     /// ```
     pub const fn explicit_only(self) -> Self {
         let mut this = self;
-        this.explicit_only = true;
+        this.storage.set_explicit_only();
         this
     }
 }
@@ -545,11 +541,9 @@ impl<T: Send + 'static> LocalStack<T> {
     #[inline]
     #[track_caller]
     pub fn push(&self, value: T) {
-        if self.explicit_only {
-            self.refuse_thread_own();
-        }
-        if let Err(e) = self.storage.write(true, |s| s.push(value)) {
-            fail(format_args!("{e}"));
+        if let Err(e) = self.storage.write(Create::Binding, |s| s.push(value)) {
+            let msg = explicit::teach(&e, true, self.storage.is_inheritable(), &|| 0);
+            fail(format_args!("{msg}"));
         }
     }
 
@@ -584,7 +578,7 @@ impl<T: Send + 'static> LocalStack<T> {
     #[inline]
     #[track_caller]
     pub fn pop(&self) -> Option<T> {
-        match self.storage.write(false, StackStore::pop) {
+        match self.storage.write(Create::No, StackStore::pop) {
             Ok(v) => v.flatten(),
             Err(e) if e.kind() == AccessErrorKind::Destroyed => None,
             Err(e) => fail(format_args!("{e}")),
@@ -722,7 +716,7 @@ impl<T: Send + 'static> LocalStack<T> {
     #[inline]
     #[track_caller]
     pub fn enter(&self, value: T) -> StackGuard<'_, T> {
-        if self.explicit_only {
+        if self.storage.is_explicit_only() {
             self.refuse_thread_own();
         }
         self.enter_anywhere(value)
@@ -793,10 +787,10 @@ impl<T: Send + 'static> LocalStack<T> {
         // What the inner future pushed above the element was pushed in another context, where
         // it was allowed; putting it back here binds it anew, so an explicit-only stack refuses
         // it in a thread's own context like `push` (only the scope's own element ends by itself).
-        if self.explicit_only && !above.is_empty() {
+        if self.storage.is_explicit_only() && !above.is_empty() {
             explicit::refuse_thread_own(|| self.name())?;
         }
-        let pushed = self.storage.write(true, |s| {
+        let pushed = self.storage.write(Create::Yes, |s| {
             Some(s.push_segment(value.take()?, *seq, above, above_seqs))
         })?;
         Ok(pushed.flatten().expect("a scope pushes a value it holds"))
@@ -855,7 +849,7 @@ impl<T: Send + 'static> LocalStack<T> {
     #[track_caller]
     pub fn release(&self) {
         // Never waits for another thread's `for_each` (see `Local::set`).
-        match self.storage.write_fresh(false, StackStore::clear) {
+        match self.storage.write_fresh(Create::No, StackStore::clear) {
             Ok(items) => drop(items),
             Err(e) if e.kind() == AccessErrorKind::Destroyed => {}
             Err(e) => fail(format_args!("{e}")),

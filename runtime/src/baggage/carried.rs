@@ -6,7 +6,7 @@ use std::sync::Arc;
 use super::codec::Header;
 use super::fields::BaggageFields;
 use super::value::{encode_into, BaggageValue};
-use crate::context::inherit::Frozen;
+use crate::context::table::Frozen;
 use crate::{AccessError, AccessErrorKind, Local};
 
 /// One context local a [`Propagator`](super::Propagator) carries, with its baggage keys: made

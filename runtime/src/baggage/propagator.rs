@@ -8,7 +8,7 @@ use super::codec::{self, Header};
 use super::error::{BaggageError, Problem};
 use super::fields::BaggageFields;
 use super::value::BaggageValue;
-use crate::context::inherit::Frame;
+use crate::context::frame::Frame;
 use crate::error::fail;
 use crate::{Local, Snapshot};
 

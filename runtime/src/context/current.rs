@@ -11,7 +11,7 @@ use std::cell::{Cell, RefCell};
 use std::ptr;
 
 use super::inner::CtxInner;
-use super::owner::State;
+use super::owner::{thread_mark, State};
 use super::registry;
 use crate::sync::Arc;
 
@@ -154,11 +154,6 @@ fn unlink(top: *const CtxInner, ctx: &CtxInner) -> bool {
         node = next;
     }
     false
-}
-
-/// A number that identifies this thread while it lives: the address of its `CURRENT`.
-pub(crate) fn thread_mark() -> usize {
-    CURRENT.try_with(|c| ptr::from_ref(c).addr()).unwrap_or(0)
 }
 
 /// The slots this thread writes right now: those marked `WRITING` in the contexts it holds

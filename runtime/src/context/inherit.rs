@@ -3,155 +3,17 @@
 //! A context made by `Snapshot::fork` starts with the snapshot it was forked from (`inherited`)
 //! and no slots: a read of an inheritable local that the fork has not written goes to the
 //! snapshot; the first write materialises the fork's own copy (copy-on-write). A context's own
-//! snapshot is cached and rebuilt only after a write to one of its inheritable locals, so
-//! repeated captures cost an `Arc` clone and allocate nothing.
+//! snapshot is cached: repeated captures cost an `Arc` clone and allocate nothing, and one
+//! after writes updates the cache with the locals written since (`dirty`), not all of them.
+//! The frames themselves are in `frame.rs`.
 
-use std::any::{Any, TypeId};
-use std::ptr::NonNull;
+use std::any::Any;
 
+use super::frame::{set_entry, Entry, Frame, Inherited, INLINE_LENDS};
+use super::inner::SlotPin;
 use super::table::{SlotHeader, BORROWS, PENDING, WRITING};
 use super::CtxInner;
 use crate::sync::{Arc, Ordering};
-
-/// A frozen payload (`Arc<V>` of the local's payload type), shared by snapshots and forks.
-/// std's `Arc` even under loom (loom's cannot hold a `dyn`): frozen values are immutable, so
-/// only their reference counts are shared, which std's `Arc` gets right.
-pub(crate) type Frozen = std::sync::Arc<dyn Any + Send + Sync>;
-
-/// Freezes a slot's payload, or `None` if it holds nothing. The slot's context is held by the
-/// caller.
-pub(crate) type CaptureFn = unsafe fn(NonNull<SlotHeader>) -> Option<Frozen>;
-
-/// One local's frozen value, tagged with the serial of the local it belongs to (indices of
-/// dropped locals are reused; serials are not) and with the type of the value, so that a read
-/// needs no virtual call to check it.
-#[derive(Clone)]
-pub(crate) struct Entry {
-    serial: u64,
-    type_id: TypeId,
-    value: Frozen,
-}
-
-impl Entry {
-    fn new(serial: u64, value: Frozen) -> Self {
-        Self {
-            serial,
-            // The type behind the `dyn`: the invariant `Frame::get` relies on.
-            type_id: (*value).type_id(),
-            value,
-        }
-    }
-}
-
-/// The inheritable values of a context at one moment, indexed by local index.
-#[derive(Clone, Default)]
-pub(crate) struct Frame {
-    entries: Vec<Option<Entry>>,
-}
-
-impl Frame {
-    /// The frozen value of the local with `index` and `serial`, if bound here and a `V`.
-    #[inline]
-    pub(crate) fn get<V: Any>(&self, index: usize, serial: u64) -> Option<&V> {
-        match self.entries.get(index)? {
-            Some(e) if e.serial == serial && e.type_id == TypeId::of::<V>() => {
-                // SAFETY: `type_id` is the type of the value `e.value` points at (set from it in
-                // `Entry::new`, and neither changes after), so this is `downcast_ref` without its
-                // virtual call; the value lives as long as `self` holds its `Arc`.
-                Some(unsafe { &*std::sync::Arc::as_ptr(&e.value).cast::<V>() })
-            }
-            _ => None,
-        }
-    }
-
-    /// Binds a local's value (an extracted one: see `baggage`).
-    pub(crate) fn put(&mut self, index: usize, serial: u64, value: Frozen) {
-        self.set(index, Some(Entry::new(serial, value)));
-    }
-
-    fn set(&mut self, index: usize, entry: Option<Entry>) {
-        if index >= self.entries.len() {
-            if entry.is_none() {
-                return;
-            }
-            self.entries.resize(index + 1, None);
-        }
-        self.entries[index] = entry;
-    }
-
-    /// How many locals are bound.
-    pub(crate) fn len(&self) -> usize {
-        self.entries.iter().flatten().count()
-    }
-
-    /// Whether no local is bound.
-    pub(crate) fn is_empty(&self) -> bool {
-        self.entries.iter().all(Option::is_none)
-    }
-}
-
-/// What a fork inherited: its own reference to the frame, or one lent by `Snapshot::run` for
-/// the fork's whole life (saving a reference count up and down per run).
-pub(crate) struct Inherited {
-    /// The frame itself, for reads without a branch on how it is held.
-    frame: NonNull<Frame>,
-    held: Held,
-}
-
-enum Held {
-    Owned(Arc<Frame>),
-    /// Points at the `Arc` of the snapshot that runs the fork; see [`Inherited::lent`].
-    Lent(NonNull<Arc<Frame>>),
-}
-
-impl Inherited {
-    pub(crate) fn owned(frame: Arc<Frame>) -> Self {
-        Self {
-            frame: NonNull::from(&*frame),
-            held: Held::Owned(frame),
-        }
-    }
-
-    /// A reference to `frame` that does not count.
-    ///
-    /// # Safety
-    ///
-    /// `frame` must outlive the teardown of the context that gets it (which ends its use of
-    /// it), and that context must be torn down (not leaked).
-    pub(crate) unsafe fn lent(frame: &Arc<Frame>) -> Self {
-        Self {
-            frame: NonNull::from(&**frame),
-            held: Held::Lent(NonNull::from(frame)),
-        }
-    }
-
-    /// The frame itself, while this exists.
-    #[inline]
-    pub(crate) fn frame(&self) -> &Frame {
-        // SAFETY: the frame lives while its `Arc` does: ours (owned), or the lender's, which
-        // outlives us (see `lent`).
-        unsafe { self.frame.as_ref() }
-    }
-
-    /// A counted reference (for a capture, or to keep the frame beyond the lender).
-    pub(crate) fn to_arc(&self) -> Arc<Frame> {
-        match &self.held {
-            Held::Owned(frame) => frame.clone(),
-            // SAFETY: lent for as long as this exists (see `lent`).
-            Held::Lent(frame) => unsafe { frame.as_ref() }.clone(),
-        }
-    }
-
-    /// A counted reference in place of this one (a lent one becomes owned), to outlive the
-    /// lender.
-    pub(crate) fn into_owned(self) -> Arc<Frame> {
-        match self.held {
-            Held::Owned(frame) => frame,
-            // SAFETY: as in `to_arc`.
-            Held::Lent(frame) => unsafe { frame.as_ref() }.clone(),
-        }
-    }
-}
 
 /// Why a capture cannot read a local's value now.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -203,29 +65,7 @@ impl Drop for Capturing<'_> {
     }
 }
 
-/// Lends of inherited values kept inline (more nest rarely): a fork's first read allocates
-/// nothing.
-const INLINE_LENDS: usize = 4;
-
-/// The inherited values a fork lends out to user code right now (`with` of a local it has not
-/// written yet), by local index. A write of such a local would make the fork's own copy behind
-/// the borrow's back: it is refused, as a write of a borrowed slot is; and the fork's release
-/// waits for them, as for borrowed slots. Holder-only.
-#[derive(Default)]
-pub(crate) struct Lends {
-    count: usize,
-    inline: [usize; INLINE_LENDS],
-    more: Vec<usize>,
-}
-
-impl Lends {
-    fn contains(&self, index: usize) -> bool {
-        let inline = self.count.min(INLINE_LENDS);
-        self.inline[..inline].contains(&index) || self.more.contains(&index)
-    }
-}
-
-/// A lend of an inherited value (see [`Lends`]), ended on drop, also on unwind.
+/// A lend of an inherited value (see `frame::Lends`), ended on drop, also on unwind.
 pub(crate) struct Lend<'a>(&'a CtxInner);
 
 impl Drop for Lend<'_> {
@@ -275,33 +115,7 @@ impl Drop for FrameRead<'_> {
     }
 }
 
-/// Unpins a slot (see `CtxInner::pin_slot`), freeing it if its local was dropped meanwhile.
-pub(super) struct Unpin<'a>(pub(super) &'a CtxInner, pub(super) NonNull<SlotHeader>);
-
-impl Drop for Unpin<'_> {
-    fn drop(&mut self) {
-        let _guard = self.0.detach_lock();
-        // SAFETY: pinned until now, so live.
-        let header = unsafe { self.1.as_ref() };
-        let last = header.pins.fetch_sub(1, Ordering::Relaxed) == 1;
-        if last && header.orphaned.load(Ordering::Relaxed) {
-            // SAFETY: its local detached it from the table and left it to the last pin: nobody
-            // else can reach it.
-            unsafe { SlotHeader::free(self.1) };
-        }
-    }
-}
-
 impl CtxInner {
-    /// The slot at `index`, pinned against being freed by its local's `detach_all`.
-    pub(super) fn pin_slot(&self, index: usize) -> Option<NonNull<SlotHeader>> {
-        let _guard = self.detach_lock();
-        let hdr = self.table.slot_at(index)?;
-        // SAFETY: in the table, under the detach lock: live.
-        unsafe { hdr.as_ref() }.pins.fetch_add(1, Ordering::Relaxed);
-        Some(hdr)
-    }
-
     /// The frozen value this context inherited for a local, if any. Holder-only.
     #[inline]
     pub(crate) fn inherited<V: Any>(&self, index: usize, serial: u64) -> Option<&V> {
@@ -427,13 +241,23 @@ impl CtxInner {
         if self.building.load(Ordering::Relaxed) > 0 {
             return self.build_nested();
         }
-        // SAFETY: holder-only, like `order`; no user code runs while it is borrowed.
-        let cached = self.cache.with(|c| unsafe { (*c).clone() });
-        if let Some(frame) = cached {
-            if !self.changed.load(Ordering::Relaxed) {
+        let stale = self.changed.load(Ordering::Relaxed);
+        // SAFETY: holder-only; no user code runs while it is borrowed.
+        if !stale && self.dirty.with(|d| unsafe { (*d).is_empty() }) {
+            // SAFETY: holder-only, like `order`; no user code runs while it is borrowed.
+            if let Some(frame) = self.cache.with(|c| unsafe { (*c).clone() }) {
                 return Ok(frame);
             }
         }
+        // SAFETY: as above.
+        let dirty = self.dirty.with_mut(|d| unsafe { std::mem::take(&mut *d) });
+        // The cache is current but for the locals written since (`dirty`): updated, not
+        // rebuilt — in place if no snapshot holds it any more. Out of the cell meanwhile (a
+        // capture nested in the build does not use it).
+        // SAFETY: as above.
+        let base = (!stale)
+            .then(|| self.cache.with_mut(|c| unsafe { (*c).take() }))
+            .flatten();
         // The build runs user code (`Clone`, old copies' `Drop`): the context stays held, even
         // if that code drops its `ContextGuard`, until the build is done (then the release
         // happens, below — the frame was taken while the context was held).
@@ -443,19 +267,32 @@ impl CtxInner {
             // Cleared before building: a write made by user code during the build (a
             // `Clone`) marks it again, and the next capture sees that write.
             self.changed.store(false, Ordering::Relaxed);
-            let built = self.build_frame().map(|frame| {
-                let frame = Arc::new(frame);
+            let base = base.map(|mut frame| (Arc::get_mut(&mut frame).is_some(), frame));
+            let built = match base {
+                Some((true, mut frame)) => {
+                    let own = Arc::get_mut(&mut frame).expect("unique");
+                    self.update_frame(own, &dirty).map(|()| (frame, None))
+                }
+                Some((false, base)) => {
+                    let mut frame = base.without(&dirty);
+                    let updated = self.update_frame(&mut frame, &dirty);
+                    updated.map(|()| (Arc::new(frame), Some(base)))
+                }
+                None => self.build_frame().map(|frame| (Arc::new(frame), None)),
+            };
+            let built = built.map(|(frame, base)| {
                 // SAFETY: as above.
                 let old = self
                     .cache
                     .with_mut(|c| unsafe { (*c).replace(frame.clone()) });
-                (frame, old)
+                (frame, (old, base))
             });
             if built.is_ok() {
                 building.complete();
             }
             built
         };
+        self.reuse_dirty(dirty);
         if self.release_deferred_pending() {
             drop(self.settle());
         }
@@ -480,62 +317,103 @@ impl CtxInner {
         built.map(Arc::new)
     }
 
+    /// Builds the frame anew: what it inherited, then every inheritable local bound here.
     fn build_frame(&self) -> Result<Frame, CaptureError> {
         // SAFETY: as in `inherited`.
         let base = self
             .inherited
             .with(|i| unsafe { (*i).as_ref().map(Inherited::to_arc) });
-        let mut frame = base.as_deref().cloned().unwrap_or_default();
+        let mut entries = base.as_deref().map(Frame::to_entries).unwrap_or_default();
         // SAFETY: holder-only; the capture functions run no user code but `Clone`, which
         // cannot reach `order` (it only grows when a slot is created, by the holder).
         let len = self.order.with(|o| unsafe { (*o).len() });
         for i in 0..len {
             // SAFETY: as above.
             let index = self.order.with(|o| unsafe { (&*o)[i] });
-            // Pinned while it is used: the user's `Clone` (or an old copy's `Drop`) may drop a
-            // non-`static` local, whose `detach_all` then leaves a pinned slot to us to free.
-            let Some(hdr) = self.pin_slot(index) else {
-                continue;
-            };
-            let _pin = Unpin(self, hdr);
-            // SAFETY: pinned, so live until `_pin` is dropped.
-            let header = unsafe { hdr.as_ref() };
-            let Some(capture) = header.capture else {
-                continue;
-            };
-            let value = if header.frozen_fresh.load(Ordering::Relaxed) {
-                // SAFETY: holder-only; no user code runs while it is borrowed.
-                header.frozen.with(|f| unsafe { (*f).clone() })
-            } else {
-                if header.state.load(Ordering::Relaxed) & WRITING != 0 {
-                    return Err(CaptureError::Writing(header.name));
-                }
-                // Its `Clone` is running further up this thread's stack (it captures): a copy
-                // would need that very `Clone` again, without end.
-                if header.capturing.swap(true, Ordering::Relaxed) {
-                    return Err(CaptureError::Cloning(header.name));
-                }
-                let value = {
-                    let _capturing = Capturing(header);
-                    // SAFETY: we hold the context; the slot is live and not being written.
-                    unsafe { capture(hdr) }
-                };
-                // The user's `Clone` ran under a shared borrow: do what it queued for its end.
-                let st = header.state.load(Ordering::Relaxed);
-                if st & PENDING != 0 && st & BORROWS == 0 {
-                    drop(self.settle());
-                }
-                // SAFETY: holder-only. The old copy is dropped after the cell is written.
-                let old = header
-                    .frozen
-                    .with_mut(|f| unsafe { std::mem::replace(&mut *f, value.clone()) });
-                header.frozen_fresh.store(true, Ordering::Relaxed);
-                drop(old);
-                value
-            };
-            let serial = header.serial;
-            frame.set(index, value.map(|value| Entry::new(serial, value)));
+            if let Some(entry) = self.capture_slot(index)? {
+                set_entry(&mut entries, index, entry);
+            }
         }
-        Ok(frame)
+        Ok(Frame::from_entries(entries))
+    }
+
+    /// Brings `frame` (this context's last frame, current but for the locals written since)
+    /// up to date: those locals (`dirty`) captured anew. O(locals written), not O(locals
+    /// bound).
+    fn update_frame(&self, frame: &mut Frame, dirty: &[usize]) -> Result<(), CaptureError> {
+        for &index in dirty {
+            if let Some(entry) = self.capture_slot(index)? {
+                frame.set(index, entry);
+            }
+        }
+        Ok(())
+    }
+
+    /// The entry of the inheritable local at `index` as it is now, frozen anew if it was
+    /// written since its last capture; `None` if it has no slot here or is not inheritable.
+    fn capture_slot(&self, index: usize) -> Result<Option<Option<Entry>>, CaptureError> {
+        // Pinned while it is used: the user's `Clone` (or an old copy's `Drop`) may drop a
+        // non-`static` local, whose `detach_all` then leaves a pinned slot to us to free.
+        let Some(hdr) = self.pin_slot(index) else {
+            return Ok(None);
+        };
+        let _pin = SlotPin(self, hdr);
+        // SAFETY: pinned, so live until `_pin` is dropped.
+        let header = unsafe { hdr.as_ref() };
+        let Some(capture) = header.capture else {
+            return Ok(None);
+        };
+        let value = if header.frozen_fresh.load(Ordering::Relaxed) {
+            // SAFETY: holder-only; no user code runs while it is borrowed.
+            header.frozen.with(|f| unsafe { (*f).clone() })
+        } else {
+            if header.state.load(Ordering::Relaxed) & WRITING != 0 {
+                return Err(CaptureError::Writing(header.name));
+            }
+            // Its `Clone` is running further up this thread's stack (it captures): a copy
+            // would need that very `Clone` again, without end.
+            if header.capturing.swap(true, Ordering::Relaxed) {
+                return Err(CaptureError::Cloning(header.name));
+            }
+            let value = {
+                let _capturing = Capturing(header);
+                // SAFETY: we hold the context; the slot is live and not being written.
+                unsafe { capture(hdr) }
+            };
+            // The user's `Clone` ran under a shared borrow: do what it queued for its end.
+            let st = header.state.load(Ordering::Relaxed);
+            if st & PENDING != 0 && st & BORROWS == 0 {
+                drop(self.settle());
+            }
+            // SAFETY: holder-only. The old copy is dropped after the cell is written.
+            let old = header
+                .frozen
+                .with_mut(|f| unsafe { std::mem::replace(&mut *f, value.clone()) });
+            header.frozen_fresh.store(true, Ordering::Relaxed);
+            drop(old);
+            value
+        };
+        let serial = header.serial;
+        Ok(Some(value.map(|value| Entry::new(serial, value))))
+    }
+
+    /// An inheritable local at `index` was written and its frozen copy is stale now: the next
+    /// capture freezes it anew. Holder-only.
+    #[inline]
+    pub(crate) fn note_dirty(&self, index: usize) {
+        // SAFETY: holder-only; no user code runs while it is borrowed.
+        self.dirty.with_mut(|d| unsafe { (*d).push(index) });
+    }
+
+    /// Gives a build's (processed) list of written locals back, for its allocation, unless
+    /// writes made during the build started a new one.
+    fn reuse_dirty(&self, mut done: Vec<usize>) {
+        done.clear();
+        // SAFETY: as in `note_dirty`.
+        self.dirty.with_mut(|d| unsafe {
+            if (*d).is_empty() {
+                *d = done;
+            }
+        });
     }
 }

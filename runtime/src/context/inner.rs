@@ -5,8 +5,8 @@ use std::any::Any;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::ptr::{self, NonNull};
 
-use super::inherit::{Frame, Inherited, Lends};
-use super::owner::{Owner, State};
+use super::frame::{Frame, Inherited, Lends};
+use super::owner::{thread_mark, Owner, State};
 use super::table::{
     Queued, Removal, Remover, SlotHeader, Table, Taken, BORROWS, INIT, PENDING, WRITING,
 };
@@ -76,18 +76,26 @@ pub(crate) struct CtxInner {
     /// The holder is scanning its slots (`borrowed_slots`): a dropped `Local` waits with freeing
     /// them until it is done.
     scanning: AtomicBool,
-    /// Runtime work that runs user code inside an access (a fork's copy-on-write), which holds
-    /// the context like a borrow. Holder-only.
-    busy: crate::sync::AtomicUsize,
+    /// What holds the context right now: its values' open borrows (shared, lent out as `&mut`
+    /// to user code, a running initializer) and runtime work that runs user code inside an
+    /// access (a capture's `Clone`, a fork's copy-on-write). While it is non-zero the holder
+    /// cannot hand the context on, and leaving defers its release (`release_now_or_later`);
+    /// at zero leaving is O(1), whatever the number of values. Holder-only, so a plain cell.
+    holds: UnsafeCell<usize>,
+    /// Entered by a `ContextGuard` now (`Context::try_enter` until the claim ends): only such a
+    /// context can be left inside an access, so only its reads and writes count in `holds`
+    /// (the thread's own context and a task's pay a test, not two stores). Holder-only; set
+    /// before the context is current, cleared with `holds` at zero.
+    guarded: UnsafeCell<bool>,
     /// Some retired slot may still hold values (see `Retired`). Holder-only.
     has_retired: AtomicBool,
-    /// The thread that deferred it (`current::thread_mark`), which still writes the context.
+    /// The thread that deferred it (`owner::thread_mark`), which still writes the context.
     deferred_by: crate::sync::AtomicUsize,
     /// Serialises detaching slots: teardown vs. a dropped `Local` removing its own slot. Holds
     /// the retired slots, which both of them (and the holder's writes) take out.
     detach: Mutex<Vec<Retired>>,
     /// The frame this context was forked from (immutable): inheritable locals it has not
-    /// written read from here (see `inherit.rs`). Holder-only; released by teardown.
+    /// written read from here (see `frame.rs`). Holder-only; released by teardown.
     pub(crate) inherited: UnsafeCell<Option<Inherited>>,
     /// Whether other threads (`for_each`, `contexts`) may still start reading `inherited`
     /// (`FrameRead`); teardown closes it, then waits for `frame_readers`.
@@ -97,9 +105,13 @@ pub(crate) struct CtxInner {
     pub(crate) frame_readers: crate::sync::AtomicUsize,
     /// Inherited values lent out to the holder's user code (see `Lends`). Holder-only.
     pub(crate) lends: UnsafeCell<Lends>,
-    /// This context's last captured frame; stale once `changed`. Holder-only.
+    /// This context's last captured frame; stale once `changed` (rebuilt then), or but for
+    /// the locals in `dirty` (updated then). Holder-only.
     pub(crate) cache: UnsafeCell<Option<Arc<Frame>>>,
     pub(crate) changed: AtomicBool,
+    /// Indices of the inheritable locals written since the last capture (each once: pushed
+    /// when its slot's frozen copy goes stale, see `SlotHeader::thaw`). Holder-only.
+    pub(crate) dirty: UnsafeCell<Vec<usize>>,
     /// Captures building a frame right now: more than one when a `Clone` run by a build
     /// captures (see `capture_own`). Holder-only.
     pub(crate) building: crate::sync::AtomicUsize,
@@ -135,7 +147,8 @@ impl CtxInner {
             release_deferred: AtomicBool::new(false),
             has_retired: AtomicBool::new(false),
             deferred_by: crate::sync::AtomicUsize::new(0),
-            busy: crate::sync::AtomicUsize::new(0),
+            holds: UnsafeCell::new(0),
+            guarded: UnsafeCell::new(false),
             scanning: AtomicBool::new(false),
             detach: Mutex::new(Vec::new()),
             frame_gate: Mutex::new(FrameGate {
@@ -147,6 +160,7 @@ impl CtxInner {
             lends: UnsafeCell::new(Lends::default()),
             cache: UnsafeCell::new(None),
             changed: AtomicBool::new(false),
+            dirty: UnsafeCell::new(Vec::new()),
             building: crate::sync::AtomicUsize::new(0),
             has_own_inheritable: AtomicBool::new(false),
         }
@@ -173,6 +187,15 @@ impl CtxInner {
         lock(&self.detach)
     }
 
+    /// The slot at `index`, pinned against being freed by its local's `detach_all`.
+    pub(super) fn pin_slot(&self, index: usize) -> Option<NonNull<SlotHeader>> {
+        let _guard = self.detach_lock();
+        let hdr = self.table.slot_at(index)?;
+        // SAFETY: in the table, under the detach lock: live.
+        unsafe { hdr.as_ref() }.pins.fetch_add(1, Ordering::Relaxed);
+        Some(hdr)
+    }
+
     /// Waits, holding no lock, until no foreign reader marks the slot at `index` (pinned
     /// meanwhile: a dropped `Local` may detach it). `false` if that reader waits for this
     /// thread.
@@ -180,7 +203,7 @@ impl CtxInner {
         let Some(hdr) = self.pin_slot(index) else {
             return true; // its local was dropped: nothing left to wait for
         };
-        let _pin = super::inherit::Unpin(self, hdr);
+        let _pin = SlotPin(self, hdr);
         // SAFETY: pinned, so live until `_pin` is dropped.
         let h = unsafe { hdr.as_ref() };
         h.readers.wait_unmarked(h)
@@ -443,7 +466,7 @@ impl CtxInner {
             let h = unsafe { hdr.as_ref() };
             h.pins.fetch_add(1, Ordering::Relaxed);
             drop(retired);
-            let _pin = super::inherit::Unpin(self, hdr);
+            let _pin = SlotPin(self, hdr);
             if !h.readers.wait_unmarked(h) {
                 *left = true;
                 break;
@@ -542,9 +565,60 @@ impl CtxInner {
         }
     }
 
-    /// Marks the context busy (see `busy`) until the guard is dropped.
+    /// Counts one more hold on the context (see `holds`): a borrow of one of its values
+    /// begins, or runtime work that runs user code. Holder-only.
+    #[inline(always)]
+    pub(crate) fn hold(&self) {
+        // SAFETY: holder-only (only the thread holding the context counts, and it hands the
+        // context on only once the count is zero); no reference into the cell escapes.
+        self.holds.with_mut(|n| unsafe { *n += 1 });
+    }
+
+    /// Ends a hold counted by [`hold`](Self::hold). Holder-only.
+    #[inline(always)]
+    pub(crate) fn unhold(&self) {
+        // SAFETY: as in `hold`.
+        self.holds.with_mut(|n| unsafe { *n -= 1 });
+    }
+
+    /// [`hold`](Self::hold) if the context is entered by a `ContextGuard` (the only holder that
+    /// can leave inside an access); returns whether it counted, for the access's end.
+    /// Holder-only.
+    #[inline(always)]
+    pub(crate) fn hold_if_guarded(&self) -> bool {
+        // SAFETY: as in `hold`.
+        let guarded = self.guarded.with(|g| unsafe { *g });
+        if guarded {
+            self.hold();
+        }
+        guarded
+    }
+
+    /// The context is entered by a `ContextGuard` from now on (its claim was just taken, and
+    /// it is not current yet, so no access is open). Holder-only.
+    pub(crate) fn enter_guarded(&self) {
+        // SAFETY: as in `hold`.
+        self.guarded.with_mut(|g| unsafe { *g = true });
+    }
+
+    /// The `ContextGuard`'s claim ends (nothing holds the context). Holder-only.
+    fn end_guarded(&self) {
+        // SAFETY: as in `hold`.
+        self.guarded.with_mut(|g| unsafe { *g = false });
+    }
+
+    /// Whether nothing holds the context: no open borrow of its values, no runtime work
+    /// running user code, no inherited value lent out. Holder-only.
+    #[inline]
+    fn idle(&self) -> bool {
+        // SAFETY: as in `hold`.
+        self.holds.with(|n| unsafe { *n }) == 0 && !self.lends_any_inherited()
+    }
+
+    /// Holds the context (see `holds`) while runtime work runs user code, until the guard is
+    /// dropped.
     pub(crate) fn busy(&self) -> Busy<'_> {
-        self.busy.fetch_add(1, Ordering::Relaxed);
+        self.hold();
         Busy(self)
     }
 
@@ -556,24 +630,37 @@ impl CtxInner {
     /// Ends the holder's claim now, or — when the context is left while one of its values is
     /// borrowed (a guard dropped inside `with`) — once the last such borrow ends. Returns
     /// whether the caller releases it now.
+    ///
+    /// O(1) in the number of values (the usual case: nothing holds the context); only a
+    /// context left inside an access scans its slots, to mark the borrowed ones.
+    #[inline]
     pub(crate) fn release_now_or_later(&self) -> bool {
-        let later = self.borrowed_slots(|hdr| {
+        if self.idle() {
+            self.end_guarded();
+            return true;
+        }
+        self.release_later()
+    }
+
+    /// The context is left while something holds it: marks its borrowed slots, whose borrows'
+    /// ends then `settle`, and defers the release. Returns `false` (the caller keeps the
+    /// claim).
+    #[cold]
+    #[inline(never)]
+    fn release_later(&self) -> bool {
+        self.borrowed_slots(|hdr| {
             let st = hdr.state.load(Ordering::Relaxed);
             hdr.state.store(st | PENDING, Ordering::Relaxed);
-        }) | (self.busy.load(Ordering::Relaxed) > 0)
-            | self.lends_any_inherited();
-        if later {
-            self.deferred_by
-                .store(super::thread_mark(), Ordering::Relaxed);
-            self.release_deferred.store(true, Ordering::Relaxed);
-        }
-        !later
+        });
+        self.deferred_by.store(thread_mark(), Ordering::Relaxed);
+        self.release_deferred.store(true, Ordering::Relaxed);
+        false
     }
 
     /// Whether this thread left the context while borrowing one of its values, and so still
     /// holds it until that borrow ends.
     pub(crate) fn deferred_here(&self) -> bool {
-        self.deferred_by(super::thread_mark())
+        self.deferred_by(thread_mark())
     }
 
     /// Whether the thread with this `thread_mark` left the context while borrowing one of its
@@ -592,13 +679,10 @@ impl CtxInner {
         }
     }
 
-    /// Ends a deferred claim if nothing holds the context any more (no borrow, no busy work).
+    /// Ends a deferred claim if nothing holds the context any more (see `holds`).
     fn release_if_idle(&self) {
-        if self.release_deferred.load(Ordering::Relaxed)
-            && self.busy.load(Ordering::Relaxed) == 0
-            && !self.lends_any_inherited()
-            && !self.borrowed_slots(|_| ())
-        {
+        if self.release_deferred.load(Ordering::Relaxed) && self.idle() {
+            self.end_guarded();
             self.release_deferred.store(false, Ordering::Relaxed);
             self.deferred_by.store(0, Ordering::Relaxed);
             self.owner.end_deferred();
@@ -620,12 +704,13 @@ impl CtxInner {
     }
 }
 
-/// The context is busy (see `CtxInner::busy`) until this is dropped, also on unwind.
+/// Runtime work holds the context (see `CtxInner::holds`) until this is dropped, also on
+/// unwind.
 pub(crate) struct Busy<'a>(&'a CtxInner);
 
 impl Drop for Busy<'_> {
     fn drop(&mut self) {
-        self.0.busy.fetch_sub(1, Ordering::Relaxed);
+        self.0.unhold();
         if std::thread::panicking() {
             // Unwinding out of the user code it covered: nobody else will end a release that
             // code deferred.
@@ -649,5 +734,23 @@ impl<'a> Scan<'a> {
 impl Drop for Scan<'_> {
     fn drop(&mut self) {
         self.0.scanning.store(false, Ordering::Release);
+    }
+}
+
+/// A slot pinned by `CtxInner::pin_slot` until dropped; then freed if its local was dropped
+/// meanwhile.
+pub(super) struct SlotPin<'a>(pub(super) &'a CtxInner, pub(super) NonNull<SlotHeader>);
+
+impl Drop for SlotPin<'_> {
+    fn drop(&mut self) {
+        let _guard = self.0.detach_lock();
+        // SAFETY: pinned until now, so live.
+        let header = unsafe { self.1.as_ref() };
+        let last = header.pins.fetch_sub(1, Ordering::Relaxed) == 1;
+        if last && header.orphaned.load(Ordering::Relaxed) {
+            // SAFETY: its local detached it from the table and left it to the last pin: nobody
+            // else can reach it.
+            unsafe { SlotHeader::free(self.1) };
+        }
     }
 }

@@ -5,12 +5,16 @@
 //! - `inner`: one context's storage, pending removals and teardown;
 //! - `table`: the slot table and the type-erased slot header;
 //! - `registry`: live contexts by id, for iteration;
-//! - `inherit`: what a context hands down to its forks (frozen values, the cached capture);
+//! - `frame`: frames (a context's inheritable values at one moment, shared by snapshots and
+//!   forks) and what a fork inherited;
+//! - `inherit`: a context's side of inheritance (its captures, the cached frame, its fork's
+//!   lends and foreign readers of what it inherited);
 //! - `unfinished`: teardowns that had to leave values, finished later by their thread;
 //! - `id` and `enter_error`: the public `ContextId` and `EnterError`.
 
 mod current;
 mod enter_error;
+pub(crate) mod frame;
 mod id;
 pub(crate) mod inherit;
 mod inner;
@@ -26,7 +30,7 @@ use std::marker::PhantomData;
 pub(crate) use current::loom_thread_exit;
 pub(crate) use current::{
     current, current_if_at, enter, find_held, held_here, is_held_here, slots_written_here,
-    thread_mark, with_own, Entered,
+    with_own, Entered,
 };
 pub use enter_error::EnterError;
 pub use id::ContextId;
@@ -170,6 +174,8 @@ impl Context {
             .owner
             .try_enter()
             .map_err(|_| EnterError { id: self.inner.id })?;
+        // Before it is current: every access from now on counts (see `CtxInner::guarded`).
+        self.inner.enter_guarded();
         // SAFETY: we hold the context (`Entered`) for this thread; the guard borrows `self`,
         // whose `Arc` keeps it alive until the guard leaves it.
         let entered = unsafe { enter(&self.inner) };
@@ -207,9 +213,9 @@ impl Context {
 
 impl Context {
     /// A new context that starts with `frame`'s values (a fork of a snapshot).
-    pub(crate) fn with_inherited(frame: Arc<inherit::Frame>) -> Self {
+    pub(crate) fn with_inherited(frame: Arc<frame::Frame>) -> Self {
         Self {
-            inner: registry::register(State::Idle, Some(inherit::Inherited::owned(frame))),
+            inner: registry::register(State::Idle, Some(frame::Inherited::owned(frame))),
         }
     }
 
@@ -220,9 +226,9 @@ impl Context {
     ///
     /// The returned context must be dropped (not leaked, not entered forever) while `frame` is
     /// still alive.
-    pub(crate) unsafe fn with_lent_frame(frame: &Arc<inherit::Frame>) -> Self {
+    pub(crate) unsafe fn with_lent_frame(frame: &Arc<frame::Frame>) -> Self {
         // SAFETY: forwarded: the context's teardown, in its drop, ends the use of `frame`.
-        let lent = unsafe { inherit::Inherited::lent(frame) };
+        let lent = unsafe { frame::Inherited::lent(frame) };
         Self {
             inner: registry::register(State::Idle, Some(lent)),
         }

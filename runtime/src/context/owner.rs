@@ -16,7 +16,18 @@
 //! `Removing` runs no user code and never waits, so the parties that wait for it to end (a
 //! thread entering, a task claiming, a `Context` being dropped) wait a bounded time.
 
-use crate::sync::{backoff, AtomicU8, Ordering};
+use crate::sync::{backoff, thread_locals, AtomicU8, Ordering};
+
+thread_locals! {
+    /// Its address identifies this thread (see `thread_mark`).
+    static MARK: u8 = const { 0 };
+}
+
+/// A number that identifies this thread while it lives, for a holder that left a context and
+/// still holds it (`CtxInner::deferred_by`): the address of a thread-local of its own.
+pub(crate) fn thread_mark() -> usize {
+    MARK.try_with(|m| std::ptr::from_ref(m).addr()).unwrap_or(0)
+}
 
 /// The states of the owner word; see the module docs.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

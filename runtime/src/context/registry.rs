@@ -6,7 +6,7 @@
 //! before. A context's values belong to its `CtxInner`, not to its id, so a recycled id can
 //! never show a new context a dead one's values (Werkzeug 1.0.1's bug).
 
-use super::inherit::Inherited;
+use super::frame::Inherited;
 use super::inner::CtxInner;
 use super::owner::State;
 use super::ContextId;

@@ -13,6 +13,15 @@ pub(crate) const INLINE: usize = 32;
 /// Overflow bucket `b` covers indices `INLINE << b .. INLINE << (b + 1)`.
 const BUCKETS: usize = 26;
 
+/// A frozen payload (`Arc<V>` of the local's payload type), shared by snapshots and forks.
+/// std's `Arc` even under loom (loom's cannot hold a `dyn`): frozen values are immutable, so
+/// only their reference counts are shared, which std's `Arc` gets right.
+pub(crate) type Frozen = std::sync::Arc<dyn std::any::Any + Send + Sync>;
+
+/// Freezes a slot's payload, or `None` if it holds nothing. The slot's context is held by the
+/// caller.
+pub(crate) type CaptureFn = unsafe fn(NonNull<SlotHeader>) -> Option<Frozen>;
+
 /// What a context can do with a slot without knowing its type. Implemented in `storage`.
 pub(crate) struct SlotVTable {
     /// Moves out the slot's values (teardown): `Values` (`None` if it holds none), or
@@ -104,8 +113,8 @@ pub(crate) struct SlotHeader {
 pub(crate) struct SlotCold {
     pub(crate) vtable: &'static SlotVTable,
     /// For an inheritable local: freezes its payload for a snapshot.
-    pub(crate) capture: Option<super::inherit::CaptureFn>,
-    /// The serial of the local this slot belongs to (see `inherit::Entry`).
+    pub(crate) capture: Option<CaptureFn>,
+    /// The serial of the local this slot belongs to (see `frame::Entry`).
     pub(crate) serial: u64,
     /// The local's name, for messages about the slot.
     pub(crate) name: &'static str,
@@ -120,7 +129,7 @@ pub(crate) struct SlotCold {
     pub(crate) orphaned: AtomicBool,
     /// For an inheritable local: its payload as last frozen for a capture, reused while
     /// `frozen_fresh` says no write came since. Holder-only.
-    pub(crate) frozen: UnsafeCell<Option<super::inherit::Frozen>>,
+    pub(crate) frozen: UnsafeCell<Option<Frozen>>,
     pub(crate) frozen_fresh: AtomicBool,
     /// A capture is cloning the payload right now (its `Clone` runs): a capture nested in that
     /// `Clone` cannot copy it. Holder-only.
@@ -135,10 +144,16 @@ impl SlotHeader {
         }
     }
 
-    /// The payload changed: the next capture freezes it anew. Holder-only.
+    /// The payload changed: the next capture freezes it anew. Returns whether the frozen copy
+    /// was fresh until now (then the caller lists the slot for the next capture, see
+    /// `CtxInner::note_dirty`). Holder-only.
     #[inline]
-    pub(crate) fn thaw(&self) {
-        self.cold.frozen_fresh.store(false, Ordering::Relaxed);
+    pub(crate) fn thaw(&self) -> bool {
+        let fresh = self.cold.frozen_fresh.load(Ordering::Relaxed);
+        if fresh {
+            self.cold.frozen_fresh.store(false, Ordering::Relaxed);
+        }
+        fresh
     }
 }
 

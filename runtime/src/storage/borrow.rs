@@ -199,13 +199,28 @@ pub(crate) fn iterating_here(sync: &IndexSync) -> bool {
 
 /// Ends a shared borrow, also on unwind, and runs what was queued for its end.
 pub(crate) struct SharedBorrow<'a> {
-    pub(crate) hdr: &'a SlotHeader,
-    pub(crate) ctx: &'a CtxInner,
+    hdr: &'a SlotHeader,
+    ctx: &'a CtxInner,
+    /// Counted in `ctx`'s holds (see `CtxInner::hold_if_guarded`).
+    held: bool,
+}
+
+impl<'a> SharedBorrow<'a> {
+    /// The borrow the caller just counted in `hdr`'s state, holding `ctx` (see
+    /// `CtxInner::holds`) until dropped.
+    #[inline(always)]
+    pub(crate) fn new(hdr: &'a SlotHeader, ctx: &'a CtxInner) -> Self {
+        let held = ctx.hold_if_guarded();
+        Self { hdr, ctx, held }
+    }
 }
 
 impl Drop for SharedBorrow<'_> {
     #[inline]
     fn drop(&mut self) {
+        if self.held {
+            self.ctx.unhold();
+        }
         let st = self.hdr.state.load(Ordering::Relaxed) - SHARED_ONE;
         // Release, like every holder store a reader may observe: a reader's Acquire load must
         // synchronise with whichever store it reads (relaxed stores do not continue a release

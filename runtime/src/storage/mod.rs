@@ -62,6 +62,19 @@ pub(crate) struct Where {
     pub(crate) id: ContextId,
 }
 
+/// Whether a write may create this local's slot in the current context.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Create {
+    /// No: without a slot (or an inherited value to copy) there is nothing to write.
+    No,
+    /// Yes (a scope's binding, which ends by itself; an initializer's value).
+    Yes,
+    /// Yes, for a user's new binding (`set`, `replace`, `push`): refused in a thread's own
+    /// context if the local is explicit-only (see `explicit.rs`), with the context this write
+    /// looks up anyway.
+    Binding,
+}
+
 /// The outcome of [`Storage::write_elsewhere`].
 pub(crate) enum Elsewhere<R> {
     /// Done here, under a claim: what `f` returned.
@@ -77,6 +90,8 @@ pub(crate) struct Storage<V> {
     name: Option<&'static str>,
     /// Set for an inheritable local: how forks get its values.
     inherit: Option<Inherit<V>>,
+    /// Never bound in a thread's own context (see `Create::Binding`).
+    explicit_only: bool,
     _payload: PhantomData<fn() -> V>,
 }
 
@@ -86,6 +101,7 @@ impl<V> Storage<V> {
             key: Key::new(),
             name,
             inherit: None,
+            explicit_only: false,
             _payload: PhantomData,
         }
     }
@@ -93,6 +109,16 @@ impl<V> Storage<V> {
     /// Makes the local inheritable: snapshots capture it, forks start with it.
     pub(crate) const fn set_inheritable(&mut self, inherit: Inherit<V>) {
         self.inherit = Some(inherit);
+    }
+
+    /// Makes the local explicit-only: its bindings are refused in a thread's own context.
+    pub(crate) const fn set_explicit_only(&mut self) {
+        self.explicit_only = true;
+    }
+
+    /// Whether the local is explicit-only.
+    pub(crate) const fn is_explicit_only(&self) -> bool {
+        self.explicit_only
     }
 
     /// Whether the local is inheritable.
@@ -280,10 +306,7 @@ impl<V: Payload> Storage<V> {
             st = self.read_slow(ctx, slot, st)?;
         }
         slot.hdr.state.store(st + SHARED_ONE, Ordering::Release);
-        let _borrow = SharedBorrow {
-            hdr: &slot.hdr,
-            ctx,
-        };
+        let _borrow = SharedBorrow::new(&slot.hdr, ctx);
         // SAFETY: we hold the context (it is current on this thread), WRITING is clear and
         // stays clear while our shared borrow is counted; foreign readers only read.
         Ok(slot.value.with(|v| call(f, unsafe { &*v })))
@@ -328,7 +351,7 @@ impl<V: Payload> Storage<V> {
     #[track_caller]
     pub(crate) fn write<R>(
         &self,
-        create: bool,
+        create: Create,
         f: impl FnOnce(&mut V) -> R,
     ) -> Result<Option<R>, AccessError> {
         let Some((ctx, slot)) = self.slot_for_write(create)? else {
@@ -337,23 +360,39 @@ impl<V: Payload> Storage<V> {
         self.write_slot(ctx, slot, f).map(Some)
     }
 
-    /// The current context and this local's slot there for a write: created if `create`, or
-    /// if the context inherited a value it is about to copy; `None` if neither.
-    #[inline]
+    /// The current context and this local's slot there for a write: created if `create` says
+    /// so, or if the context inherited a value it is about to copy; `None` if neither.
+    ///
+    /// # Errors
+    ///
+    /// `ExplicitOnly` for a user's new binding (`Create::Binding`) of an explicit-only local in
+    /// a thread's own context: one test of a flag for other locals, no second lookup.
+    /// Inlined always: it is the head of every write, whose `create` is then a constant.
+    #[inline(always)]
     #[track_caller]
     #[allow(clippy::type_complexity)]
     fn slot_for_write(
         &self,
-        create: bool,
+        create: Create,
     ) -> Result<Option<(&'static CtxInner, &Slot<V>)>, AccessError> {
         let (ctx, slot) = self.current_slot()?;
+        if self.explicit_only && create == Create::Binding && context::is_thread_own(ctx) {
+            return Err(self.refused());
+        }
         Ok(match slot {
             Some(slot) => Some((ctx, slot)),
-            None if create || self.inherited_in(ctx).is_some() => {
+            None if create != Create::No || self.inherited_in(ctx).is_some() => {
                 Some((ctx, self.try_create(ctx)?))
             }
             None => None,
         })
+    }
+
+    /// The `ExplicitOnly` error of a binding refused in a thread's own context.
+    #[cold]
+    #[inline(never)]
+    fn refused(&self) -> AccessError {
+        crate::explicit::refused(self.name())
     }
 
     /// Like [`write`](Self::write), for a write that replaces the whole payload (`f` must not
@@ -364,7 +403,7 @@ impl<V: Payload> Storage<V> {
     #[track_caller]
     pub(crate) fn write_fresh<R>(
         &self,
-        create: bool,
+        create: Create,
         f: impl FnOnce(&mut V) -> R,
     ) -> Result<Option<R>, AccessError> {
         let Some((ctx, slot)) = self.slot_for_write(create)? else {
@@ -482,7 +521,7 @@ impl<V: Payload> Storage<V> {
         &self,
         f: impl FnOnce(&mut V) -> R,
     ) -> Result<Option<R>, AccessError> {
-        let Some((ctx, slot)) = self.slot_for_write(false)? else {
+        let Some((ctx, slot)) = self.slot_for_write(Create::No)? else {
             return Ok(None);
         };
         self.write_in::<true, false, R>(ctx, slot, f).map(Some)
@@ -544,7 +583,8 @@ impl<V: Payload> Storage<V> {
         if USER {
             // Nothing records that this thread lends the payload out: a thread about to block
             // finds its `WRITING` slots then (`context::slots_written_here`).
-            let write = Write { slot, ctx };
+            let held = ctx.hold_if_guarded();
+            let write = Write { slot, ctx, held };
             // SAFETY: holder, WRITING set, no shared borrow, foreign readers waited out.
             let r = slot.value.with_mut(|v| f(unsafe { &mut *v }));
             drop(write);
@@ -652,6 +692,11 @@ impl<V: Payload> Storage<V> {
         }
         let cell = ctx.table.cell_or_grow(i);
         cell.store(fresh.as_ptr().cast(), Ordering::Release);
+        if self.inherit.is_some() {
+            // A slot the next capture has not seen (its frozen copy may be fresh or not): that
+            // capture rebuilds the whole frame.
+            ctx.mark_changed();
+        }
         // `old` stays as it was for its readers; `st` has no WRITING.
         old.hdr.state.store(st, Ordering::Release);
         let dropped = ctx.sweep_retired(&mut retired);
@@ -702,13 +747,13 @@ impl<V: Payload> Storage<V> {
         Ok(slot.hdr.state.load(Ordering::Relaxed))
     }
 
-    /// An inheritable local is being written: the context's cached capture and the slot's
-    /// frozen copy are stale.
+    /// An inheritable local is being written: the slot's frozen copy is stale, and the next
+    /// capture updates the context's cached one with it (once per capture: listed when the
+    /// copy goes stale).
     #[inline]
     fn note_write(&self, ctx: &CtxInner, slot: &Slot<V>) {
-        if self.inherit.is_some() {
-            ctx.mark_changed();
-            slot.hdr.thaw();
+        if self.inherit.is_some() && slot.hdr.thaw() {
+            ctx.note_dirty(self.key.raw());
         }
     }
 
@@ -757,6 +802,7 @@ impl<V: Payload> Storage<V> {
         // `INIT` also counts as a borrow for a `ContextGuard` dropped inside the initializer: it
         // cannot hand the context to another thread before the initializer is done with it.
         slot.hdr.state.store(st | INIT, Ordering::Relaxed);
+        ctx.hold();
         Ok(InitGuard { slot, ctx })
     }
 
@@ -980,11 +1026,16 @@ impl<V> Storage<V> {
 struct Write<'a, V: Payload> {
     slot: &'a Slot<V>,
     ctx: &'a CtxInner,
+    /// Counted in `ctx`'s holds (see `CtxInner::hold_if_guarded`).
+    held: bool,
 }
 
 impl<V: Payload> Drop for Write<'_, V> {
     #[inline]
     fn drop(&mut self) {
+        if self.held {
+            self.ctx.unhold();
+        }
         let st = self.slot.end_write();
         settle_if_pending(self.ctx, st);
     }
@@ -1019,6 +1070,7 @@ impl<V> InitGuard<'_, V> {
     }
 
     fn end(&self) -> usize {
+        self.ctx.unhold();
         let st = self.slot.hdr.state.load(Ordering::Relaxed);
         let st = st & !INIT;
         self.slot.hdr.state.store(st, Ordering::Relaxed);

@@ -7,10 +7,9 @@ use std::any::Any;
 use std::ptr::NonNull;
 
 use super::borrow::{begin_write, Contended, IndexSync, Mode};
-use crate::context::inherit::{CaptureFn, Frozen};
 use crate::context::table::{
-    Queued, Removal, Remover, SlotCold, SlotHeader, SlotVTable, Taken, BORROWS, INIT, PENDING,
-    PRESENT, SHARED_ONE,
+    CaptureFn, Frozen, Queued, Removal, Remover, SlotCold, SlotHeader, SlotVTable, Taken, BORROWS,
+    INIT, PENDING, PRESENT, SHARED_ONE,
 };
 use crate::sync::{AtomicBool, AtomicUsize, Ordering, UnsafeCell};
 
@@ -192,6 +191,7 @@ unsafe fn take_impl<V: Payload>(hdr: NonNull<SlotHeader>) -> Taken {
         // This thread's own `for_each` is reading the slot.
         Err(_) => return Taken::Busy,
     }
+    // Its caller marks the context changed (the capture rebuilds the frame).
     slot.hdr.thaw();
     // SAFETY: we hold the context, set WRITING, and no foreign reader is there.
     let out = slot.value.with_mut(|v| unsafe { (*v).take_all() });
@@ -227,6 +227,7 @@ unsafe fn remove_impl<V: Payload>(
             return Removal::Busy;
         }
     }
+    // Its caller marks the context changed (the capture rebuilds the frame).
     slot.hdr.thaw();
     let out = slot.value.with_mut(|v| {
         // SAFETY: we hold the context, set WRITING, and no foreign reader is there.
