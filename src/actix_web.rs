@@ -6,7 +6,7 @@
 //! needs no `Send`.
 
 use std::future::{ready, Ready};
-use std::task::{Context as Waker, Poll};
+use std::task::{Context as TaskContext, Poll};
 
 use actix_web::dev::{Service, ServiceRequest, ServiceResponse, Transform};
 use actix_web::http::header::HeaderMap;
@@ -141,7 +141,7 @@ where
 
     /// In a child context of its own, dropped after: it belongs to no request.
     #[track_caller]
-    fn poll_ready(&self, cx: &mut Waker<'_>) -> Poll<Result<(), S::Error>> {
+    fn poll_ready(&self, cx: &mut TaskContext<'_>) -> Poll<Result<(), S::Error>> {
         Context::child().run(|| self.service.poll_ready(cx))
     }
 

@@ -3,7 +3,7 @@
 //! headers (baggage, trace context) and `InjectLayer` writes the current context's values
 //! into an HTTP client's outgoing requests.
 
-use std::task::{Context as Waker, Poll};
+use std::task::{Context as TaskContext, Poll};
 
 use tower_layer::Layer;
 use tower_service::Service;
@@ -133,7 +133,7 @@ where
     /// no request, and whatever it binds (a middleware's careless `set`) would otherwise stay
     /// in the worker thread's context, where the next request's child would inherit it.
     #[track_caller]
-    fn poll_ready(&mut self, cx: &mut Waker<'_>) -> Poll<Result<(), S::Error>> {
+    fn poll_ready(&mut self, cx: &mut TaskContext<'_>) -> Poll<Result<(), S::Error>> {
         Context::child().run(|| self.inner.poll_ready(cx))
     }
 

@@ -1,6 +1,6 @@
 //! [`ExtractLayer`]: each request in its own context, started from its headers.
 
-use std::task::{Context as Waker, Poll};
+use std::task::{Context as TaskContext, Poll};
 
 use tower_layer::Layer;
 use tower_service::Service;
@@ -115,7 +115,7 @@ where
 
     /// As [`ContextService`](super::ContextService)'s: in a child context of its own.
     #[track_caller]
-    fn poll_ready(&mut self, cx: &mut Waker<'_>) -> Poll<Result<(), S::Error>> {
+    fn poll_ready(&mut self, cx: &mut TaskContext<'_>) -> Poll<Result<(), S::Error>> {
         Context::child().run(|| self.inner.poll_ready(cx))
     }
 

@@ -27,7 +27,7 @@ pub(crate) struct FrameGate {
 
 /// A slot taken out of the table by a write that did not wait for the slot's readers (see
 /// `Storage::relocate`): it keeps the old value for them until this context's holder drops
-/// it (`sweep_retired`, teardown); then it is a spare for the next such write of its local.
+/// it (`sweep_retired`, teardown); then it is reused by the next such write of its local.
 pub(crate) struct Retired {
     pub(crate) index: usize,
     pub(crate) hdr: NonNull<SlotHeader>,
@@ -110,7 +110,7 @@ pub(crate) struct CtxInner {
     pub(crate) cache: UnsafeCell<Option<Arc<Frame>>>,
     pub(crate) changed: AtomicBool,
     /// Indices of the inheritable locals written since the last capture (each once: pushed
-    /// when its slot's frozen copy goes stale, see `SlotHeader::thaw`). Holder-only.
+    /// when its slot's frozen copy goes stale, see `SlotHeader::mark_frozen_stale`). Holder-only.
     pub(crate) dirty: UnsafeCell<Vec<usize>>,
     /// Captures building a frame right now: more than one when a `Clone` run by a build
     /// captures (see `capture_own`). Holder-only.

@@ -148,7 +148,7 @@ impl SlotHeader {
     /// was fresh until now (then the caller lists the slot for the next capture, see
     /// `CtxInner::note_dirty`). Holder-only.
     #[inline]
-    pub(crate) fn thaw(&self) -> bool {
+    pub(crate) fn mark_frozen_stale(&self) -> bool {
         let fresh = self.cold.frozen_fresh.load(Ordering::Relaxed);
         if fresh {
             self.cold.frozen_fresh.store(false, Ordering::Relaxed);

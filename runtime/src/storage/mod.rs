@@ -674,16 +674,18 @@ impl<V: Payload> Storage<V> {
     ) -> (&'a Slot<V>, Vec<Box<dyn Send>>) {
         let i = self.key.get_or_assign();
         let mut retired = ctx.detach_lock();
-        let fresh = self.spare(&mut retired, i).unwrap_or_else(|| {
-            let slot = Slot::<V>::new(
-                old.sync,
-                old.hdr.capture,
-                (old.hdr.serial, old.hdr.name),
-                V::empty(),
-            );
-            slot.hdr.state.store(WRITING, Ordering::Relaxed);
-            NonNull::from(Box::leak(slot))
-        });
+        let fresh = self
+            .reusable_retired_slot(&mut retired, i)
+            .unwrap_or_else(|| {
+                let slot = Slot::<V>::new(
+                    old.sync,
+                    old.hdr.capture,
+                    (old.hdr.serial, old.hdr.name),
+                    V::empty(),
+                );
+                slot.hdr.state.store(WRITING, Ordering::Relaxed);
+                NonNull::from(Box::leak(slot))
+            });
         // SAFETY: the fresh slot is ours alone (WRITING set, not yet in the table); `old` is
         // only read, and its readers only read too.
         unsafe {
@@ -713,7 +715,11 @@ impl<V: Payload> Storage<V> {
 
     /// A retired, emptied slot of this local to write into, marked `WRITING`, if one has no
     /// reader left.
-    fn spare(&self, retired: &mut Vec<Retired>, index: usize) -> Option<NonNull<Slot<V>>> {
+    fn reusable_retired_slot(
+        &self,
+        retired: &mut Vec<Retired>,
+        index: usize,
+    ) -> Option<NonNull<Slot<V>>> {
         let pos = retired.iter().position(|r| {
             if r.index != index || !r.swept {
                 return false;
@@ -752,7 +758,7 @@ impl<V: Payload> Storage<V> {
     /// copy goes stale).
     #[inline]
     fn note_write(&self, ctx: &CtxInner, slot: &Slot<V>) {
-        if self.inherit.is_some() && slot.hdr.thaw() {
+        if self.inherit.is_some() && slot.hdr.mark_frozen_stale() {
             ctx.note_dirty(self.key.raw());
         }
     }

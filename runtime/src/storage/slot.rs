@@ -41,7 +41,7 @@ pub(crate) trait Share: Payload + Sync {
     fn share(&self) -> Self;
 }
 
-/// How an inheritable local's payload is frozen and thawed.
+/// How an inheritable local's payload is frozen (for captures) and marked stale.
 pub(crate) struct Inherit<V> {
     pub(crate) share: fn(&V) -> V,
     pub(crate) capture: CaptureFn,
@@ -192,7 +192,7 @@ unsafe fn take_impl<V: Payload>(hdr: NonNull<SlotHeader>) -> Taken {
         Err(_) => return Taken::Busy,
     }
     // Its caller marks the context changed (the capture rebuilds the frame).
-    slot.hdr.thaw();
+    slot.hdr.mark_frozen_stale();
     // SAFETY: we hold the context, set WRITING, and no foreign reader is there.
     let out = slot.value.with_mut(|v| unsafe { (*v).take_all() });
     slot.hdr.state.store(0, Ordering::Release);
@@ -228,7 +228,7 @@ unsafe fn remove_impl<V: Payload>(
         }
     }
     // Its caller marks the context changed (the capture rebuilds the frame).
-    slot.hdr.thaw();
+    slot.hdr.mark_frozen_stale();
     let out = slot.value.with_mut(|v| {
         // SAFETY: we hold the context, set WRITING, and no foreign reader is there.
         let v = unsafe { &mut *v };

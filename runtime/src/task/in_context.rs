@@ -4,7 +4,7 @@ use std::fmt;
 use std::future::Future;
 use std::mem::ManuallyDrop;
 use std::pin::Pin;
-use std::task::{Context as Waker, Poll};
+use std::task::{Context as TaskContext, Poll};
 
 use crate::context::{self, Context};
 use crate::error::fail;
@@ -88,7 +88,7 @@ impl<F: Future> Future for InContext<F> {
     type Output = F::Output;
 
     #[inline]
-    fn poll(self: Pin<&mut Self>, cx: &mut Waker<'_>) -> Poll<F::Output> {
+    fn poll(self: Pin<&mut Self>, cx: &mut TaskContext<'_>) -> Poll<F::Output> {
         // SAFETY: `future` is structurally pinned and never moved out (only dropped in place);
         // `context` is not pinned, and we only use it by shared reference.
         let this = unsafe { self.get_unchecked_mut() };

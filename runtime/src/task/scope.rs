@@ -4,7 +4,7 @@ use std::fmt;
 use std::future::Future;
 use std::mem::ManuallyDrop;
 use std::pin::Pin;
-use std::task::{Context as Waker, Poll};
+use std::task::{Context as TaskContext, Poll};
 
 use crate::error::{fail, AccessError, AccessErrorKind};
 use crate::stack::Segment;
@@ -77,7 +77,7 @@ impl<B: Binding, F: Future> Future for Scoped<B, F> {
 
     #[inline]
     #[track_caller]
-    fn poll(self: Pin<&mut Self>, cx: &mut Waker<'_>) -> Poll<F::Output> {
+    fn poll(self: Pin<&mut Self>, cx: &mut TaskContext<'_>) -> Poll<F::Output> {
         // SAFETY: `future` is structurally pinned and never moved out (only dropped in place);
         // `binding` is not pinned.
         let this = unsafe { self.get_unchecked_mut() };
@@ -141,7 +141,7 @@ macro_rules! scope_future {
 
             #[inline]
             #[track_caller]
-            fn poll(self: Pin<&mut Self>, cx: &mut Waker<'_>) -> Poll<F::Output> {
+            fn poll(self: Pin<&mut Self>, cx: &mut TaskContext<'_>) -> Poll<F::Output> {
                 // SAFETY: the only field is structurally pinned: a projection of a pin.
                 unsafe { self.map_unchecked_mut(|s| &mut s.0) }.poll(cx)
             }
