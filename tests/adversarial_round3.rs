@@ -152,13 +152,7 @@ fn stack_scope_future_dropped_mid_way_drops_its_set_aside_segment_once() {
     });
     assert!(!left.contains(&0), "the scope's element stayed: {left:?}");
     drop((c1, c2));
-    assert_eq!(
-        t.live(),
-        0,
-        "created {} dropped {}",
-        t.created(),
-        t.dropped()
-    );
+    t.assert_all_dropped();
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -308,13 +302,7 @@ fn clone_that_writes_another_inheritable_local_during_a_capture() {
         drop(snap);
     });
     drop(ctx);
-    assert_eq!(
-        t.live(),
-        0,
-        "created {} dropped {}",
-        t.created(),
-        t.dropped()
-    );
+    t.assert_all_dropped();
 }
 
 /// A `Clone` that panics while a capture copies the value (at `thread::spawn`): the panic
@@ -354,13 +342,7 @@ fn clone_panicking_during_a_capture_loses_nothing() {
         assert_eq!(A.with(|a| a.0.n), 1, "the parent keeps its own");
     });
     drop(ctx);
-    assert_eq!(
-        t.live(),
-        0,
-        "created {} dropped {}",
-        t.created(),
-        t.dropped()
-    );
+    t.assert_all_dropped();
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -411,13 +393,7 @@ fn every_write_inside_with_of_an_inherited_value_in_a_fork_is_refused() {
     });
     assert_eq!(parent.run(|| (L.with(|v| v.n), S.len())), (1, 1));
     drop((snap, parent));
-    assert_eq!(
-        t.live(),
-        0,
-        "created {} dropped {}",
-        t.created(),
-        t.dropped()
-    );
+    t.assert_all_dropped();
 }
 
 /// `for_each` and `contexts` agree on whether a fork that only inherited a value holds it,
@@ -607,13 +583,7 @@ fn stack_scope_future_pop_of_the_inner_element_across_contexts_counts_once() {
     assert_eq!((c1.run(|| S.len()), c2.run(|| S.len()), S.len()), (0, 0, 0));
     drop(fut);
     drop((c1, c2));
-    assert_eq!(
-        t.live(),
-        0,
-        "created {} dropped {}",
-        t.created(),
-        t.dropped()
-    );
+    t.assert_all_dropped();
 }
 
 #[test]
@@ -652,11 +622,5 @@ fn scope_futures_panicking_mid_poll_restore_and_drop_everything_once() {
         (1, 2, Some(12))
     );
     drop(ctx);
-    assert_eq!(
-        t.live(),
-        0,
-        "created {} dropped {}",
-        t.created(),
-        t.dropped()
-    );
+    t.assert_all_dropped();
 }

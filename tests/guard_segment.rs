@@ -118,13 +118,7 @@ fn two_scope_futures_with_guards_interleaved_in_two_contexts_remove_exactly_thei
 
     drop((a, b));
     drop((c1, c2));
-    assert_eq!(
-        t.live(),
-        0,
-        "created {} dropped {}",
-        t.created(),
-        t.dropped()
-    );
+    t.assert_all_dropped();
 }
 
 /// Guards that outlive their scope future (moved out of it through shared state), the future
@@ -178,13 +172,7 @@ fn guard_dropped_after_its_moved_scope_future_was_dropped_never_removes_another_
     assert_eq!(c3.run(|| here(&S)), Vec::<u64>::new());
 
     drop((c1, c2, c3));
-    assert_eq!(
-        t.live(),
-        0,
-        "created {} dropped {}",
-        t.created(),
-        t.dropped()
-    );
+    t.assert_all_dropped();
 }
 
 /// The slow ways a guard in a moved segment is dropped: inside `with_top` or `with_top_mut` of
@@ -221,13 +209,7 @@ fn guard_in_a_moved_segment_dropped_while_the_stack_is_borrowed_or_its_context_i
     assert_eq!((c1.run(|| here(&S)), c2.run(|| here(&S))), (vec![], vec![]));
     drop(fut);
     drop((c1, c2));
-    assert_eq!(
-        t.live(),
-        0,
-        "created {} dropped {}",
-        t.created(),
-        t.dropped()
-    );
+    t.assert_all_dropped();
 }
 
 /// A guard whose element the inner future popped (in the other context) removes nothing
@@ -257,11 +239,5 @@ fn guard_whose_element_was_popped_in_the_other_context_removes_nothing() {
     assert_eq!((c1.run(|| here(&S)), c2.run(|| here(&S))), (vec![], vec![]));
     drop(fut);
     drop((c1, c2));
-    assert_eq!(
-        t.live(),
-        0,
-        "created {} dropped {}",
-        t.created(),
-        t.dropped()
-    );
+    t.assert_all_dropped();
 }

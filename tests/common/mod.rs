@@ -31,6 +31,18 @@ impl Tally {
     pub fn live(&self) -> usize {
         self.created() - self.dropped()
     }
+    /// Asserts that every value made was dropped (each exactly once: a second drop panics in
+    /// `Counted::drop`), reporting both counts at the caller's line otherwise.
+    #[track_caller]
+    pub fn assert_all_dropped(&self) {
+        assert_eq!(
+            self.live(),
+            0,
+            "created {} dropped {}",
+            self.created(),
+            self.dropped()
+        );
+    }
 }
 
 /// A value whose drop is counted; dropping it twice panics.
