@@ -139,20 +139,51 @@ mod fence_impl {
     }
 
     #[cfg(target_os = "linux")]
-    fn register_membarrier() -> bool {
-        // MEMBARRIER_CMD_REGISTER_PRIVATE_EXPEDITED, then one trial run of the command itself.
-        // SAFETY: membarrier takes (cmd, flags, cpu_id) integers and touches no user memory.
-        let r = unsafe { libc::syscall(libc::SYS_membarrier, 1 << 4, 0, 0) };
-        r == 0 && run_membarrier()
-    }
+    mod membarrier {
+        use std::ffi::c_long;
 
-    #[cfg(target_os = "linux")]
-    fn run_membarrier() -> bool {
-        // MEMBARRIER_CMD_PRIVATE_EXPEDITED.
-        // SAFETY: as above; the syscall only issues barriers on this process's CPUs.
-        let r = unsafe { libc::syscall(libc::SYS_membarrier, 1 << 3, 0, 0) };
-        r == 0
+        /// `SYS_membarrier` on the architectures we know it for; elsewhere the full-fence mode
+        /// is used, which is always correct. Declared here rather than depending on `libc` for
+        /// one call: that crate was a third of a cold build's CPU time (DESIGN.md build gate).
+        const SYS_MEMBARRIER: Option<c_long> = if cfg!(target_arch = "x86_64") {
+            Some(324)
+        } else if cfg!(any(
+            target_arch = "aarch64",
+            target_arch = "riscv64",
+            target_arch = "loongarch64"
+        )) {
+            Some(283)
+        } else {
+            None
+        };
+
+        // The C library's `syscall(2)` wrapper: glibc and musl both export it, std links it.
+        unsafe extern "C" {
+            fn syscall(number: c_long, ...) -> c_long;
+        }
+
+        /// Runs membarrier command `cmd` (one that takes no pointer arguments).
+        fn membarrier(cmd: c_long) -> bool {
+            let Some(number) = SYS_MEMBARRIER else {
+                return false;
+            };
+            // SAFETY: membarrier(cmd, flags, cpu_id) takes three integers and touches no user
+            // memory; the commands passed below take no pointer arguments.
+            unsafe { syscall(number, cmd, 0 as c_long, 0 as c_long) == 0 }
+        }
+
+        pub(super) fn register_membarrier() -> bool {
+            // MEMBARRIER_CMD_REGISTER_PRIVATE_EXPEDITED, then one trial run of the command.
+            membarrier(1 << 4) && run_membarrier()
+        }
+
+        pub(super) fn run_membarrier() -> bool {
+            // MEMBARRIER_CMD_PRIVATE_EXPEDITED: barriers on this process's CPUs only.
+            membarrier(1 << 3)
+        }
     }
+    #[cfg(target_os = "linux")]
+    use membarrier::{register_membarrier, run_membarrier};
 
     #[cfg(not(target_os = "linux"))]
     fn register_membarrier() -> bool {
