@@ -99,14 +99,15 @@ impl AccessError {
     }
 
     /// An error whose message says which kind of context is current (`Unbound`,
-    /// `ExplicitOnly`). Only on failure paths: it looks at the current context.
+    /// `ExplicitOnly`): the caller looks it up (`context::current_kind`), so that this module
+    /// depends on nothing of the runtime.
     #[cold]
     #[inline(never)]
-    pub(crate) fn in_current(name: &'static str, kind: AccessErrorKind) -> Self {
+    pub(crate) fn in_current(name: &'static str, kind: AccessErrorKind, current: Current) -> Self {
         Self {
             name,
             kind,
-            current: crate::context::current_kind(),
+            current,
         }
     }
 

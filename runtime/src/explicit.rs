@@ -33,7 +33,11 @@ pub(crate) fn refuse_thread_own(name: impl FnOnce() -> &'static str) -> Result<(
 #[cold]
 #[inline(never)]
 pub(crate) fn refused(name: &'static str) -> AccessError {
-    AccessError::in_current(name, AccessErrorKind::ExplicitOnly)
+    AccessError::in_current(
+        name,
+        AccessErrorKind::ExplicitOnly,
+        crate::context::current_kind(),
+    )
 }
 
 /// The message of a panicking accessor: the error's own message, then — for an unbound local —

@@ -213,62 +213,6 @@ impl<T: Clone + Send + Sync + 'static> Local<T> {
     }
 }
 
-impl<T: crate::baggage::BaggageValue + Clone + Send + Sync + 'static> Local<T> {
-    /// Makes this local travel to other services as W3C Baggage under `key`, with a
-    /// [`baggage::Propagator`](crate::baggage::Propagator) that lists it; it is also
-    /// [`inheritable`](Self::inheritable) (an extracted value reaches the request's children).
-    ///
-    /// # Panics
-    ///
-    /// If `key` is not an HTTP token (letters, digits and ``!#$%&'*+-.^_`|~``) — at compile time
-    /// when the local is a `static`.
-    ///
-    /// # Examples
-    ///
-    /// ```
-    /// use context_local::{baggage::Propagator, Local};
-    ///
-    /// static TENANT: Local<String> = Local::named("TENANT").baggage("tenant");
-    /// assert_eq!(TENANT.baggage_key(), Some("tenant"));
-    /// let propagator = Propagator::new().with(&TENANT);
-    /// # let _ = propagator;
-    /// ```
-    pub const fn baggage(self, key: &'static str) -> Self {
-        let bytes = key.as_bytes();
-        let mut i = 0;
-        while i < bytes.len() {
-            let b = bytes[i];
-            let token = b.is_ascii_alphanumeric()
-                || matches!(
-                    b,
-                    b'!' | b'#'
-                        | b'$'
-                        | b'%'
-                        | b'&'
-                        | b'\''
-                        | b'*'
-                        | b'+'
-                        | b'-'
-                        | b'.'
-                        | b'^'
-                        | b'_'
-                        | b'`'
-                        | b'|'
-                        | b'~'
-                );
-            assert!(
-                token,
-                "a baggage key must be an HTTP token: letters, digits and !#$%&'*+-.^_`|~"
-            );
-            i += 1;
-        }
-        assert!(!bytes.is_empty(), "a baggage key must not be empty");
-        let mut this = self.inheritable();
-        this.baggage = Some(key);
-        this
-    }
-}
-
 impl<T: Clone + Send + Sync + 'static> Share for Option<T> {
     fn share(&self) -> Self {
         self.clone()
@@ -614,7 +558,13 @@ impl<T: Send + 'static> Local<T> {
         if self.storage.is_explicit_only() && (mutable || self.init.is_some()) {
             explicit::refuse_thread_own(|| self.name())?;
         }
-        let unbound = || AccessError::in_current(self.name(), AccessErrorKind::Unbound);
+        let unbound = || {
+            AccessError::in_current(
+                self.name(),
+                AccessErrorKind::Unbound,
+                crate::context::current_kind(),
+            )
+        };
         let init = self.init.ok_or_else(unbound)?;
         let running = self.storage.begin_init()?;
         let value = init();

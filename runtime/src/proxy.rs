@@ -140,7 +140,13 @@ impl<T: 'static, U: ?Sized + 'static> LocalProxy<T, U> {
                 out = Some(f(project(t)));
             }
         })?;
-        out.ok_or_else(|| AccessError::in_current(self.name(), AccessErrorKind::Unbound))
+        out.ok_or_else(|| {
+            AccessError::in_current(
+                self.name(),
+                AccessErrorKind::Unbound,
+                crate::context::current_kind(),
+            )
+        })
     }
 
     /// A clone of the (projected) current value, or `None` if nothing is bound.

@@ -370,3 +370,60 @@ impl<T: BaggageFields + Clone + Send + Sync + 'static> Local<T> {
         }
     }
 }
+
+// Here rather than in `local.rs`, so that `local` does not depend on `baggage`.
+impl<T: BaggageValue + Clone + Send + Sync + 'static> Local<T> {
+    /// Makes this local travel to other services as W3C Baggage under `key`, with a
+    /// [`baggage::Propagator`](crate::baggage::Propagator) that lists it; it is also
+    /// [`inheritable`](Self::inheritable) (an extracted value reaches the request's children).
+    ///
+    /// # Panics
+    ///
+    /// If `key` is not an HTTP token (letters, digits and ``!#$%&'*+-.^_`|~``) — at compile time
+    /// when the local is a `static`.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use context_local::{baggage::Propagator, Local};
+    ///
+    /// static TENANT: Local<String> = Local::named("TENANT").baggage("tenant");
+    /// assert_eq!(TENANT.baggage_key(), Some("tenant"));
+    /// let propagator = Propagator::new().with(&TENANT);
+    /// # let _ = propagator;
+    /// ```
+    pub const fn baggage(self, key: &'static str) -> Self {
+        let bytes = key.as_bytes();
+        let mut i = 0;
+        while i < bytes.len() {
+            let b = bytes[i];
+            let token = b.is_ascii_alphanumeric()
+                || matches!(
+                    b,
+                    b'!' | b'#'
+                        | b'$'
+                        | b'%'
+                        | b'&'
+                        | b'\''
+                        | b'*'
+                        | b'+'
+                        | b'-'
+                        | b'.'
+                        | b'^'
+                        | b'_'
+                        | b'`'
+                        | b'|'
+                        | b'~'
+                );
+            assert!(
+                token,
+                "a baggage key must be an HTTP token: letters, digits and !#$%&'*+-.^_`|~"
+            );
+            i += 1;
+        }
+        assert!(!bytes.is_empty(), "a baggage key must not be empty");
+        let mut this = self.inheritable();
+        this.baggage = Some(key);
+        this
+    }
+}

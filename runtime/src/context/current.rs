@@ -13,6 +13,7 @@ use std::ptr;
 use super::inner::CtxInner;
 use super::owner::{thread_mark, State};
 use super::registry;
+use super::ContextId;
 use crate::sync::Arc;
 
 /// Sentinel address in `CURRENT` once this thread's own context is destroyed (thread exit).
@@ -313,6 +314,46 @@ impl Drop for ThreadCtx {
             // As with any thread-local whose destructor panics, std aborts the process here.
             std::panic::resume_unwind(p);
         }
+    }
+}
+
+// Here rather than in `id.rs`: an id is a plain number, and knowing which context is current
+// is this module's job (so `id` depends on nothing).
+impl ContextId {
+    /// The id of the context this thread is running.
+    ///
+    /// # Panics
+    ///
+    /// If called from a thread-local destructor after this thread's context was destroyed; use
+    /// [`try_current`](Self::try_current) there.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # use context_local::ContextId;
+    /// assert_eq!(ContextId::current(), ContextId::current());
+    /// ```
+    #[track_caller]
+    pub fn current() -> Self {
+        match Self::try_current() {
+            Some(id) => id,
+            None => crate::error::fail(format_args!(
+                "the current thread's context was destroyed (thread exit)"
+            )),
+        }
+    }
+
+    /// The id of the context this thread is running, or `None` once this thread's context was
+    /// destroyed (during thread exit).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # use context_local::ContextId;
+    /// assert!(ContextId::try_current().is_some());
+    /// ```
+    pub fn try_current() -> Option<Self> {
+        current().map(|c| c.id)
     }
 }
 

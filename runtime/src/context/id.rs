@@ -24,42 +24,6 @@ use std::fmt;
 pub struct ContextId(pub(crate) u32);
 
 impl ContextId {
-    /// The id of the context this thread is running.
-    ///
-    /// # Panics
-    ///
-    /// If called from a thread-local destructor after this thread's context was destroyed; use
-    /// [`try_current`](Self::try_current) there.
-    ///
-    /// # Examples
-    ///
-    /// ```
-    /// # use context_local::ContextId;
-    /// assert_eq!(ContextId::current(), ContextId::current());
-    /// ```
-    #[track_caller]
-    pub fn current() -> Self {
-        match Self::try_current() {
-            Some(id) => id,
-            None => crate::error::fail(format_args!(
-                "the current thread's context was destroyed (thread exit)"
-            )),
-        }
-    }
-
-    /// The id of the context this thread is running, or `None` once this thread's context was
-    /// destroyed (during thread exit).
-    ///
-    /// # Examples
-    ///
-    /// ```
-    /// # use context_local::ContextId;
-    /// assert!(ContextId::try_current().is_some());
-    /// ```
-    pub fn try_current() -> Option<Self> {
-        super::current::current().map(|c| c.id)
-    }
-
     /// The id as a number (dense, small, reused after the context is gone).
     ///
     /// # Examples
