@@ -9,11 +9,7 @@
 use std::fmt::{self, Write as _};
 
 use super::error::{BaggageError, Problem};
-
-/// W3C Baggage: members a header may carry.
-pub const MAX_MEMBERS: usize = 64;
-/// W3C Baggage: bytes a header may have (all `baggage` headers together).
-pub const MAX_BYTES: usize = 8192;
+use super::limits::{MAX_BYTES, MAX_MEMBERS};
 
 /// A `tchar` of RFC 9110: what a key is made of.
 fn is_token_byte(b: u8) -> bool {

@@ -2,6 +2,7 @@
 
 use std::fmt;
 
+use super::limits::{MAX_BYTES, MAX_MEMBERS};
 use crate::{AccessError, AccessErrorKind};
 
 /// One problem found while extracting baggage: a malformed or over-limit member, or a value
@@ -155,8 +156,8 @@ impl fmt::Display for BaggageError {
             Problem::OverLimit { dropped } => write!(
                 f,
                 "baggage over the W3C limits ({} members, {} bytes): {dropped} members dropped",
-                super::MAX_MEMBERS,
-                super::MAX_BYTES
+                MAX_MEMBERS,
+                MAX_BYTES
             ),
             Problem::Parse { key, local, message } => write!(
                 f,

@@ -16,6 +16,7 @@ mod carrier;
 mod codec;
 mod error;
 mod fields;
+mod limits;
 #[cfg(feature = "opentelemetry")]
 mod otel;
 mod propagator;
@@ -23,8 +24,8 @@ mod value;
 
 pub use carried::Carried;
 pub use carrier::{Extractor, Injector};
-pub use codec::{MAX_BYTES, MAX_MEMBERS};
 pub use error::BaggageError;
 pub use fields::BaggageFields;
+pub use limits::{MAX_BYTES, MAX_MEMBERS};
 pub use propagator::{Extracted, Propagator, HEADER};
 pub use value::BaggageValue;

@@ -23,7 +23,7 @@
 use std::cell::RefCell;
 use std::ptr;
 
-use crate::context::table::{SlotHeader, PENDING, SHARED_ONE, WAITING, WRITING};
+use crate::context::table::{SlotHeader, BORROWS, PENDING, SHARED_ONE, WAITING, WRITING};
 use crate::context::{self, CtxInner};
 use crate::sync::{self as s, lock, Condvar, Mutex, Ordering};
 use crate::waits::{self, marked_here, Holding, On};
@@ -228,7 +228,7 @@ impl Drop for SharedBorrow<'_> {
         self.hdr.state.store(st, Ordering::Release);
         // One test on the way out; whether other borrows remain is the cold path's question.
         if st & PENDING != 0 {
-            super::settle_when_unborrowed(self.ctx, st);
+            settle_when_unborrowed(self.ctx, st);
         }
     }
 }
@@ -289,4 +289,30 @@ impl Drop for Mark<'_> {
             self.sync.cv.notify_all();
         }
     }
+}
+
+// Here, not in `mod.rs`: the end of a borrow is where queued work runs.
+/// The holder's work queued for the end of a borrow (see `PENDING`), run when `state` — the
+/// state just stored — says so and no borrow is left.
+#[inline]
+pub(super) fn settle_if_pending(ctx: &CtxInner, state: usize) {
+    if state & PENDING != 0 && state & BORROWS == 0 {
+        settle(ctx);
+    }
+}
+
+/// [`settle_if_pending`] for a caller that saw `PENDING` in `state` already.
+#[cold]
+#[inline(never)]
+fn settle_when_unborrowed(ctx: &CtxInner, state: usize) {
+    if state & BORROWS == 0 {
+        settle(ctx);
+    }
+}
+
+#[cold]
+#[inline(never)]
+pub(super) fn settle(ctx: &CtxInner) {
+    // The removed values are dropped here, after every borrow and claim has ended.
+    drop(ctx.settle());
 }

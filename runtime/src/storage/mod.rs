@@ -25,33 +25,10 @@ use crate::error::{fail, AccessError, AccessErrorKind};
 use crate::sync::Ordering;
 use crate::waits;
 use crate::ContextId;
-use borrow::{begin_write, Contended, IndexSync, Mark, Mode, Reading, SharedBorrow};
+use borrow::{
+    begin_write, settle, settle_if_pending, Contended, IndexSync, Mark, Mode, Reading, SharedBorrow,
+};
 use key::{sync_of, Key};
-
-/// The holder's work queued for the end of a borrow (see `PENDING`), run when `state` — the
-/// state just stored — says so and no borrow is left.
-#[inline]
-fn settle_if_pending(ctx: &CtxInner, state: usize) {
-    if state & PENDING != 0 && state & BORROWS == 0 {
-        settle(ctx);
-    }
-}
-
-/// [`settle_if_pending`] for a caller that saw `PENDING` in `state` already.
-#[cold]
-#[inline(never)]
-fn settle_when_unborrowed(ctx: &CtxInner, state: usize) {
-    if state & BORROWS == 0 {
-        settle(ctx);
-    }
-}
-
-#[cold]
-#[inline(never)]
-fn settle(ctx: &CtxInner) {
-    // The removed values are dropped here, after every borrow and claim has ended.
-    drop(ctx.settle());
-}
 
 /// A context a scope bound in: its address and serial (to find it in this thread's chain)
 /// and its id (to find it in the registry once this thread has left it).
