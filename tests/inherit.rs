@@ -1141,6 +1141,33 @@ fn for_each_and_contexts_count_forks_that_only_inherited() {
     assert_eq!(collect_l(), [(third.id(), 1)]);
 }
 
+/// Regression (round 3, no fault found): `for_each` and `contexts` agree on whether a fork that
+/// only inherited a value holds it, and a fork's own write is visited as the fork's.
+#[test]
+fn for_each_and_contexts_agree_on_forks() {
+    static L: Local<u64> = Local::named("L").inheritable();
+    let parent = Context::new();
+    let snap = parent.run(|| {
+        L.set(1);
+        Snapshot::capture()
+    });
+    let fork = snap.fork();
+    fork.run(|| assert_eq!(L.get(), Some(1)));
+    let count = || {
+        let mut n = 0;
+        L.for_each(|_, _| n += 1);
+        (n, L.contexts())
+    };
+    let (visited, counted) = count();
+    assert_eq!(visited, counted, "before the fork writes");
+    fork.run(|| L.set(2));
+    let mut seen = Vec::new();
+    L.for_each(|id, v| seen.push((id, *v)));
+    assert!(seen.contains(&(fork.id(), 2)), "{seen:?}");
+    assert!(seen.contains(&(parent.id(), 1)), "{seen:?}");
+    assert_eq!(seen.len(), L.contexts());
+}
+
 // ---------------------------------------------------------------------------------------------
 // Part 7: with_init, with_mut, macros.
 
@@ -1798,6 +1825,84 @@ fn a_panicking_clone_leaves_captures_and_forks_consistent() {
     assert_eq!(t.live(), 0);
 }
 
+/// Regression (round 3, no fault found): a value whose `Clone` writes another inheritable local
+/// while a capture is copying it: the capture stays consistent, later captures see the write,
+/// every value is dropped once.
+#[test]
+fn clone_that_writes_another_inheritable_local_during_a_capture() {
+    static B: Local<Counted> = Local::named("B").inheritable();
+    static T: std::sync::OnceLock<Tally> = std::sync::OnceLock::new();
+    struct Sneaky(u64);
+    impl Clone for Sneaky {
+        fn clone(&self) -> Self {
+            B.set(T.get().unwrap().make(self.0 + 100));
+            Sneaky(self.0)
+        }
+    }
+    static A: Local<Sneaky> = Local::named("A").inheritable();
+    let t = T.get_or_init(Tally::new).clone();
+    let ctx = Context::new();
+    ctx.run(|| {
+        B.set(t.make(1));
+        A.set(Sneaky(1));
+        // Writes B while the capture is building its frame (A's clone happens when the fork
+        // first needs it, or at capture: either way no torn or stale frame).
+        let snap = Snapshot::capture();
+        let seen = snap.run(|| (A.with(|a| a.0), B.with(|b| b.n)));
+        assert_eq!(seen.0, 1);
+        assert!(seen.1 == 1 || seen.1 == 101, "{seen:?}");
+        let again = Snapshot::capture().run(|| B.with(|b| b.n));
+        assert_eq!(
+            again,
+            B.with(|b| b.n),
+            "a later capture sees the current value"
+        );
+        drop(snap);
+    });
+    drop(ctx);
+    t.assert_all_dropped();
+}
+
+/// Regression (round 3, no fault found): a `Clone` that panics while a capture copies the value
+/// (at the capture, or at the fork's first write): the panic comes out at the caller, nothing
+/// is half-captured, every value is dropped once, and the next capture works.
+#[test]
+fn clone_panicking_during_a_capture_loses_nothing() {
+    static FAIL: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(true);
+    struct Fragile(Counted);
+    impl Clone for Fragile {
+        fn clone(&self) -> Self {
+            if FAIL.swap(false, std::sync::atomic::Ordering::SeqCst) {
+                panic!("clone failed");
+            }
+            Fragile(self.0.clone())
+        }
+    }
+    static A: Local<Fragile> = Local::named("A").inheritable();
+    static C: Local<Counted> = Local::named("C").inheritable();
+    let t = Tally::new();
+    let ctx = Context::new();
+    ctx.run(|| {
+        C.set(t.make(2));
+        A.set(Fragile(t.make(1)));
+        let msg = expect_panic(|| {
+            let snap = Snapshot::capture();
+            // Copy-on-write: the clone may happen at the fork's first write instead.
+            snap.run(|| A.with_mut(|a| a.0.n += 1));
+        });
+        assert!(msg.contains("clone failed"), "{msg}");
+        assert_eq!(A.with(|a| a.0.n), 1);
+        let seen = Snapshot::capture().run(|| {
+            A.with_mut(|a| a.0.n += 10);
+            (A.with(|a| a.0.n), C.with(|c| c.n))
+        });
+        assert_eq!(seen, (11, 2));
+        assert_eq!(A.with(|a| a.0.n), 1, "the parent keeps its own");
+    });
+    drop(ctx);
+    t.assert_all_dropped();
+}
+
 // ---------------------------------------------------------------------------------------------
 // Part 11: issue 17 — nested captures (fault 4) and a fork's borrow of what it inherited
 // (fault 10).
@@ -1861,6 +1966,59 @@ fn fault10_a_write_inside_a_forks_borrow_of_its_inherited_value_is_refused() {
     );
     drop((fork, parent));
     assert_eq!(t.live(), 0, "every value dropped once");
+}
+
+/// Regression (round 3, no fault found): the fork's borrow mark of the test above covers every
+/// write entry point. Inside `with` / `with_top` of an inherited value in a fork, `set`,
+/// `replace`, `take`, `release`, `with_mut`, `push`, `pop`, `with_top_mut` and `enter` each
+/// panic naming the local; the outer borrow still sees its value, and after it the writes are
+/// the fork's own.
+#[test]
+fn every_write_inside_with_of_an_inherited_value_in_a_fork_is_refused() {
+    static L: Local<Counted> = Local::named("L").inheritable();
+    static S: LocalStack<Counted> = LocalStack::named("S").inheritable();
+    let t = Tally::new();
+    let parent = Context::new();
+    let snap = parent.run(|| {
+        L.set(t.make(1));
+        S.push(t.make(10));
+        Snapshot::capture()
+    });
+    snap.run(|| {
+        L.with(|outer| {
+            assert!(L.try_with_mut(|_| ()).is_err());
+            for (what, msg) in [
+                ("set", expect_panic(|| L.set(t.make(2)))),
+                ("replace", expect_panic(|| L.replace(t.make(3)))),
+                ("take", expect_panic(|| L.take())),
+                ("release", expect_panic(|| L.release())),
+                ("with_mut", expect_panic(|| L.with_mut(|_| ()))),
+            ] {
+                assert!(msg.contains("`L`"), "{what}: {msg}");
+            }
+            assert_eq!(outer.n, 1, "the outer `with` still sees its value");
+        });
+        S.with_top(|outer| {
+            for (what, msg) in [
+                ("push", expect_panic(|| S.push(t.make(11)))),
+                ("pop", expect_panic(|| S.pop())),
+                ("with_top_mut", expect_panic(|| S.with_top_mut(|_| ()))),
+                ("release", expect_panic(|| S.release())),
+            ] {
+                assert!(msg.contains("`S`"), "{what}: {msg}");
+            }
+            let guard =
+                std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| S.enter(t.make(12))));
+            assert!(guard.is_err(), "enter inside with_top");
+            assert_eq!(outer.n, 10);
+        });
+        // After the borrows: ordinary writes, the fork's own.
+        L.set(t.make(4));
+        assert_eq!(S.pop().map(|v| v.n), Some(10));
+    });
+    assert_eq!(parent.run(|| (L.with(|v| v.n), S.len())), (1, 1));
+    drop((snap, parent));
+    t.assert_all_dropped();
 }
 
 /// Fault 10: a `ContextGuard` dropped inside the fork's `with` of an inherited value leaves the
