@@ -13,12 +13,12 @@
 //! Every test that binds a local does so in an explicit `Context` (the harness may run several
 //! tests on one thread), so the asserts about "the thread's own context" mean something.
 
-use std::collections::HashMap;
-use std::future::Future;
-use std::pin::pin;
-use std::sync::LazyLock;
-use std::task::{Poll, Waker};
+mod common;
 
+use std::collections::HashMap;
+use std::sync::LazyLock;
+
+use common::poll::{block_on, yield_now};
 use context_local::baggage::{BaggageError, Extracted, Propagator, MAX_BYTES, MAX_MEMBERS};
 use context_local::{Context, FutureExt, Local};
 use proptest::prelude::*;
@@ -184,32 +184,6 @@ fn enc_min(text: &str) -> String {
         }
     }
     out
-}
-
-/// Polls `fut` on this thread until it is ready (every future here wakes itself or is ready).
-fn block_on<F: Future>(fut: F) -> F::Output {
-    let mut fut = pin!(fut);
-    let mut cx = std::task::Context::from_waker(Waker::noop());
-    loop {
-        if let Poll::Ready(v) = fut.as_mut().poll(&mut cx) {
-            return v;
-        }
-    }
-}
-
-/// Returns `Pending` once (waking itself), then `Ready`.
-async fn yield_once() {
-    let mut yielded = false;
-    std::future::poll_fn(|cx| {
-        if yielded {
-            Poll::Ready(())
-        } else {
-            yielded = true;
-            cx.waker().wake_by_ref();
-            Poll::Pending
-        }
-    })
-    .await;
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -1548,9 +1522,9 @@ fn a_handler_in_a_fork_reads_the_extracted_locals_and_nothing_leaks() {
 
         async fn handler() -> (Values, Values) {
             let before = Values::read();
-            yield_once().await;
+            yield_now().await;
             S.set("changed".into());
-            yield_once().await;
+            yield_now().await;
             (before, Values::read())
         }
         let (before, after) = block_on(handler().in_context(extracted.snapshot().fork()));

@@ -10,27 +10,15 @@
 
 mod common;
 
-use std::future::Future;
 use std::pin::pin;
-use std::task::{Context as TaskContext, Poll, Waker};
+use std::task::Poll;
 
-use common::poll::{poll_once, yield_now};
+use common::poll::{block_on, poll_once, yield_now};
 use common::{expect_panic, panic_location, Counted, Tally};
 use context_local::{
     context_local, context_stack, thread, AccessErrorKind, Context, FutureExt, Local, LocalStack,
     Snapshot,
 };
-
-/// Polls `fut` to completion on this thread (the futures here are ready or pending once).
-fn block_on<F: Future>(fut: F) -> F::Output {
-    let mut fut = pin!(fut);
-    let mut cx = TaskContext::from_waker(Waker::noop());
-    loop {
-        if let Poll::Ready(v) = fut.as_mut().poll(&mut cx) {
-            return v;
-        }
-    }
-}
 
 /// What every refusal says: the local, that the context is the thread's own, and the fixes.
 fn assert_teaches(msg: &str, name: &str) {

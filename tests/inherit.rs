@@ -16,14 +16,14 @@
 mod common;
 
 use std::cell::{Cell, RefCell};
-use std::future::{poll_fn, Future};
-use std::pin::pin;
+use std::future::Future;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering::SeqCst};
 use std::sync::{mpsc, Arc, Mutex, OnceLock};
-use std::task::{Poll, Waker};
+use std::task::Waker;
 use std::thread;
 use std::time::Duration;
 
+use common::poll::{block_on, yield_now};
 use common::{expect_panic, keep, run_child, within, Counted, Log, Parked, Tally};
 use context_local::{
     context_local, context_stack, thread as cl_thread, AccessErrorKind, Context, ContextGuard,
@@ -32,32 +32,6 @@ use context_local::{
 
 // ---------------------------------------------------------------------------------------------
 // Helpers.
-
-/// Polls `fut` on this thread until it is ready (every future here wakes itself or is ready).
-fn block_on<F: Future>(fut: F) -> F::Output {
-    let mut fut = pin!(fut);
-    let mut cx = std::task::Context::from_waker(Waker::noop());
-    loop {
-        if let Poll::Ready(v) = fut.as_mut().poll(&mut cx) {
-            return v;
-        }
-    }
-}
-
-/// Pending once, then ready.
-async fn yield_once() {
-    let mut yielded = false;
-    poll_fn(|cx| {
-        if yielded {
-            Poll::Ready(())
-        } else {
-            yielded = true;
-            cx.waker().wake_by_ref();
-            Poll::Pending
-        }
-    })
-    .await;
-}
 
 /// The `n` of every element of `stack` in the current context, bottom first.
 fn ns(stack: &LocalStack<Counted>) -> Vec<u64> {
@@ -289,10 +263,10 @@ fn in_child_context_captures_when_called() {
         N.set(1);
         let task = async {
             let seen = (L.get(), S.top(), N.get());
-            yield_once().await;
+            yield_now().await;
             L.set(5);
             S.push(5);
-            yield_once().await;
+            yield_now().await;
             (seen, L.get(), S.len())
         }
         .in_child_context();
@@ -847,7 +821,7 @@ fn children_values_are_dropped_when_they_end() {
             async move {
                 L.with_mut(|c| c.n = 8);
                 N.set(tc.make(9));
-                yield_once().await;
+                yield_now().await;
             }
             .in_child_context()
         });

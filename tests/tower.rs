@@ -2,26 +2,17 @@
 //! or flips its order and shows the failure.
 #![cfg(feature = "tower")]
 
+mod common;
+
 use std::convert::Infallible;
-use std::future::{ready, Future, Ready};
-use std::pin::pin;
+use std::future::{ready, Ready};
 use std::task::{Context as TaskContext, Poll, Waker};
 
+use common::poll::block_on;
 use context_local::tower::ContextLayer;
 use context_local::Local;
 use tower_layer::Layer;
 use tower_service::Service;
-
-/// Polls `f` to completion on this thread (the futures here never wait).
-fn block_on<F: Future>(f: F) -> F::Output {
-    let mut f = pin!(f);
-    let mut cx = TaskContext::from_waker(Waker::noop());
-    loop {
-        if let Poll::Ready(v) = f.as_mut().poll(&mut cx) {
-            return v;
-        }
-    }
-}
 
 /// A service whose `poll_ready` binds `local` (as a middleware might, carelessly) and whose
 /// `call` answers with what the request sees there.
