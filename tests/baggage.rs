@@ -886,11 +886,11 @@ fn every_kind_of_malformed_member_is_reported_and_never_applied() {
     );
 }
 
-/// Regression (round 2, issue 17 fault 7): a `HashMap` carrier holding several spellings of the
-/// header (`baggage`, `Baggage`, `BAGGAGE`) was read in the map's random order, so which member
-/// won on a duplicate key changed from map to map. It is read in one order, whatever the map's
-/// hasher: the keys in byte order, so the lower-case `baggage` comes last and its members win
-/// on a duplicate key.
+/// Regression (issue 17, fault 7): a `HashMap` carrier holding several spellings of the header
+/// (`baggage`, `Baggage`, `BAGGAGE`) was read in the map's random order, so which member won on
+/// a duplicate key changed from map to map. It is read in one order, whatever the map's hasher:
+/// the keys in byte order, so the lower-case `baggage` comes last and its members win on a
+/// duplicate key.
 #[test]
 fn hashmap_carrier_with_several_spellings_of_the_header_is_read_in_a_fixed_order() {
     for _ in 0..64 {
@@ -927,8 +927,8 @@ fn hashmap_carrier_with_several_spellings_of_the_header_is_read_in_a_fixed_order
     }
 }
 
-/// Regression (round 2, issue 17 fault 6; W3C MUST): a percent-encoded value that is not UTF-8
-/// is rejected (reported, never decoded with U+FFFD) and the valid members still apply, through
+/// Regression (issue 17, fault 6; W3C MUST): a percent-encoded value that is not UTF-8 is
+/// rejected (reported, never decoded with U+FFFD) and the valid members still apply, through
 /// every carrier; properties handed to OpenTelemetry were passed on raw, and now a property
 /// that is not UTF-8 is dropped while its member is kept.
 #[test]
@@ -1596,11 +1596,11 @@ mod otel {
     }
 }
 
-/// Regression (round 2, issue 17 fault 2): OpenTelemetry metadata was written into the header
-/// verbatim, so `p=1,s=forged` became a member `s=forged` and CR LF went into the header. It is
-/// written as W3C properties (token keys, percent-encoded values), so it can neither forge a
-/// member nor break the header, and reads back the same through `opentelemetry_sdk`'s
-/// `BaggagePropagator` and through ours.
+/// Regression (issue 17, fault 2): OpenTelemetry metadata was written into the header verbatim,
+/// so `p=1,s=forged` became a member `s=forged` and CR LF went into the header. It is written
+/// as W3C properties (token keys, percent-encoded values), so it can neither forge a member nor
+/// break the header, and reads back the same through `opentelemetry_sdk`'s `BaggagePropagator`
+/// and through ours.
 #[cfg(feature = "opentelemetry")]
 mod otel_metadata {
     use super::*;
@@ -1818,11 +1818,11 @@ fn concurrent_requests_each_see_their_own_baggage() {
 // ---------------------------------------------------------------------------------------------
 // Part 7: `inject` against a borrowed local and other parties' members.
 
-/// Regression (round 2, issue 17 fault 5): `inject` inside `with_mut` of a carried local took
-/// the value it could not read for an unbound one: `Ok`, the value left out and the upstream
-/// member removed. It is an error naming the local now, instead of a header that silently lacks
-/// it; the other members are written, and no stale member stands in for the value that could
-/// not be read.
+/// Regression (issue 17, fault 5): `inject` inside `with_mut` of a carried local took the value
+/// it could not read for an unbound one: `Ok`, the value left out and the upstream member
+/// removed. It is an error naming the local now, instead of a header that silently lacks it;
+/// the other members are written, and no stale member stands in for the value that could not be
+/// read.
 #[test]
 fn inject_inside_with_mut_of_a_carried_local_is_an_error_naming_it() {
     Context::new().run(|| {
@@ -1848,9 +1848,9 @@ fn inject_inside_with_mut_of_a_carried_local_is_an_error_naming_it() {
     });
 }
 
-/// Regression (round 2, issue 17 fault 2): a member of another party already in the carrier was
-/// passed on as it was, CR LF included. It is kept only if it is safe to send: otherwise
-/// dropped and reported.
+/// Regression (issue 17, fault 2): a member of another party already in the carrier was passed
+/// on as it was, CR LF included. It is kept only if it is safe to send: otherwise dropped and
+/// reported.
 #[test]
 fn inject_drops_an_existing_member_with_control_characters() {
     let mut headers = carrier("ok=1,bad=a\r\nx-evil: 1");

@@ -7,8 +7,10 @@
 //! capture and copy-on-write included) dropped exactly once, when its last holder goes.
 //! Part 5: the `Snapshot` API itself. Part 6: iteration across contexts. Part 7: `with_init`,
 //! `with_mut`, macros. Part 8: tokio. Part 9: non-`static` locals whose index is recycled.
-//! Part 10: adversarial cases (foreign guard drops, teardown, re-entrant `Clone`). Part 11:
-//! captures and copy-on-write while user code drops a local, leaves the context or writes.
+//! Part 10: foreign guard drops, teardown, a re-entrant or panicking `Clone`. Part 11: a
+//! capture inside `Clone`, and a fork's borrow of what it inherited; then captures and
+//! copy-on-write while user code drops a local, leaves the context or writes. Part 12: captures
+//! that update the last frame.
 //!
 //! Each test has its own statics, and asserts that need a context with nothing else in it run
 //! in an explicit `Context` (the test harness may run several tests on one thread).
@@ -1540,7 +1542,8 @@ fn a_dropped_local_leaves_nothing_in_the_cached_capture() {
 }
 
 // ---------------------------------------------------------------------------------------------
-// Part 10: adversarial.
+// Part 10: foreign guard drops, teardown, and a `Clone` that writes locals or panics
+// during a capture.
 
 /// A `StackGuard` of an inheritable stack dropped outside its context (here: after the context
 /// was left) removes its value; a capture made afterwards must not still hand the removed
@@ -1878,14 +1881,13 @@ fn clone_panicking_during_a_capture_loses_nothing() {
 }
 
 // ---------------------------------------------------------------------------------------------
-// Part 11: issue 17 — nested captures (fault 4) and a fork's borrow of what it inherited
-// (fault 10).
+// Part 11: a capture inside `Clone` during a capture, and a fork's borrow of what it inherited.
 
-/// Fault 10: in a fork that has not written the local yet, `with` lends the *inherited* value.
-/// A write of that local inside it — `with_mut`, `set`, `take`, stack `push`/`pop` — is refused
-/// (`Borrowed`) exactly as in the parent, instead of materialising the fork's own copy behind
-/// the outer borrow's back; another local, and a nested read, are not affected. After the
-/// borrow the same write succeeds (the copy-on-write happens then).
+/// Regression (issue 17, fault 10): in a fork that has not written the local yet, `with` lends
+/// the *inherited* value. A write of that local inside it — `with_mut`, `set`, `take`, stack
+/// `push`/`pop` — is refused (`Borrowed`) exactly as in the parent, instead of materialising
+/// the fork's own copy behind the outer borrow's back; another local, and a nested read, are
+/// not affected. After the borrow the same write succeeds (the copy-on-write happens then).
 #[test]
 fn fault10_a_write_inside_a_forks_borrow_of_its_inherited_value_is_refused() {
     static L: Local<Counted> = Local::named("F10_L").inheritable();
@@ -1995,9 +1997,9 @@ fn every_write_inside_with_of_an_inherited_value_in_a_fork_is_refused() {
     t.assert_all_dropped();
 }
 
-/// Fault 10: a `ContextGuard` dropped inside the fork's `with` of an inherited value leaves the
-/// context when that borrow ends, as it does in the parent (a borrowed value keeps its context
-/// claimed): meanwhile the context cannot be entered.
+/// Regression (issue 17, fault 10): a `ContextGuard` dropped inside the fork's `with` of an
+/// inherited value leaves the context when that borrow ends, as it does in the parent (a
+/// borrowed value keeps its context claimed): meanwhile the context cannot be entered.
 #[test]
 fn fault10_leaving_a_fork_inside_its_borrow_of_an_inherited_value_is_deferred() {
     static L: Local<u32> = Local::named("F10_DEFER").inheritable();
@@ -2047,11 +2049,11 @@ impl Clone for NestsCapture {
     }
 }
 
-/// Fault 4: a capture made inside a value's `Clone` while another capture clones it — the
-/// cached capture stale, `F4_L1` changed since — must not return the stale cache (`F4_L1 ==
-/// 1`). It cannot be given a current frame either (that needs a copy of the very value being
-/// cloned, i.e. the same `Clone` again): it panics naming that local. The outer capture is
-/// complete and current, and every value is dropped once.
+/// Regression (issue 17, fault 4): a capture made inside a value's `Clone` while another
+/// capture clones it — the cached capture stale, `F4_L1` changed since — must not return the
+/// stale cache (`F4_L1 == 1`). It cannot be given a current frame either (that needs a copy of
+/// the very value being cloned, i.e. the same `Clone` again): it panics naming that local. The
+/// outer capture is complete and current, and every value is dropped once.
 #[test]
 fn fault4_a_capture_inside_clone_during_a_capture_is_never_stale() {
     static L2: Local<NestsCapture> = Local::named("F4_L2").inheritable();
@@ -2085,7 +2087,8 @@ fn fault4_a_capture_inside_clone_during_a_capture_is_never_stale() {
     assert_eq!(t.live(), 0, "every value dropped once");
 }
 
-/// Fault 4: the nested capture's panic points at the line of that capture (`track_caller`).
+/// Regression (issue 17, fault 4): the nested capture's panic points at the line of that
+/// capture (`track_caller`).
 #[test]
 fn fault4_the_nested_captures_panic_points_at_its_caller() {
     static LINE: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
@@ -2111,9 +2114,9 @@ fn fault4_the_nested_captures_panic_points_at_its_caller() {
     assert!(msg.contains("F4_LOCATED"), "{msg}");
 }
 
-/// Fault 4: with no cached capture yet, a capture inside `Clone` used to build again — and
-/// clone again — until the stack overflowed (the process aborted). Run in a child process so
-/// that an abort fails this test instead of the whole run.
+/// Regression (issue 17, fault 4): with no cached capture yet, a capture inside `Clone` used to
+/// build again — and clone again — until the stack overflowed (the process aborted). Run in a
+/// child process so that an abort fails this test instead of the whole run.
 #[test]
 fn fault4_a_capture_inside_clone_of_a_first_capture_panics_instead_of_aborting() {
     common::child_must_succeed(
@@ -2151,9 +2154,9 @@ fn child_fault4_capture_inside_clone_of_a_first_capture() {
     assert_eq!(t.live(), 0);
 }
 
-/// Fault 4 (found on the way): a capture whose `Clone` panics must leave the cached capture
-/// marked stale; it used to clear the mark before building and keep it cleared on unwind, so
-/// the next capture returned the capture from before the last write.
+/// Regression (issue 17, fault 4, found on the way): a capture whose `Clone` panics must leave
+/// the cached capture marked stale; it used to clear the mark before building and keep it
+/// cleared on unwind, so the next capture returned the capture from before the last write.
 #[test]
 fn fault4_a_panicking_clone_does_not_leave_a_stale_cached_capture() {
     static A: Local<u32> = Local::named("F4_STALE_A").inheritable();

@@ -53,8 +53,8 @@ where
         .collect()
 }
 
-/// Issue 17, fault 11: what the inner `poll_ready` binds stays in no context — neither the
-/// worker thread's, nor (through inheritance) the next request's.
+/// Regression (issue 17, fault 11): what the inner `poll_ready` binds stays in no context —
+/// neither the worker thread's, nor (through inheritance) the next request's.
 #[test]
 fn poll_ready_binds_nothing_that_outlives_it() {
     static LEAK: Local<u64> = Local::named("LEAK").inheritable();
