@@ -6,19 +6,21 @@
 //! Part 1: inject → extract round trips (property). Part 2: hostile headers — random bytes and
 //! mutated valid headers — against an independent reference parser (property). Part 3: the
 //! W3C limits, at and one over. Part 4: `http::HeaderMap`. Part 5: OpenTelemetry, both ways.
-//! Part 6: end to end: extract, fork, run a handler (also 200 concurrent tokio tasks).
+//! Part 6: end to end: extract, fork, run a handler (also 200 concurrent tokio tasks). Part 7:
+//! `inject` inside `with_mut` of a carried local, and members of other parties that are not
+//! safe to send.
 //!
 //! `PROPTEST_CASES` sets the number of cases of each property (default 256).
 //!
 //! Every test that binds a local does so in an explicit `Context` (the harness may run several
 //! tests on one thread), so the asserts about "the thread's own context" mean something.
 
-use std::collections::HashMap;
-use std::future::Future;
-use std::pin::pin;
-use std::sync::LazyLock;
-use std::task::{Poll, Waker};
+mod common;
 
+use std::collections::HashMap;
+use std::sync::LazyLock;
+
+use common::poll::{block_on, yield_now};
 use context_local::baggage::{BaggageError, Extracted, Propagator, MAX_BYTES, MAX_MEMBERS};
 use context_local::{Context, FutureExt, Local};
 use proptest::prelude::*;
@@ -184,32 +186,6 @@ fn enc_min(text: &str) -> String {
         }
     }
     out
-}
-
-/// Polls `fut` on this thread until it is ready (every future here wakes itself or is ready).
-fn block_on<F: Future>(fut: F) -> F::Output {
-    let mut fut = pin!(fut);
-    let mut cx = std::task::Context::from_waker(Waker::noop());
-    loop {
-        if let Poll::Ready(v) = fut.as_mut().poll(&mut cx) {
-            return v;
-        }
-    }
-}
-
-/// Returns `Pending` once (waking itself), then `Ready`.
-async fn yield_once() {
-    let mut yielded = false;
-    std::future::poll_fn(|cx| {
-        if yielded {
-            Poll::Ready(())
-        } else {
-            yielded = true;
-            cx.waker().wake_by_ref();
-            Poll::Pending
-        }
-    })
-    .await;
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -910,6 +886,89 @@ fn every_kind_of_malformed_member_is_reported_and_never_applied() {
     );
 }
 
+/// Regression (issue 17, fault 7): a `HashMap` carrier holding several spellings of the header
+/// (`baggage`, `Baggage`, `BAGGAGE`) was read in the map's random order, so which member won on
+/// a duplicate key changed from map to map. It is read in one order, whatever the map's hasher:
+/// the keys in byte order, so the lower-case `baggage` comes last and its members win on a
+/// duplicate key.
+#[test]
+fn hashmap_carrier_with_several_spellings_of_the_header_is_read_in_a_fixed_order() {
+    for _ in 0..64 {
+        // A new `RandomState` per map: its iteration order changes from map to map.
+        let headers = HashMap::from([
+            ("baggage".to_string(), "s=lower".to_string()),
+            ("Baggage".to_string(), "s=upper,n=1".to_string()),
+            ("BAGGAGE".to_string(), "s=shout,i=2".to_string()),
+        ]);
+        let extracted = PROPAGATOR.extract(&headers);
+        assert!(extracted.errors().is_empty());
+        let v = seen(&extracted);
+        assert_eq!(
+            (v.s.as_deref(), v.n, v.i),
+            (Some("lower"), Some(1), Some(2))
+        );
+
+        // Injecting keeps the other parties' members of every spelling, in the same order,
+        // and leaves one (lower-case) header.
+        let mut headers = HashMap::from([
+            ("baggage".to_string(), "a=1".to_string()),
+            ("Baggage".to_string(), "b=2".to_string()),
+        ]);
+        inject_values(
+            &Values {
+                n: Some(3),
+                ..Values::default()
+            },
+            &mut headers,
+        )
+        .unwrap();
+        assert_eq!(headers.len(), 1, "{headers:?}");
+        assert_eq!(headers["baggage"], "b=2,a=1,n=3");
+    }
+}
+
+/// Regression (issue 17, fault 6; W3C MUST): a percent-encoded value that is not UTF-8 is
+/// rejected (reported, never decoded with U+FFFD) and the valid members still apply, through
+/// every carrier; properties handed to OpenTelemetry were passed on raw, and now a property
+/// that is not UTF-8 is dropped while its member is kept.
+#[test]
+fn percent_encoded_bytes_that_are_not_utf8_are_rejected_not_replaced() {
+    let header = "s=ab%FFcd,n=4,other=x%C3";
+    let check = |extracted: &Extracted| {
+        let v = seen(extracted);
+        assert_eq!((v.s, v.n), (None, Some(4)));
+        let errors = extracted.errors();
+        assert_eq!(errors.len(), 2, "{errors:?}");
+        assert_eq!(errors[0].member(), "s=ab%FFcd");
+        assert!(errors[0].to_string().contains("UTF-8"), "{}", errors[0]);
+        assert_eq!(errors[1].member(), "other=x%C3");
+    };
+    check(&PROPAGATOR.extract(&carrier(header)));
+    check(&PROPAGATOR.extract_headers([header.as_bytes()]));
+    #[cfg(feature = "http")]
+    {
+        let mut map = http::HeaderMap::new();
+        map.insert("baggage", http::HeaderValue::from_static(header));
+        check(&PROPAGATOR.extract(&map));
+    }
+    #[cfg(feature = "opentelemetry")]
+    {
+        use opentelemetry::baggage::BaggageExt;
+        use opentelemetry::propagation::TextMapPropagator;
+        let cx = TextMapPropagator::extract(&*PROPAGATOR, &carrier(header));
+        check(cx.get::<Extracted>().unwrap());
+        assert!(cx.baggage().is_empty(), "{:?}", cx.baggage());
+        // Nor in a property: `p=%FF` is dropped from the metadata, the member is kept.
+        let cx = TextMapPropagator::extract(&*PROPAGATOR, &carrier("other=1;p=%FF;q=%C3%A9"));
+        assert_eq!(
+            cx.baggage()
+                .get_with_metadata("other")
+                .map(|(v, m)| (v.as_str(), m.as_str())),
+            Some(("1", "q=\u{e9}"))
+        );
+    }
+}
+
 // ---------------------------------------------------------------------------------------------
 // Part 3: the W3C limits.
 
@@ -1537,200 +1596,11 @@ mod otel {
     }
 }
 
-// ---------------------------------------------------------------------------------------------
-// Part 6: end to end.
-
-#[test]
-fn a_handler_in_a_fork_reads_the_extracted_locals_and_nothing_leaks() {
-    Context::new().run(|| {
-        let extracted = PROPAGATOR.extract(&carrier("s=acme%20corp,n=7,unknown=1"));
-        assert!(extracted.errors().is_empty());
-
-        async fn handler() -> (Values, Values) {
-            let before = Values::read();
-            yield_once().await;
-            S.set("changed".into());
-            yield_once().await;
-            (before, Values::read())
-        }
-        let (before, after) = block_on(handler().in_context(extracted.snapshot().fork()));
-        let expected = Values {
-            s: Some("acme corp".into()),
-            n: Some(7),
-            ..Values::default()
-        };
-        assert_eq!(before, expected);
-        assert_eq!(after.s.as_deref(), Some("changed"));
-        // Neither this context nor the snapshot saw the handler's write.
-        assert_eq!(Values::read(), Values::default());
-        assert_eq!(seen(&extracted), expected);
-
-        // `Snapshot::run`, and a thread started with `Snapshot::wrap`.
-        assert_eq!(extracted.snapshot().run(|| S.get()), expected.s);
-        let job = extracted.snapshot().wrap(Values::read);
-        assert_eq!(std::thread::spawn(job).join().unwrap(), expected);
-        assert_eq!(Values::read(), Values::default());
-
-        // The extracted values reach the handler's children (baggage locals are inheritable).
-        let child = extracted
-            .snapshot()
-            .run(|| context_local::thread::spawn(|| S.get()).join().unwrap());
-        assert_eq!(child, expected.s);
-    });
-}
-
-#[test]
-fn concurrent_requests_each_see_their_own_baggage() {
-    const REQUESTS: u64 = 200;
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .build()
-        .unwrap();
-    runtime.block_on(async {
-        let tasks: Vec<_> = (0..REQUESTS)
-            .map(|r| {
-                let headers = carrier(&format!("s=req%20{r},n={r},i={}", -(r as i64)));
-                let extracted = PROPAGATOR.extract(&headers);
-                assert!(extracted.errors().is_empty());
-                let handler = async move {
-                    for step in 0..5 {
-                        let v = Values::read();
-                        assert_eq!(v.n, Some(r), "request {r} step {step}");
-                        assert_eq!(v.s, Some(format!("req {r}")));
-                        assert_eq!(v.i.map(i64::from), Some(-(r as i64)));
-                        tokio::task::yield_now().await;
-                    }
-                    I.set(0); // the request's own from now on
-                    tokio::task::yield_now().await;
-                    I.get()
-                };
-                tokio::spawn(handler.in_context(extracted.into_snapshot().fork()))
-            })
-            .collect();
-        for t in tasks {
-            assert_eq!(t.await.unwrap(), Some(0));
-        }
-        // The workers' own contexts never saw a request's values.
-        for _ in 0..8 {
-            let own = tokio::spawn(async { Values::read() }).await.unwrap();
-            assert_eq!(own, Values::default());
-        }
-    });
-}
-
-// ---------------------------------------------------------------------------------------------
-// Part 7: round-2 faults (issue 17: 2, 5, 6, 7).
-
-/// Fault 7: a `HashMap` carrier holding both `baggage` and `Baggage` is read in one order,
-/// whatever the map's hasher: the keys in byte order, so the lower-case `baggage` comes last
-/// and its members win on a duplicate key.
-#[test]
-fn hashmap_carrier_with_several_spellings_of_the_header_is_read_in_a_fixed_order() {
-    for _ in 0..64 {
-        // A new `RandomState` per map: its iteration order changes from map to map.
-        let headers = HashMap::from([
-            ("baggage".to_string(), "s=lower".to_string()),
-            ("Baggage".to_string(), "s=upper,n=1".to_string()),
-            ("BAGGAGE".to_string(), "s=shout,i=2".to_string()),
-        ]);
-        let extracted = PROPAGATOR.extract(&headers);
-        assert!(extracted.errors().is_empty());
-        let v = seen(&extracted);
-        assert_eq!(
-            (v.s.as_deref(), v.n, v.i),
-            (Some("lower"), Some(1), Some(2))
-        );
-
-        // Injecting keeps the other parties' members of every spelling, in the same order,
-        // and leaves one (lower-case) header.
-        let mut headers = HashMap::from([
-            ("baggage".to_string(), "a=1".to_string()),
-            ("Baggage".to_string(), "b=2".to_string()),
-        ]);
-        inject_values(
-            &Values {
-                n: Some(3),
-                ..Values::default()
-            },
-            &mut headers,
-        )
-        .unwrap();
-        assert_eq!(headers.len(), 1, "{headers:?}");
-        assert_eq!(headers["baggage"], "b=2,a=1,n=3");
-    }
-}
-
-/// Fault 6 (W3C MUST): a percent-encoded value that is not UTF-8 is rejected — reported, never
-/// decoded with U+FFFD — and the valid members still apply; through every carrier.
-#[test]
-fn percent_encoded_bytes_that_are_not_utf8_are_rejected_not_replaced() {
-    let header = "s=ab%FFcd,n=4,other=x%C3";
-    let check = |extracted: &Extracted| {
-        let v = seen(extracted);
-        assert_eq!((v.s, v.n), (None, Some(4)));
-        let errors = extracted.errors();
-        assert_eq!(errors.len(), 2, "{errors:?}");
-        assert_eq!(errors[0].member(), "s=ab%FFcd");
-        assert!(errors[0].to_string().contains("UTF-8"), "{}", errors[0]);
-        assert_eq!(errors[1].member(), "other=x%C3");
-    };
-    check(&PROPAGATOR.extract(&carrier(header)));
-    check(&PROPAGATOR.extract_headers([header.as_bytes()]));
-    #[cfg(feature = "http")]
-    {
-        let mut map = http::HeaderMap::new();
-        map.insert("baggage", http::HeaderValue::from_static(header));
-        check(&PROPAGATOR.extract(&map));
-    }
-    #[cfg(feature = "opentelemetry")]
-    {
-        use opentelemetry::baggage::BaggageExt;
-        use opentelemetry::propagation::TextMapPropagator;
-        let cx = TextMapPropagator::extract(&*PROPAGATOR, &carrier(header));
-        check(cx.get::<Extracted>().unwrap());
-        assert!(cx.baggage().is_empty(), "{:?}", cx.baggage());
-        // Nor in a property: `p=%FF` is dropped from the metadata, the member is kept.
-        let cx = TextMapPropagator::extract(&*PROPAGATOR, &carrier("other=1;p=%FF;q=%C3%A9"));
-        assert_eq!(
-            cx.baggage()
-                .get_with_metadata("other")
-                .map(|(v, m)| (v.as_str(), m.as_str())),
-            Some(("1", "q=\u{e9}"))
-        );
-    }
-}
-
-/// Fault 5: `inject` inside `with_mut` of a carried local cannot read the value: it says so,
-/// naming the local, instead of a header that silently lacks it. The other members are
-/// written; no stale member stands in for the value that could not be read.
-#[test]
-fn inject_inside_with_mut_of_a_carried_local_is_an_error_naming_it() {
-    Context::new().run(|| {
-        S.set("mine".into());
-        N.set(1);
-        let mut headers = carrier("s=upstream,other=1");
-        let result = S.with_mut(|_| PROPAGATOR.inject(&mut headers));
-        let err = result.expect_err("inject could not read `S`");
-        assert_eq!(err.key(), Some("s"));
-        assert_eq!(err.local(), Some("S"));
-        assert!(err.to_string().contains("`S`"), "{err}");
-        assert!(err.to_string().contains("with_mut"), "{err}");
-        assert_eq!(headers["baggage"], "other=1,n=1");
-
-        // Outside `with_mut`, the same call is fine.
-        PROPAGATOR.inject(&mut headers).unwrap();
-        assert_eq!(headers["baggage"], "other=1,s=mine,n=1");
-
-        // `with` of the same local is no problem either (a shared borrow).
-        let mut headers = HashMap::new();
-        S.with(|_| PROPAGATOR.inject(&mut headers)).unwrap();
-        assert_eq!(headers["baggage"], "s=mine,n=1");
-    });
-}
-
-/// Fault 2: OpenTelemetry metadata is written as W3C properties — token keys, percent-encoded
-/// values — so it can neither forge a member nor break the header, and reads back the same
-/// through `opentelemetry_sdk`'s `BaggagePropagator` and through ours.
+/// Regression (issue 17, fault 2): OpenTelemetry metadata was written into the header verbatim,
+/// so `p=1,s=forged` became a member `s=forged` and CR LF went into the header. It is written
+/// as W3C properties (token keys, percent-encoded values), so it can neither forge a member nor
+/// break the header, and reads back the same through `opentelemetry_sdk`'s `BaggagePropagator`
+/// and through ours.
 #[cfg(feature = "opentelemetry")]
 mod otel_metadata {
     use super::*;
@@ -1864,7 +1734,123 @@ mod otel_metadata {
     }
 }
 
-/// A member of another party already in the carrier is kept only if it is safe to send.
+// ---------------------------------------------------------------------------------------------
+// Part 6: end to end.
+
+#[test]
+fn a_handler_in_a_fork_reads_the_extracted_locals_and_nothing_leaks() {
+    Context::new().run(|| {
+        let extracted = PROPAGATOR.extract(&carrier("s=acme%20corp,n=7,unknown=1"));
+        assert!(extracted.errors().is_empty());
+
+        async fn handler() -> (Values, Values) {
+            let before = Values::read();
+            yield_now().await;
+            S.set("changed".into());
+            yield_now().await;
+            (before, Values::read())
+        }
+        let (before, after) = block_on(handler().in_context(extracted.snapshot().fork()));
+        let expected = Values {
+            s: Some("acme corp".into()),
+            n: Some(7),
+            ..Values::default()
+        };
+        assert_eq!(before, expected);
+        assert_eq!(after.s.as_deref(), Some("changed"));
+        // Neither this context nor the snapshot saw the handler's write.
+        assert_eq!(Values::read(), Values::default());
+        assert_eq!(seen(&extracted), expected);
+
+        // `Snapshot::run`, and a thread started with `Snapshot::wrap`.
+        assert_eq!(extracted.snapshot().run(|| S.get()), expected.s);
+        let job = extracted.snapshot().wrap(Values::read);
+        assert_eq!(std::thread::spawn(job).join().unwrap(), expected);
+        assert_eq!(Values::read(), Values::default());
+
+        // The extracted values reach the handler's children (baggage locals are inheritable).
+        let child = extracted
+            .snapshot()
+            .run(|| context_local::thread::spawn(|| S.get()).join().unwrap());
+        assert_eq!(child, expected.s);
+    });
+}
+
+#[test]
+fn concurrent_requests_each_see_their_own_baggage() {
+    const REQUESTS: u64 = 200;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .build()
+        .unwrap();
+    runtime.block_on(async {
+        let tasks: Vec<_> = (0..REQUESTS)
+            .map(|r| {
+                let headers = carrier(&format!("s=req%20{r},n={r},i={}", -(r as i64)));
+                let extracted = PROPAGATOR.extract(&headers);
+                assert!(extracted.errors().is_empty());
+                let handler = async move {
+                    for step in 0..5 {
+                        let v = Values::read();
+                        assert_eq!(v.n, Some(r), "request {r} step {step}");
+                        assert_eq!(v.s, Some(format!("req {r}")));
+                        assert_eq!(v.i.map(i64::from), Some(-(r as i64)));
+                        tokio::task::yield_now().await;
+                    }
+                    I.set(0); // the request's own from now on
+                    tokio::task::yield_now().await;
+                    I.get()
+                };
+                tokio::spawn(handler.in_context(extracted.into_snapshot().fork()))
+            })
+            .collect();
+        for t in tasks {
+            assert_eq!(t.await.unwrap(), Some(0));
+        }
+        // The workers' own contexts never saw a request's values.
+        for _ in 0..8 {
+            let own = tokio::spawn(async { Values::read() }).await.unwrap();
+            assert_eq!(own, Values::default());
+        }
+    });
+}
+
+// ---------------------------------------------------------------------------------------------
+// Part 7: `inject` against a borrowed local and other parties' members.
+
+/// Regression (issue 17, fault 5): `inject` inside `with_mut` of a carried local took the value
+/// it could not read for an unbound one: `Ok`, the value left out and the upstream member
+/// removed. It is an error naming the local now, instead of a header that silently lacks it;
+/// the other members are written, and no stale member stands in for the value that could not be
+/// read.
+#[test]
+fn inject_inside_with_mut_of_a_carried_local_is_an_error_naming_it() {
+    Context::new().run(|| {
+        S.set("mine".into());
+        N.set(1);
+        let mut headers = carrier("s=upstream,other=1");
+        let result = S.with_mut(|_| PROPAGATOR.inject(&mut headers));
+        let err = result.expect_err("inject could not read `S`");
+        assert_eq!(err.key(), Some("s"));
+        assert_eq!(err.local(), Some("S"));
+        assert!(err.to_string().contains("`S`"), "{err}");
+        assert!(err.to_string().contains("with_mut"), "{err}");
+        assert_eq!(headers["baggage"], "other=1,n=1");
+
+        // Outside `with_mut`, the same call is fine.
+        PROPAGATOR.inject(&mut headers).unwrap();
+        assert_eq!(headers["baggage"], "other=1,s=mine,n=1");
+
+        // `with` of the same local is no problem either (a shared borrow).
+        let mut headers = HashMap::new();
+        S.with(|_| PROPAGATOR.inject(&mut headers)).unwrap();
+        assert_eq!(headers["baggage"], "s=mine,n=1");
+    });
+}
+
+/// Regression (issue 17, fault 2): a member of another party already in the carrier was passed
+/// on as it was, CR LF included. It is kept only if it is safe to send: otherwise dropped and
+/// reported.
 #[test]
 fn inject_drops_an_existing_member_with_control_characters() {
     let mut headers = carrier("ok=1,bad=a\r\nx-evil: 1");

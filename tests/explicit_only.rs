@@ -10,41 +10,15 @@
 
 mod common;
 
-use std::future::Future;
 use std::pin::pin;
-use std::task::{Context as TaskContext, Poll, Waker};
+use std::task::Poll;
 
+use common::poll::{block_on, poll_once, yield_now};
 use common::{expect_panic, panic_location, Counted, Tally};
 use context_local::{
     context_local, context_stack, thread, AccessErrorKind, Context, FutureExt, Local, LocalStack,
     Snapshot,
 };
-
-/// Polls `fut` to completion on this thread (the futures here are ready or pending once).
-fn block_on<F: Future>(fut: F) -> F::Output {
-    let mut fut = pin!(fut);
-    let mut cx = TaskContext::from_waker(Waker::noop());
-    loop {
-        if let Poll::Ready(v) = fut.as_mut().poll(&mut cx) {
-            return v;
-        }
-    }
-}
-
-/// Pending once, then ready: a `.await` that gives the executor back.
-async fn yield_now() {
-    let mut yielded = false;
-    std::future::poll_fn(|cx| {
-        if yielded {
-            Poll::Ready(())
-        } else {
-            yielded = true;
-            cx.waker().wake_by_ref();
-            Poll::Pending
-        }
-    })
-    .await
-}
 
 /// What every refusal says: the local, that the context is the thread's own, and the fixes.
 fn assert_teaches(msg: &str, name: &str) {
@@ -248,6 +222,103 @@ fn push_and_enter_are_refused_in_a_threads_own_context() {
     assert_eq!(t.live(), 0);
 }
 
+/// Regression (round 3, no fault found): every write entry point of an explicit-only local and
+/// stack (`set`, `replace`, `with_mut`, `try_with_mut`, an initializer run by `with`, `push`,
+/// `enter`, a proxy) is refused in a thread's own context and binds nothing there; inside a
+/// scope, writes in place go to the scoped value, which ends with the scope.
+#[test]
+fn explicit_only_refused_by_every_write_entry_point_in_a_threads_own_context() {
+    static L: Local<u32> = Local::named("L").explicit_only();
+    static D: Local<u32> = Local::with_init("D", || 5).explicit_only();
+    static S: LocalStack<u32> = LocalStack::named("S").explicit_only();
+    assert!(!expect_panic(|| L.set(1)).is_empty());
+    assert!(!expect_panic(|| L.replace(1)).is_empty());
+    assert!(!expect_panic(|| L.with_mut(|_| ())).is_empty());
+    assert!(L.try_with_mut(|_| ()).is_err());
+    assert!(!expect_panic(|| D.with(|_| ())).is_empty());
+    assert!(D.try_with(|_| ()).is_err());
+    assert_eq!(D.get(), None);
+    assert!(!D.is_set());
+    assert!(!expect_panic(|| S.push(1)).is_empty());
+    assert!(!expect_panic(|| S.enter(1)).is_empty());
+    assert!(D.proxy().try_with(|_| ()).is_err());
+    assert!(!format!("{}", D.proxy()).is_empty());
+    assert!(thread::bound_in_own_context().is_empty());
+    // Inside a scope the value is bound; writes in place are to the scoped value, which ends.
+    L.scope(1, || {
+        L.with_mut(|v| *v = 2);
+        assert_eq!(L.take(), Some(2));
+        assert!(!expect_panic(|| L.set(3)).is_empty());
+    });
+    assert!(!L.is_set());
+    S.scope(1, || {
+        S.with_top_mut(|v| *v = 2);
+        assert_eq!(S.pop(), Some(2));
+        assert!(!expect_panic(|| S.push(3)).is_empty());
+    });
+    assert!(S.is_empty());
+    assert!(thread::bound_in_own_context().is_empty());
+}
+
+/// Regression (round 3): an explicit-only stack's scope future, polled first in an explicit
+/// context and next in a thread's own, put its set-aside segment back there, so what the inner
+/// future had pushed above the scope's element stayed in the thread's own context after the
+/// scope ended. The fix refuses that poll like a `push` there, naming the stack: nothing is
+/// left in the thread's own context, the future still completes when polled in an explicit
+/// context, and every value is dropped once.
+#[test]
+fn stack_scope_future_carries_no_explicit_only_element_into_a_threads_own_context() {
+    static S: LocalStack<Counted> = LocalStack::named("S").explicit_only();
+    let t = Tally::new();
+    let c1 = Context::new();
+    let t2 = t.clone();
+    let mut fut = Box::pin(S.scope_future(t.make(0), async move {
+        S.push(t2.make(1)); // fine: polled in an explicit context
+        yield_now().await;
+        S.len()
+    }));
+    assert!(c1.run(|| poll_once(fut.as_mut())).is_pending());
+    // Second poll in the thread's own context, where S can never be pushed onto.
+    let msg = expect_panic(|| poll_once(fut.as_mut()));
+    assert!(
+        msg.contains("`S` is explicit-only") && msg.contains("this thread's own"),
+        "{msg}"
+    );
+    assert!(
+        thread::bound_in_own_context().is_empty() && S.is_empty(),
+        "an explicit-only element stayed in the thread's own context: {:?}, len {}",
+        thread::bound_in_own_context(),
+        S.len()
+    );
+    // Still usable where it belongs: polled to the end in an explicit context.
+    assert_eq!(c1.run(|| poll_once(fut.as_mut())), Poll::Ready(2));
+    assert_eq!(c1.run(|| S.pop().map(|v| v.n)), Some(1));
+    drop(fut);
+    assert!(S.is_empty() && thread::bound_in_own_context().is_empty());
+    drop(c1);
+    assert_eq!(t.live(), 0);
+}
+
+/// Control (of the test above): a plain stack's scope future may carry what it pushed into
+/// whatever context polls it, a thread's own included.
+#[test]
+fn control_a_plain_stack_scope_future_carries_its_pushes_into_a_threads_own_context() {
+    static S: LocalStack<u8> = LocalStack::named("S");
+    let c1 = Context::new();
+    let mut fut = pin!(S.scope_future(0, async {
+        S.push(1);
+        yield_now().await;
+        S.len()
+    }));
+    assert!(c1.run(|| poll_once(fut.as_mut())).is_pending());
+    assert_eq!(poll_once(fut.as_mut()), Poll::Ready(2));
+    assert_eq!(
+        S.pop(),
+        Some(1),
+        "the inner push stays with the last poller"
+    );
+}
+
 // ---------------------------------------------------------------------------------------------
 // Combined with inheritance and baggage.
 
@@ -293,6 +364,34 @@ fn combines_with_inheritable_and_baggage() {
     // ...while a std thread runs in its own context: refused there.
     let refused = std::thread::spawn(|| TENANT.set("x".into())).join();
     assert!(refused.is_err());
+}
+
+/// Regression (round 3, no fault found): a capture (`Snapshot::run`) and `thread::spawn` inside
+/// a scope in a thread's own context give explicit contexts: an inherited explicit-only value
+/// is a plain local there, and nothing comes back into the thread's own context.
+#[test]
+fn explicit_only_inherited_into_children_of_a_scope_in_a_threads_own_context() {
+    static L: Local<String> = Local::named("L").explicit_only().inheritable();
+    let (snap, spawned) = L.scope("acme".into(), || {
+        let snap = Snapshot::capture();
+        let h = thread::spawn(|| {
+            L.set("child".into());
+            L.get()
+        });
+        (snap, h.join().unwrap())
+    });
+    assert_eq!(spawned.as_deref(), Some("child"));
+    assert_eq!(snap.run(|| L.get()).as_deref(), Some("acme"));
+    assert_eq!(
+        snap.run(|| {
+            L.set("x".into());
+            L.get()
+        })
+        .as_deref(),
+        Some("x")
+    );
+    assert!(!L.is_set());
+    assert!(thread::bound_in_own_context().is_empty());
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -6,32 +6,12 @@
 mod common;
 
 use std::cell::RefCell;
-use std::future::Future;
 use std::rc::Rc;
-use std::task::{Context as TaskContext, Poll, Waker};
+use std::task::Poll;
 
+use common::poll::{poll_once, yield_now};
 use common::{Counted, Tally};
 use context_local::{Context, ContextId, LocalStack, StackGuard};
-
-/// Pending once, then ready: a `.await` that gives the executor back.
-async fn yield_now() {
-    let mut yielded = false;
-    std::future::poll_fn(|cx| {
-        if yielded {
-            Poll::Ready(())
-        } else {
-            yielded = true;
-            cx.waker().wake_by_ref();
-            Poll::Pending
-        }
-    })
-    .await
-}
-
-fn poll_once<F: Future>(fut: std::pin::Pin<&mut F>) -> Poll<F::Output> {
-    let mut cx = TaskContext::from_waker(Waker::noop());
-    fut.poll(&mut cx)
-}
 
 /// The current context's stack, bottom first, by the values' numbers.
 fn here(s: &'static LocalStack<Counted>) -> Vec<u64> {
@@ -240,4 +220,39 @@ fn guard_whose_element_was_popped_in_the_other_context_removes_nothing() {
     drop(fut);
     drop((c1, c2));
     t.assert_all_dropped();
+}
+
+/// Regression (round 3): a `StackGuard` taken inside a stack scope future (a `!Send` future on
+/// a local executor) whose segment was set aside and put back in another context found nothing
+/// when dropped there (the segment's elements were numbered afresh), so its element stayed in
+/// that context for good. With element numbers unique across contexts, the guard removes
+/// exactly its own element wherever its segment is, and nothing is left in either context.
+#[test]
+fn stack_guard_inside_a_scope_future_polled_in_two_contexts_removes_its_own_element() {
+    static S: LocalStack<Counted> = LocalStack::named("S");
+    let t = Tally::new();
+    let (c1, c2) = (Context::new(), Context::new());
+    let t2 = t.clone();
+    // Boxed, to be dropped before the count: a finished scope future keeps its own element
+    // (taken back out of the stack) until it is dropped, like tokio's `TaskLocalFuture`.
+    let mut fut = Box::pin(S.scope_future(t.make(0), async move {
+        let g = S.enter(t2.make(1));
+        yield_now().await;
+        drop(g);
+        let top = S.with_top(|v| v.n);
+        yield_now().await;
+        (top, S.len())
+    }));
+    assert!(c1.run(|| poll_once(fut.as_mut())).is_pending());
+    assert!(c2.run(|| poll_once(fut.as_mut())).is_pending());
+    let out = c2.run(|| poll_once(fut.as_mut()));
+    assert_eq!(out, Poll::Ready((Some(0), 1)), "the guard's element stayed");
+    assert_eq!(
+        (c1.run(|| S.len()), c2.run(|| S.len())),
+        (0, 0),
+        "elements left behind"
+    );
+    drop(fut);
+    drop((c1, c2));
+    assert_eq!(t.live(), 0);
 }

@@ -7,8 +7,10 @@
 //! capture and copy-on-write included) dropped exactly once, when its last holder goes.
 //! Part 5: the `Snapshot` API itself. Part 6: iteration across contexts. Part 7: `with_init`,
 //! `with_mut`, macros. Part 8: tokio. Part 9: non-`static` locals whose index is recycled.
-//! Part 10: adversarial cases (foreign guard drops, teardown, re-entrant `Clone`). Part 11:
-//! captures and copy-on-write while user code drops a local, leaves the context or writes.
+//! Part 10: foreign guard drops, teardown, a re-entrant or panicking `Clone`. Part 11: a
+//! capture inside `Clone`, and a fork's borrow of what it inherited; then captures and
+//! copy-on-write while user code drops a local, leaves the context or writes. Part 12: captures
+//! that update the last frame.
 //!
 //! Each test has its own statics, and asserts that need a context with nothing else in it run
 //! in an explicit `Context` (the test harness may run several tests on one thread).
@@ -16,14 +18,14 @@
 mod common;
 
 use std::cell::{Cell, RefCell};
-use std::future::{poll_fn, Future};
-use std::pin::pin;
+use std::future::Future;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering::SeqCst};
 use std::sync::{mpsc, Arc, Mutex, OnceLock};
-use std::task::{Poll, Waker};
+use std::task::Waker;
 use std::thread;
 use std::time::Duration;
 
+use common::poll::{block_on, yield_now};
 use common::{expect_panic, keep, run_child, within, Counted, Log, Parked, Tally};
 use context_local::{
     context_local, context_stack, thread as cl_thread, AccessErrorKind, Context, ContextGuard,
@@ -32,32 +34,6 @@ use context_local::{
 
 // ---------------------------------------------------------------------------------------------
 // Helpers.
-
-/// Polls `fut` on this thread until it is ready (every future here wakes itself or is ready).
-fn block_on<F: Future>(fut: F) -> F::Output {
-    let mut fut = pin!(fut);
-    let mut cx = std::task::Context::from_waker(Waker::noop());
-    loop {
-        if let Poll::Ready(v) = fut.as_mut().poll(&mut cx) {
-            return v;
-        }
-    }
-}
-
-/// Pending once, then ready.
-async fn yield_once() {
-    let mut yielded = false;
-    poll_fn(|cx| {
-        if yielded {
-            Poll::Ready(())
-        } else {
-            yielded = true;
-            cx.waker().wake_by_ref();
-            Poll::Pending
-        }
-    })
-    .await;
-}
 
 /// The `n` of every element of `stack` in the current context, bottom first.
 fn ns(stack: &LocalStack<Counted>) -> Vec<u64> {
@@ -289,10 +265,10 @@ fn in_child_context_captures_when_called() {
         N.set(1);
         let task = async {
             let seen = (L.get(), S.top(), N.get());
-            yield_once().await;
+            yield_now().await;
             L.set(5);
             S.push(5);
-            yield_once().await;
+            yield_now().await;
             (seen, L.get(), S.len())
         }
         .in_child_context();
@@ -847,7 +823,7 @@ fn children_values_are_dropped_when_they_end() {
             async move {
                 L.with_mut(|c| c.n = 8);
                 N.set(tc.make(9));
-                yield_once().await;
+                yield_now().await;
             }
             .in_child_context()
         });
@@ -1139,6 +1115,33 @@ fn for_each_and_contexts_count_forks_that_only_inherited() {
     let third = snapshot.fork();
     assert_eq!(L.contexts(), 1);
     assert_eq!(collect_l(), [(third.id(), 1)]);
+}
+
+/// Regression (round 3, no fault found): `for_each` and `contexts` agree on whether a fork that
+/// only inherited a value holds it, and a fork's own write is visited as the fork's.
+#[test]
+fn for_each_and_contexts_agree_on_forks() {
+    static L: Local<u64> = Local::named("L").inheritable();
+    let parent = Context::new();
+    let snap = parent.run(|| {
+        L.set(1);
+        Snapshot::capture()
+    });
+    let fork = snap.fork();
+    fork.run(|| assert_eq!(L.get(), Some(1)));
+    let count = || {
+        let mut n = 0;
+        L.for_each(|_, _| n += 1);
+        (n, L.contexts())
+    };
+    let (visited, counted) = count();
+    assert_eq!(visited, counted, "before the fork writes");
+    fork.run(|| L.set(2));
+    let mut seen = Vec::new();
+    L.for_each(|id, v| seen.push((id, *v)));
+    assert!(seen.contains(&(fork.id(), 2)), "{seen:?}");
+    assert!(seen.contains(&(parent.id(), 1)), "{seen:?}");
+    assert_eq!(seen.len(), L.contexts());
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -1539,7 +1542,8 @@ fn a_dropped_local_leaves_nothing_in_the_cached_capture() {
 }
 
 // ---------------------------------------------------------------------------------------------
-// Part 10: adversarial.
+// Part 10: foreign guard drops, teardown, and a `Clone` that writes locals or panics
+// during a capture.
 
 /// A `StackGuard` of an inheritable stack dropped outside its context (here: after the context
 /// was left) removes its value; a capture made afterwards must not still hand the removed
@@ -1798,15 +1802,92 @@ fn a_panicking_clone_leaves_captures_and_forks_consistent() {
     assert_eq!(t.live(), 0);
 }
 
-// ---------------------------------------------------------------------------------------------
-// Part 11: issue 17 — nested captures (fault 4) and a fork's borrow of what it inherited
-// (fault 10).
+/// Regression (round 3, no fault found): a value whose `Clone` writes another inheritable local
+/// while a capture is copying it: the capture stays consistent, later captures see the write,
+/// every value is dropped once.
+#[test]
+fn clone_that_writes_another_inheritable_local_during_a_capture() {
+    static B: Local<Counted> = Local::named("B").inheritable();
+    static T: std::sync::OnceLock<Tally> = std::sync::OnceLock::new();
+    struct Sneaky(u64);
+    impl Clone for Sneaky {
+        fn clone(&self) -> Self {
+            B.set(T.get().unwrap().make(self.0 + 100));
+            Sneaky(self.0)
+        }
+    }
+    static A: Local<Sneaky> = Local::named("A").inheritable();
+    let t = T.get_or_init(Tally::new).clone();
+    let ctx = Context::new();
+    ctx.run(|| {
+        B.set(t.make(1));
+        A.set(Sneaky(1));
+        // Writes B while the capture is building its frame (A's clone happens when the fork
+        // first needs it, or at capture: either way no torn or stale frame).
+        let snap = Snapshot::capture();
+        let seen = snap.run(|| (A.with(|a| a.0), B.with(|b| b.n)));
+        assert_eq!(seen.0, 1);
+        assert!(seen.1 == 1 || seen.1 == 101, "{seen:?}");
+        let again = Snapshot::capture().run(|| B.with(|b| b.n));
+        assert_eq!(
+            again,
+            B.with(|b| b.n),
+            "a later capture sees the current value"
+        );
+        drop(snap);
+    });
+    drop(ctx);
+    t.assert_all_dropped();
+}
 
-/// Fault 10: in a fork that has not written the local yet, `with` lends the *inherited* value.
-/// A write of that local inside it — `with_mut`, `set`, `take`, stack `push`/`pop` — is refused
-/// (`Borrowed`) exactly as in the parent, instead of materialising the fork's own copy behind
-/// the outer borrow's back; another local, and a nested read, are not affected. After the
-/// borrow the same write succeeds (the copy-on-write happens then).
+/// Regression (round 3, no fault found): a `Clone` that panics while a capture copies the value
+/// (at the capture, or at the fork's first write): the panic comes out at the caller, nothing
+/// is half-captured, every value is dropped once, and the next capture works.
+#[test]
+fn clone_panicking_during_a_capture_loses_nothing() {
+    static FAIL: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(true);
+    struct Fragile(Counted);
+    impl Clone for Fragile {
+        fn clone(&self) -> Self {
+            if FAIL.swap(false, std::sync::atomic::Ordering::SeqCst) {
+                panic!("clone failed");
+            }
+            Fragile(self.0.clone())
+        }
+    }
+    static A: Local<Fragile> = Local::named("A").inheritable();
+    static C: Local<Counted> = Local::named("C").inheritable();
+    let t = Tally::new();
+    let ctx = Context::new();
+    ctx.run(|| {
+        C.set(t.make(2));
+        A.set(Fragile(t.make(1)));
+        let msg = expect_panic(|| {
+            let snap = Snapshot::capture();
+            // Copy-on-write: the clone may happen at the fork's first write instead.
+            snap.run(|| A.with_mut(|a| a.0.n += 1));
+        });
+        assert!(msg.contains("clone failed"), "{msg}");
+        assert_eq!(A.with(|a| a.0.n), 1);
+        let seen = Snapshot::capture().run(|| {
+            A.with_mut(|a| a.0.n += 10);
+            (A.with(|a| a.0.n), C.with(|c| c.n))
+        });
+        assert_eq!(seen, (11, 2));
+        assert_eq!(A.with(|a| a.0.n), 1, "the parent keeps its own");
+    });
+    drop(ctx);
+    t.assert_all_dropped();
+}
+
+// ---------------------------------------------------------------------------------------------
+// Part 11: a capture inside `Clone` during a capture, and a fork's borrow of what it inherited.
+
+/// Regression (issue 17, fault 10): in a fork that has not written the local yet, `with` lends
+/// the *inherited* value. A write of that local inside it — `with_mut`, `set`, `take`, stack
+/// `push`/`pop` — is refused (`Borrowed`) exactly as in the parent, instead of materialising
+/// the fork's own copy behind the outer borrow's back; another local, and a nested read, are
+/// not affected. After the borrow the same write succeeds (the copy-on-write happens then).
 #[test]
 fn fault10_a_write_inside_a_forks_borrow_of_its_inherited_value_is_refused() {
     static L: Local<Counted> = Local::named("F10_L").inheritable();
@@ -1863,9 +1944,62 @@ fn fault10_a_write_inside_a_forks_borrow_of_its_inherited_value_is_refused() {
     assert_eq!(t.live(), 0, "every value dropped once");
 }
 
-/// Fault 10: a `ContextGuard` dropped inside the fork's `with` of an inherited value leaves the
-/// context when that borrow ends, as it does in the parent (a borrowed value keeps its context
-/// claimed): meanwhile the context cannot be entered.
+/// Regression (round 3, no fault found): the fork's borrow mark of the test above covers every
+/// write entry point. Inside `with` / `with_top` of an inherited value in a fork, `set`,
+/// `replace`, `take`, `release`, `with_mut`, `push`, `pop`, `with_top_mut` and `enter` each
+/// panic naming the local; the outer borrow still sees its value, and after it the writes are
+/// the fork's own.
+#[test]
+fn every_write_inside_with_of_an_inherited_value_in_a_fork_is_refused() {
+    static L: Local<Counted> = Local::named("L").inheritable();
+    static S: LocalStack<Counted> = LocalStack::named("S").inheritable();
+    let t = Tally::new();
+    let parent = Context::new();
+    let snap = parent.run(|| {
+        L.set(t.make(1));
+        S.push(t.make(10));
+        Snapshot::capture()
+    });
+    snap.run(|| {
+        L.with(|outer| {
+            assert!(L.try_with_mut(|_| ()).is_err());
+            for (what, msg) in [
+                ("set", expect_panic(|| L.set(t.make(2)))),
+                ("replace", expect_panic(|| L.replace(t.make(3)))),
+                ("take", expect_panic(|| L.take())),
+                ("release", expect_panic(|| L.release())),
+                ("with_mut", expect_panic(|| L.with_mut(|_| ()))),
+            ] {
+                assert!(msg.contains("`L`"), "{what}: {msg}");
+            }
+            assert_eq!(outer.n, 1, "the outer `with` still sees its value");
+        });
+        S.with_top(|outer| {
+            for (what, msg) in [
+                ("push", expect_panic(|| S.push(t.make(11)))),
+                ("pop", expect_panic(|| S.pop())),
+                ("with_top_mut", expect_panic(|| S.with_top_mut(|_| ()))),
+                ("release", expect_panic(|| S.release())),
+            ] {
+                assert!(msg.contains("`S`"), "{what}: {msg}");
+            }
+            let guard =
+                std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| S.enter(t.make(12))));
+            assert!(guard.is_err(), "enter inside with_top");
+            assert_eq!(outer.n, 10);
+        });
+        // After the borrows: ordinary writes, the fork's own.
+        L.set(t.make(4));
+        assert_eq!(S.pop().map(|v| v.n), Some(10));
+    });
+    assert_eq!(parent.run(|| (L.with(|v| v.n), S.len())), (1, 1));
+    drop((snap, parent));
+    t.assert_all_dropped();
+}
+
+/// Regression (issue 17, fault 10): a `ContextGuard` dropped inside the fork's `with` of an
+/// inherited value leaves the context when that borrow ends, as it does in the parent (a
+/// borrowed value keeps its context claimed): meanwhile the context cannot be entered.
 #[test]
 fn fault10_leaving_a_fork_inside_its_borrow_of_an_inherited_value_is_deferred() {
     static L: Local<u32> = Local::named("F10_DEFER").inheritable();
@@ -1915,11 +2049,11 @@ impl Clone for NestsCapture {
     }
 }
 
-/// Fault 4: a capture made inside a value's `Clone` while another capture clones it — the
-/// cached capture stale, `F4_L1` changed since — must not return the stale cache (`F4_L1 ==
-/// 1`). It cannot be given a current frame either (that needs a copy of the very value being
-/// cloned, i.e. the same `Clone` again): it panics naming that local. The outer capture is
-/// complete and current, and every value is dropped once.
+/// Regression (issue 17, fault 4): a capture made inside a value's `Clone` while another
+/// capture clones it — the cached capture stale, `F4_L1` changed since — must not return the
+/// stale cache (`F4_L1 == 1`). It cannot be given a current frame either (that needs a copy of
+/// the very value being cloned, i.e. the same `Clone` again): it panics naming that local. The
+/// outer capture is complete and current, and every value is dropped once.
 #[test]
 fn fault4_a_capture_inside_clone_during_a_capture_is_never_stale() {
     static L2: Local<NestsCapture> = Local::named("F4_L2").inheritable();
@@ -1953,7 +2087,8 @@ fn fault4_a_capture_inside_clone_during_a_capture_is_never_stale() {
     assert_eq!(t.live(), 0, "every value dropped once");
 }
 
-/// Fault 4: the nested capture's panic points at the line of that capture (`track_caller`).
+/// Regression (issue 17, fault 4): the nested capture's panic points at the line of that
+/// capture (`track_caller`).
 #[test]
 fn fault4_the_nested_captures_panic_points_at_its_caller() {
     static LINE: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
@@ -1979,9 +2114,9 @@ fn fault4_the_nested_captures_panic_points_at_its_caller() {
     assert!(msg.contains("F4_LOCATED"), "{msg}");
 }
 
-/// Fault 4: with no cached capture yet, a capture inside `Clone` used to build again — and
-/// clone again — until the stack overflowed (the process aborted). Run in a child process so
-/// that an abort fails this test instead of the whole run.
+/// Regression (issue 17, fault 4): with no cached capture yet, a capture inside `Clone` used to
+/// build again — and clone again — until the stack overflowed (the process aborted). Run in a
+/// child process so that an abort fails this test instead of the whole run.
 #[test]
 fn fault4_a_capture_inside_clone_of_a_first_capture_panics_instead_of_aborting() {
     common::child_must_succeed(
@@ -2019,9 +2154,9 @@ fn child_fault4_capture_inside_clone_of_a_first_capture() {
     assert_eq!(t.live(), 0);
 }
 
-/// Fault 4 (found on the way): a capture whose `Clone` panics must leave the cached capture
-/// marked stale; it used to clear the mark before building and keep it cleared on unwind, so
-/// the next capture returned the capture from before the last write.
+/// Regression (issue 17, fault 4, found on the way): a capture whose `Clone` panics must leave
+/// the cached capture marked stale; it used to clear the mark before building and keep it
+/// cleared on unwind, so the next capture returned the capture from before the last write.
 #[test]
 fn fault4_a_panicking_clone_does_not_leave_a_stale_cached_capture() {
     static A: Local<u32> = Local::named("F4_STALE_A").inheritable();

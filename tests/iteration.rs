@@ -6,6 +6,8 @@
 //! - Fault 2: writers inside callbacks (each iterating one local, writing the other);
 //! - Fault 4: writer starvation under overlapping readers;
 //! - Fault 5: a stranger's `Drop` run inside your `for_each`;
+//! - a context dropped inside `for_each` while the callback holds its value (regressions of
+//!   issue 17, fault 9);
 //! - Fault 6: errors, not aborts or hangs (`try_with_mut` inside `for_each`, a `StackGuard`
 //!   unwinding out of a callback, `for_each` from a late thread-local destructor);
 //! - "Adversarial": further attacks in the same spirit;
@@ -964,16 +966,16 @@ fn fault5_a_value_being_read_is_dropped_by_its_context_after_the_read() {
 }
 
 // =============================================================================================
-// Issue 17, fault 9: a context dropped inside `for_each` while the callback holds that
-// context's own value.
+// A context dropped inside `for_each` while the callback holds that context's own value
+// (issue 17, fault 9).
 
-/// Fault 9 (one thread): X drops a context inside `L.for_each`, in its callback on that very
-/// context's value. The value cannot be dropped then (X is reading it); it used to be left to
-/// whoever let go of the context last — X's iteration itself, after the callback, with X's own
-/// context current (the value's `Drop` bound `M` there), or another thread's. Now X's
-/// `for_each` finishes the context's teardown once its read is over: the value is dropped on
-/// X, with its own context current, before `for_each` returns, and what its `Drop` binds goes
-/// with that context.
+/// Regression (issue 17, fault 9; one thread): X drops a context inside `L.for_each`, in its
+/// callback on that very context's value. The value cannot be dropped then (X is reading it);
+/// it used to be left to whoever let go of the context last — X's iteration itself, after the
+/// callback, with X's own context current (the value's `Drop` bound `M` there), or another
+/// thread's. Now X's `for_each` finishes the context's teardown once its read is over: the
+/// value is dropped on X, with its own context current, before `for_each` returns, and what its
+/// `Drop` binds goes with that context.
 #[test]
 fn fault9_a_context_dropped_while_its_value_is_visited_drops_it_after_the_read_in_its_context() {
     static L: Local<Probe> = Local::named("F9A_L");
@@ -1021,10 +1023,10 @@ fn fault9_a_context_dropped_while_its_value_is_visited_drops_it_after_the_read_i
     });
 }
 
-/// Fault 9, nested: the context is dropped inside `M.for_each`, itself inside `L.for_each`'s
-/// callback on the context's `L` value. The inner `for_each` ends while the outer still reads
-/// the value: it is dropped when the outer one returns, in its context; a panic of its `Drop`
-/// comes out of that `for_each`, and every value goes once.
+/// Regression (issue 17, fault 9; nested): the context is dropped inside `M.for_each`, itself
+/// inside `L.for_each`'s callback on the context's `L` value. The inner `for_each` ends while
+/// the outer still reads the value: it is dropped when the outer one returns, in its context; a
+/// panic of its `Drop` comes out of that `for_each`, and every value goes once.
 #[test]
 fn fault9_nested_for_each_drops_the_value_when_the_reading_one_returns() {
     static L: Local<Probe> = Local::named("F9N_L");
@@ -1077,12 +1079,12 @@ fn fault9_nested_for_each_drops_the_value_when_the_reading_one_returns() {
     });
 }
 
-/// Fault 9 (the issue's shape): as above, while Y is inside `M.for_each`, blocked in its
-/// callback until X's `for_each` returned, and holding the context in its iteration (so Y lets
-/// go of it last). The value's `Drop` calls `M.set`: it used to run on Y, inside Y's
-/// `M.for_each`, which then panicked ("cannot be changed inside its own `for_each`"). Run in
-/// a child process, where the order of contexts (the blocker before the victim's context) is
-/// known.
+/// Regression (issue 17, fault 9; the issue's shape): as above, while Y is inside `M.for_each`,
+/// blocked in its callback until X's `for_each` returned, and holding the context in its
+/// iteration (so Y lets go of it last). The value's `Drop` calls `M.set`: it used to run on Y,
+/// inside Y's `M.for_each`, which then panicked ("cannot be changed inside its own
+/// `for_each`"). Run in a child process, where the order of contexts (the blocker before the
+/// victim's context) is known.
 #[test]
 fn fault9_a_readers_iteration_never_drops_a_value_left_by_a_context_dropped_inside_for_each() {
     child_must_succeed("child_fault9_a_readers_iteration_never_drops_the_value", 60);

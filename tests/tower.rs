@@ -2,26 +2,17 @@
 //! or flips its order and shows the failure.
 #![cfg(feature = "tower")]
 
+mod common;
+
 use std::convert::Infallible;
-use std::future::{ready, Future, Ready};
-use std::pin::pin;
+use std::future::{ready, Ready};
 use std::task::{Context as TaskContext, Poll, Waker};
 
+use common::poll::block_on;
 use context_local::tower::ContextLayer;
 use context_local::Local;
 use tower_layer::Layer;
 use tower_service::Service;
-
-/// Polls `f` to completion on this thread (the futures here never wait).
-fn block_on<F: Future>(f: F) -> F::Output {
-    let mut f = pin!(f);
-    let mut cx = TaskContext::from_waker(Waker::noop());
-    loop {
-        if let Poll::Ready(v) = f.as_mut().poll(&mut cx) {
-            return v;
-        }
-    }
-}
 
 /// A service whose `poll_ready` binds `local` (as a middleware might, carelessly) and whose
 /// `call` answers with what the request sees there.
@@ -62,8 +53,8 @@ where
         .collect()
 }
 
-/// Issue 17, fault 11: what the inner `poll_ready` binds stays in no context — neither the
-/// worker thread's, nor (through inheritance) the next request's.
+/// Regression (issue 17, fault 11): what the inner `poll_ready` binds stays in no context —
+/// neither the worker thread's, nor (through inheritance) the next request's.
 #[test]
 fn poll_ready_binds_nothing_that_outlives_it() {
     static LEAK: Local<u64> = Local::named("LEAK").inheritable();
@@ -321,5 +312,134 @@ mod baggage {
         let sent = block_on(b.oneshot(incoming)).unwrap();
         assert_eq!(sent, format!("{PARENT} vendor=v,tenant=acme,request-id=2"));
         assert!(otel_context().is_none());
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// `ExtractLayer` and `ContextLayer` together, in both orders (both are documented as
+// "outermost"): `ExtractLayer` starts the request's context itself, so it takes `ContextLayer`'s
+// place. These pin down what each order does.
+
+#[cfg(feature = "http")]
+mod extract_with_context_layer {
+    use std::convert::Infallible;
+    use std::task::{Context as TaskContext, Poll};
+
+    use context_local::baggage::Propagator;
+    use context_local::tower::{ContextLayer, ExtractLayer};
+    use context_local::Local;
+    use tower::ServiceExt;
+    use tower_layer::Layer;
+    use tower_service::Service;
+
+    use super::block_on;
+
+    static TENANT: Local<String> = Local::named("TENANT").baggage("tenant");
+    static ITENANT: Local<String> = Local::named("ITENANT").baggage("itenant").inheritable();
+    static USER: Local<String> = Local::named("USER").explicit_only();
+    static PROPAGATOR: Propagator = Propagator::of(&[TENANT.carried(), ITENANT.carried()]);
+
+    /// A middleware that sets the user, then calls the inner service.
+    #[derive(Clone)]
+    struct SetUser<S>(S);
+    impl<S: Service<http::Request<()>>> Service<http::Request<()>> for SetUser<S> {
+        type Response = S::Response;
+        type Error = S::Error;
+        type Future = S::Future;
+        fn poll_ready(&mut self, cx: &mut TaskContext<'_>) -> Poll<Result<(), S::Error>> {
+            self.0.poll_ready(cx)
+        }
+        fn call(&mut self, r: http::Request<()>) -> S::Future {
+            USER.set("ada".into());
+            self.0.call(r)
+        }
+    }
+
+    async fn handler(_: http::Request<()>) -> Result<String, Infallible> {
+        Ok(format!(
+            "{:?} {:?} {:?}",
+            TENANT.get(),
+            ITENANT.get(),
+            USER.get()
+        ))
+    }
+
+    fn request() -> http::Request<()> {
+        let mut r = http::Request::new(());
+        r.headers_mut()
+            .insert("baggage", "tenant=acme,itenant=corp".parse().unwrap());
+        r
+    }
+
+    /// Regression (round 3): `ExtractLayer` outermost in `ContextLayer`'s place, the middleware
+    /// inside it: the handler sees the extracted values and what the middleware set. This is
+    /// the order the README and the `ExtractLayer` docs prescribe since both layers were found
+    /// to claim "outermost".
+    #[test]
+    fn extract_layer_in_context_layers_place_serves_everything() {
+        let service = ExtractLayer::new(&PROPAGATOR).layer(SetUser(tower::service_fn(handler)));
+        assert_eq!(
+            block_on(service.oneshot(request())).unwrap(),
+            r#"Some("acme") Some("corp") Some("ada")"#
+        );
+    }
+
+    /// Regression (round 3): `ContextLayer` outside `ExtractLayer`: the extracted context is a
+    /// fork of what was extracted, not a child of the one the outer middleware wrote in, so the
+    /// user it set is gone in the handler. Documented (README, `ExtractLayer`) rather than
+    /// changed; a change of this behaviour must change those docs too.
+    #[test]
+    fn context_layer_outside_extract_layer_loses_what_outer_middleware_set() {
+        let service = ContextLayer::new().layer(SetUser(
+            ExtractLayer::new(&PROPAGATOR).layer(tower::service_fn(handler)),
+        ));
+        assert_eq!(
+            block_on(service.oneshot(request())).unwrap(),
+            r#"Some("acme") Some("corp") None"#
+        );
+    }
+
+    /// Regression (round 3): `ContextLayer` inside `ExtractLayer` is harmless, as documented: a
+    /// child of the extracted context, where the extracted values reach the handler (an
+    /// extracted non-inheritable local is in the snapshot's frame, and a child of a fork that
+    /// has not written it inherits that frame).
+    #[test]
+    fn context_layer_inside_extract_layer_sees_the_extracted_values() {
+        let service = ExtractLayer::new(&PROPAGATOR)
+            .layer(ContextLayer::new().layer(SetUser(tower::service_fn(handler))));
+        assert_eq!(
+            block_on(service.oneshot(request())).unwrap(),
+            r#"Some("acme") Some("corp") Some("ada")"#
+        );
+    }
+
+    /// Regression (round 3, no fault found): a non-inheritable baggage local restored from a
+    /// header, then written by the request: a child sees either nothing (the local is not
+    /// inheritable) or the current value, never the stale header value the request replaced.
+    #[test]
+    fn a_child_never_sees_a_replaced_extracted_value_of_a_non_inheritable_local() {
+        let mut headers = std::collections::HashMap::new();
+        headers.insert("baggage".to_string(), "tenant=acme".to_string());
+        let extracted = PROPAGATOR.extract(&headers);
+        let seen = extracted.snapshot().run(|| {
+            assert_eq!(TENANT.get().as_deref(), Some("acme"));
+            TENANT.set("beta".into());
+            let child = context_local::Context::child().run(|| TENANT.get());
+            let thread = context_local::thread::spawn(|| TENANT.get())
+                .join()
+                .unwrap();
+            let taken = {
+                TENANT.take();
+                context_local::Context::child().run(|| TENANT.get())
+            };
+            (child, thread, taken)
+        });
+        for (what, v) in [("child", &seen.0), ("thread", &seen.1)] {
+            assert!(
+                v.is_none() || v.as_deref() == Some("beta"),
+                "{what} saw {v:?} after the request set beta"
+            );
+        }
+        assert_eq!(seen.2, None, "a child after take() saw {:?}", seen.2);
     }
 }

@@ -5,6 +5,8 @@ use std::cell::RefCell;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Once};
 
+pub mod poll;
+
 /// Counts live and dropped values of one test.
 #[derive(Clone, Default)]
 pub struct Tally(Arc<(AtomicUsize, AtomicUsize)>);
