@@ -50,47 +50,11 @@ fn incoming() -> http::Request<()> {
         .unwrap()
 }
 
-/// A handler that reads the tenant (ours).
+/// A service that answers at once with what `answer` reads (the request, or the context).
 #[derive(Clone)]
-struct Handler;
+struct Answer<F>(F);
 
-impl Service<http::Request<()>> for Handler {
-    type Response = usize;
-    type Error = Infallible;
-    type Future = Ready<Result<usize, Infallible>>;
-    fn poll_ready(&mut self, _: &mut Waker<'_>) -> Poll<Result<(), Infallible>> {
-        Poll::Ready(Ok(()))
-    }
-    fn call(&mut self, _: http::Request<()>) -> Self::Future {
-        ready(Ok(TENANT.try_with(String::len).unwrap_or(0)))
-    }
-}
-
-/// The same handler reading OpenTelemetry's baggage.
-#[derive(Clone)]
-struct OtelHandler;
-
-impl Service<http::Request<()>> for OtelHandler {
-    type Response = usize;
-    type Error = Infallible;
-    type Future = Ready<Result<usize, Infallible>>;
-    fn poll_ready(&mut self, _: &mut Waker<'_>) -> Poll<Result<(), Infallible>> {
-        Poll::Ready(Ok(()))
-    }
-    fn call(&mut self, _: http::Request<()>) -> Self::Future {
-        let cx = opentelemetry::Context::current();
-        ready(Ok(cx
-            .baggage()
-            .get("tenant")
-            .map_or(0, |v| v.as_str().len())))
-    }
-}
-
-/// A client transport that only looks at the headers it was given.
-#[derive(Clone)]
-struct Transport;
-
-impl Service<http::Request<()>> for Transport {
+impl<F: FnMut(&http::Request<()>) -> usize> Service<http::Request<()>> for Answer<F> {
     type Response = usize;
     type Error = Infallible;
     type Future = Ready<Result<usize, Infallible>>;
@@ -98,85 +62,122 @@ impl Service<http::Request<()>> for Transport {
         Poll::Ready(Ok(()))
     }
     fn call(&mut self, request: http::Request<()>) -> Self::Future {
-        ready(Ok(request.headers().get("baggage").map_or(0, |v| v.len())))
+        ready(Ok((self.0)(&request)))
     }
 }
 
-pub(crate) fn edges(rows: &mut Vec<Row>) {
-    // In: extract, start the request's context, run the handler in it.
-    let mut layered = ExtractLayer::new(&PROPAGATOR).layer(Handler);
-    let by_hand = |mut request: http::Request<()>| {
-        let extracted = PROPAGATOR.extract(request.headers());
-        let context = extracted.snapshot().fork();
-        request.extensions_mut().insert(extracted);
-        let future = context.run(|| Handler.call(request));
-        future.in_context(context)
-    };
-    let otel = BaggagePropagator::new();
-    let otel_in = |request: http::Request<()>| {
-        let cx = otel.extract(&HeaderExtractor(request.headers()));
-        let future = {
-            let _attached = cx.clone().attach();
-            OtelHandler.call(request)
-        };
-        future.with_context(cx)
-    };
-    assert_eq!(now(layered.call(incoming())), Ok(9));
-    assert_eq!(now(by_hand(incoming())), Ok(9));
-    assert_eq!(now(otel_in(incoming())), Ok(9));
+type Request = http::Request<()>;
+
+/// The handler (ours): reads the tenant.
+fn handler() -> Answer<impl FnMut(&Request) -> usize + Clone> {
+    Answer(|_: &Request| TENANT.try_with(String::len).unwrap_or(0))
+}
+
+/// The same handler reading OpenTelemetry's baggage.
+fn otel_handler() -> Answer<impl FnMut(&Request) -> usize + Clone> {
+    Answer(|_: &Request| {
+        let cx = opentelemetry::Context::current();
+        cx.baggage().get("tenant").map_or(0, |v| v.as_str().len())
+    })
+}
+
+/// A client transport that only looks at the headers it was given.
+fn transport() -> Answer<impl FnMut(&Request) -> usize + Clone> {
+    Answer(|request: &Request| request.headers().get("baggage").map_or(0, |v| v.len()))
+}
+
+/// A row for the floor: `bare` handles a request made by `make`, per iteration.
+fn floor(rows: &mut Vec<Row>, op: &str, make: fn() -> Request, mut bare: impl FnMut(Request)) {
     let (floor, _) = pair(
         |n| {
             for _ in 0..n {
-                black_box(now(Handler.call(black_box(incoming()))).ok());
+                bare(black_box(make()));
             }
         },
         |_| {},
     );
     rows.push(Row {
-        op: "(floor) build a request + bare handler".into(),
+        op: op.into(),
         ours: floor,
         peer: None,
         gate: Gate::None,
         unit: "ns",
     });
+}
+
+/// A row pairing `ours` and `peer` per request made by `make`, after checking that both give
+/// `expected`.
+fn per_request(
+    rows: &mut Vec<Row>,
+    (op, ours): (&str, &mut impl FnMut(Request) -> Option<usize>),
+    (peer_op, peer): (&str, &mut impl FnMut(Request) -> Option<usize>),
+    make: fn() -> Request,
+    expected: usize,
+) {
+    assert_eq!(
+        (ours(make()), peer(make())),
+        (Some(expected), Some(expected))
+    );
     let (o, p) = pair(
         |n| {
             for _ in 0..n {
-                black_box(now(layered.call(black_box(incoming()))).ok());
+                black_box(ours(black_box(make())));
             }
         },
         |n| {
             for _ in 0..n {
-                black_box(now(by_hand(black_box(incoming()))).ok());
+                black_box(peer(black_box(make())));
             }
         },
     );
-    rows.push(row(
-        "ExtractLayer per request (2 members)",
-        o,
-        "hand-wired extract+fork",
-        p,
-        Gate::None,
-    ));
-    let (o, p) = pair(
-        |n| {
-            for _ in 0..n {
-                black_box(now(layered.call(black_box(incoming()))).ok());
-            }
-        },
-        |n| {
-            for _ in 0..n {
-                black_box(now(otel_in(black_box(incoming()))).ok());
-            }
+    rows.push(row(op, o, peer_op, p, Gate::None));
+}
+
+pub(crate) fn edges(rows: &mut Vec<Row>) {
+    // In: extract, start the request's context, run the handler in it.
+    let mut layered = ExtractLayer::new(&PROPAGATOR).layer(handler());
+    let mut layered = |request| now(layered.call(request)).ok();
+    let mut by_hand = |mut request: Request| {
+        let extracted = PROPAGATOR.extract(request.headers());
+        let context = extracted.snapshot().fork();
+        request.extensions_mut().insert(extracted);
+        let future = context.run(|| handler().call(request));
+        now(future.in_context(context)).ok()
+    };
+    let otel = BaggagePropagator::new();
+    let mut otel_in = |request: Request| {
+        let cx = otel.extract(&HeaderExtractor(request.headers()));
+        let future = {
+            let _attached = cx.clone().attach();
+            otel_handler().call(request)
+        };
+        now(future.with_context(cx)).ok()
+    };
+    let mut bare = handler();
+    floor(
+        rows,
+        "(floor) build a request + bare handler",
+        incoming,
+        |r| {
+            black_box(now(bare.call(r)).ok());
         },
     );
-    rows.push(row(
-        "ExtractLayer per request (2 members)",
-        o,
-        "otel-http extract+with_context",
-        p,
-        Gate::None,
-    ));
+    let ours = ("ExtractLayer per request (2 members)", &mut layered);
+    let tenant = "acme corp".len();
+    per_request(
+        rows,
+        (ours.0, &mut *ours.1),
+        ("hand-wired extract+fork", &mut by_hand),
+        incoming,
+        tenant,
+    );
+    per_request(
+        rows,
+        ours,
+        ("otel-http extract+with_context", &mut otel_in),
+        incoming,
+        tenant,
+    );
 
     // Out: the current context's values into an outgoing request.
     let context = Context::new();
@@ -188,77 +189,47 @@ pub(crate) fn edges(rows: &mut Vec<Row>) {
         KeyValue::new("request-id", "r-12345"),
     ]);
     let _otel_attached = otel_cx.attach();
-    let mut client = InjectLayer::new(&PROPAGATOR).layer(Transport);
-    let client_by_hand = |mut request: http::Request<()>| {
+    let mut client = InjectLayer::new(&PROPAGATOR).layer(transport());
+    let mut client = |request| now(client.call(request)).ok();
+    let mut client_by_hand = |mut request: Request| {
         if let Err(error) = PROPAGATOR.inject(request.headers_mut()) {
             request.extensions_mut().insert(error);
         }
-        Transport.call(request)
+        now(transport().call(request)).ok()
     };
-    let client_otel = |mut request: http::Request<()>| {
+    let mut client_otel = |mut request: Request| {
         otel.inject_context(
             &opentelemetry::Context::current(),
             &mut HeaderInjector(request.headers_mut()),
         );
-        Transport.call(request)
+        now(transport().call(request)).ok()
     };
     let outgoing = || http::Request::new(());
-    assert_eq!(now(client.call(outgoing())), Ok(BAGGAGE.len()));
-    assert_eq!(now(client_by_hand(outgoing())), Ok(BAGGAGE.len()));
-    assert_eq!(now(client_otel(outgoing())), Ok(BAGGAGE.len()));
-    let (floor, _) = pair(
-        |n| {
-            for _ in 0..n {
-                black_box(now(Transport.call(black_box(outgoing()))).ok());
-            }
-        },
-        |_| {},
-    );
-    rows.push(Row {
-        op: "(floor) build a request + bare transport".into(),
-        ours: floor,
-        peer: None,
-        gate: Gate::None,
-        unit: "ns",
-    });
-    let (o, p) = pair(
-        |n| {
-            for _ in 0..n {
-                black_box(now(client.call(black_box(outgoing()))).ok());
-            }
-        },
-        |n| {
-            for _ in 0..n {
-                black_box(now(client_by_hand(black_box(outgoing()))).ok());
-            }
+    let mut bare = transport();
+    floor(
+        rows,
+        "(floor) build a request + bare transport",
+        outgoing,
+        |r| {
+            black_box(now(bare.call(r)).ok());
         },
     );
-    rows.push(row(
-        "InjectLayer per request (2 members)",
-        o,
-        "hand-wired inject",
-        p,
-        Gate::None,
-    ));
-    let (o, p) = pair(
-        |n| {
-            for _ in 0..n {
-                black_box(now(client.call(black_box(outgoing()))).ok());
-            }
-        },
-        |n| {
-            for _ in 0..n {
-                black_box(now(client_otel(black_box(outgoing()))).ok());
-            }
-        },
+    let ours = ("InjectLayer per request (2 members)", &mut client);
+    let sent = BAGGAGE.len();
+    per_request(
+        rows,
+        (ours.0, &mut *ours.1),
+        ("hand-wired inject", &mut client_by_hand),
+        outgoing,
+        sent,
     );
-    rows.push(row(
-        "InjectLayer per request (2 members)",
-        o,
-        "otel-http HeaderInjector",
-        p,
-        Gate::None,
-    ));
+    per_request(
+        rows,
+        ours,
+        ("otel-http HeaderInjector", &mut client_otel),
+        outgoing,
+        sent,
+    );
     TENANT.release();
     REQUEST_ID.release();
 }
