@@ -4,10 +4,23 @@ use std::cell::Cell;
 use std::fmt;
 
 use crate::context::table::Queued;
+use crate::context::CtxInner;
 use crate::error::{fail, nothing_bound_is_none, AccessError, AccessErrorKind};
 use crate::explicit;
 use crate::storage::{Create, Elsewhere, Inherit, Payload, Share, Storage, Where};
 use crate::{ContextId, LocalProxy, Release};
+
+/// A scope's restore failed (its context's slot is borrowed or iterated by this thread):
+/// while unwinding the scope's values go, else it is reported.
+#[cold]
+#[inline(never)]
+#[track_caller]
+fn restore_failed<T>(e: AccessError) -> Option<T> {
+    if std::thread::panicking() {
+        return None;
+    }
+    fail(format_args!("{e}"))
+}
 
 /// `f` on the bound value, or `f` back when there is none (see `Storage::read_or_return`).
 #[inline(always)]
@@ -364,13 +377,30 @@ impl<T: Send + 'static> Local<T> {
         }
     }
 
-    /// `replace` for a scope: binds the value in `value` (taken out only on success) and
-    /// returns the previous one.
-    pub(crate) fn try_replace_from(&self, value: &mut Option<T>) -> Result<Option<T>, AccessError> {
-        Ok(self
-            .storage
-            .write(Create::Yes, |v| std::mem::replace(v, value.take()))?
-            .flatten())
+    /// A scope's binding: binds the value in `value` (taken out only on success) in the
+    /// current context; returns where, and the binding it displaced there.
+    #[inline]
+    pub(crate) fn try_bind_scoped(
+        &self,
+        value: &mut Option<T>,
+    ) -> Result<(Where, Option<T>), AccessError> {
+        self.storage
+            .write_scoped(|v| std::mem::replace(v, value.take()))
+    }
+
+    /// A scope's binding of `value` in the current context, for a closure: where, and the
+    /// binding it displaced there.
+    ///
+    /// # Panics
+    ///
+    /// As [`set`](Self::set) (inside `with` of this local), naming it at the caller's line.
+    #[inline(always)]
+    #[track_caller]
+    pub(crate) fn bind_scoped(&self, value: T) -> (Where, Option<T>) {
+        match self.storage.write_scoped(|v| v.replace(value)) {
+            Ok(bound) => bound,
+            Err(e) => fail(format_args!("{e}")),
+        }
     }
 
     /// Where the current context is, for a scope to restore there.
@@ -380,20 +410,41 @@ impl<T: Send + 'static> Local<T> {
 
     /// Ends a scope: binds `previous` again in the context at `at` and returns what the scope
     /// left bound there — `None` if that stays with the context's holder (see
-    /// [`restore_elsewhere`](Self::restore_elsewhere)).
+    /// [`restore_elsewhere`](Self::restore_elsewhere)). The usual case, `at` still current,
+    /// is inlined; the rest is not.
+    #[inline(always)]
     #[track_caller]
-    pub(crate) fn restore_in(&self, at: Where, previous: Option<T>) -> Option<T> {
-        let Some(ctx) = crate::context::held_here(at.addr, at.serial) else {
-            return self.restore_elsewhere(at, previous);
-        };
-        let mut previous = Some(previous);
-        let restored = self
+    pub(crate) fn restore_in(&self, at: &Where, previous: Option<T>) -> Option<T> {
+        // Fields, not a copy of `at`: a copy reads them as one wide load, which stalls on the
+        // narrow stores that wrote them just before.
+        match crate::context::current_if_at(at.addr) {
+            Some(ctx) if ctx.serial == at.serial => self.restore_held(ctx, previous),
+            _ => self.restore_not_current(at, previous),
+        }
+    }
+
+    /// [`restore_in`](Self::restore_in) where the scope's context is not the current one: one
+    /// this thread entered further out, or one it left.
+    #[cold]
+    #[inline(never)]
+    #[track_caller]
+    fn restore_not_current(&self, at: &Where, previous: Option<T>) -> Option<T> {
+        match crate::context::held_here(at.addr, at.serial) {
+            Some(ctx) => self.restore_held(ctx, previous),
+            None => self.restore_elsewhere(*at, previous),
+        }
+    }
+
+    /// Binds `previous` in `ctx`, which this thread holds; returns what was bound there.
+    #[inline(always)]
+    #[track_caller]
+    fn restore_held(&self, ctx: &CtxInner, previous: Option<T>) -> Option<T> {
+        match self
             .storage
-            .write_held(ctx, |v| std::mem::replace(v, previous.take().flatten()));
-        match restored {
+            .write_held(ctx, |v| std::mem::replace(v, previous))
+        {
             Ok(left) => left.flatten(),
-            Err(_) if std::thread::panicking() => None,
-            Err(e) => fail(format_args!("{e}")),
+            Err(e) => restore_failed(e),
         }
     }
 

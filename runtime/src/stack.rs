@@ -724,7 +724,7 @@ impl<T: Send + 'static> LocalStack<T> {
 
     /// [`enter`](Self::enter) for [`scope`](Self::scope): allowed in a thread's own context
     /// for an explicit-only stack too, since the guard ends with the scope.
-    #[inline]
+    #[inline(always)]
     #[track_caller]
     fn enter_anywhere(&self, value: T) -> StackGuard<'_, T> {
         let Some(ctx) = context::current() else {
@@ -931,7 +931,7 @@ impl<T: Send + 'static> LocalStack<T> {
     /// Removes guard `id`'s value from `slot` of `ctx`, which this thread holds. When the slot
     /// is borrowed (the guard is dropped inside `with_top`) or iterated by this thread, the
     /// removal is queued and done as soon as that ends.
-    #[inline]
+    #[inline(always)]
     fn remove_held(&self, ctx: &CtxInner, slot: &Slot<StackStore<T>>, id: u64) {
         match self.storage.try_write_slot(ctx, slot, |s| s.remove_seq(id)) {
             Some(v) => drop(v),

@@ -62,6 +62,17 @@ pub(crate) struct Where {
     pub(crate) id: ContextId,
 }
 
+impl Where {
+    #[inline]
+    fn of(ctx: &CtxInner) -> Self {
+        Where {
+            addr: ptr::from_ref(ctx).addr(),
+            serial: ctx.serial,
+            id: ctx.id,
+        }
+    }
+}
+
 /// Whether a write may create this local's slot in the current context.
 #[derive(Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Create {
@@ -412,15 +423,32 @@ impl<V: Payload> Storage<V> {
         self.write_in::<false, true, R>(ctx, slot, f).map(Some)
     }
 
+    /// A scope's binding: a runtime write in the current context, creating the slot (allowed
+    /// for an explicit-only local too: a scope's binding ends by itself), and where it was
+    /// made, for the scope's end — with one lookup of the context for both.
+    #[inline(always)]
+    pub(crate) fn write_scoped<R>(
+        &self,
+        f: impl FnOnce(&mut V) -> R,
+    ) -> Result<(Where, R), AccessError> {
+        let (ctx, slot) = match self.current_slot()? {
+            (ctx, Some(slot)) => (ctx, slot),
+            (ctx, None) => (ctx, self.try_create(ctx)?),
+        };
+        let at = Where::of(ctx);
+        Ok((at, self.write_in::<false, false, R>(ctx, slot, f)?))
+    }
+
     /// Like [`write`](Self::write) without creating, in `ctx` — a context this thread holds,
     /// not necessarily the current one (a scope ending after its context was left).
+    #[inline(always)]
     pub(crate) fn write_held<R>(
         &self,
         ctx: &CtxInner,
         f: impl FnOnce(&mut V) -> R,
     ) -> Result<Option<R>, AccessError> {
         match self.slot_in(ctx) {
-            Some(slot) => self.write_slot(ctx, slot, f).map(Some),
+            Some(slot) => self.write_in::<false, false, R>(ctx, slot, f).map(Some),
             None => Ok(None),
         }
     }
@@ -428,11 +456,7 @@ impl<V: Payload> Storage<V> {
     /// The current context, as (address, serial, id): where a scope binds.
     pub(crate) fn current_context(&self) -> Result<Where, AccessError> {
         let ctx = context::current().ok_or_else(|| self.err(AccessErrorKind::Destroyed))?;
-        Ok(Where {
-            addr: ptr::from_ref(ctx).addr(),
-            serial: ctx.serial,
-            id: ctx.id,
-        })
+        Ok(Where::of(ctx))
     }
 
     /// Does `f` on this local's payload in the context at `at`, which this thread does not
@@ -543,7 +567,7 @@ impl<V: Payload> Storage<V> {
     /// nothing can change the state meanwhile. With `FRESH`, see [`write_fresh`].
     ///
     /// [`write_fresh`]: Self::write_fresh
-    #[inline]
+    #[inline(always)]
     fn write_in<const USER: bool, const FRESH: bool, R>(
         &self,
         ctx: &CtxInner,
@@ -765,6 +789,7 @@ impl<V: Payload> Storage<V> {
 
     /// Exclusive access to `slot` of `ctx` (held by this thread), or `None` when that cannot
     /// be had now: the slot is borrowed, or this thread is iterating this local.
+    #[inline(always)]
     pub(crate) fn try_write_slot<R>(
         &self,
         ctx: &CtxInner,

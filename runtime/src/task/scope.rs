@@ -233,20 +233,21 @@ impl<T: Send + 'static> Binding for LocalBinding<'_, T> {
     /// Where it was bound, and the binding it displaced there, restored after.
     type Token = (Where, Option<T>);
 
+    #[inline]
     fn bind(&mut self) -> Result<(Where, Option<T>), AccessError> {
+        if self.value.is_some() {
+            return self.local.try_bind_scoped(&mut self.value);
+        }
         let at = self.local.context_here()?;
-        let previous = match &mut self.value {
-            value @ Some(_) => self.local.try_replace_from(value)?,
-            None => self.local.try_take()?,
-        };
-        Ok((at, previous))
+        Ok((at, self.local.try_take()?))
     }
 
+    #[inline]
     fn unbind(&mut self, (at, previous): (Where, Option<T>), _last: bool) {
         // What the poll left bound is the scope's value from now on (a `set` inside the scope
         // persists across `.await`, within the scope) — taken from where it was bound, even if
         // another context is current by now.
-        self.value = self.local.restore_in(at, previous);
+        self.value = self.local.restore_in(&at, previous);
     }
 }
 
@@ -291,6 +292,24 @@ impl<T: Send + 'static> Binding for StackBinding<'_, T> {
     }
 }
 
+/// Ends a [`Local::scope`], also when its closure panics: the previous binding back in the
+/// context the scope bound in, the scope's value (or what the closure bound instead) dropped.
+struct Restore<'a, T: Send + 'static> {
+    local: &'a Local<T>,
+    at: Where,
+    /// Taken once, by `drop`.
+    previous: Option<Option<T>>,
+}
+
+impl<T: Send + 'static> Drop for Restore<'_, T> {
+    #[inline(always)]
+    fn drop(&mut self) {
+        if let Some(previous) = self.previous.take() {
+            drop(self.local.restore_in(&self.at, previous));
+        }
+    }
+}
+
 /// Scoped values of a [`Local`]: for a closure, and for a future across `.await`.
 impl<T: Send + 'static> Local<T> {
     /// Binds `value` in the current context for the duration of `f`, then restores the
@@ -323,9 +342,16 @@ impl<T: Send + 'static> Local<T> {
     /// });
     /// assert_eq!(LEVEL.get(), Some("info"));
     /// ```
+    #[inline]
     #[track_caller]
     pub fn scope<R>(&self, value: T, f: impl FnOnce() -> R) -> R {
-        scope_sync(LocalBinding::new(self, value), f)
+        let (at, previous) = self.bind_scoped(value);
+        let _restore = Restore {
+            local: self,
+            at,
+            previous: Some(previous),
+        };
+        f()
     }
 
     /// A future that runs `fut` with `value` bound: the value is bound at the start of every
