@@ -368,7 +368,7 @@ impl<V: Payload> Storage<V> {
         let Some((ctx, slot)) = self.slot_for_write(create)? else {
             return Ok(None);
         };
-        self.write_slot(ctx, slot, f).map(Some)
+        self.write_in::<false, false, R>(ctx, slot, f).map(Some)
     }
 
     /// The current context and this local's slot there for a write: created if `create` says
@@ -436,7 +436,7 @@ impl<V: Payload> Storage<V> {
             (ctx, None) => (ctx, self.try_create(ctx)?),
         };
         let at = Where::of(ctx);
-        Ok((at, self.write_in::<false, false, R>(ctx, slot, f)?))
+        Ok((at, self.write_inlined::<false, false, R>(ctx, slot, f)?))
     }
 
     /// Like [`write`](Self::write) without creating, in `ctx` — a context this thread holds,
@@ -448,7 +448,9 @@ impl<V: Payload> Storage<V> {
         f: impl FnOnce(&mut V) -> R,
     ) -> Result<Option<R>, AccessError> {
         match self.slot_in(ctx) {
-            Some(slot) => self.write_in::<false, false, R>(ctx, slot, f).map(Some),
+            Some(slot) => self
+                .write_inlined::<false, false, R>(ctx, slot, f)
+                .map(Some),
             None => Ok(None),
         }
     }
@@ -552,23 +554,42 @@ impl<V: Payload> Storage<V> {
     }
 
     /// Exclusive access to `slot`, of `ctx`, which this thread holds; `f` runs no user code.
-    #[inline]
+    /// Inlined, as on the scope paths (see [`write_inlined`](Self::write_inlined)): for
+    /// `StackGuard`s, whose push and removal are a scope's.
+    #[inline(always)]
     pub(crate) fn write_slot<R>(
         &self,
         ctx: &CtxInner,
         slot: &Slot<V>,
         f: impl FnOnce(&mut V) -> R,
     ) -> Result<R, AccessError> {
-        self.write_in::<false, false, R>(ctx, slot, f)
+        self.write_inlined::<false, false, R>(ctx, slot, f)
+    }
+
+    /// The write protocol (see [`write_inlined`](Self::write_inlined)), left to the compiler
+    /// to inline or not.
+    #[inline]
+    fn write_in<const USER: bool, const FRESH: bool, R>(
+        &self,
+        ctx: &CtxInner,
+        slot: &Slot<V>,
+        f: impl FnOnce(&mut V) -> R,
+    ) -> Result<R, AccessError> {
+        self.write_inlined::<USER, FRESH, R>(ctx, slot, f)
     }
 
     /// The write protocol. With `USER`, `f` is user code, which may queue work on the slot
     /// (a guard dropped inside `with_mut`), so the end of the write looks for it; without,
     /// nothing can change the state meanwhile. With `FRESH`, see [`write_fresh`].
     ///
+    /// Always inlined into the scope paths (`write_scoped`, `write_held`, `write_slot`): a
+    /// write left out of line hands its result back through memory, and a scope's restore
+    /// reads the value it takes out as one wide load of narrow stores made just before — a
+    /// store-forwarding stall; inlined, a value nobody drops is not even loaded.
+    ///
     /// [`write_fresh`]: Self::write_fresh
     #[inline(always)]
-    fn write_in<const USER: bool, const FRESH: bool, R>(
+    fn write_inlined<const USER: bool, const FRESH: bool, R>(
         &self,
         ctx: &CtxInner,
         slot: &Slot<V>,
