@@ -766,6 +766,59 @@ fn local_scope_binds_for_f_and_restores_the_previous_binding() {
     assert_eq!((t.created(), t.dropped()), (11, 11));
 }
 
+/// A scope ends its binding in the context it bound in on each of its paths — that context
+/// still current (the inlined path), entered further out (the body entered another context
+/// and kept it), or left (the body dropped its guard, and nobody holds it): the displaced
+/// value is back there and the scope's value dropped, each value once, for a closure and for
+/// the polls of a scope future.
+#[test]
+fn a_scope_restores_where_it_bound_on_each_path() {
+    static L: Local<Counted> = Local::named("L");
+    let t = Tally::new();
+    let exec = Exec::new();
+    let (home, other) = (Context::new(), Context::new());
+    home.run(|| {
+        L.set(t.make(1));
+        L.scope(t.make(2), || assert_eq!(n(&L), Some(2)));
+        assert_eq!((n(&L), t.live()), (Some(1), 1), "still current");
+        let mut keep = None;
+        L.scope(t.make(3), || keep = Some(other.enter()));
+        assert_eq!(n(&L), None, "`other` is current and holds nothing");
+        drop(keep);
+        assert_eq!((n(&L), t.live()), (Some(1), 1), "entered further out");
+    });
+    let g = home.enter();
+    L.scope(t.make(4), move || drop(g));
+    assert_eq!(
+        (n(&L), t.live()),
+        (None, 1),
+        "left: the own context untouched"
+    );
+    assert_eq!(home.run(|| n(&L)), Some(1), "left: restored in `home`");
+
+    home.run(|| {
+        let other = &other;
+        let mut fut = Box::pin(L.scope_future(t.make(5), async move {
+            assert_eq!(n(&L), Some(5));
+            let g = other.enter(); // the poll ends in `other`: `home` is further out
+            yield_now().await;
+            let seen = n(&L); // this poll binds in `other`, current now
+            drop(g); // and ends having left it
+            (seen, n(&L))
+        }));
+        exec.pending(fut.as_mut());
+        assert_eq!(n(&L), None, "`other` is current between the polls");
+        assert_eq!(t.live(), 2);
+        assert_eq!(exec.ready(fut.as_mut()), (Some(5), Some(1)));
+        assert_eq!(n(&L), Some(1), "back in `home`");
+        drop(fut);
+        assert_eq!((n(&L), t.live()), (Some(1), 1));
+    });
+    assert_eq!(other.run(|| n(&L)), None, "nothing left in `other`");
+    drop((home, other));
+    assert_eq!((t.created(), t.dropped()), (5, 5));
+}
+
 /// `Local::scope_future`: the value is bound exactly while the inner future runs — not before
 /// the first poll, not between polls, not after — and the previous binding (or none) is back
 /// after every poll. The scoped value is dropped once, with the scope future.

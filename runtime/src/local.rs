@@ -4,10 +4,23 @@ use std::cell::Cell;
 use std::fmt;
 
 use crate::context::table::Queued;
+use crate::context::CtxInner;
 use crate::error::{fail, nothing_bound_is_none, AccessError, AccessErrorKind};
 use crate::explicit;
 use crate::storage::{Create, Elsewhere, Inherit, Payload, Share, Storage, Where};
 use crate::{ContextId, LocalProxy, Release};
+
+/// A scope's restore failed (its context's slot is borrowed or iterated by this thread): it is
+/// reported, or while unwinding the displaced binding goes (`None` is left).
+#[cold]
+#[inline(never)]
+#[track_caller]
+fn restore_failed<T>(e: AccessError) -> Option<T> {
+    if !std::thread::panicking() {
+        fail(format_args!("{e}"));
+    }
+    None
+}
 
 /// `f` on the bound value, or `f` back when there is none (see `Storage::read_or_return`).
 #[inline(always)]
@@ -308,36 +321,91 @@ impl<T: Send + 'static> Local<T> {
         }
     }
 
-    /// `replace` for a scope: binds the value in `value` (taken out only on success) and
-    /// returns the previous one.
-    pub(crate) fn try_replace_from(&self, value: &mut Option<T>) -> Result<Option<T>, AccessError> {
-        Ok(self
-            .storage
-            .write(Create::Yes, |v| std::mem::replace(v, value.take()))?
-            .flatten())
+    /// A scope's binding: swaps `value` with the current context's binding, so that `value`
+    /// holds the displaced one until [`swap_back`](Self::swap_back); returns where. On error
+    /// nothing changed.
+    ///
+    /// Both ends swap the same place with the slot, in place: a value moved through a token
+    /// instead is read back as one wide load of narrow stores made just before, a
+    /// store-forwarding stall that cost a third of a scope's time.
+    #[inline(always)]
+    pub(crate) fn try_swap_scoped(&self, value: &mut Option<T>) -> Result<Where, AccessError> {
+        Ok(self.storage.write_scoped(|v| std::mem::swap(v, value))?.0)
     }
 
-    /// Where the current context is, for a scope to restore there.
-    pub(crate) fn context_here(&self) -> Result<Where, AccessError> {
-        self.storage.current_context()
-    }
-
-    /// Ends a scope: binds `previous` again in the context at `at` and returns what the scope
-    /// left bound there — `None` if that stays with the context's holder (see
-    /// [`restore_elsewhere`](Self::restore_elsewhere)).
+    /// A closure scope's binding of `value` in the current context: where, and the binding it
+    /// displaced there. By value, not swapped in place (see `try_swap_scoped`): a value built
+    /// just before would be read back as one wide load of its narrow stores.
+    ///
+    /// # Panics
+    ///
+    /// As [`set`](Self::set) (inside `with` of this local), naming it at the caller's line.
+    #[inline(always)]
     #[track_caller]
-    pub(crate) fn restore_in(&self, at: Where, previous: Option<T>) -> Option<T> {
-        let Some(ctx) = crate::context::held_here(at.addr, at.serial) else {
-            return self.restore_elsewhere(at, previous);
-        };
-        let mut previous = Some(previous);
-        let restored = self
-            .storage
-            .write_held(ctx, |v| std::mem::replace(v, previous.take().flatten()));
-        match restored {
-            Ok(left) => left.flatten(),
-            Err(_) if std::thread::panicking() => None,
+    pub(crate) fn bind_scoped(&self, value: T) -> (Where, Option<T>) {
+        match self.storage.write_scoped(|v| v.replace(value)) {
+            Ok(bound) => bound,
             Err(e) => fail(format_args!("{e}")),
+        }
+    }
+
+    /// Ends a closure scope: binds `previous` again in the context at `at` and returns what
+    /// the scope left bound there (the caller drops it, outside the write) — `None` if that
+    /// stays with the context's holder (see [`restore_elsewhere`](Self::restore_elsewhere)).
+    /// The usual case, `at` still current, is inlined; the rest is not.
+    #[inline(always)]
+    #[track_caller]
+    pub(crate) fn restore_in(&self, at: &Where, previous: Option<T>) -> Option<T> {
+        // Fields, not a copy of `at`: a copy is one wide load of the narrow stores that wrote
+        // them just before (see `try_swap_scoped`).
+        match crate::context::current_if_at(at.addr) {
+            Some(ctx) if ctx.serial == at.serial => self.restore_held(ctx, previous),
+            _ => self.restore_not_current(at, previous),
+        }
+    }
+
+    /// [`restore_in`](Self::restore_in) in `ctx`, which this thread holds. If it cannot be done
+    /// (the slot is borrowed or iterated by this thread), it is reported, or while unwinding
+    /// `previous` is dropped.
+    #[inline(always)]
+    #[track_caller]
+    fn restore_held(&self, ctx: &CtxInner, previous: Option<T>) -> Option<T> {
+        match self
+            .storage
+            .write_held(ctx, |v| std::mem::replace(v, previous))
+        {
+            Ok(left) => left.flatten(),
+            Err(e) => restore_failed(e),
+        }
+    }
+
+    /// [`restore_in`](Self::restore_in) where the scope's context is not the current one: one
+    /// this thread entered further out, or one it left.
+    #[cold]
+    #[inline(never)]
+    #[track_caller]
+    fn restore_not_current(&self, at: &Where, previous: Option<T>) -> Option<T> {
+        match crate::context::held_here(at.addr, at.serial) {
+            Some(ctx) => self.restore_held(ctx, previous),
+            None => self.restore_elsewhere(*at, previous),
+        }
+    }
+
+    /// Ends one poll of a scope future: [`restore_in`](Self::restore_in), swapping in place —
+    /// `value` holds the displaced binding before, and what the poll left bound after.
+    #[inline(always)]
+    #[track_caller]
+    pub(crate) fn swap_back(&self, at: &Where, value: &mut Option<T>) {
+        match crate::context::current_if_at(at.addr) {
+            Some(ctx) if ctx.serial == at.serial => {
+                match self.storage.write_held(ctx, |v| std::mem::swap(v, value)) {
+                    Ok(Some(())) => {}
+                    // No slot any more: the local was dropped, and its values with it.
+                    Ok(None) => *value = None,
+                    Err(e) => *value = restore_failed(e),
+                }
+            }
+            _ => *value = self.restore_not_current(at, value.take()),
         }
     }
 
@@ -361,11 +429,6 @@ impl<T: Send + 'static> Local<T> {
             Elsewhere::Done(left) => left,
             Elsewhere::Queued | Elsewhere::Gone => None,
         }
-    }
-
-    /// `take` for a scope: an error instead of a panic.
-    pub(crate) fn try_take(&self) -> Result<Option<T>, AccessError> {
-        Ok(self.storage.write(Create::No, Option::take)?.flatten())
     }
 
     /// Unbinds the current context's value and returns it.

@@ -724,7 +724,7 @@ impl<T: Send + 'static> LocalStack<T> {
 
     /// [`enter`](Self::enter) for [`scope`](Self::scope): allowed in a thread's own context
     /// for an explicit-only stack too, since the guard ends with the scope.
-    #[inline]
+    #[inline(always)]
     #[track_caller]
     fn enter_anywhere(&self, value: T) -> StackGuard<'_, T> {
         let Some(ctx) = context::current() else {
@@ -776,8 +776,12 @@ impl<T: Send + 'static> LocalStack<T> {
     }
 
     /// Pushes a scope future's segment (see [`Segment`]) into the current context, returning
-    /// its element's number; the segment is taken only on success.
-    pub(crate) fn try_push_segment(&self, segment: &mut Segment<T>) -> Result<u64, AccessError> {
+    /// where, and its element's number there; the segment is taken only on success.
+    #[inline]
+    pub(crate) fn try_push_segment(
+        &self,
+        segment: &mut Segment<T>,
+    ) -> Result<(Where, u64), AccessError> {
         let Segment {
             value,
             seq,
@@ -790,10 +794,10 @@ impl<T: Send + 'static> LocalStack<T> {
         if self.storage.is_explicit_only() && !above.is_empty() {
             explicit::refuse_thread_own(|| self.name())?;
         }
-        let pushed = self.storage.write(Create::Yes, |s| {
-            Some(s.push_segment(value.take()?, *seq, above, above_seqs))
-        })?;
-        Ok(pushed.flatten().expect("a scope pushes a value it holds"))
+        let (at, pushed) = self
+            .storage
+            .write_scoped(|s| Some(s.push_segment(value.take()?, *seq, above, above_seqs)))?;
+        Ok((at, pushed.expect("a scope pushes a value it holds")))
     }
 
     /// Where the current context is, for a scope to remove its element there.
@@ -808,7 +812,8 @@ impl<T: Send + 'static> LocalStack<T> {
     /// looked for only in the context it was pushed into. If the poll left that
     /// context, this is done there (see [`Storage::write_elsewhere`]); when it is held
     /// elsewhere by then, the element's removal is queued for the holder, which drops it.
-    pub(crate) fn end_scoped(&self, at: Where, id: u64, segment: &mut Segment<T>, last: bool) {
+    #[inline]
+    pub(crate) fn end_scoped(&self, at: &Where, id: u64, segment: &mut Segment<T>, last: bool) {
         let Segment {
             value,
             above,
@@ -820,7 +825,7 @@ impl<T: Send + 'static> LocalStack<T> {
             Some(ctx) => self.storage.write_held(ctx, take).ok().flatten().flatten(),
             None => match self
                 .storage
-                .write_elsewhere(at, take, || Queued::Remove(id))
+                .write_elsewhere(*at, take, || Queued::Remove(id))
             {
                 Elsewhere::Done(v) => v,
                 Elsewhere::Queued | Elsewhere::Gone => None,
@@ -931,7 +936,7 @@ impl<T: Send + 'static> LocalStack<T> {
     /// Removes guard `id`'s value from `slot` of `ctx`, which this thread holds. When the slot
     /// is borrowed (the guard is dropped inside `with_top`) or iterated by this thread, the
     /// removal is queued and done as soon as that ends.
-    #[inline]
+    #[inline(always)]
     fn remove_held(&self, ctx: &CtxInner, slot: &Slot<StackStore<T>>, id: u64) {
         match self.storage.try_write_slot(ctx, slot, |s| s.remove_seq(id)) {
             Some(v) => drop(v),

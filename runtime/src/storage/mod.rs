@@ -39,6 +39,17 @@ pub(crate) struct Where {
     pub(crate) id: ContextId,
 }
 
+impl Where {
+    #[inline]
+    fn of(ctx: &CtxInner) -> Self {
+        Where {
+            addr: ptr::from_ref(ctx).addr(),
+            serial: ctx.serial,
+            id: ctx.id,
+        }
+    }
+}
+
 /// Whether a write may create this local's slot in the current context.
 #[derive(Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Create {
@@ -334,7 +345,7 @@ impl<V: Payload> Storage<V> {
         let Some((ctx, slot)) = self.slot_for_write(create)? else {
             return Ok(None);
         };
-        self.write_slot(ctx, slot, f).map(Some)
+        self.write_in::<false, false, R>(ctx, slot, f).map(Some)
     }
 
     /// The current context and this local's slot there for a write: created if `create` says
@@ -389,15 +400,34 @@ impl<V: Payload> Storage<V> {
         self.write_in::<false, true, R>(ctx, slot, f).map(Some)
     }
 
+    /// A scope's binding: a runtime write in the current context, creating the slot (allowed
+    /// for an explicit-only local too: a scope's binding ends by itself), and where it was
+    /// made, for the scope's end — with one lookup of the context for both.
+    #[inline(always)]
+    pub(crate) fn write_scoped<R>(
+        &self,
+        f: impl FnOnce(&mut V) -> R,
+    ) -> Result<(Where, R), AccessError> {
+        let (ctx, slot) = match self.current_slot()? {
+            (ctx, Some(slot)) => (ctx, slot),
+            (ctx, None) => (ctx, self.try_create(ctx)?),
+        };
+        let at = Where::of(ctx);
+        Ok((at, self.write_inlined::<false, false, R>(ctx, slot, f)?))
+    }
+
     /// Like [`write`](Self::write) without creating, in `ctx` — a context this thread holds,
     /// not necessarily the current one (a scope ending after its context was left).
+    #[inline(always)]
     pub(crate) fn write_held<R>(
         &self,
         ctx: &CtxInner,
         f: impl FnOnce(&mut V) -> R,
     ) -> Result<Option<R>, AccessError> {
         match self.slot_in(ctx) {
-            Some(slot) => self.write_slot(ctx, slot, f).map(Some),
+            Some(slot) => self
+                .write_inlined::<false, false, R>(ctx, slot, f)
+                .map(Some),
             None => Ok(None),
         }
     }
@@ -405,11 +435,7 @@ impl<V: Payload> Storage<V> {
     /// The current context, as (address, serial, id): where a scope binds.
     pub(crate) fn current_context(&self) -> Result<Where, AccessError> {
         let ctx = context::current().ok_or_else(|| self.err(AccessErrorKind::Destroyed))?;
-        Ok(Where {
-            addr: ptr::from_ref(ctx).addr(),
-            serial: ctx.serial,
-            id: ctx.id,
-        })
+        Ok(Where::of(ctx))
     }
 
     /// Does `f` on this local's payload in the context at `at`, which this thread does not
@@ -505,23 +531,42 @@ impl<V: Payload> Storage<V> {
     }
 
     /// Exclusive access to `slot`, of `ctx`, which this thread holds; `f` runs no user code.
-    #[inline]
+    /// Inlined, as on the scope paths (see [`write_inlined`](Self::write_inlined)): for
+    /// `StackGuard`s, whose push and removal are a scope's.
+    #[inline(always)]
     pub(crate) fn write_slot<R>(
         &self,
         ctx: &CtxInner,
         slot: &Slot<V>,
         f: impl FnOnce(&mut V) -> R,
     ) -> Result<R, AccessError> {
-        self.write_in::<false, false, R>(ctx, slot, f)
+        self.write_inlined::<false, false, R>(ctx, slot, f)
+    }
+
+    /// The write protocol (see [`write_inlined`](Self::write_inlined)), left to the compiler
+    /// to inline or not.
+    #[inline]
+    fn write_in<const USER: bool, const FRESH: bool, R>(
+        &self,
+        ctx: &CtxInner,
+        slot: &Slot<V>,
+        f: impl FnOnce(&mut V) -> R,
+    ) -> Result<R, AccessError> {
+        self.write_inlined::<USER, FRESH, R>(ctx, slot, f)
     }
 
     /// The write protocol. With `USER`, `f` is user code, which may queue work on the slot
     /// (a guard dropped inside `with_mut`), so the end of the write looks for it; without,
     /// nothing can change the state meanwhile. With `FRESH`, see [`write_fresh`].
     ///
+    /// Always inlined into the scope paths (`write_scoped`, `write_held`, `write_slot`): a
+    /// write left out of line hands its result back through memory, and a scope's restore
+    /// reads the value it takes out as one wide load of narrow stores made just before — a
+    /// store-forwarding stall; inlined, a value nobody drops is not even loaded.
+    ///
     /// [`write_fresh`]: Self::write_fresh
-    #[inline]
-    fn write_in<const USER: bool, const FRESH: bool, R>(
+    #[inline(always)]
+    fn write_inlined<const USER: bool, const FRESH: bool, R>(
         &self,
         ctx: &CtxInner,
         slot: &Slot<V>,
@@ -742,6 +787,7 @@ impl<V: Payload> Storage<V> {
 
     /// Exclusive access to `slot` of `ctx` (held by this thread), or `None` when that cannot
     /// be had now: the slot is borrowed, or this thread is iterating this local.
+    #[inline(always)]
     pub(crate) fn try_write_slot<R>(
         &self,
         ctx: &CtxInner,

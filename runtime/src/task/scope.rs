@@ -57,21 +57,6 @@ impl<B: Binding> Drop for Unbind<'_, B> {
     }
 }
 
-/// Binds for the duration of `f`, then takes the value back (also when `f` panics).
-#[track_caller]
-pub(crate) fn scope_sync<B: Binding, R>(mut binding: B, f: impl FnOnce() -> R) -> R {
-    let token = match binding.bind() {
-        Ok(token) => token,
-        Err(e) => fail(format_args!("{e}")),
-    };
-    let _unbind = Unbind {
-        binding: &mut binding,
-        token: Some(token),
-        last: true,
-    };
-    f()
-}
-
 impl<B: Binding, F: Future> Future for Scoped<B, F> {
     type Output = F::Output;
 
@@ -230,23 +215,22 @@ impl<'a, T: Send + 'static> LocalBinding<'a, T> {
 }
 
 impl<T: Send + 'static> Binding for LocalBinding<'_, T> {
-    /// Where it was bound, and the binding it displaced there, restored after.
-    type Token = (Where, Option<T>);
+    /// Where it was bound; the binding it displaced there waits in `value` meanwhile.
+    type Token = Where;
 
-    fn bind(&mut self) -> Result<(Where, Option<T>), AccessError> {
-        let at = self.local.context_here()?;
-        let previous = match &mut self.value {
-            value @ Some(_) => self.local.try_replace_from(value)?,
-            None => self.local.try_take()?,
-        };
-        Ok((at, previous))
+    #[inline]
+    fn bind(&mut self) -> Result<Where, AccessError> {
+        // Without a value (the scope's binding went with a context held elsewhere), the
+        // current binding is taken out for the poll all the same.
+        self.local.try_swap_scoped(&mut self.value)
     }
 
-    fn unbind(&mut self, (at, previous): (Where, Option<T>), _last: bool) {
+    #[inline]
+    fn unbind(&mut self, at: Where, _last: bool) {
         // What the poll left bound is the scope's value from now on (a `set` inside the scope
         // persists across `.await`, within the scope) — taken from where it was bound, even if
         // another context is current by now.
-        self.value = self.local.restore_in(at, previous);
+        self.local.swap_back(&at, &mut self.value);
     }
 }
 
@@ -274,19 +258,39 @@ impl<T: Send + 'static> Binding for StackBinding<'_, T> {
     /// Where the element was pushed, and its sequence number there, if one was pushed.
     type Token = (Where, Option<u64>);
 
+    #[inline]
     fn bind(&mut self) -> Result<(Where, Option<u64>), AccessError> {
-        let at = self.stack.context_here()?;
-        let id = match self.segment.value {
-            Some(_) => Some(self.stack.try_push_segment(&mut self.segment)?),
-            None => None,
-        };
-        Ok((at, id))
+        if self.segment.value.is_some() {
+            let (at, id) = self.stack.try_push_segment(&mut self.segment)?;
+            return Ok((at, Some(id)));
+        }
+        Ok((self.stack.context_here()?, None))
     }
 
+    #[inline]
     fn unbind(&mut self, (at, id): (Where, Option<u64>), last: bool) {
         // No id when the element is gone (a poll popped it: it was the popper's to keep).
         if let Some(id) = id {
-            self.stack.end_scoped(at, id, &mut self.segment, last);
+            self.stack.end_scoped(&at, id, &mut self.segment, last);
+        }
+    }
+}
+
+/// Ends a [`Local::scope`], also when its closure panics: the displaced binding back in the
+/// context the scope bound in, the scope's value (or what the closure bound instead) dropped
+/// after, with the guard.
+struct Restore<'a, T: Send + 'static> {
+    local: &'a Local<T>,
+    at: Where,
+    /// The binding the scope displaced; taken once, by `drop`.
+    displaced: Option<Option<T>>,
+}
+
+impl<T: Send + 'static> Drop for Restore<'_, T> {
+    #[inline(always)]
+    fn drop(&mut self) {
+        if let Some(displaced) = self.displaced.take() {
+            drop(self.local.restore_in(&self.at, displaced));
         }
     }
 }
@@ -323,9 +327,16 @@ impl<T: Send + 'static> Local<T> {
     /// });
     /// assert_eq!(LEVEL.get(), Some("info"));
     /// ```
+    #[inline]
     #[track_caller]
     pub fn scope<R>(&self, value: T, f: impl FnOnce() -> R) -> R {
-        scope_sync(LocalBinding::new(self, value), f)
+        let (at, displaced) = self.bind_scoped(value);
+        let _restore = Restore {
+            local: self,
+            at,
+            displaced: Some(displaced),
+        };
+        f()
     }
 
     /// A future that runs `fut` with `value` bound: the value is bound at the start of every
