@@ -3,6 +3,7 @@
 //! - `owner`: who holds a context (the one state machine for entering, tasks, removals, drop);
 //! - `current`: each thread's chain of entered contexts and its own context;
 //! - `inner`: one context's storage, pending removals and teardown;
+//! - `rare`: the part of a context only some need, allocated on first use;
 //! - `table`: the slot table and the type-erased slot header;
 //! - `registry`: live contexts by id, for iteration;
 //! - `frame`: frames (a context's inheritable values at one moment, shared by snapshots and
@@ -19,6 +20,7 @@ mod id;
 pub(crate) mod inherit;
 mod inner;
 pub(crate) mod owner;
+mod rare;
 pub(crate) mod registry;
 pub(crate) mod table;
 pub(crate) mod unfinished;
@@ -34,7 +36,8 @@ pub(crate) use current::{
 };
 pub use enter_error::EnterError;
 pub use id::ContextId;
-pub(crate) use inner::{CtxInner, Retired};
+pub(crate) use inner::CtxInner;
+pub(crate) use rare::Retired;
 
 use crate::error::fail;
 use crate::sync::Arc;

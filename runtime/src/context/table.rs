@@ -1,17 +1,24 @@
 //! A context's slot table: one cell per local index, pointing at that local's slot.
 //!
-//! Slots `0..INLINE` live inside the context, the rest in buckets allocated on first use and
-//! never moved, so a slot reference stays valid while the context lives. The table knows slots
-//! only through their type-erased header; `storage` owns what is inside them.
+//! The cells of slots `0..INLINE` live inside the context, the rest in buckets allocated on
+//! first use and never moved, so a slot reference stays valid while the context lives. The
+//! list of buckets is itself allocated on first use: a context that binds only the first
+//! locals (or none: a child that reads what it inherited) pays for `INLINE` cells and one
+//! pointer. The table knows slots only through their type-erased header; `storage` owns what
+//! is inside them.
 
 use std::ptr::{self, NonNull};
 
-use crate::sync::{AtomicBool, AtomicPtr, AtomicUsize, Ordering, UnsafeCell};
+use crate::sync::{AtomicBool, AtomicPtr, AtomicU32, AtomicUsize, Ordering, UnsafeCell};
 
 /// Slots 0..INLINE live inside the context itself: no extra indirection for the first locals.
-pub(crate) const INLINE: usize = 32;
+/// Few, because every context pays for them (100,000 connections' contexts, 8 bytes each).
+pub(crate) const INLINE: usize = 8;
 /// Overflow bucket `b` covers indices `INLINE << b .. INLINE << (b + 1)`.
-const BUCKETS: usize = 26;
+const BUCKETS: usize = 28;
+
+/// A bucket: its first cell (`bucket_len(b)` of them, contiguous).
+type Bucket = AtomicPtr<AtomicPtr<SlotHeader>>;
 
 /// A frozen payload (`Arc<V>` of the local's payload type), shared by snapshots and forks.
 /// std's `Arc` even under loom (loom's cannot hold a `dyn`): frozen values are immutable, so
@@ -35,6 +42,9 @@ pub(crate) struct SlotVTable {
     pub(crate) remove: unsafe fn(NonNull<SlotHeader>, &mut Queued, Remover) -> Removal,
     /// Frees the slot and whatever it still holds.
     pub(crate) free: unsafe fn(NonNull<SlotHeader>),
+    /// Waits for the slot's foreign readers (see [`WaitReaders`]): through the slot's own
+    /// reference to its local's readers, so the header needs none.
+    pub(crate) wait_readers: unsafe fn(NonNull<SlotHeader>) -> bool,
 }
 
 /// What taking a slot's values found (see [`SlotVTable::take`]).
@@ -118,14 +128,12 @@ pub(crate) struct SlotCold {
     pub(crate) serial: u64,
     /// The local's name, for messages about the slot.
     pub(crate) name: &'static str,
-    /// The readers of this local (to wait for the readers of this slot without its type).
-    pub(crate) readers: &'static dyn WaitReaders,
     /// Foreign readers (`for_each`) handing out this slot's payload right now; see
-    /// `storage/borrow.rs`.
-    pub(crate) marks: AtomicUsize,
+    /// `storage/borrow.rs`. (32 bits: one per thread reading at once.)
+    pub(crate) marks: AtomicU32,
     /// Captures using the slot right now (`inherit.rs`), and whether its local was dropped
     /// meanwhile — then the last of them frees it. Both under the context's detach lock.
-    pub(crate) pins: AtomicUsize,
+    pub(crate) pins: AtomicU32,
     pub(crate) orphaned: AtomicBool,
     /// For an inheritable local: its payload as last frozen for a capture, reused while
     /// `frozen_fresh` says no write came since. Holder-only.
@@ -207,6 +215,17 @@ impl SlotHeader {
         unsafe { (hdr.as_ref().vtable.remove)(hdr, op, by) }
     }
 
+    /// Waits until no foreign reader marks the slot (see [`WaitReaders::wait_unmarked`]);
+    /// `false` if that would wait for this very thread.
+    ///
+    /// # Safety
+    ///
+    /// `hdr` must point to a live slot (pinned by the caller).
+    pub(crate) unsafe fn wait_readers(hdr: NonNull<SlotHeader>) -> bool {
+        // SAFETY: forwarded from the caller; the vtable is the one of the slot's own type.
+        unsafe { (hdr.as_ref().vtable.wait_readers)(hdr) }
+    }
+
     /// See [`SlotVTable::free`].
     ///
     /// # Safety
@@ -220,15 +239,39 @@ impl SlotHeader {
 
 pub(crate) struct Table {
     inline: [AtomicPtr<SlotHeader>; INLINE],
-    overflow: [AtomicPtr<AtomicPtr<SlotHeader>>; BUCKETS],
+    /// The buckets beyond `inline` (a boxed `[Bucket; BUCKETS]`), null until a local with an
+    /// index past `INLINE` is bound here. Installed once by the holder, never moved or freed
+    /// before the table.
+    overflow: AtomicPtr<Bucket>,
 }
 
 impl Table {
     pub(crate) fn new() -> Self {
         Self {
             inline: std::array::from_fn(|_| AtomicPtr::new(ptr::null_mut())),
-            overflow: std::array::from_fn(|_| AtomicPtr::new(ptr::null_mut())),
+            overflow: AtomicPtr::new(ptr::null_mut()),
         }
+    }
+
+    /// The bucket list, if allocated.
+    #[inline]
+    fn buckets(&self) -> Option<&[Bucket; BUCKETS]> {
+        let p = self.overflow.load(Ordering::Acquire);
+        // SAFETY: a non-null pointer came from `buckets_or_grow`, which leaked a boxed array
+        // that lives until `self` drops.
+        (!p.is_null()).then(|| unsafe { &*p.cast::<[Bucket; BUCKETS]>() })
+    }
+
+    /// The bucket list, allocated if needed. Only the context's holder calls it.
+    fn buckets_or_grow(&self) -> &[Bucket; BUCKETS] {
+        if let Some(b) = self.buckets() {
+            return b;
+        }
+        let list: Box<[Bucket; BUCKETS]> =
+            Box::new(std::array::from_fn(|_| AtomicPtr::new(ptr::null_mut())));
+        let p = Box::into_raw(list).cast::<Bucket>();
+        self.overflow.store(p, Ordering::Release);
+        self.buckets().expect("bucket list was just installed")
     }
 
     /// The slot pointer cell for `index`, if its bucket exists.
@@ -245,7 +288,7 @@ impl Table {
     #[inline]
     fn overflow_cell(&self, index: usize) -> Option<&AtomicPtr<SlotHeader>> {
         let (bucket, offset) = bucket_of(index);
-        let base = self.overflow[bucket].load(Ordering::Acquire);
+        let base = self.buckets()?[bucket].load(Ordering::Acquire);
         if base.is_null() {
             return None;
         }
@@ -286,15 +329,18 @@ impl Table {
             .map(|_| AtomicPtr::new(ptr::null_mut()))
             .collect();
         let base = Box::into_raw(cells).cast::<AtomicPtr<SlotHeader>>();
-        self.overflow[bucket].store(base, Ordering::Release);
+        self.buckets_or_grow()[bucket].store(base, Ordering::Release);
         self.cell(index).expect("bucket was just installed")
     }
 
     /// Every slot pointer cell.
     pub(crate) fn for_each_cell(&self, mut f: impl FnMut(&AtomicPtr<SlotHeader>)) {
         self.inline.iter().for_each(&mut f);
-        for bucket in 0..BUCKETS {
-            let base = self.overflow[bucket].load(Ordering::Acquire);
+        let Some(buckets) = self.buckets() else {
+            return;
+        };
+        for (bucket, base) in buckets.iter().enumerate() {
+            let base = base.load(Ordering::Acquire);
             if base.is_null() {
                 continue;
             }
@@ -316,8 +362,14 @@ impl Drop for Table {
                 unsafe { SlotHeader::free(hdr) };
             }
         });
-        for bucket in 0..BUCKETS {
-            let base = self.overflow[bucket].load(Ordering::Relaxed);
+        let list = self.overflow.load(Ordering::Relaxed);
+        if list.is_null() {
+            return;
+        }
+        // SAFETY: allocated in `buckets_or_grow` as a boxed array; nobody else can reach it.
+        let list = unsafe { Box::from_raw(list.cast::<[Bucket; BUCKETS]>()) };
+        for (bucket, base) in list.iter().enumerate() {
+            let base = base.load(Ordering::Relaxed);
             if !base.is_null() {
                 let len = bucket_len(bucket);
                 // SAFETY: allocated in `cell_or_grow` as a boxed slice of exactly `len` cells.
