@@ -5,6 +5,7 @@
 //! - `inner`: one context's storage, pending removals and teardown;
 //! - `rare`: the part of a context only some need, allocated on first use;
 //! - `table`: the slot table and the type-erased slot header;
+//! - `overflow`: the table's cells past its inline ones, by index;
 //! - `registry`: live contexts by id, for iteration;
 //! - `frame`: frames (a context's inheritable values at one moment, shared by snapshots and
 //!   forks) and what a fork inherited;
@@ -19,6 +20,7 @@ pub(crate) mod frame;
 mod id;
 pub(crate) mod inherit;
 mod inner;
+mod overflow;
 pub(crate) mod owner;
 mod rare;
 pub(crate) mod registry;

@@ -1,24 +1,19 @@
 //! A context's slot table: one cell per local index, pointing at that local's slot.
 //!
-//! The cells of slots `0..INLINE` live inside the context, the rest in buckets allocated on
-//! first use and never moved, so a slot reference stays valid while the context lives. The
-//! list of buckets is itself allocated on first use: a context that binds only the first
-//! locals (or none: a child that reads what it inherited) pays for `INLINE` cells and one
-//! pointer. The table knows slots only through their type-erased header; `storage` owns what
-//! is inside them.
+//! The cells of slots `0..INLINE` live inside the context, the rest in a map by index
+//! (`overflow.rs`) whose cells are never moved, so a slot reference stays valid while the
+//! context lives. A context pays for `INLINE` cells and one pointer, plus a few words per local
+//! bound past them, whatever its index. The table knows slots only through their type-erased
+//! header; `storage` owns what is inside them.
 
 use std::ptr::{self, NonNull};
 
+use super::overflow::Overflow;
 use crate::sync::{AtomicBool, AtomicPtr, AtomicU32, AtomicUsize, Ordering, UnsafeCell};
 
 /// Slots 0..INLINE live inside the context itself: no extra indirection for the first locals.
 /// Few, because every context pays for them (100,000 connections' contexts, 8 bytes each).
 pub(crate) const INLINE: usize = 8;
-/// Overflow bucket `b` covers indices `INLINE << b .. INLINE << (b + 1)`.
-const BUCKETS: usize = 28;
-
-/// A bucket: its first cell (`bucket_len(b)` of them, contiguous).
-type Bucket = AtomicPtr<AtomicPtr<SlotHeader>>;
 
 /// A frozen payload (`Arc<V>` of the local's payload type), shared by snapshots and forks.
 /// std's `Arc` even under loom (loom's cannot hold a `dyn`): frozen values are immutable, so
@@ -239,63 +234,25 @@ impl SlotHeader {
 
 pub(crate) struct Table {
     inline: [AtomicPtr<SlotHeader>; INLINE],
-    /// The buckets beyond `inline` (a boxed `[Bucket; BUCKETS]`), null until a local with an
-    /// index past `INLINE` is bound here. Installed once by the holder, never moved or freed
-    /// before the table.
-    overflow: AtomicPtr<Bucket>,
+    /// The cells beyond `inline`, by index (allocated when a local past `INLINE` is bound).
+    overflow: Overflow<SlotHeader>,
 }
 
 impl Table {
     pub(crate) fn new() -> Self {
         Self {
             inline: std::array::from_fn(|_| AtomicPtr::new(ptr::null_mut())),
-            overflow: AtomicPtr::new(ptr::null_mut()),
+            overflow: Overflow::new(),
         }
     }
 
-    /// The bucket list, if allocated.
-    #[inline]
-    fn buckets(&self) -> Option<&[Bucket; BUCKETS]> {
-        let p = self.overflow.load(Ordering::Acquire);
-        // SAFETY: a non-null pointer came from `buckets_or_grow`, which leaked a boxed array
-        // that lives until `self` drops.
-        (!p.is_null()).then(|| unsafe { &*p.cast::<[Bucket; BUCKETS]>() })
-    }
-
-    /// The bucket list, allocated if needed. Only the context's holder calls it.
-    fn buckets_or_grow(&self) -> &[Bucket; BUCKETS] {
-        if let Some(b) = self.buckets() {
-            return b;
-        }
-        let list: Box<[Bucket; BUCKETS]> =
-            Box::new(std::array::from_fn(|_| AtomicPtr::new(ptr::null_mut())));
-        let p = Box::into_raw(list).cast::<Bucket>();
-        self.overflow.store(p, Ordering::Release);
-        self.buckets().expect("bucket list was just installed")
-    }
-
-    /// The slot pointer cell for `index`, if its bucket exists.
+    /// The slot pointer cell for `index`, if one exists.
     #[inline]
     pub(crate) fn cell(&self, index: usize) -> Option<&AtomicPtr<SlotHeader>> {
         if index < INLINE {
             return Some(&self.inline[index]);
         }
-        self.overflow_cell(index)
-    }
-
-    /// [`cell`](Self::cell) beyond the inline slots: out of line, so the hot paths of the first
-    /// locals stay short.
-    #[inline]
-    fn overflow_cell(&self, index: usize) -> Option<&AtomicPtr<SlotHeader>> {
-        let (bucket, offset) = bucket_of(index);
-        let base = self.buckets()?[bucket].load(Ordering::Acquire);
-        if base.is_null() {
-            return None;
-        }
-        // SAFETY: a non-null bucket pointer came from `cell_or_grow`, which allocated
-        // `bucket_len(bucket)` cells that live until `self` drops; `offset` is below that
-        // length by construction of `bucket_of`.
-        Some(unsafe { &*base.add(offset) })
+        self.overflow.cell(index)
     }
 
     /// The slot at `index`, which may be any number (an unassigned key's too): one
@@ -312,80 +269,33 @@ impl Table {
     /// doubles the cost of every access to those locals.
     #[inline]
     fn overflow_slot(&self, index: usize) -> Option<NonNull<SlotHeader>> {
-        if index >= INLINE << BUCKETS {
-            return None;
-        }
-        NonNull::new(self.overflow_cell(index)?.load(Ordering::Acquire))
+        NonNull::new(self.overflow.cell(index)?.load(Ordering::Acquire))
     }
 
-    /// Like [`cell`](Self::cell), allocating the bucket first. Only the context's holder calls
-    /// it, so no other bucket can be installed concurrently.
+    /// Like [`cell`](Self::cell), creating the cell first. Only the context's holder calls it.
     pub(crate) fn cell_or_grow(&self, index: usize) -> &AtomicPtr<SlotHeader> {
-        if let Some(c) = self.cell(index) {
-            return c;
+        if index < INLINE {
+            return &self.inline[index];
         }
-        let (bucket, _) = bucket_of(index);
-        let cells: Box<[AtomicPtr<SlotHeader>]> = (0..bucket_len(bucket))
-            .map(|_| AtomicPtr::new(ptr::null_mut()))
-            .collect();
-        let base = Box::into_raw(cells).cast::<AtomicPtr<SlotHeader>>();
-        self.buckets_or_grow()[bucket].store(base, Ordering::Release);
-        self.cell(index).expect("bucket was just installed")
+        self.overflow.cell_or_insert(index)
     }
 
     /// Every slot pointer cell.
     pub(crate) fn for_each_cell(&self, mut f: impl FnMut(&AtomicPtr<SlotHeader>)) {
         self.inline.iter().for_each(&mut f);
-        let Some(buckets) = self.buckets() else {
-            return;
-        };
-        for (bucket, base) in buckets.iter().enumerate() {
-            let base = base.load(Ordering::Acquire);
-            if base.is_null() {
-                continue;
-            }
-            for offset in 0..bucket_len(bucket) {
-                // SAFETY: as in `cell`.
-                f(unsafe { &*base.add(offset) });
-            }
-        }
+        self.overflow.for_each_cell(f);
     }
 }
 
 impl Drop for Table {
     fn drop(&mut self) {
         // Last reference to the context: nobody can reach the slots any more. Values still in
-        // them (see `CtxInner::teardown`) go with them.
+        // them (see `CtxInner::teardown`) go with them; the cells go with `overflow`.
         self.for_each_cell(|cell| {
             if let Some(hdr) = NonNull::new(cell.load(Ordering::Relaxed)) {
                 // SAFETY: exclusive access (`&mut self`); the slot is live and ours.
                 unsafe { SlotHeader::free(hdr) };
             }
         });
-        let list = self.overflow.load(Ordering::Relaxed);
-        if list.is_null() {
-            return;
-        }
-        // SAFETY: allocated in `buckets_or_grow` as a boxed array; nobody else can reach it.
-        let list = unsafe { Box::from_raw(list.cast::<[Bucket; BUCKETS]>()) };
-        for (bucket, base) in list.iter().enumerate() {
-            let base = base.load(Ordering::Relaxed);
-            if !base.is_null() {
-                let len = bucket_len(bucket);
-                // SAFETY: allocated in `cell_or_grow` as a boxed slice of exactly `len` cells.
-                drop(unsafe { Box::from_raw(ptr::slice_from_raw_parts_mut(base, len)) });
-            }
-        }
     }
-}
-
-#[inline]
-fn bucket_of(index: usize) -> (usize, usize) {
-    let q = index / INLINE; // >= 1
-    let bucket = (usize::BITS - 1 - q.leading_zeros()) as usize;
-    (bucket, index - (INLINE << bucket))
-}
-
-fn bucket_len(bucket: usize) -> usize {
-    INLINE << bucket
 }
