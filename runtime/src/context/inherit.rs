@@ -428,8 +428,10 @@ impl CtxInner {
     }
 
     /// An inheritable local at `index` was written and its frozen copy is stale now: the next
-    /// capture freezes it anew. Holder-only.
-    #[inline]
+    /// capture freezes it anew. Holder-only. Once per capture and local written: out of the
+    /// write paths' line.
+    #[cold]
+    #[inline(never)]
     pub(crate) fn note_dirty(&self, index: usize) {
         // A frozen copy was fresh, so a capture ran here: `Rare` is there already.
         let rare = self.rare.get_or_init();
