@@ -359,7 +359,7 @@ impl CtxInner {
         let len = self.order.with(|o| unsafe { (*o).len() });
         for i in 0..len {
             // SAFETY: as above.
-            let index = self.order.with(|o| unsafe { (&*o)[i] });
+            let index = self.order.with(|o| unsafe { (&*o)[i] }) as usize;
             if let Some(entry) = self.capture_slot(index)? {
                 set_entry(&mut entries, index, entry);
             }

@@ -42,8 +42,9 @@ pub(crate) struct CtxInner {
     /// context entered.
     link: UnsafeCell<*const CtxInner>,
     /// Local indices in the order of their first binding here (teardown runs it backwards).
-    /// Written only by the context's holder.
-    pub(super) order: UnsafeCell<Vec<usize>>,
+    /// Written only by the context's holder. 32 bits: no program has more locals, and a
+    /// context's list costs half.
+    pub(super) order: UnsafeCell<Vec<u32>>,
     /// Removals are queued (`Rare::pending`): lets holders skip the lock.
     has_pending: AtomicBool,
     /// The context was left while some of its values were borrowed: its claim ends when the
@@ -143,6 +144,7 @@ impl CtxInner {
 
     /// Records that the local at `index` was bound here for the first time.
     pub(crate) fn record_first_binding(&self, index: usize) {
+        let index = u32::try_from(index).expect("fewer than 2^32 locals");
         // SAFETY: only the holder creates slots, and it holds no reference into `order`.
         self.order.with_mut(|o| unsafe { (*o).push(index) });
     }
@@ -330,7 +332,7 @@ impl CtxInner {
             while i > 0 {
                 i -= 1;
                 // SAFETY: as above; `order` only grows, so `i` stays in bounds.
-                let index = self.order.with(|o| unsafe { (&*o)[i] });
+                let index = self.order.with(|o| unsafe { (&*o)[i] }) as usize;
                 // The slot's values, then what its retired slots kept for their readers.
                 let values = match (
                     self.take_slot(index, &mut left),
@@ -489,7 +491,7 @@ impl CtxInner {
         self.order.with(|o| {
             // SAFETY: holder-only, and no user code runs while `order` is borrowed.
             for &index in unsafe { &*o } {
-                if let Some(slot) = self.table.slot_at(index) {
+                if let Some(slot) = self.table.slot_at(index as usize) {
                     // SAFETY: a slot in the table is live while the context is (and while the
                     // scan is announced, for a local being dropped).
                     let hdr = unsafe { slot.as_ref() };
@@ -531,7 +533,7 @@ impl CtxInner {
         self.order.with(|o| {
             // SAFETY: holder-only, and no user code runs while `order` is borrowed.
             for &index in unsafe { &*o } {
-                if let Some(slot) = self.table.slot_at(index) {
+                if let Some(slot) = self.table.slot_at(index as usize) {
                     // SAFETY: a slot in the table is live while the context is (and while the
                     // scan is announced, for a local being dropped).
                     let hdr = unsafe { slot.as_ref() };

@@ -82,11 +82,17 @@ impl RareCell {
 
     /// The rare part, allocated now if needed. Any thread may call it (a guard posting a
     /// removal from afar): the first installation wins, a losing one is freed.
-    #[cold]
+    #[inline]
     pub(crate) fn get_or_init(&self) -> &Rare {
-        if let Some(rare) = self.get() {
-            return rare;
+        match self.get() {
+            Some(rare) => rare,
+            None => self.init(),
         }
+    }
+
+    #[cold]
+    #[inline(never)]
+    fn init(&self) -> &Rare {
         let new = Box::into_raw(Box::new(Rare::new()));
         match self
             .0
