@@ -441,8 +441,8 @@ impl CtxInner {
 
     /// Takes the cached frame out (teardown). Holder-only.
     pub(super) fn take_cache(&self) -> Option<Arc<Frame>> {
-        // SAFETY: holder-only; no user code runs while it is borrowed.
         let rare = self.rare.get()?;
+        // SAFETY: holder-only; no user code runs while it is borrowed.
         rare.cache.with_mut(|c| unsafe { (*c).take() })
     }
 

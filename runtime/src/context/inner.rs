@@ -470,10 +470,10 @@ impl Drop for CtxInner {
             return;
         };
         // SAFETY: `&mut self`: nobody else can reach the list.
-        for r in rare
+        let retired = rare
             .retired
-            .with_mut(|v| unsafe { std::mem::take(&mut *v) })
-        {
+            .with_mut(|v| unsafe { std::mem::take(&mut *v) });
+        for r in retired {
             // SAFETY: retired slots belong to the context alone, and it is going away.
             unsafe { SlotHeader::free(r.hdr) };
         }
