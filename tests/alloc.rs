@@ -37,6 +37,57 @@ fn hot_paths_do_not_allocate_after_first_use() {
         "the hot paths allocated"
     );
     scope_future_polls_do_not_allocate_when_nothing_is_pushed_above();
+    a_context_costs_what_it_binds_not_the_numbers_of_its_locals();
+    a_child_that_wrote_nothing_stays_small();
+}
+
+static MANY: [Local<u64>; 300] = [const { Local::new() }; 300];
+static INHERITED: [Local<u64>; 3] = [const { Local::new().inheritable() }; 3];
+
+/// Bytes still allocated per item while `n` items made by `make` are alive.
+fn live_bytes_per<X>(n: usize, mut make: impl FnMut() -> X) -> usize {
+    let mut alive = Vec::with_capacity(n);
+    let before = CountingAlloc::live_bytes();
+    for _ in 0..n {
+        alive.push(make());
+    }
+    let bytes = CountingAlloc::live_bytes() - before;
+    drop(alive);
+    bytes / n
+}
+
+/// A context binding three locals costs the same whether their indices are small or in the
+/// hundreds (a program with many locals): its table grows by what it binds.
+fn a_context_costs_what_it_binds_not_the_numbers_of_its_locals() {
+    let three = |ls: &'static [Local<u64>]| {
+        move || {
+            let ctx = context_local::Context::new();
+            ctx.run(|| ls.iter().for_each(|l| l.set(1)));
+            ctx
+        }
+    };
+    // Indices in order, and the registry grown, before measuring.
+    drop(three(&MANY)());
+    live_bytes_per(1_000, three(&MANY[..3]));
+    let low = live_bytes_per(1_000, three(&MANY[20..23]));
+    let high = live_bytes_per(1_000, three(&MANY[297..]));
+    // (Give or take the registry's growth, a few bytes per context.)
+    assert!(
+        low.abs_diff(high) <= 8,
+        "bytes per context binding locals 20-22: {low}, 297-299: {high}"
+    );
+}
+
+/// A child context that only reads what it inherited — a request context per connection, at
+/// 100,000 connections — costs at most 256 bytes (DESIGN.md, round-3 gates).
+fn a_child_that_wrote_nothing_stays_small() {
+    let parent = context_local::Context::new();
+    parent.run(|| {
+        INHERITED.iter().for_each(|l| l.set(1));
+        drop(context_local::Context::child()); // the capture, cached in the parent
+        let bytes = live_bytes_per(10_000, context_local::Context::child);
+        assert!(bytes <= 256, "{bytes} bytes per child context");
+    });
 }
 
 /// A scope future's polls allocate nothing when its inner future pushes nothing above the

@@ -232,3 +232,50 @@ fn a_guard_dropped_while_another_thread_drops_its_context_does_nothing() {
     assert_eq!(t.live(), 0);
     assert_eq!(S.contexts(), 0);
 }
+
+#[test]
+fn many_locals_in_one_context_keep_their_values_through_growth_and_recycling() {
+    // Past the table's few inline cells, a context's cells are in a map that is replaced as it
+    // grows, while readers on other threads may still hold the old one; indices of dropped
+    // locals are reused by new ones.
+    let tally = Tally::new();
+    let ctx = Context::new();
+    let mut locals: Vec<Local<common::Counted>> = (0..100).map(|_| Local::new()).collect();
+    ctx.run(|| {
+        for (i, l) in locals.iter().enumerate() {
+            l.set(tally.make(i as u64));
+            // Every earlier one is still found after each growth.
+            assert_eq!(locals[i / 2].with(|v| v.n), (i / 2) as u64);
+        }
+    });
+    thread::scope(|s| {
+        s.spawn(|| {
+            for (i, l) in locals.iter().enumerate() {
+                let mut seen = Vec::new();
+                l.for_each(|id, v| seen.push((id, v.n)));
+                assert_eq!(seen, [(ctx.id(), i as u64)]);
+            }
+        });
+        ctx.run(|| {
+            for (i, l) in locals.iter().enumerate().rev() {
+                l.with_mut(|v| assert_eq!(v.n, i as u64));
+            }
+        });
+    });
+    // Dropping locals detaches their slots; new ones reuse the indices, unbound here.
+    locals.truncate(30);
+    assert_eq!(tally.live(), 30);
+    let fresh: Vec<Local<common::Counted>> = (0..70).map(|_| Local::new()).collect();
+    ctx.run(|| {
+        for (i, l) in fresh.iter().enumerate() {
+            assert!(!l.is_set());
+            l.set(tally.make(1000 + i as u64));
+        }
+        for (i, l) in locals.iter().enumerate() {
+            assert_eq!(l.with(|v| v.n), i as u64);
+        }
+    });
+    assert_eq!(tally.live(), 100);
+    drop(ctx);
+    tally.assert_all_dropped();
+}

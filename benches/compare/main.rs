@@ -20,6 +20,7 @@ use context_local::{Context, Local, LocalStack};
 
 mod baggage;
 mod edges;
+mod footprint;
 mod inherit;
 mod iteration;
 mod tasks;
@@ -849,7 +850,7 @@ fn main() {
         .collect();
     type Section = fn(&mut Vec<Row>);
     // Single rows of the gates, for measuring one change: `leave`, `capture`, `explicit`.
-    let sections: [(&str, Section); 14] = [
+    let sections: [(&str, Section); 15] = [
         ("hot_paths", hot_paths),
         ("scaling", scaling),
         ("scopes", scopes),
@@ -861,6 +862,7 @@ fn main() {
         ("edges", edges::edges),
         ("tracing", tracing::tracing),
         ("memory", memory),
+        ("footprint", footprint::footprint),
         ("leave", leave),
         ("capture", inherit::capture),
         ("explicit", explicit_only_rows),

@@ -160,6 +160,35 @@ fn with_mut_races_with_for_each() {
     });
 }
 
+/// The holder binds locals past the table's inline cells, growing their map (replaced, the
+/// old one kept), while another thread's `for_each` looks one of them up in whichever map it
+/// loaded: it finds the value, and every value is dropped once with the context.
+#[test]
+fn overflow_map_growth_races_with_for_each() {
+    model(|| {
+        let drops = Arc::new(AtomicUsize::new(0));
+        let locals: Arc<Vec<Local<Counted>>> = Arc::new((0..12).map(|_| Local::new()).collect());
+        let ctx = Context::new();
+        // The inline cells and three past them: a map of four entries, full.
+        ctx.run(|| (0..11).for_each(|n| locals[n].set(Counted::new(&drops, n as u32))));
+        let t = {
+            let locals = locals.clone();
+            spawn(move || {
+                let mut seen = Vec::new();
+                locals[8].for_each(|_, v| seen.push(v.n));
+                assert_eq!(seen, [8]);
+            })
+        };
+        // The fourth past the inline cells replaces the map.
+        ctx.run(|| locals[11].set(Counted::new(&drops, 11)));
+        t.join().unwrap();
+        let sum: u32 = ctx.run(|| locals.iter().map(|l| l.with(|v| v.n)).sum());
+        assert_eq!(sum, (0..12).sum());
+        drop(ctx);
+        assert_eq!(drops.load(SeqCst), 12);
+    });
+}
+
 /// A context dropped on one thread frees its id, which another thread's new context reuses,
 /// while a third party iterates: no context ever sees another's value.
 #[test]

@@ -216,17 +216,23 @@ pub(super) const INLINE_LENDS: usize = 4;
 /// The inherited values a fork lends out to user code right now (`with` of a local it has not
 /// written yet), by local index. A write of such a local would make the fork's own copy behind
 /// the borrow's back: it is refused, as a write of a borrowed slot is; and the fork's release
-/// waits for them, as for borrowed slots. Holder-only.
+/// waits for them, as for borrowed slots. Holder-only. Lends nested deeper than
+/// `INLINE_LENDS` are in the context's `Rare::lends`. (32-bit indices: a table holds fewer
+/// locals than that.)
 #[derive(Default)]
 pub(crate) struct Lends {
-    pub(super) count: usize,
-    pub(super) inline: [usize; INLINE_LENDS],
-    pub(super) more: Vec<usize>,
+    pub(super) count: u32,
+    pub(super) inline: [u32; INLINE_LENDS],
 }
 
 impl Lends {
-    pub(super) fn contains(&self, index: usize) -> bool {
-        let inline = self.count.min(INLINE_LENDS);
-        self.inline[..inline].contains(&index) || self.more.contains(&index)
+    /// Whether `index` is lent: `Some` if the inline lends decide it, `None` if the deeper
+    /// ones must be asked.
+    pub(super) fn contains(&self, index: usize) -> Option<bool> {
+        let inline = (self.count as usize).min(INLINE_LENDS);
+        if self.inline[..inline].contains(&(index as u32)) {
+            return Some(true);
+        }
+        (self.count as usize <= INLINE_LENDS).then_some(false)
     }
 }

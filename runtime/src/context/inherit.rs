@@ -34,7 +34,10 @@ struct Building<'a> {
 
 impl<'a> Building<'a> {
     fn start(ctx: &'a CtxInner) -> Self {
-        ctx.building.fetch_add(1, Ordering::Relaxed);
+        ctx.rare
+            .get_or_init()
+            .building
+            .fetch_add(1, Ordering::Relaxed);
         Building {
             ctx,
             complete: false,
@@ -48,7 +51,8 @@ impl<'a> Building<'a> {
 
 impl Drop for Building<'_> {
     fn drop(&mut self) {
-        self.ctx.building.fetch_sub(1, Ordering::Relaxed);
+        let rare = self.ctx.rare.get_or_init(); // allocated by `start`
+        rare.building.fetch_sub(1, Ordering::Relaxed);
         if !self.complete {
             // The cleared mark was a promise that the cache would be rebuilt: it was not.
             self.ctx.mark_changed();
@@ -75,11 +79,11 @@ impl Drop for Lend<'_> {
         let left = self.0.lends.with_mut(|l| unsafe {
             let l = &mut *l;
             l.count -= 1;
-            if l.count >= INLINE_LENDS {
-                l.more.pop();
-            }
             l.count
         });
+        if left as usize >= INLINE_LENDS {
+            self.0.pop_deep_lend();
+        }
         // The context was left inside the borrow: its release waited for this.
         if left == 0 && self.0.release_deferred_pending() {
             settle_after_lend(self.0);
@@ -130,21 +134,45 @@ impl CtxInner {
     #[inline]
     pub(crate) fn lend_inherited(&self, index: usize) -> Lend<'_> {
         // SAFETY: holder-only, and no user code runs while it is borrowed.
-        self.lends.with_mut(|l| unsafe {
+        let deep = self.lends.with_mut(|l| unsafe {
             let l = &mut *l;
-            match l.inline.get_mut(l.count) {
-                Some(at) => *at = index,
-                None => l.more.push(index),
-            }
+            let at = l
+                .inline
+                .get_mut(l.count as usize)
+                .map(|at| *at = index as u32);
             l.count += 1;
+            at.is_none()
         });
+        if deep {
+            self.push_deep_lend(index);
+        }
         Lend(self)
+    }
+
+    /// A lend nested deeper than the inline ones (see `frame::Lends`).
+    #[cold]
+    fn push_deep_lend(&self, index: usize) {
+        let rare = self.rare.get_or_init();
+        // SAFETY: holder-only, and no user code runs while it is borrowed.
+        rare.lends.with_mut(|l| unsafe { (*l).push(index) });
+    }
+
+    #[cold]
+    fn pop_deep_lend(&self) {
+        let rare = self.rare.get_or_init(); // allocated by `push_deep_lend`
+                                            // SAFETY: as in `push_deep_lend`.
+        rare.lends.with_mut(|l| unsafe { (*l).pop() });
     }
 
     /// Whether the holder lends the inherited value of the local at `index` right now.
     pub(crate) fn lends_inherited(&self, index: usize) -> bool {
         // SAFETY: holder-only, and no user code runs while it is borrowed.
-        self.lends.with(|l| unsafe { (*l).contains(index) })
+        let inline = self.lends.with(|l| unsafe { (*l).contains(index) });
+        inline.unwrap_or_else(|| {
+            let rare = self.rare.get_or_init(); // allocated by `push_deep_lend`
+                                                // SAFETY: as in `push_deep_lend`.
+            rare.lends.with(|l| unsafe { (*l).contains(&index) })
+        })
     }
 
     /// Whether the holder lends any inherited value right now (its release waits for them).
@@ -156,7 +184,7 @@ impl CtxInner {
     /// The inherited frame, for another thread (`for_each`, `contexts`).
     pub(crate) fn read_inherited_frame(&self) -> Option<FrameRead<'_>> {
         let gate = crate::sync::lock(&self.frame_gate);
-        if !gate.open {
+        if !*gate {
             return None;
         }
         // Under the lock: a teardown that closes the gate after us sees the count, and our
@@ -238,25 +266,27 @@ impl CtxInner {
         // cache is not to be trusted then (the outer build cleared `changed` before it began,
         // so writes it has not reached yet are not marked), and the nested build leaves the
         // cache and the mark to the outer one.
-        if self.building.load(Ordering::Relaxed) > 0 {
+        // Every capture of a context's own values uses its cache (allocated here, once).
+        let rare = self.rare.get_or_init();
+        if rare.building.load(Ordering::Relaxed) > 0 {
             return self.build_nested();
         }
         let stale = self.changed.load(Ordering::Relaxed);
         // SAFETY: holder-only; no user code runs while it is borrowed.
-        if !stale && self.dirty.with(|d| unsafe { (*d).is_empty() }) {
+        if !stale && rare.dirty.with(|d| unsafe { (*d).is_empty() }) {
             // SAFETY: holder-only, like `order`; no user code runs while it is borrowed.
-            if let Some(frame) = self.cache.with(|c| unsafe { (*c).clone() }) {
+            if let Some(frame) = rare.cache.with(|c| unsafe { (*c).clone() }) {
                 return Ok(frame);
             }
         }
         // SAFETY: as above.
-        let dirty = self.dirty.with_mut(|d| unsafe { std::mem::take(&mut *d) });
+        let dirty = rare.dirty.with_mut(|d| unsafe { std::mem::take(&mut *d) });
         // The cache is current but for the locals written since (`dirty`): updated, not
         // rebuilt — in place if no snapshot holds it any more. Out of the cell meanwhile (a
         // capture nested in the build does not use it).
         // SAFETY: as above.
         let base = (!stale)
-            .then(|| self.cache.with_mut(|c| unsafe { (*c).take() }))
+            .then(|| rare.cache.with_mut(|c| unsafe { (*c).take() }))
             .flatten();
         // The build runs user code (`Clone`, old copies' `Drop`): the context stays held, even
         // if that code drops its `ContextGuard`, until the build is done (then the release
@@ -282,7 +312,7 @@ impl CtxInner {
             };
             let built = built.map(|(frame, base)| {
                 // SAFETY: as above.
-                let old = self
+                let old = rare
                     .cache
                     .with_mut(|c| unsafe { (*c).replace(frame.clone()) });
                 (frame, (old, base))
@@ -329,7 +359,7 @@ impl CtxInner {
         let len = self.order.with(|o| unsafe { (*o).len() });
         for i in 0..len {
             // SAFETY: as above.
-            let index = self.order.with(|o| unsafe { (&*o)[i] });
+            let index = self.order.with(|o| unsafe { (&*o)[i] }) as usize;
             if let Some(entry) = self.capture_slot(index)? {
                 set_entry(&mut entries, index, entry);
             }
@@ -398,11 +428,22 @@ impl CtxInner {
     }
 
     /// An inheritable local at `index` was written and its frozen copy is stale now: the next
-    /// capture freezes it anew. Holder-only.
-    #[inline]
+    /// capture freezes it anew. Holder-only. Once per capture and local written: out of the
+    /// write paths' line.
+    #[cold]
+    #[inline(never)]
     pub(crate) fn note_dirty(&self, index: usize) {
+        // A frozen copy was fresh, so a capture ran here: `Rare` is there already.
+        let rare = self.rare.get_or_init();
         // SAFETY: holder-only; no user code runs while it is borrowed.
-        self.dirty.with_mut(|d| unsafe { (*d).push(index) });
+        rare.dirty.with_mut(|d| unsafe { (*d).push(index) });
+    }
+
+    /// Takes the cached frame out (teardown). Holder-only.
+    pub(super) fn take_cache(&self) -> Option<Arc<Frame>> {
+        let rare = self.rare.get()?;
+        // SAFETY: holder-only; no user code runs while it is borrowed.
+        rare.cache.with_mut(|c| unsafe { (*c).take() })
     }
 
     /// Gives a build's (processed) list of written locals back, for its allocation, unless
@@ -410,7 +451,7 @@ impl CtxInner {
     fn reuse_dirty(&self, mut done: Vec<usize>) {
         done.clear();
         // SAFETY: as in `note_dirty`.
-        self.dirty.with_mut(|d| unsafe {
+        self.rare.get_or_init().dirty.with_mut(|d| unsafe {
             if (*d).is_empty() {
                 *d = done;
             }

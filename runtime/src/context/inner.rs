@@ -5,35 +5,19 @@ use std::any::Any;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::ptr::{self, NonNull};
 
-use super::frame::{Frame, Inherited, Lends};
+use super::frame::{Inherited, Lends};
 use super::owner::{thread_mark, Owner, State};
+use super::rare::{Pending, RareCell, Retired};
 use super::table::{
     Queued, Removal, Remover, SlotHeader, Table, Taken, BORROWS, INIT, PENDING, WRITING,
 };
 use super::ContextId;
-use crate::sync::{lock, Arc, AtomicBool, Mutex, MutexGuard, Ordering, UnsafeCell};
+use crate::sync::{lock, AtomicBool, Mutex, MutexGuard, Ordering, UnsafeCell};
 
 /// Teardown rounds before giving up on values whose `Drop` keeps binding new ones: a finite
 /// chain of re-bindings completes, an endless one is cut off (its remaining values are then
 /// dropped with the context's storage).
 const TEARDOWN_ROUNDS: usize = 1 << 16;
-
-/// See `CtxInner::frame_gate`.
-pub(crate) struct FrameGate {
-    pub(crate) open: bool,
-    /// The frame, when teardown could not wait for its readers.
-    pub(crate) leftover: Option<Arc<Frame>>,
-}
-
-/// A slot taken out of the table by a write that did not wait for the slot's readers (see
-/// `Storage::relocate`): it keeps the old value for them until this context's holder drops
-/// it (`sweep_retired`, teardown); then it is reused by the next such write of its local.
-pub(crate) struct Retired {
-    pub(crate) index: usize,
-    pub(crate) hdr: NonNull<SlotHeader>,
-    /// Its values were dropped: only the memory is left (reusable).
-    pub(crate) swept: bool,
-}
 
 /// What a teardown did.
 pub(crate) struct Teardown {
@@ -42,12 +26,6 @@ pub(crate) struct Teardown {
     /// Values had to stay: a reader that this thread waits for, or this thread's own
     /// `for_each`, still reads them. A teardown run again later (see `unfinished`) drops them.
     pub(crate) left: bool,
-}
-
-/// Work posted by a `StackGuard` or a scope that could not do it at once.
-struct Pending {
-    index: usize,
-    op: Queued,
 }
 
 /// The per-context storage. Shared (`Arc`) between its holder (`Context`, `InContext` or the
@@ -64,11 +42,10 @@ pub(crate) struct CtxInner {
     /// context entered.
     link: UnsafeCell<*const CtxInner>,
     /// Local indices in the order of their first binding here (teardown runs it backwards).
-    /// Written only by the context's holder.
-    pub(super) order: UnsafeCell<Vec<usize>>,
-    /// Removals that `StackGuard`s posted while the context was held elsewhere or its slot
-    /// borrowed; applied by the next holder. `has_pending` lets holders skip the lock.
-    pending: Mutex<Vec<Pending>>,
+    /// Written only by the context's holder. 32 bits: no program has more locals, and a
+    /// context's list costs half.
+    pub(super) order: UnsafeCell<Vec<u32>>,
+    /// Removals are queued (`Rare::pending`): lets holders skip the lock.
     has_pending: AtomicBool,
     /// The context was left while some of its values were borrowed: its claim ends when the
     /// last of those borrows does (`settle`). Holder-only.
@@ -81,7 +58,7 @@ pub(crate) struct CtxInner {
     /// access (a capture's `Clone`, a fork's copy-on-write). While it is non-zero the holder
     /// cannot hand the context on, and leaving defers its release (`release_now_or_later`);
     /// at zero leaving is O(1), whatever the number of values. Holder-only, so a plain cell.
-    holds: UnsafeCell<usize>,
+    holds: UnsafeCell<u32>,
     /// Entered by a `ContextGuard` now (`Context::try_enter` until the claim ends): only such a
     /// context can be left inside an access, so only its reads and writes count in `holds`
     /// (the thread's own context and a task's pay a test, not two stores). Holder-only; set
@@ -91,32 +68,27 @@ pub(crate) struct CtxInner {
     has_retired: AtomicBool,
     /// The thread that deferred it (`owner::thread_mark`), which still writes the context.
     deferred_by: crate::sync::AtomicUsize,
-    /// Serialises detaching slots: teardown vs. a dropped `Local` removing its own slot. Holds
-    /// the retired slots, which both of them (and the holder's writes) take out.
-    detach: Mutex<Vec<Retired>>,
+    /// Serialises detaching slots: teardown vs. a dropped `Local` removing its own slot. Guards
+    /// the retired slots (`Rare::retired`), which both of them (and the holder's writes) take
+    /// out.
+    detach: Mutex<()>,
     /// The frame this context was forked from (immutable): inheritable locals it has not
     /// written read from here (see `frame.rs`). Holder-only; released by teardown.
     pub(crate) inherited: UnsafeCell<Option<Inherited>>,
     /// Whether other threads (`for_each`, `contexts`) may still start reading `inherited`
     /// (`FrameRead`); teardown closes it, then waits for `frame_readers`.
-    pub(crate) frame_gate: Mutex<FrameGate>,
+    pub(crate) frame_gate: Mutex<bool>,
     /// Foreign readers of that frame right now: while there are any, the holder leaves
     /// `inherited` alone, so the frame's values are never dropped under a reader.
     pub(crate) frame_readers: crate::sync::AtomicUsize,
     /// Inherited values lent out to the holder's user code (see `Lends`). Holder-only.
     pub(crate) lends: UnsafeCell<Lends>,
-    /// This context's last captured frame; stale once `changed` (rebuilt then), or but for
-    /// the locals in `dirty` (updated then). Holder-only.
-    pub(crate) cache: UnsafeCell<Option<Arc<Frame>>>,
+    /// An inheritable local changed here since the cached capture (`Rare::cache`) was built.
     pub(crate) changed: AtomicBool,
-    /// Indices of the inheritable locals written since the last capture (each once: pushed
-    /// when its slot's frozen copy goes stale, see `SlotHeader::mark_frozen_stale`). Holder-only.
-    pub(crate) dirty: UnsafeCell<Vec<usize>>,
-    /// Captures building a frame right now: more than one when a `Clone` run by a build
-    /// captures (see `capture_own`). Holder-only.
-    pub(crate) building: crate::sync::AtomicUsize,
     /// Whether any inheritable local has a slot here (else a capture is what was inherited).
     pub(crate) has_own_inheritable: AtomicBool,
+    /// What only some contexts need (see `rare.rs`), allocated on first use.
+    pub(crate) rare: RareCell,
 }
 
 // SAFETY: a CtxInner is type-erased storage for values that are all `Send` (every slot
@@ -142,7 +114,6 @@ impl CtxInner {
             table: Table::new(),
             link: UnsafeCell::new(ptr::null()),
             order: UnsafeCell::new(Vec::new()),
-            pending: Mutex::new(Vec::new()),
             has_pending: AtomicBool::new(false),
             release_deferred: AtomicBool::new(false),
             has_retired: AtomicBool::new(false),
@@ -150,19 +121,14 @@ impl CtxInner {
             holds: UnsafeCell::new(0),
             guarded: UnsafeCell::new(false),
             scanning: AtomicBool::new(false),
-            detach: Mutex::new(Vec::new()),
-            frame_gate: Mutex::new(FrameGate {
-                open: inherited.is_some(),
-                leftover: None,
-            }),
+            detach: Mutex::new(()),
+            frame_gate: Mutex::new(inherited.is_some()),
             frame_readers: crate::sync::AtomicUsize::new(0),
             inherited: UnsafeCell::new(inherited),
             lends: UnsafeCell::new(Lends::default()),
-            cache: UnsafeCell::new(None),
             changed: AtomicBool::new(false),
-            dirty: UnsafeCell::new(Vec::new()),
-            building: crate::sync::AtomicUsize::new(0),
             has_own_inheritable: AtomicBool::new(false),
+            rare: RareCell::new(),
         }
     }
 
@@ -178,13 +144,20 @@ impl CtxInner {
 
     /// Records that the local at `index` was bound here for the first time.
     pub(crate) fn record_first_binding(&self, index: usize) {
+        let index = u32::try_from(index).expect("fewer than 2^32 locals");
         // SAFETY: only the holder creates slots, and it holds no reference into `order`.
         self.order.with_mut(|o| unsafe { (*o).push(index) });
     }
 
     /// The detach lock, and with it the retired slots.
-    pub(crate) fn detach_lock(&self) -> MutexGuard<'_, Vec<Retired>> {
-        lock(&self.detach)
+    pub(crate) fn detach_lock(&self) -> DetachGuard<'_> {
+        let lock = lock(&self.detach);
+        DetachGuard {
+            cell: &self.rare,
+            rare: self.rare.get(),
+            added: Vec::new(),
+            _lock: lock,
+        }
     }
 
     /// The slot at `index`, pinned against being freed by its local's `detach_all`.
@@ -205,8 +178,7 @@ impl CtxInner {
         };
         let _pin = SlotPin(self, hdr);
         // SAFETY: pinned, so live until `_pin` is dropped.
-        let h = unsafe { hdr.as_ref() };
-        h.readers.wait_unmarked(h)
+        unsafe { SlotHeader::wait_readers(hdr) }
     }
 
     /// Whether retired slots may still hold values (see `sweep_retired`). Holder-only.
@@ -252,7 +224,7 @@ impl CtxInner {
 
     /// Queues work on the slot at `index` for the next holder (see `Queued`).
     pub(crate) fn post(&self, index: usize, op: Queued) {
-        lock(&self.pending).push(Pending { index, op });
+        lock(&self.rare.get_or_init().pending).push(Pending { index, op });
         self.has_pending.store(true, Ordering::Release);
     }
 
@@ -269,7 +241,7 @@ impl CtxInner {
     #[cold]
     pub(crate) fn apply_removals(&self, by: Remover) -> Vec<Box<dyn Send>> {
         self.has_pending.store(false, Ordering::Relaxed);
-        let queued = std::mem::take(&mut *lock(&self.pending));
+        let queued = self.take_pending();
         let mut removed = Vec::new();
         for Pending { index, mut op } in queued {
             loop {
@@ -310,10 +282,21 @@ impl CtxInner {
         removed
     }
 
+    /// Takes the queued work out.
+    fn take_pending(&self) -> Vec<Pending> {
+        self.rare
+            .get()
+            .map(|r| std::mem::take(&mut *lock(&r.pending)))
+            .unwrap_or_default()
+    }
+
     /// Forgets queued work of a local that is being dropped (its index will be reused).
     /// Returns the values it held (a scope's restore), for the caller to drop outside the lock.
     pub(crate) fn forget_removals(&self, index: usize) -> Vec<Box<dyn Send>> {
-        let mut pending = lock(&self.pending);
+        let Some(rare) = self.rare.get() else {
+            return Vec::new();
+        };
+        let mut pending = lock(&rare.pending);
         let (gone, kept) = std::mem::take(&mut *pending)
             .into_iter()
             .partition(|p| p.index == index);
@@ -349,7 +332,7 @@ impl CtxInner {
             while i > 0 {
                 i -= 1;
                 // SAFETY: as above; `order` only grows, so `i` stays in bounds.
-                let index = self.order.with(|o| unsafe { (&*o)[i] });
+                let index = self.order.with(|o| unsafe { (&*o)[i] }) as usize;
                 // The slot's values, then what its retired slots kept for their readers.
                 let values = match (
                     self.take_slot(index, &mut left),
@@ -369,7 +352,7 @@ impl CtxInner {
             // The cached frame holds frozen copies: they go with the context, while it is
             // current, and what their `Drop` binds goes in the next round.
             // SAFETY: holder-only; taken out before user code runs.
-            if let Some(cache) = self.cache.with_mut(|c| unsafe { (*c).take() }) {
+            if let Some(cache) = self.take_cache() {
                 dropped_any = true;
                 if let Err(p) = catch_unwind(AssertUnwindSafe(|| drop(cache))) {
                     first_panic.get_or_insert(p);
@@ -380,7 +363,8 @@ impl CtxInner {
             }
         }
         // Work that could not be done (a slot still borrowed or read): its values go now.
-        let undone: Vec<Box<dyn Send>> = std::mem::take(&mut *lock(&self.pending))
+        let undone: Vec<Box<dyn Send>> = self
+            .take_pending()
             .into_iter()
             .filter_map(|p| p.op.into_value())
             .collect();
@@ -389,7 +373,7 @@ impl CtxInner {
         }
         // What the context inherited goes with it too (the last holder of a shared value drops
         // it), not whenever another thread lets go of the context's storage.
-        lock(&self.frame_gate).open = false;
+        *lock(&self.frame_gate) = false;
         let unread = self.wait_frame_readers();
         // SAFETY: holder-only, taken out before user code runs. Readers from other threads
         // read the cell only under the gate's lock while it was open (ordered before our
@@ -398,7 +382,7 @@ impl CtxInner {
         let inherited = self.inherited.with_mut(|i| unsafe { (*i).take() });
         if unread {
             // Also what an earlier, unfinished teardown had to leave to its readers.
-            let leftover = lock(&self.frame_gate).leftover.take();
+            let leftover = self.rare.get().and_then(|r| lock(&r.leftover).take());
             if let Err(p) = catch_unwind(AssertUnwindSafe(|| drop((inherited, leftover)))) {
                 first_panic.get_or_insert(p);
             }
@@ -406,7 +390,8 @@ impl CtxInner {
             // A reader that waits for this thread still reads it: kept rather than pulled from
             // under that reader (see `unfinished`); a lent frame becomes the context's own.
             left |= inherited.is_some();
-            lock(&self.frame_gate).leftover = inherited.map(Inherited::into_owned);
+            let leftover = inherited.map(Inherited::into_owned);
+            *lock(&self.rare.get_or_init().leftover) = leftover;
         }
         Teardown {
             panicked: first_panic,
@@ -467,7 +452,8 @@ impl CtxInner {
             h.pins.fetch_add(1, Ordering::Relaxed);
             drop(retired);
             let _pin = SlotPin(self, hdr);
-            if !h.readers.wait_unmarked(h) {
+            // SAFETY: pinned (see above).
+            if !unsafe { SlotHeader::wait_readers(hdr) } {
                 *left = true;
                 break;
             }
@@ -480,7 +466,14 @@ impl Drop for CtxInner {
     fn drop(&mut self) {
         // Nobody can reach the context any more: its retired slots go with it (their values
         // were dropped by teardown, unless a reader that waited for the holder kept them).
-        for r in std::mem::take(&mut *lock(&self.detach)) {
+        let Some(rare) = self.rare.get() else {
+            return;
+        };
+        // SAFETY: `&mut self`: nobody else can reach the list.
+        let retired = rare
+            .retired
+            .with_mut(|v| unsafe { std::mem::take(&mut *v) });
+        for r in retired {
             // SAFETY: retired slots belong to the context alone, and it is going away.
             unsafe { SlotHeader::free(r.hdr) };
         }
@@ -498,7 +491,7 @@ impl CtxInner {
         self.order.with(|o| {
             // SAFETY: holder-only, and no user code runs while `order` is borrowed.
             for &index in unsafe { &*o } {
-                if let Some(slot) = self.table.slot_at(index) {
+                if let Some(slot) = self.table.slot_at(index as usize) {
                     // SAFETY: a slot in the table is live while the context is (and while the
                     // scan is announced, for a local being dropped).
                     let hdr = unsafe { slot.as_ref() };
@@ -540,7 +533,7 @@ impl CtxInner {
         self.order.with(|o| {
             // SAFETY: holder-only, and no user code runs while `order` is borrowed.
             for &index in unsafe { &*o } {
-                if let Some(slot) = self.table.slot_at(index) {
+                if let Some(slot) = self.table.slot_at(index as usize) {
                     // SAFETY: a slot in the table is live while the context is (and while the
                     // scan is announced, for a local being dropped).
                     let hdr = unsafe { slot.as_ref() };
@@ -715,6 +708,50 @@ impl Drop for Busy<'_> {
             // Unwinding out of the user code it covered: nobody else will end a release that
             // code deferred.
             self.0.end_deferred_release();
+        }
+    }
+}
+
+/// The detach lock held (see `CtxInner::detach`), and with it the retired slots: those in
+/// `Rare`, or — while the context has none — the ones retired under this guard, moved into a
+/// newly allocated `Rare` when it is dropped.
+pub(crate) struct DetachGuard<'a> {
+    cell: &'a RareCell,
+    /// The context's `Rare` when the lock was taken: the list this guard shows.
+    rare: Option<&'a super::rare::Rare>,
+    added: Vec<Retired>,
+    _lock: MutexGuard<'a, ()>,
+}
+
+impl std::ops::Deref for DetachGuard<'_> {
+    type Target = Vec<Retired>;
+
+    fn deref(&self) -> &Vec<Retired> {
+        match self.rare {
+            // SAFETY: the list is used only under the detach lock, which we hold.
+            Some(rare) => rare.retired.with(|v| unsafe { &*v }),
+            None => &self.added,
+        }
+    }
+}
+
+impl std::ops::DerefMut for DetachGuard<'_> {
+    fn deref_mut(&mut self) -> &mut Vec<Retired> {
+        match self.rare {
+            // SAFETY: as in `deref`; `&mut self` makes this the only reference.
+            Some(rare) => rare.retired.with_mut(|v| unsafe { &mut *v }),
+            None => &mut self.added,
+        }
+    }
+}
+
+impl Drop for DetachGuard<'_> {
+    fn drop(&mut self) {
+        if !self.added.is_empty() {
+            let rare = self.cell.get_or_init();
+            // SAFETY: still under the detach lock (`_lock` is dropped after this).
+            rare.retired
+                .with_mut(|v| unsafe { (*v).append(&mut self.added) });
         }
     }
 }

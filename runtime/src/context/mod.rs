@@ -3,7 +3,9 @@
 //! - `owner`: who holds a context (the one state machine for entering, tasks, removals, drop);
 //! - `current`: each thread's chain of entered contexts and its own context;
 //! - `inner`: one context's storage, pending removals and teardown;
+//! - `rare`: the part of a context only some need, allocated on first use;
 //! - `table`: the slot table and the type-erased slot header;
+//! - `overflow`: the table's cells past its inline ones, by index;
 //! - `registry`: live contexts by id, for iteration;
 //! - `frame`: frames (a context's inheritable values at one moment, shared by snapshots and
 //!   forks) and what a fork inherited;
@@ -18,7 +20,9 @@ pub(crate) mod frame;
 mod id;
 pub(crate) mod inherit;
 mod inner;
+mod overflow;
 pub(crate) mod owner;
+mod rare;
 pub(crate) mod registry;
 pub(crate) mod table;
 pub(crate) mod unfinished;
@@ -34,7 +38,8 @@ pub(crate) use current::{
 };
 pub use enter_error::EnterError;
 pub use id::ContextId;
-pub(crate) use inner::{CtxInner, Retired};
+pub(crate) use inner::CtxInner;
+pub(crate) use rare::Retired;
 
 use crate::error::fail;
 use crate::sync::Arc;

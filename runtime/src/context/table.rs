@@ -1,17 +1,19 @@
 //! A context's slot table: one cell per local index, pointing at that local's slot.
 //!
-//! Slots `0..INLINE` live inside the context, the rest in buckets allocated on first use and
-//! never moved, so a slot reference stays valid while the context lives. The table knows slots
-//! only through their type-erased header; `storage` owns what is inside them.
+//! The cells of slots `0..INLINE` live inside the context, the rest in a map by index
+//! (`overflow.rs`) whose cells are never moved, so a slot reference stays valid while the
+//! context lives. A context pays for `INLINE` cells and one pointer, plus a few words per local
+//! bound past them, whatever its index. The table knows slots only through their type-erased
+//! header; `storage` owns what is inside them.
 
 use std::ptr::{self, NonNull};
 
-use crate::sync::{AtomicBool, AtomicPtr, AtomicUsize, Ordering, UnsafeCell};
+use super::overflow::Overflow;
+use crate::sync::{AtomicBool, AtomicPtr, AtomicU32, AtomicUsize, Ordering, UnsafeCell};
 
 /// Slots 0..INLINE live inside the context itself: no extra indirection for the first locals.
-pub(crate) const INLINE: usize = 32;
-/// Overflow bucket `b` covers indices `INLINE << b .. INLINE << (b + 1)`.
-const BUCKETS: usize = 26;
+/// Few, because every context pays for them (100,000 connections' contexts, 8 bytes each).
+pub(crate) const INLINE: usize = 8;
 
 /// A frozen payload (`Arc<V>` of the local's payload type), shared by snapshots and forks.
 /// std's `Arc` even under loom (loom's cannot hold a `dyn`): frozen values are immutable, so
@@ -35,6 +37,9 @@ pub(crate) struct SlotVTable {
     pub(crate) remove: unsafe fn(NonNull<SlotHeader>, &mut Queued, Remover) -> Removal,
     /// Frees the slot and whatever it still holds.
     pub(crate) free: unsafe fn(NonNull<SlotHeader>),
+    /// Waits for the slot's foreign readers (see [`WaitReaders`]): through the slot's own
+    /// reference to its local's readers, so the header needs none.
+    pub(crate) wait_readers: unsafe fn(NonNull<SlotHeader>) -> bool,
 }
 
 /// What taking a slot's values found (see [`SlotVTable::take`]).
@@ -118,14 +123,12 @@ pub(crate) struct SlotCold {
     pub(crate) serial: u64,
     /// The local's name, for messages about the slot.
     pub(crate) name: &'static str,
-    /// The readers of this local (to wait for the readers of this slot without its type).
-    pub(crate) readers: &'static dyn WaitReaders,
     /// Foreign readers (`for_each`) handing out this slot's payload right now; see
-    /// `storage/borrow.rs`.
-    pub(crate) marks: AtomicUsize,
+    /// `storage/borrow.rs`. (32 bits: one per thread reading at once.)
+    pub(crate) marks: AtomicU32,
     /// Captures using the slot right now (`inherit.rs`), and whether its local was dropped
     /// meanwhile — then the last of them frees it. Both under the context's detach lock.
-    pub(crate) pins: AtomicUsize,
+    pub(crate) pins: AtomicU32,
     pub(crate) orphaned: AtomicBool,
     /// For an inheritable local: its payload as last frozen for a capture, reused while
     /// `frozen_fresh` says no write came since. Holder-only.
@@ -207,6 +210,17 @@ impl SlotHeader {
         unsafe { (hdr.as_ref().vtable.remove)(hdr, op, by) }
     }
 
+    /// Waits until no foreign reader marks the slot (see [`WaitReaders::wait_unmarked`]);
+    /// `false` if that would wait for this very thread.
+    ///
+    /// # Safety
+    ///
+    /// `hdr` must point to a live slot (pinned by the caller).
+    pub(crate) unsafe fn wait_readers(hdr: NonNull<SlotHeader>) -> bool {
+        // SAFETY: forwarded from the caller; the vtable is the one of the slot's own type.
+        unsafe { (hdr.as_ref().vtable.wait_readers)(hdr) }
+    }
+
     /// See [`SlotVTable::free`].
     ///
     /// # Safety
@@ -220,39 +234,25 @@ impl SlotHeader {
 
 pub(crate) struct Table {
     inline: [AtomicPtr<SlotHeader>; INLINE],
-    overflow: [AtomicPtr<AtomicPtr<SlotHeader>>; BUCKETS],
+    /// The cells beyond `inline`, by index (allocated when a local past `INLINE` is bound).
+    overflow: Overflow<SlotHeader>,
 }
 
 impl Table {
     pub(crate) fn new() -> Self {
         Self {
             inline: std::array::from_fn(|_| AtomicPtr::new(ptr::null_mut())),
-            overflow: std::array::from_fn(|_| AtomicPtr::new(ptr::null_mut())),
+            overflow: Overflow::new(),
         }
     }
 
-    /// The slot pointer cell for `index`, if its bucket exists.
+    /// The slot pointer cell for `index`, if one exists.
     #[inline]
     pub(crate) fn cell(&self, index: usize) -> Option<&AtomicPtr<SlotHeader>> {
         if index < INLINE {
             return Some(&self.inline[index]);
         }
-        self.overflow_cell(index)
-    }
-
-    /// [`cell`](Self::cell) beyond the inline slots: out of line, so the hot paths of the first
-    /// locals stay short.
-    #[inline]
-    fn overflow_cell(&self, index: usize) -> Option<&AtomicPtr<SlotHeader>> {
-        let (bucket, offset) = bucket_of(index);
-        let base = self.overflow[bucket].load(Ordering::Acquire);
-        if base.is_null() {
-            return None;
-        }
-        // SAFETY: a non-null bucket pointer came from `cell_or_grow`, which allocated
-        // `bucket_len(bucket)` cells that live until `self` drops; `offset` is below that
-        // length by construction of `bucket_of`.
-        Some(unsafe { &*base.add(offset) })
+        self.overflow.cell(index)
     }
 
     /// The slot at `index`, which may be any number (an unassigned key's too): one
@@ -269,71 +269,33 @@ impl Table {
     /// doubles the cost of every access to those locals.
     #[inline]
     fn overflow_slot(&self, index: usize) -> Option<NonNull<SlotHeader>> {
-        if index >= INLINE << BUCKETS {
-            return None;
-        }
-        NonNull::new(self.overflow_cell(index)?.load(Ordering::Acquire))
+        NonNull::new(self.overflow.cell(index)?.load(Ordering::Acquire))
     }
 
-    /// Like [`cell`](Self::cell), allocating the bucket first. Only the context's holder calls
-    /// it, so no other bucket can be installed concurrently.
+    /// Like [`cell`](Self::cell), creating the cell first. Only the context's holder calls it.
     pub(crate) fn cell_or_grow(&self, index: usize) -> &AtomicPtr<SlotHeader> {
-        if let Some(c) = self.cell(index) {
-            return c;
+        if index < INLINE {
+            return &self.inline[index];
         }
-        let (bucket, _) = bucket_of(index);
-        let cells: Box<[AtomicPtr<SlotHeader>]> = (0..bucket_len(bucket))
-            .map(|_| AtomicPtr::new(ptr::null_mut()))
-            .collect();
-        let base = Box::into_raw(cells).cast::<AtomicPtr<SlotHeader>>();
-        self.overflow[bucket].store(base, Ordering::Release);
-        self.cell(index).expect("bucket was just installed")
+        self.overflow.cell_or_insert(index)
     }
 
     /// Every slot pointer cell.
     pub(crate) fn for_each_cell(&self, mut f: impl FnMut(&AtomicPtr<SlotHeader>)) {
         self.inline.iter().for_each(&mut f);
-        for bucket in 0..BUCKETS {
-            let base = self.overflow[bucket].load(Ordering::Acquire);
-            if base.is_null() {
-                continue;
-            }
-            for offset in 0..bucket_len(bucket) {
-                // SAFETY: as in `cell`.
-                f(unsafe { &*base.add(offset) });
-            }
-        }
+        self.overflow.for_each_cell(f);
     }
 }
 
 impl Drop for Table {
     fn drop(&mut self) {
         // Last reference to the context: nobody can reach the slots any more. Values still in
-        // them (see `CtxInner::teardown`) go with them.
+        // them (see `CtxInner::teardown`) go with them; the cells go with `overflow`.
         self.for_each_cell(|cell| {
             if let Some(hdr) = NonNull::new(cell.load(Ordering::Relaxed)) {
                 // SAFETY: exclusive access (`&mut self`); the slot is live and ours.
                 unsafe { SlotHeader::free(hdr) };
             }
         });
-        for bucket in 0..BUCKETS {
-            let base = self.overflow[bucket].load(Ordering::Relaxed);
-            if !base.is_null() {
-                let len = bucket_len(bucket);
-                // SAFETY: allocated in `cell_or_grow` as a boxed slice of exactly `len` cells.
-                drop(unsafe { Box::from_raw(ptr::slice_from_raw_parts_mut(base, len)) });
-            }
-        }
     }
-}
-
-#[inline]
-fn bucket_of(index: usize) -> (usize, usize) {
-    let q = index / INLINE; // >= 1
-    let bucket = (usize::BITS - 1 - q.leading_zeros()) as usize;
-    (bucket, index - (INLINE << bucket))
-}
-
-fn bucket_len(bucket: usize) -> usize {
-    INLINE << bucket
 }

@@ -7,11 +7,12 @@ use std::any::Any;
 use std::ptr::NonNull;
 
 use super::borrow::{begin_write, Contended, IndexSync, Mode};
+use crate::context::table::WaitReaders;
 use crate::context::table::{
     CaptureFn, Frozen, Queued, Removal, Remover, SlotCold, SlotHeader, SlotVTable, Taken, BORROWS,
     INIT, PENDING, PRESENT, SHARED_ONE,
 };
-use crate::sync::{AtomicBool, AtomicUsize, Ordering, UnsafeCell};
+use crate::sync::{AtomicBool, AtomicU32, AtomicUsize, Ordering, UnsafeCell};
 
 /// What a slot holds.
 pub(crate) trait Payload: Send + Sized + 'static {
@@ -96,9 +97,10 @@ impl Drop for EndShared<'_> {
     }
 }
 
-/// Aligned to 128 bytes (the pair of lines x86 prefetches together) so that two contexts'
-/// slots, written on every push and pop, never share a cache line.
-#[repr(C, align(128))]
+/// Aligned to a cache line so that two contexts' slots, written on every push and pop, never
+/// share one. (Not to the pair of lines x86 prefetches together: that doubled the memory of
+/// a small slot, for every (context, local) pair.)
+#[repr(C, align(64))]
 pub(crate) struct Slot<V> {
     pub(crate) hdr: SlotHeader,
     pub(crate) sync: &'static IndexSync,
@@ -110,6 +112,7 @@ impl<V: Payload> Slot<V> {
         take: take_impl::<V>,
         remove: remove_impl::<V>,
         free: free_impl::<V>,
+        wait_readers: wait_readers_impl::<V>,
     };
 
     pub(crate) fn new(
@@ -127,9 +130,8 @@ impl<V: Payload> Slot<V> {
                     capture,
                     serial,
                     name,
-                    readers: sync,
-                    marks: AtomicUsize::new(0),
-                    pins: AtomicUsize::new(0),
+                    marks: AtomicU32::new(0),
+                    pins: AtomicU32::new(0),
                     orphaned: AtomicBool::new(false),
                     frozen: UnsafeCell::new(None),
                     frozen_fresh: AtomicBool::new(false),
@@ -239,6 +241,15 @@ unsafe fn remove_impl<V: Payload>(
     });
     slot.end_write_from(state & !PENDING);
     Removal::Done(out)
+}
+
+/// # Safety
+///
+/// `hdr` must head a live `Slot<V>`.
+unsafe fn wait_readers_impl<V: Payload>(hdr: NonNull<SlotHeader>) -> bool {
+    // SAFETY: per the caller.
+    let slot = unsafe { slot::<V>(hdr) };
+    slot.sync.wait_unmarked(&slot.hdr)
 }
 
 /// # Safety
