@@ -401,7 +401,6 @@ fn read_rows(rows: &mut Vec<Row>) {
         p,
         Gate::AtMost(1.5),
     ));
-
 }
 
 /// The write rows of `hot_paths` after the reads.

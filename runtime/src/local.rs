@@ -481,7 +481,19 @@ impl<T: Send + 'static> Local<T> {
     #[inline]
     #[track_caller]
     pub fn with<R>(&self, f: impl FnOnce(&T) -> R) -> R {
-        match self.try_with(f) {
+        match self.storage.read_fast(f, call_if_bound) {
+            Ok(r) => r,
+            Err(f) => self.with_slow(f),
+        }
+    }
+
+    /// `with` where the fast path gave up (see `Storage::read_fast`): out of line, so that the
+    /// fast path's result stays in registers.
+    #[cold]
+    #[inline(never)]
+    #[track_caller]
+    fn with_slow<R>(&self, f: impl FnOnce(&T) -> R) -> R {
+        match self.try_with_slow(f) {
             Ok(r) => r,
             Err(e) => self.fail(e),
         }
@@ -511,6 +523,16 @@ impl<T: Send + 'static> Local<T> {
     #[inline]
     #[track_caller]
     pub fn try_with<R>(&self, f: impl FnOnce(&T) -> R) -> Result<R, AccessError> {
+        match self.storage.read_fast(f, call_if_bound) {
+            Ok(r) => Ok(r),
+            Err(f) => self.try_with_slow(f),
+        }
+    }
+
+    /// `try_with` where the fast path gave up: every case, counted if the context is guarded.
+    #[cold]
+    #[inline(never)]
+    fn try_with_slow<R>(&self, f: impl FnOnce(&T) -> R) -> Result<R, AccessError> {
         match self.storage.read_or_return(f, call_if_bound) {
             Ok(Ok(r)) => Ok(r),
             Ok(Err(f)) => self.init_then(false, |this| {

@@ -207,10 +207,11 @@ pub(crate) struct SharedBorrow<'a> {
 
 impl<'a> SharedBorrow<'a> {
     /// The borrow the caller just counted in `hdr`'s state, holding `ctx` (see
-    /// `CtxInner::holds`) until dropped.
+    /// `CtxInner::holds`) until dropped if `COUNTED` and `ctx` is guarded. Without `COUNTED`
+    /// the caller knows `ctx` unguarded (`context::current_uncounted`): nothing to count.
     #[inline(always)]
-    pub(crate) fn new(hdr: &'a SlotHeader, ctx: &'a CtxInner) -> Self {
-        let held = ctx.hold_if_guarded();
+    pub(crate) fn new<const COUNTED: bool>(hdr: &'a SlotHeader, ctx: &'a CtxInner) -> Self {
+        let held = COUNTED && ctx.hold_if_guarded();
         Self { hdr, ctx, held }
     }
 }

@@ -297,8 +297,57 @@ impl<V: Payload> Storage<V> {
         f: F,
         call: fn(F, &V) -> Result<R, F>,
     ) -> Result<Result<R, F>, AccessError> {
-        let (ctx, slot) = self.current_slot()?;
-        let Some(slot) = slot else {
+        match context::current_uncounted() {
+            Some(ctx) => self.read_in::<false, F, R>(ctx, f, call),
+            None => self.read_counted(f, call),
+        }
+    }
+
+    /// The common case of [`read_or_return`](Self::read_or_return) alone: an unguarded current
+    /// context (nothing to count), this local's slot there, not written, no queued work, and
+    /// `call` using `f`. Anything else hands `f` back untouched, having changed nothing, for
+    /// the caller's out-of-line path to do it all again with `read_or_return` — so that the
+    /// fast path's result is never merged with an error's and stays in registers.
+    #[inline(always)]
+    pub(crate) fn read_fast<F, R>(&self, f: F, call: fn(F, &V) -> Result<R, F>) -> Result<R, F> {
+        let Some(ctx) = context::current_uncounted() else {
+            return Err(f);
+        };
+        let Some(slot) = self.slot_in(ctx) else {
+            return Err(f);
+        };
+        let st = slot.hdr.state.load(Ordering::Relaxed);
+        if st & (WRITING | PENDING) != 0 {
+            return Err(f);
+        }
+        slot.hdr.state.store(st + SHARED_ONE, Ordering::Release);
+        let _borrow = SharedBorrow::new::<false>(&slot.hdr, ctx);
+        // SAFETY: as in `read_in`.
+        slot.value.with(|v| call(f, unsafe { &*v }))
+    }
+
+    /// [`read_or_return`](Self::read_or_return) in a guarded context (its reads count in its
+    /// `holds`), or where there is no current context yet or any more.
+    #[cold]
+    #[inline(never)]
+    fn read_counted<F, R>(
+        &self,
+        f: F,
+        call: fn(F, &V) -> Result<R, F>,
+    ) -> Result<Result<R, F>, AccessError> {
+        let ctx = context::current().ok_or_else(|| self.err(AccessErrorKind::Destroyed))?;
+        self.read_in::<true, F, R>(ctx, f, call)
+    }
+
+    /// The read in `ctx`, current on this thread; `COUNTED` unless `ctx` is known unguarded.
+    #[inline(always)]
+    fn read_in<const COUNTED: bool, F, R>(
+        &self,
+        ctx: &CtxInner,
+        f: F,
+        call: fn(F, &V) -> Result<R, F>,
+    ) -> Result<Result<R, F>, AccessError> {
+        let Some(slot) = self.slot_in(ctx) else {
             return Ok(self.read_unslotted_or_return(ctx, f, call));
         };
         let mut st = slot.hdr.state.load(Ordering::Relaxed);
@@ -306,7 +355,7 @@ impl<V: Payload> Storage<V> {
             st = self.read_slow(ctx, slot, st)?;
         }
         slot.hdr.state.store(st + SHARED_ONE, Ordering::Release);
-        let _borrow = SharedBorrow::new(&slot.hdr, ctx);
+        let _borrow = SharedBorrow::new::<COUNTED>(&slot.hdr, ctx);
         // SAFETY: we hold the context (it is current on this thread), WRITING is clear and
         // stays clear while our shared borrow is counted; foreign readers only read.
         Ok(slot.value.with(|v| call(f, unsafe { &*v })))
