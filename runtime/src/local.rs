@@ -18,6 +18,15 @@ fn call_if_bound<T, R, F: FnOnce(&T) -> R>(f: F, v: &Option<T>) -> Result<R, F> 
     }
 }
 
+/// [`call_if_bound`] with `&mut`.
+#[inline(always)]
+fn call_if_bound_mut<T, R, F: FnOnce(&mut T) -> R>(f: F, v: &mut Option<T>) -> Result<R, F> {
+    match v {
+        Some(v) => Ok(f(v)),
+        None => Err(f),
+    }
+}
+
 impl<T: Send + 'static> Payload for Option<T> {
     fn empty() -> Self {
         None
@@ -560,7 +569,18 @@ impl<T: Send + 'static> Local<T> {
     #[inline]
     #[track_caller]
     pub fn with_mut<R>(&self, f: impl FnOnce(&mut T) -> R) -> R {
-        match self.try_with_mut(f) {
+        match self.storage.write_fast(f, call_if_bound_mut) {
+            Ok(r) => r,
+            Err(f) => self.with_mut_slow(f),
+        }
+    }
+
+    /// `with_mut` where the fast path gave up (see `Storage::write_fast`).
+    #[cold]
+    #[inline(never)]
+    #[track_caller]
+    fn with_mut_slow<R>(&self, f: impl FnOnce(&mut T) -> R) -> R {
+        match self.try_with_mut_slow(f) {
             Ok(r) => r,
             Err(e) => self.fail(e),
         }
@@ -602,6 +622,17 @@ impl<T: Send + 'static> Local<T> {
     #[inline]
     #[track_caller]
     pub fn try_with_mut<R>(&self, f: impl FnOnce(&mut T) -> R) -> Result<R, AccessError> {
+        match self.storage.write_fast(f, call_if_bound_mut) {
+            Ok(r) => Ok(r),
+            Err(f) => self.try_with_mut_slow(f),
+        }
+    }
+
+    /// `try_with_mut` where the fast path gave up: every case.
+    #[cold]
+    #[inline(never)]
+    #[track_caller]
+    fn try_with_mut_slow<R>(&self, f: impl FnOnce(&mut T) -> R) -> Result<R, AccessError> {
         let mut f = Some(f);
         let attempt = self
             .storage

@@ -25,7 +25,9 @@ use crate::error::{fail, AccessError, AccessErrorKind};
 use crate::sync::Ordering;
 use crate::waits;
 use crate::ContextId;
-use borrow::{begin_write, Contended, IndexSync, Mark, Mode, Reading, SharedBorrow};
+use borrow::{
+    begin_write, begin_write_alone, Contended, IndexSync, Mark, Mode, Reading, SharedBorrow,
+};
 use key::{sync_of, Key};
 
 /// The holder's work queued for the end of a borrow (see `PENDING`), run when `state` — the
@@ -574,6 +576,40 @@ impl<V: Payload> Storage<V> {
             return Ok(None);
         };
         self.write_in::<true, false, R>(ctx, slot, f).map(Some)
+    }
+
+    /// The common case of [`write_user`](Self::write_user) alone, as
+    /// [`read_fast`](Self::read_fast) is of a read: an unguarded current context, this
+    /// local's slot there, unborrowed, no queued work, no `for_each` of the local running, and
+    /// `call` using `f`. Anything else hands `f` back for the caller's full path.
+    #[inline(always)]
+    pub(crate) fn write_fast<F, R>(
+        &self,
+        f: F,
+        call: fn(F, &mut V) -> Result<R, F>,
+    ) -> Result<R, F> {
+        let Some(ctx) = context::current_uncounted() else {
+            return Err(f);
+        };
+        let Some(slot) = self.slot_in(ctx) else {
+            return Err(f);
+        };
+        let st = slot.hdr.state.load(Ordering::Relaxed);
+        if st > PRESENT || !begin_write_alone(&slot.hdr, slot.sync, st) {
+            return Err(f);
+        }
+        self.note_write(ctx, slot);
+        // Uncounted: the context is not guarded, so it cannot be left inside `call`.
+        let write = Write {
+            slot,
+            ctx,
+            held: false,
+        };
+        // SAFETY: holder, WRITING set, no shared borrow, no foreign reader (none announced
+        // after our `WRITING` was visible, see `begin_write`).
+        let r = slot.value.with_mut(|v| call(f, unsafe { &mut *v }));
+        drop(write);
+        r
     }
 
     /// Exclusive access to `slot`, of `ctx`, which this thread holds; `f` runs no user code.
