@@ -541,6 +541,7 @@ impl<T: Send + 'static> Local<T> {
     /// `try_with` where the fast path gave up: every case, counted if the context is guarded.
     #[cold]
     #[inline(never)]
+    #[track_caller]
     fn try_with_slow<R>(&self, f: impl FnOnce(&T) -> R) -> Result<R, AccessError> {
         match self.storage.read_or_return(f, call_if_bound) {
             Ok(Ok(r)) => Ok(r),
