@@ -502,6 +502,10 @@ impl<T: Send + 'static> Local<T> {
     #[inline(never)]
     #[track_caller]
     fn with_slow<R>(&self, f: impl FnOnce(&T) -> R) -> R {
+        let f = match self.storage.read_guarded(f, call_if_bound) {
+            Ok(r) => return r,
+            Err(f) => f,
+        };
         match self.try_with_slow(f) {
             Ok(r) => r,
             Err(e) => self.fail(e),
@@ -543,6 +547,10 @@ impl<T: Send + 'static> Local<T> {
     #[inline(never)]
     #[track_caller]
     fn try_with_slow<R>(&self, f: impl FnOnce(&T) -> R) -> Result<R, AccessError> {
+        let f = match self.storage.read_guarded(f, call_if_bound) {
+            Ok(r) => return Ok(r),
+            Err(f) => f,
+        };
         match self.storage.read_or_return(f, call_if_bound) {
             Ok(Ok(r)) => Ok(r),
             Ok(Err(f)) => self.init_then(false, |this| {
@@ -581,6 +589,10 @@ impl<T: Send + 'static> Local<T> {
     #[inline(never)]
     #[track_caller]
     fn with_mut_slow<R>(&self, f: impl FnOnce(&mut T) -> R) -> R {
+        let f = match self.storage.write_guarded(f, call_if_bound_mut) {
+            Ok(r) => return r,
+            Err(f) => f,
+        };
         match self.try_with_mut_slow(f) {
             Ok(r) => r,
             Err(e) => self.fail(e),
@@ -634,6 +646,10 @@ impl<T: Send + 'static> Local<T> {
     #[inline(never)]
     #[track_caller]
     fn try_with_mut_slow<R>(&self, f: impl FnOnce(&mut T) -> R) -> Result<R, AccessError> {
+        let f = match self.storage.write_guarded(f, call_if_bound_mut) {
+            Ok(r) => return Ok(r),
+            Err(f) => f,
+        };
         let mut f = Some(f);
         let attempt = self
             .storage

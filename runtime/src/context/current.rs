@@ -112,6 +112,19 @@ pub(crate) fn current_uncounted() -> Option<&'static CtxInner> {
     }
 }
 
+/// The current context if it is guarded (its accesses count in its `holds`, see
+/// `CtxInner::guarded`).
+#[inline(always)]
+pub(crate) fn current_guarded() -> Option<&'static CtxInner> {
+    let raw = current_raw();
+    if raw.addr() & GUARDED != 0 && raw.addr() > DESTROYED {
+        // SAFETY: as in `current`, once untagged.
+        Some(unsafe { &*untag(raw) })
+    } else {
+        None
+    }
+}
+
 #[cold]
 #[inline(never)]
 fn current_slow() -> Option<&'static CtxInner> {

@@ -312,9 +312,30 @@ impl<V: Payload> Storage<V> {
     /// fast path's result is never merged with an error's and stays in registers.
     #[inline(always)]
     pub(crate) fn read_fast<F, R>(&self, f: F, call: fn(F, &V) -> Result<R, F>) -> Result<R, F> {
-        let Some(ctx) = context::current_uncounted() else {
-            return Err(f);
-        };
+        match context::current_uncounted() {
+            Some(ctx) => self.read_fast_in::<false, F, R>(ctx, f, call),
+            None => Err(f),
+        }
+    }
+
+    /// [`read_fast`](Self::read_fast) in a guarded context, counted: the first thing the
+    /// caller's out-of-line path tries (a `ContextGuard` held around a loop of reads is a
+    /// common pattern), so that the fast path itself tests nothing for it.
+    #[inline(always)]
+    pub(crate) fn read_guarded<F, R>(&self, f: F, call: fn(F, &V) -> Result<R, F>) -> Result<R, F> {
+        match context::current_guarded() {
+            Some(ctx) => self.read_fast_in::<true, F, R>(ctx, f, call),
+            None => Err(f),
+        }
+    }
+
+    #[inline(always)]
+    fn read_fast_in<const COUNTED: bool, F, R>(
+        &self,
+        ctx: &CtxInner,
+        f: F,
+        call: fn(F, &V) -> Result<R, F>,
+    ) -> Result<R, F> {
         let Some(slot) = self.slot_in(ctx) else {
             return Err(f);
         };
@@ -323,7 +344,7 @@ impl<V: Payload> Storage<V> {
             return Err(f);
         }
         slot.hdr.state.store(st + SHARED_ONE, Ordering::Release);
-        let _borrow = SharedBorrow::new::<false>(&slot.hdr, ctx);
+        let _borrow = SharedBorrow::new::<COUNTED>(&slot.hdr, ctx);
         // SAFETY: as in `read_in`.
         slot.value.with(|v| call(f, unsafe { &*v }))
     }
@@ -588,9 +609,33 @@ impl<V: Payload> Storage<V> {
         f: F,
         call: fn(F, &mut V) -> Result<R, F>,
     ) -> Result<R, F> {
-        let Some(ctx) = context::current_uncounted() else {
-            return Err(f);
-        };
+        match context::current_uncounted() {
+            Some(ctx) => self.write_fast_in::<false, F, R>(ctx, f, call),
+            None => Err(f),
+        }
+    }
+
+    /// [`write_fast`](Self::write_fast) in a guarded context, counted (see
+    /// [`read_guarded`](Self::read_guarded)).
+    #[inline(always)]
+    pub(crate) fn write_guarded<F, R>(
+        &self,
+        f: F,
+        call: fn(F, &mut V) -> Result<R, F>,
+    ) -> Result<R, F> {
+        match context::current_guarded() {
+            Some(ctx) => self.write_fast_in::<true, F, R>(ctx, f, call),
+            None => Err(f),
+        }
+    }
+
+    #[inline(always)]
+    fn write_fast_in<const COUNTED: bool, F, R>(
+        &self,
+        ctx: &CtxInner,
+        f: F,
+        call: fn(F, &mut V) -> Result<R, F>,
+    ) -> Result<R, F> {
         let Some(slot) = self.slot_in(ctx) else {
             return Err(f);
         };
@@ -599,12 +644,9 @@ impl<V: Payload> Storage<V> {
             return Err(f);
         }
         self.note_write(ctx, slot);
-        // Uncounted: the context is not guarded, so it cannot be left inside `call`.
-        let write = Write {
-            slot,
-            ctx,
-            held: false,
-        };
+        // Uncounted unless guarded: only a guarded context can be left inside `call`.
+        let held = COUNTED && ctx.hold_if_guarded();
+        let write = Write { slot, ctx, held };
         // SAFETY: holder, WRITING set, no shared borrow, no foreign reader (none announced
         // after our `WRITING` was visible, see `begin_write`).
         let r = slot.value.with_mut(|v| call(f, unsafe { &mut *v }));
