@@ -86,6 +86,10 @@ fn is_context(p: *const CtxInner) -> bool {
 /// The current context, or `None` if this thread's context is destroyed (thread exit).
 #[inline]
 pub(crate) fn current() -> Option<&'static CtxInner> {
+    // The usual case in one bit test, as on the read path.
+    if let Some(ctx) = current_uncounted() {
+        return Some(ctx);
+    }
     let p = current_ptr();
     if is_context(p) {
         // SAFETY: `CURRENT` only ever holds `UNSET`, `DESTROYED`, or the top of this thread's
