@@ -1637,6 +1637,71 @@ fn a_context_guard_dropped_inside_any_open_access_defers_its_release() {
     });
 }
 
+/// Whether a read counts in its context's holds is told by a tag that the thread's current
+/// context pointer carries for a context entered by a `ContextGuard`: the tag must come back
+/// with that context whenever one entered on top of it is left (by `run`, a task's poll,
+/// another guard, in order or not), and must not stick to those. A guard dropped inside
+/// `with` after each such switch still defers its release until the read ends. (Checked to
+/// bite: with the tag taken from the context below instead of restored, the first case finds
+/// the context released under the `with`.)
+#[test]
+fn a_context_guard_dropped_inside_with_after_another_context_ran_on_top_defers_its_release() {
+    use context_local::FutureExt;
+    use std::future::Future;
+    use std::task::{Context as TaskContext, Waker};
+    static L: Local<u32> = Local::named("DEFER_AFTER_SWITCH");
+    within(60, || {
+        let ctx: &'static Context = common::keep(Context::new());
+        let other: &'static Context = common::keep(Context::new());
+        ctx.run(|| L.set(1));
+        other.run(|| L.set(2));
+        let poll_task_on_top = || {
+            let mut task = Box::pin(async { L.get() }.in_new_context());
+            let mut cx = TaskContext::from_waker(Waker::noop());
+            assert!(task.as_mut().poll(&mut cx).is_ready());
+        };
+        let switches: [(&str, &dyn Fn()); 4] = [
+            ("run", &|| assert_eq!(other.run(|| L.get()), Some(2))),
+            ("a guard", &|| drop(other.enter())),
+            ("a task's poll", &poll_task_on_top),
+            ("a guard inside run", &|| {
+                other.run(|| drop(Context::new().enter()));
+            }),
+        ];
+        for (what, switch) in switches {
+            let g = ctx.enter();
+            switch();
+            L.with(move |v| {
+                drop(g);
+                assert!(
+                    claimed_elsewhere(ctx),
+                    "released under a `with` after {what}"
+                );
+                assert_eq!(*v, 1);
+            });
+            assert!(
+                !claimed_elsewhere(ctx),
+                "released once `with` ended ({what})"
+            );
+            assert!(!other.is_entered(), "{what} left its context");
+        }
+        // Out of order: the context entered on top stays current when the guard below goes.
+        let g = ctx.enter();
+        let go = other.enter();
+        drop(g);
+        L.with(move |v| {
+            drop(go);
+            assert!(
+                claimed_elsewhere(other),
+                "released under a `with` (out of order)"
+            );
+            assert_eq!(*v, 2);
+        });
+        assert!(!claimed_elsewhere(other));
+        assert!(!claimed_elsewhere(ctx));
+    });
+}
+
 /// a `ContextGuard` dropped inside `with` of its own context's value: the context is
 /// left at once, stays claimed until the borrow ends, and can be entered again after.
 #[test]

@@ -306,6 +306,13 @@ fn explicit_only_rows(rows: &mut Vec<Row>) {
 }
 
 fn hot_paths(rows: &mut Vec<Row>) {
+    read_rows(rows);
+    hot_writes(rows);
+}
+
+/// The reads of a bound `Local` against their peers, and `with_mut` against `with`: the
+/// `read` section alone, for measuring a change of the read path.
+fn read_rows(rows: &mut Vec<Row>) {
     L.set(1);
     let (floor, _) = pair(
         |n| {
@@ -395,7 +402,10 @@ fn hot_paths(rows: &mut Vec<Row>) {
         p,
         Gate::AtMost(1.5),
     ));
+}
 
+/// The write rows of `hot_paths` after the reads.
+fn hot_writes(rows: &mut Vec<Row>) {
     let (o, p) = pair(ours_push_pop, std_push_pop);
     rows.push(row(
         "push + pop, 1 element (release-on-pop)",
@@ -849,9 +859,11 @@ fn main() {
         .filter(|a| !a.starts_with('-'))
         .collect();
     type Section = fn(&mut Vec<Row>);
-    // Single rows of the gates, for measuring one change: `leave`, `capture`, `explicit`.
-    let sections: [(&str, Section); 15] = [
+    // Single rows of the gates, for measuring one change: `read`, `leave`, `capture`,
+    // `explicit`.
+    let sections: [(&str, Section); 16] = [
         ("hot_paths", hot_paths),
+        ("read", read_rows),
         ("scaling", scaling),
         ("scopes", scopes),
         ("contexts", contexts),
@@ -868,7 +880,7 @@ fn main() {
         ("explicit", explicit_only_rows),
     ];
     let mut rows = Vec::new();
-    let extra = ["leave", "capture", "explicit"]; // parts of the sections above
+    let extra = ["read", "leave", "capture", "explicit"]; // parts of the sections above
     for (name, section) in sections {
         let all = only.is_empty() && !extra.contains(&name);
         if all || only.iter().any(|o| o == name) {

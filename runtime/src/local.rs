@@ -31,6 +31,15 @@ fn call_if_bound<T, R, F: FnOnce(&T) -> R>(f: F, v: &Option<T>) -> Result<R, F> 
     }
 }
 
+/// [`call_if_bound`] with `&mut`.
+#[inline(always)]
+fn call_if_bound_mut<T, R, F: FnOnce(&mut T) -> R>(f: F, v: &mut Option<T>) -> Result<R, F> {
+    match v {
+        Some(v) => Ok(f(v)),
+        None => Err(f),
+    }
+}
+
 impl<T: Send + 'static> Payload for Option<T> {
     fn empty() -> Self {
         None
@@ -488,7 +497,23 @@ impl<T: Send + 'static> Local<T> {
     #[inline]
     #[track_caller]
     pub fn with<R>(&self, f: impl FnOnce(&T) -> R) -> R {
-        match self.try_with(f) {
+        match self.storage.read_fast(f, call_if_bound) {
+            Ok(r) => r,
+            Err(f) => self.with_slow(f),
+        }
+    }
+
+    /// `with` where the fast path gave up (see `Storage::read_fast`): out of line, so that the
+    /// fast path's result stays in registers.
+    #[cold]
+    #[inline(never)]
+    #[track_caller]
+    fn with_slow<R>(&self, f: impl FnOnce(&T) -> R) -> R {
+        let f = match self.storage.read_guarded(f, call_if_bound) {
+            Ok(r) => return r,
+            Err(f) => f,
+        };
+        match self.try_with_slow(f) {
             Ok(r) => r,
             Err(e) => self.fail(e),
         }
@@ -518,6 +543,21 @@ impl<T: Send + 'static> Local<T> {
     #[inline]
     #[track_caller]
     pub fn try_with<R>(&self, f: impl FnOnce(&T) -> R) -> Result<R, AccessError> {
+        match self.storage.read_fast(f, call_if_bound) {
+            Ok(r) => Ok(r),
+            Err(f) => self.try_with_slow(f),
+        }
+    }
+
+    /// `try_with` where the fast path gave up: every case, counted if the context is guarded.
+    #[cold]
+    #[inline(never)]
+    #[track_caller]
+    fn try_with_slow<R>(&self, f: impl FnOnce(&T) -> R) -> Result<R, AccessError> {
+        let f = match self.storage.read_guarded(f, call_if_bound) {
+            Ok(r) => return Ok(r),
+            Err(f) => f,
+        };
         match self.storage.read_or_return(f, call_if_bound) {
             Ok(Ok(r)) => Ok(r),
             Ok(Err(f)) => self.init_then(false, |this| {
@@ -545,7 +585,22 @@ impl<T: Send + 'static> Local<T> {
     #[inline]
     #[track_caller]
     pub fn with_mut<R>(&self, f: impl FnOnce(&mut T) -> R) -> R {
-        match self.try_with_mut(f) {
+        match self.storage.write_fast(f, call_if_bound_mut) {
+            Ok(r) => r,
+            Err(f) => self.with_mut_slow(f),
+        }
+    }
+
+    /// `with_mut` where the fast path gave up (see `Storage::write_fast`).
+    #[cold]
+    #[inline(never)]
+    #[track_caller]
+    fn with_mut_slow<R>(&self, f: impl FnOnce(&mut T) -> R) -> R {
+        let f = match self.storage.write_guarded(f, call_if_bound_mut) {
+            Ok(r) => return r,
+            Err(f) => f,
+        };
+        match self.try_with_mut_slow(f) {
             Ok(r) => r,
             Err(e) => self.fail(e),
         }
@@ -587,6 +642,21 @@ impl<T: Send + 'static> Local<T> {
     #[inline]
     #[track_caller]
     pub fn try_with_mut<R>(&self, f: impl FnOnce(&mut T) -> R) -> Result<R, AccessError> {
+        match self.storage.write_fast(f, call_if_bound_mut) {
+            Ok(r) => Ok(r),
+            Err(f) => self.try_with_mut_slow(f),
+        }
+    }
+
+    /// `try_with_mut` where the fast path gave up: every case.
+    #[cold]
+    #[inline(never)]
+    #[track_caller]
+    fn try_with_mut_slow<R>(&self, f: impl FnOnce(&mut T) -> R) -> Result<R, AccessError> {
+        let f = match self.storage.write_guarded(f, call_if_bound_mut) {
+            Ok(r) => return Ok(r),
+            Err(f) => f,
+        };
         let mut f = Some(f);
         let attempt = self
             .storage

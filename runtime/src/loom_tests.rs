@@ -332,6 +332,44 @@ fn deferred_release_races_with_try_enter() {
     });
 }
 
+/// Accesses inside `Context::run` count nothing in the context's holds (its guard is out of
+/// `f`'s reach, so the context is entered unguarded and `with`/`with_mut` take the uncounted
+/// fast path): the claim still ends only after `f`, so another thread that tries to enter
+/// meanwhile is refused or gets in after `f` — its read then sees the `with_mut`'s result and
+/// its `set` never overlaps the first thread's accesses (loom checks every payload access);
+/// each value is dropped once.
+#[test]
+fn uncounted_accesses_in_run_race_with_another_threads_enter_and_set() {
+    model(|| {
+        let drops = Arc::new(AtomicUsize::new(0));
+        let local = Arc::new(Local::<Counted>::named("L"));
+        let ctx = Arc::new(Context::new());
+        ctx.run(|| local.set(Counted::new(&drops, 1)));
+        let (t, n) = ctx.run(|| {
+            let t = {
+                let (ctx, local, drops) = (ctx.clone(), local.clone(), drops.clone());
+                spawn(move || {
+                    let g = ctx.try_enter().ok()?;
+                    let n = local.with(|v| v.n);
+                    local.set(Counted::new(&drops, 2));
+                    drop(g);
+                    Some(n)
+                })
+            };
+            let n = local.with(|v| v.n);
+            local.with_mut(|v| v.n += 10);
+            (t, n)
+        });
+        assert_eq!(n, 1);
+        let other = t.join().unwrap();
+        assert!(matches!(other, None | Some(11)), "{other:?}");
+        let now = ctx.run(|| local.with(|v| v.n));
+        assert_eq!(now, if other.is_some() { 2 } else { 11 });
+        drop(ctx);
+        assert_eq!(drops.load(SeqCst), if other.is_some() { 2 } else { 1 });
+    });
+}
+
 /// A `StackGuard` dropped from afar while another thread iterates its stack: a reader on the
 /// slot makes the removal wait for it outside the `Removing` claim and retry (the context stays
 /// enterable meanwhile), and the reader never sees a value being removed.

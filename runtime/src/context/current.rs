@@ -16,13 +16,19 @@ use super::registry;
 use super::ContextId;
 use crate::sync::Arc;
 
-/// Sentinel address in `CURRENT` once this thread's own context is destroyed (thread exit).
-const DESTROYED: usize = 1;
+/// Sentinel address of a chain's bottom before this thread's own context is created.
+const UNSET: usize = 1;
+/// Sentinel address once this thread's own context is destroyed (thread exit).
+const DESTROYED: usize = 3;
+/// Tag bit in `CURRENT`: the top context is guarded (see `CtxInner::guarded`).
+const GUARDED: usize = 1;
 
 crate::sync::thread_locals! {
-    /// Top of this thread's chain: null = the own context is not created yet, `DESTROYED` =
-    /// it is gone.
-    static CURRENT: Cell<*const CtxInner> = const { Cell::new(ptr::null()) };
+    /// Top of this thread's chain, tagged: every value but an unguarded context's address is
+    /// odd (`UNSET`, `DESTROYED`, a guarded context's address with `GUARDED` set), so the
+    /// read path tells "a context whose accesses count nothing" with one bit test (see
+    /// `current_uncounted`). Everything else sees it untagged, through `current_ptr`.
+    static CURRENT: Cell<*const CtxInner> = const { Cell::new(UNSET as *const CtxInner) };
     /// While the thread's own context is torn down (thread exit) with it current, the chain
     /// that was above it (contexts entered by guards that live in other thread-locals).
     static SET_ASIDE: Cell<*const CtxInner> = const { Cell::new(ptr::null()) };
@@ -30,21 +36,48 @@ crate::sync::thread_locals! {
     static THREAD_CTX: RefCell<Option<ThreadCtx>> = const { RefCell::new(None) };
 }
 
-/// `CURRENT`, read. A const, `Drop`-free thread-local is never destroyed by std, so `try_with`
-/// costs nothing; loom's mock thread-locals are destroyed at thread exit, which reads as
-/// `DESTROYED`.
+/// `CURRENT` as stored (tagged). A const, `Drop`-free thread-local is never destroyed by std,
+/// so `try_with` costs nothing; loom's mock thread-locals are destroyed at thread exit, which
+/// reads as `DESTROYED`.
 #[inline(always)]
-fn current_ptr() -> *const CtxInner {
+fn current_raw() -> *const CtxInner {
     CURRENT
         .try_with(Cell::get)
         .unwrap_or(DESTROYED as *const CtxInner)
 }
 
+/// `CURRENT` untagged: `UNSET`, `DESTROYED` or the top context's address.
+#[inline(always)]
+fn current_ptr() -> *const CtxInner {
+    untag(current_raw())
+}
+
+#[inline(always)]
+fn untag(raw: *const CtxInner) -> *const CtxInner {
+    if raw.addr() > DESTROYED {
+        raw.map_addr(|a| a & !GUARDED)
+    } else {
+        raw
+    }
+}
+
+/// Makes `p` (untagged) the top of the chain; returns the previous top, untagged. The tag is
+/// `p`'s `guarded` flag, which changes only while `p` is outside every chain (it is set before
+/// `p` is entered, cleared after it is left), so the tag stays exact while `p` is on top.
 #[inline(always)]
 fn set_current(p: *const CtxInner) -> *const CtxInner {
-    CURRENT
-        .try_with(|c| c.replace(p))
-        .unwrap_or(DESTROYED as *const CtxInner)
+    // SAFETY: a context about to be on top of this thread's chain is held by this thread and
+    // kept alive by its holder (see the module docs); `guarded` is holder-only.
+    let tagged = if is_context(p) && unsafe { &*p }.is_guarded() {
+        p.map_addr(|a| a | GUARDED)
+    } else {
+        p
+    };
+    untag(
+        CURRENT
+            .try_with(|c| c.replace(tagged))
+            .unwrap_or(DESTROYED as *const CtxInner),
+    )
 }
 
 fn is_context(p: *const CtxInner) -> bool {
@@ -54,14 +87,46 @@ fn is_context(p: *const CtxInner) -> bool {
 /// The current context, or `None` if this thread's context is destroyed (thread exit).
 #[inline]
 pub(crate) fn current() -> Option<&'static CtxInner> {
+    // The usual case in one bit test, as on the read path.
+    if let Some(ctx) = current_uncounted() {
+        return Some(ctx);
+    }
     let p = current_ptr();
     if is_context(p) {
-        // SAFETY: `CURRENT` only ever holds null, `DESTROYED`, or the top of this thread's
+        // SAFETY: `CURRENT` only ever holds `UNSET`, `DESTROYED`, or the top of this thread's
         // chain, which its holder keeps alive until it leaves the chain. The `'static` is
         // internal: callers use it within one call.
         Some(unsafe { &*p })
     } else {
         current_slow()
+    }
+}
+
+/// The current context if its accesses count nothing in its `holds` — it is not guarded, so
+/// it cannot be left while one of them is open (see `CtxInner::guarded`); `None` if it is
+/// guarded, or there is no context yet or any more: the caller takes the counting path,
+/// through [`current`]. One bit test: the read path's.
+#[inline(always)]
+pub(crate) fn current_uncounted() -> Option<&'static CtxInner> {
+    let raw = current_raw();
+    if raw.addr() & GUARDED == 0 {
+        // SAFETY: as in `current`: an even `CURRENT` is an untagged context address.
+        Some(unsafe { &*raw })
+    } else {
+        None
+    }
+}
+
+/// The current context if it is guarded (its accesses count in its `holds`, see
+/// `CtxInner::guarded`).
+#[inline(always)]
+pub(crate) fn current_guarded() -> Option<&'static CtxInner> {
+    let raw = current_raw();
+    if raw.addr() & GUARDED != 0 && raw.addr() > DESTROYED {
+        // SAFETY: as in `current`, once untagged.
+        Some(unsafe { &*untag(raw) })
+    } else {
+        None
     }
 }
 

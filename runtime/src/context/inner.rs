@@ -59,10 +59,13 @@ pub(crate) struct CtxInner {
     /// cannot hand the context on, and leaving defers its release (`release_now_or_later`);
     /// at zero leaving is O(1), whatever the number of values. Holder-only, so a plain cell.
     holds: UnsafeCell<u32>,
-    /// Entered by a `ContextGuard` now (`Context::try_enter` until the claim ends): only such a
-    /// context can be left inside an access, so only its reads and writes count in `holds`
-    /// (the thread's own context and a task's pay a test, not two stores). Holder-only; set
-    /// before the context is current, cleared with `holds` at zero.
+    /// Entered by a `ContextGuard` the user holds now (`Context::try_enter` until the claim
+    /// ends): only such a context can be left inside an access, so only its reads and writes
+    /// count in `holds`. The thread's own context, a task's and one entered by `Context::run`
+    /// (whose guard `f` cannot reach) pay nothing for it: `CURRENT` carries the flag as a tag
+    /// bit, and their reads test that bit, not this field (`current::current_uncounted`).
+    /// Holder-only; set before the context is current, cleared after it is left, with `holds`
+    /// at zero.
     guarded: UnsafeCell<bool>,
     /// Some retired slot may still hold values (see `Retired`). Holder-only.
     has_retired: AtomicBool,
@@ -579,12 +582,19 @@ impl CtxInner {
     /// Holder-only.
     #[inline(always)]
     pub(crate) fn hold_if_guarded(&self) -> bool {
-        // SAFETY: as in `hold`.
-        let guarded = self.guarded.with(|g| unsafe { *g });
+        let guarded = self.is_guarded();
         if guarded {
             self.hold();
         }
         guarded
+    }
+
+    /// Whether the context is entered by a `ContextGuard` the user holds (see `guarded`).
+    /// Holder-only.
+    #[inline(always)]
+    pub(crate) fn is_guarded(&self) -> bool {
+        // SAFETY: as in `hold`.
+        self.guarded.with(|g| unsafe { *g })
     }
 
     /// The context is entered by a `ContextGuard` from now on (its claim was just taken, and

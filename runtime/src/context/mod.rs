@@ -33,8 +33,8 @@ use std::marker::PhantomData;
 #[cfg(all(loom, test))]
 pub(crate) use current::loom_thread_exit;
 pub(crate) use current::{
-    current, current_if_at, enter, find_held, held_here, is_held_here, slots_written_here,
-    with_own, Entered,
+    current, current_guarded, current_if_at, current_uncounted, enter, find_held, held_here,
+    is_held_here, slots_written_here, with_own, Entered,
 };
 pub use enter_error::EnterError;
 pub use id::ContextId;
@@ -121,7 +121,14 @@ impl Context {
     /// ```
     #[track_caller]
     pub fn run<R>(&self, f: impl FnOnce() -> R) -> R {
-        let _guard = self.enter();
+        // Unguarded: `f` cannot reach this guard, so every access `f` opens ends before the
+        // context is left, and none of them needs to count (see `CtxInner::guarded`).
+        let _guard = match self.claim_and_enter(false) {
+            Ok(g) => g,
+            Err(e) => fail(format_args!(
+                "{e}: a context may be entered by one thread, once, at a time"
+            )),
+        };
         f()
     }
 
@@ -174,13 +181,21 @@ impl Context {
     /// assert!(ctx.try_enter().is_ok());
     /// ```
     pub fn try_enter(&self) -> Result<ContextGuard<'_>, EnterError> {
+        self.claim_and_enter(true)
+    }
+
+    /// `try_enter`; `guarded` for a guard handed to the user, who may drop it inside an access
+    /// to one of the context's values (see `CtxInner::guarded`).
+    fn claim_and_enter(&self, guarded: bool) -> Result<ContextGuard<'_>, EnterError> {
         let claim = self
             .inner
             .owner
             .try_enter()
             .map_err(|_| EnterError { id: self.inner.id })?;
-        // Before it is current: every access from now on counts (see `CtxInner::guarded`).
-        self.inner.enter_guarded();
+        if guarded {
+            // Before it is current: every access from now on counts.
+            self.inner.enter_guarded();
+        }
         // SAFETY: we hold the context (`Entered`) for this thread; the guard borrows `self`,
         // whose `Arc` keeps it alive until the guard leaves it.
         let entered = unsafe { enter(&self.inner) };

@@ -102,6 +102,21 @@ pub(crate) fn begin_write(
     Ok(())
 }
 
+/// [`begin_write`] for a fast path that gives up whenever a `for_each` of the local runs:
+/// `false` with the state restored (nothing marked), for the caller's full path to redo.
+#[inline(always)]
+pub(crate) fn begin_write_alone(hdr: &SlotHeader, sync: &IndexSync, state: usize) -> bool {
+    hdr.state.store(state | WRITING, Ordering::Relaxed);
+    s::light();
+    // Acquire: as in `begin_write`.
+    if sync.readers.load(Ordering::Acquire) != 0 {
+        // As `contended`'s give-up: a reader that saw `WRITING` comes back later.
+        hdr.state.store(state, Ordering::Release);
+        return false;
+    }
+    true
+}
+
 /// Some `for_each` of this local runs: is it on our slot?
 #[cold]
 #[inline(never)]
@@ -207,10 +222,11 @@ pub(crate) struct SharedBorrow<'a> {
 
 impl<'a> SharedBorrow<'a> {
     /// The borrow the caller just counted in `hdr`'s state, holding `ctx` (see
-    /// `CtxInner::holds`) until dropped.
+    /// `CtxInner::holds`) until dropped if `COUNTED` and `ctx` is guarded. Without `COUNTED`
+    /// the caller knows `ctx` unguarded (`context::current_uncounted`): nothing to count.
     #[inline(always)]
-    pub(crate) fn new(hdr: &'a SlotHeader, ctx: &'a CtxInner) -> Self {
-        let held = ctx.hold_if_guarded();
+    pub(crate) fn new<const COUNTED: bool>(hdr: &'a SlotHeader, ctx: &'a CtxInner) -> Self {
+        let held = COUNTED && ctx.hold_if_guarded();
         Self { hdr, ctx, held }
     }
 }

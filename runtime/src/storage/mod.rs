@@ -26,7 +26,8 @@ use crate::sync::Ordering;
 use crate::waits;
 use crate::ContextId;
 use borrow::{
-    begin_write, settle, settle_if_pending, Contended, IndexSync, Mark, Mode, Reading, SharedBorrow,
+    begin_write, begin_write_alone, settle, settle_if_pending, Contended, IndexSync, Mark, Mode,
+    Reading, SharedBorrow,
 };
 use key::{sync_of, Key};
 
@@ -285,8 +286,78 @@ impl<V: Payload> Storage<V> {
         f: F,
         call: fn(F, &V) -> Result<R, F>,
     ) -> Result<Result<R, F>, AccessError> {
-        let (ctx, slot) = self.current_slot()?;
-        let Some(slot) = slot else {
+        match context::current_uncounted() {
+            Some(ctx) => self.read_in::<false, F, R>(ctx, f, call),
+            None => self.read_counted(f, call),
+        }
+    }
+
+    /// The common case of [`read_or_return`](Self::read_or_return) alone: an unguarded current
+    /// context (nothing to count), this local's slot there, not written, no queued work, and
+    /// `call` using `f`. Anything else hands `f` back untouched, having changed nothing, for
+    /// the caller's out-of-line path to do it all again with `read_or_return` — so that the
+    /// fast path's result is never merged with an error's and stays in registers.
+    #[inline(always)]
+    pub(crate) fn read_fast<F, R>(&self, f: F, call: fn(F, &V) -> Result<R, F>) -> Result<R, F> {
+        match context::current_uncounted() {
+            Some(ctx) => self.read_fast_in::<false, F, R>(ctx, f, call),
+            None => Err(f),
+        }
+    }
+
+    /// [`read_fast`](Self::read_fast) in a guarded context, counted: the first thing the
+    /// caller's out-of-line path tries (a `ContextGuard` held around a loop of reads is a
+    /// common pattern), so that the fast path itself tests nothing for it.
+    #[inline(always)]
+    pub(crate) fn read_guarded<F, R>(&self, f: F, call: fn(F, &V) -> Result<R, F>) -> Result<R, F> {
+        match context::current_guarded() {
+            Some(ctx) => self.read_fast_in::<true, F, R>(ctx, f, call),
+            None => Err(f),
+        }
+    }
+
+    #[inline(always)]
+    fn read_fast_in<const COUNTED: bool, F, R>(
+        &self,
+        ctx: &CtxInner,
+        f: F,
+        call: fn(F, &V) -> Result<R, F>,
+    ) -> Result<R, F> {
+        let Some(slot) = self.slot_in(ctx) else {
+            return Err(f);
+        };
+        let st = slot.hdr.state.load(Ordering::Relaxed);
+        if st & (WRITING | PENDING) != 0 {
+            return Err(f);
+        }
+        slot.hdr.state.store(st + SHARED_ONE, Ordering::Release);
+        let _borrow = SharedBorrow::new::<COUNTED>(&slot.hdr, ctx);
+        // SAFETY: as in `read_in`.
+        slot.value.with(|v| call(f, unsafe { &*v }))
+    }
+
+    /// [`read_or_return`](Self::read_or_return) in a guarded context (its reads count in its
+    /// `holds`), or where there is no current context yet or any more.
+    #[cold]
+    #[inline(never)]
+    fn read_counted<F, R>(
+        &self,
+        f: F,
+        call: fn(F, &V) -> Result<R, F>,
+    ) -> Result<Result<R, F>, AccessError> {
+        let ctx = context::current().ok_or_else(|| self.err(AccessErrorKind::Destroyed))?;
+        self.read_in::<true, F, R>(ctx, f, call)
+    }
+
+    /// The read in `ctx`, current on this thread; `COUNTED` unless `ctx` is known unguarded.
+    #[inline(always)]
+    fn read_in<const COUNTED: bool, F, R>(
+        &self,
+        ctx: &CtxInner,
+        f: F,
+        call: fn(F, &V) -> Result<R, F>,
+    ) -> Result<Result<R, F>, AccessError> {
+        let Some(slot) = self.slot_in(ctx) else {
             return Ok(self.read_unslotted_or_return(ctx, f, call));
         };
         let mut st = slot.hdr.state.load(Ordering::Relaxed);
@@ -294,7 +365,7 @@ impl<V: Payload> Storage<V> {
             st = self.read_slow(ctx, slot, st)?;
         }
         slot.hdr.state.store(st + SHARED_ONE, Ordering::Release);
-        let _borrow = SharedBorrow::new(&slot.hdr, ctx);
+        let _borrow = SharedBorrow::new::<COUNTED>(&slot.hdr, ctx);
         // SAFETY: we hold the context (it is current on this thread), WRITING is clear and
         // stays clear while our shared borrow is counted; foreign readers only read.
         Ok(slot.value.with(|v| call(f, unsafe { &*v })))
@@ -528,6 +599,61 @@ impl<V: Payload> Storage<V> {
             return Ok(None);
         };
         self.write_in::<true, false, R>(ctx, slot, f).map(Some)
+    }
+
+    /// The common case of [`write_user`](Self::write_user) alone, as
+    /// [`read_fast`](Self::read_fast) is of a read: an unguarded current context, this
+    /// local's slot there, unborrowed, no queued work, no `for_each` of the local running, and
+    /// `call` using `f`. Anything else hands `f` back for the caller's full path.
+    #[inline(always)]
+    pub(crate) fn write_fast<F, R>(
+        &self,
+        f: F,
+        call: fn(F, &mut V) -> Result<R, F>,
+    ) -> Result<R, F> {
+        match context::current_uncounted() {
+            Some(ctx) => self.write_fast_in::<false, F, R>(ctx, f, call),
+            None => Err(f),
+        }
+    }
+
+    /// [`write_fast`](Self::write_fast) in a guarded context, counted (see
+    /// [`read_guarded`](Self::read_guarded)).
+    #[inline(always)]
+    pub(crate) fn write_guarded<F, R>(
+        &self,
+        f: F,
+        call: fn(F, &mut V) -> Result<R, F>,
+    ) -> Result<R, F> {
+        match context::current_guarded() {
+            Some(ctx) => self.write_fast_in::<true, F, R>(ctx, f, call),
+            None => Err(f),
+        }
+    }
+
+    #[inline(always)]
+    fn write_fast_in<const COUNTED: bool, F, R>(
+        &self,
+        ctx: &CtxInner,
+        f: F,
+        call: fn(F, &mut V) -> Result<R, F>,
+    ) -> Result<R, F> {
+        let Some(slot) = self.slot_in(ctx) else {
+            return Err(f);
+        };
+        let st = slot.hdr.state.load(Ordering::Relaxed);
+        if st > PRESENT || !begin_write_alone(&slot.hdr, slot.sync, st) {
+            return Err(f);
+        }
+        self.note_write(ctx, slot);
+        // Uncounted unless guarded: only a guarded context can be left inside `call`.
+        let held = COUNTED && ctx.hold_if_guarded();
+        let write = Write { slot, ctx, held };
+        // SAFETY: holder, WRITING set, no shared borrow, no foreign reader (none announced
+        // after our `WRITING` was visible, see `begin_write`).
+        let r = slot.value.with_mut(|v| call(f, unsafe { &mut *v }));
+        drop(write);
+        r
     }
 
     /// Exclusive access to `slot`, of `ctx`, which this thread holds; `f` runs no user code.
