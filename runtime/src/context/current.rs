@@ -66,18 +66,37 @@ fn untag(raw: *const CtxInner) -> *const CtxInner {
 /// `p` is entered, cleared after it is left), so the tag stays exact while `p` is on top.
 #[inline(always)]
 fn set_current(p: *const CtxInner) -> *const CtxInner {
-    // SAFETY: a context about to be on top of this thread's chain is held by this thread and
-    // kept alive by its holder (see the module docs); `guarded` is holder-only.
-    let tagged = if is_context(p) && unsafe { &*p }.is_guarded() {
+    untag(replace_current(tag(p)))
+}
+
+/// `p` with its `guarded` flag as the tag bit.
+#[inline(always)]
+fn tag(p: *const CtxInner) -> *const CtxInner {
+    // SAFETY: a context about to be on top of this thread's chain, or linked into it, is held
+    // by this thread and kept alive by its holder (see the module docs); `guarded` is
+    // holder-only.
+    if is_context(p) && unsafe { &*p }.is_guarded() {
         p.map_addr(|a| a | GUARDED)
     } else {
         p
-    };
-    untag(
-        CURRENT
-            .try_with(|c| c.replace(tagged))
-            .unwrap_or(DESTROYED as *const CtxInner),
-    )
+    }
+}
+
+/// Stores `tagged` (an exact tag: see `set_current`) as the top; returns the previous top as
+/// stored (tagged).
+#[inline(always)]
+fn replace_current(tagged: *const CtxInner) -> *const CtxInner {
+    CURRENT
+        .try_with(|c| c.replace(tagged))
+        .unwrap_or(DESTROYED as *const CtxInner)
+}
+
+/// The context entered before `n`, untagged. A link keeps the tag `CURRENT` had (exact: a
+/// context's flag changes only while it is outside every chain), so that leaving puts it back
+/// as it was, without reading the flag of the context below again.
+#[inline(always)]
+fn next_of(n: &CtxInner) -> *const CtxInner {
+    untag(n.link())
 }
 
 fn is_context(p: *const CtxInner) -> bool {
@@ -172,7 +191,21 @@ pub(crate) fn current_if_at(addr: usize) -> Option<&'static CtxInner> {
 /// `owner.rs`) and keeps it alive until the returned guard is dropped.
 #[inline]
 pub(crate) unsafe fn enter(ctx: &CtxInner) -> Entered<'_> {
-    ctx.set_link(set_current(ctx));
+    ctx.set_link(replace_current(tag(ctx)));
+    Entered(ctx)
+}
+
+/// [`enter`] for a task's context, which is never guarded: a `ContextGuard` sets the flag
+/// only on a context it claimed, and a task's claim (`Task`) excludes every other. Reads no
+/// flag, so a poll pays for the switch alone.
+///
+/// # Safety
+///
+/// As [`enter`], with a `Task` claim.
+#[inline]
+pub(crate) unsafe fn enter_task(ctx: &CtxInner) -> Entered<'_> {
+    debug_assert!(!ctx.is_guarded(), "a task's context is never guarded");
+    ctx.set_link(replace_current(ctx));
     Entered(ctx)
 }
 
@@ -184,7 +217,7 @@ impl Drop for Entered<'_> {
     fn drop(&mut self) {
         let me = ptr::from_ref(self.0);
         if current_ptr() == me {
-            set_current(self.0.link());
+            replace_current(self.0.link());
         } else {
             leave_out_of_order(self.0);
         }
@@ -199,7 +232,7 @@ fn leave_out_of_order(ctx: &CtxInner) {
     }
     let aside = SET_ASIDE.try_with(Cell::get).unwrap_or(ptr::null());
     if aside == ptr::from_ref(ctx) {
-        let _ = SET_ASIDE.try_with(|a| a.set(ctx.link()));
+        let _ = SET_ASIDE.try_with(|a| a.set(next_of(ctx)));
     } else {
         unlink(aside, ctx);
     }
@@ -212,9 +245,9 @@ fn unlink(top: *const CtxInner, ctx: &CtxInner) -> bool {
     while is_context(node) {
         // SAFETY: every context in this thread's chain is alive (see the module docs).
         let n = unsafe { &*node };
-        let next = n.link();
+        let next = next_of(n);
         if next == me {
-            n.set_link(ctx.link());
+            n.set_link(ctx.link()); // as stored: tagged
             return true;
         }
         node = next;
@@ -237,7 +270,7 @@ pub(crate) fn slots_written_here() -> Vec<usize> {
             // SAFETY: as in `unlink`.
             let n = unsafe { &*node };
             n.writing_slots(&mut out);
-            node = n.link();
+            node = next_of(n);
         }
     }
     let mark = thread_mark();
@@ -275,7 +308,7 @@ fn held_further_out(addr: usize, serial: u64) -> Option<&'static CtxInner> {
             if node.addr() == addr && n.serial == serial {
                 return Some(n);
             }
-            node = n.link();
+            node = next_of(n);
         }
     }
     None
@@ -297,7 +330,7 @@ pub(crate) fn find_held(mut f: impl FnMut(&'static CtxInner) -> bool) -> bool {
             if f(n) {
                 return true;
             }
-            node = n.link();
+            node = next_of(n);
         }
     }
     false
@@ -313,7 +346,7 @@ pub(crate) fn is_held_here(ctx: &CtxInner) -> bool {
                 return true;
             }
             // SAFETY: as in `unlink`.
-            node = unsafe { &*node }.link();
+            node = next_of(unsafe { &*node });
         }
         false
     })
@@ -325,11 +358,11 @@ fn rebase(top: *const CtxInner, old: *const CtxInner, new: *const CtxInner) {
     while is_context(node) && node != old {
         // SAFETY: as in `unlink`.
         let n = unsafe { &*node };
-        if n.link() == old {
-            n.set_link(new);
+        if next_of(n) == old {
+            n.set_link(tag(new));
             return;
         }
-        node = n.link();
+        node = next_of(n);
     }
 }
 

@@ -33,8 +33,8 @@ use std::marker::PhantomData;
 #[cfg(all(loom, test))]
 pub(crate) use current::loom_thread_exit;
 pub(crate) use current::{
-    current, current_guarded, current_if_at, current_uncounted, enter, find_held, held_here,
-    is_held_here, slots_written_here, with_own, Entered,
+    current, current_guarded, current_if_at, current_uncounted, enter, enter_task, find_held,
+    held_here, is_held_here, slots_written_here, with_own, Entered,
 };
 pub use enter_error::EnterError;
 pub use id::ContextId;

@@ -324,7 +324,10 @@ impl<V: Payload> Storage<V> {
         call: fn(F, &V) -> Result<R, F>,
     ) -> Result<R, F> {
         let Some(slot) = self.slot_in(ctx) else {
-            return Err(f);
+            // A fork reading what it inherited (child tasks): as common as a bound read, so
+            // not through the caller's cold path, which would look everything up again (an
+            // inherited read cost 2.5-4.7x a bound one that way, 1.6x here).
+            return self.read_unslotted_or_return(ctx, f, call);
         };
         let st = slot.hdr.state.load(Ordering::Relaxed);
         if st & (WRITING | PENDING) != 0 {

@@ -96,7 +96,7 @@ impl<F: Future> Future for InContext<F> {
         // SAFETY: we hold the context (`Task`, taken in `new`): nobody else can enter it, and
         // a poll has `&mut self`, so no other poll of this future runs. `this.context` keeps it
         // alive past `_entered`.
-        let _entered = unsafe { context::enter(inner) };
+        let _entered = unsafe { context::enter_task(inner) };
         if inner.has_pending() {
             // Queued removals of guards dropped elsewhere; dropped in the context.
             drop(inner.apply_removals(crate::context::table::Remover::Holder));
@@ -110,7 +110,7 @@ impl<F> Drop for InContext<F> {
     fn drop(&mut self) {
         let inner = &*self.context.inner;
         // SAFETY: as in `poll`: we hold the context and `&mut self`.
-        let _entered = unsafe { context::enter(inner) };
+        let _entered = unsafe { context::enter_task(inner) };
         // SAFETY: dropped in place, exactly once (here), and never used again; dropping a
         // pinned value in place keeps the pinning promise.
         unsafe { ManuallyDrop::drop(&mut self.future) };
