@@ -773,7 +773,7 @@ mod inherit {
     /// that retry with the capture's unwind ran past 25 minutes (4: under 2 minutes).
     #[test]
     fn nested_capture_unwinds_while_for_each_reads_the_values() {
-        model_bounded(4, || {
+        super::model_bounded(4, || {
             let (made, drops) = counters();
             let a = Arc::new(Local::<Shared>::named("A").inheritable());
             let b = Arc::new(Local::<Nests>::named("B").inheritable());
