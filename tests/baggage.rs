@@ -1863,3 +1863,20 @@ fn inject_drops_an_existing_member_with_control_characters() {
     assert!(err.to_string().contains("0x0D"), "{err}");
     assert_eq!(headers["baggage"], "ok=1,n=9");
 }
+
+/// `Local::baggage` refuses a key that is empty or not an HTTP token (in a `static` that is a
+/// compile error; at run time a panic naming the rule), and takes every token character.
+#[test]
+fn a_baggage_key_must_be_a_non_empty_http_token() {
+    let empty = common::expect_panic(|| Local::<String>::named("K").baggage(""));
+    assert!(empty.contains("must not be empty"), "{empty}");
+    for bad in ["a b", "tenant=", "ä", "k,v", "x;y", "q\"", "(k)"] {
+        let msg = common::expect_panic(|| Local::<String>::named("K").baggage(bad));
+        assert!(msg.contains("must be an HTTP token"), "{bad:?}: {msg}");
+    }
+    let all = "azAZ09!#$%&'*+-.^_`|~";
+    assert_eq!(
+        Local::<String>::named("K").baggage(all).baggage_key(),
+        Some(all)
+    );
+}

@@ -393,35 +393,11 @@ impl<T: BaggageValue + Clone + Send + Sync + 'static> Local<T> {
     /// # let _ = propagator;
     /// ```
     pub const fn baggage(self, key: &'static str) -> Self {
-        let bytes = key.as_bytes();
-        let mut i = 0;
-        while i < bytes.len() {
-            let b = bytes[i];
-            let token = b.is_ascii_alphanumeric()
-                || matches!(
-                    b,
-                    b'!' | b'#'
-                        | b'$'
-                        | b'%'
-                        | b'&'
-                        | b'\''
-                        | b'*'
-                        | b'+'
-                        | b'-'
-                        | b'.'
-                        | b'^'
-                        | b'_'
-                        | b'`'
-                        | b'|'
-                        | b'~'
-                );
-            assert!(
-                token,
-                "a baggage key must be an HTTP token: letters, digits and !#$%&'*+-.^_`|~"
-            );
-            i += 1;
-        }
-        assert!(!bytes.is_empty(), "a baggage key must not be empty");
+        assert!(!key.is_empty(), "a baggage key must not be empty");
+        assert!(
+            is_token(key),
+            "a baggage key must be an HTTP token: letters, digits and !#$%&'*+-.^_`|~"
+        );
         let mut this = self.inheritable();
         this.baggage = Some(key);
         this
