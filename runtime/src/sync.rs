@@ -143,7 +143,7 @@ mod fence_impl {
     }
 
     #[cfg(target_os = "linux")]
-    mod membarrier {
+    pub(super) mod membarrier {
         use std::ffi::c_long;
 
         /// `SYS_membarrier` on the architectures we know it for; elsewhere the full-fence mode
@@ -166,24 +166,36 @@ mod fence_impl {
             fn syscall(number: c_long, ...) -> c_long;
         }
 
-        /// Runs membarrier command `cmd` (one that takes no pointer arguments).
-        fn membarrier(cmd: c_long) -> bool {
+        /// Runs membarrier command `cmd` (one that takes no pointer arguments); its result.
+        fn membarrier(cmd: c_long) -> c_long {
             let Some(number) = SYS_MEMBARRIER else {
-                return false;
+                return -1;
             };
             // SAFETY: membarrier(cmd, flags, cpu_id) takes three integers and touches no user
             // memory; the commands passed below take no pointer arguments.
-            unsafe { syscall(number, cmd, 0 as c_long, 0 as c_long) == 0 }
+            unsafe { syscall(number, cmd, 0 as c_long, 0 as c_long) }
+        }
+
+        const PRIVATE_EXPEDITED: c_long = 1 << 3;
+        const REGISTER_PRIVATE_EXPEDITED: c_long = 1 << 4;
+
+        /// Whether `MEMBARRIER_CMD_QUERY` lists the two commands used. Asked first so that a
+        /// wrong syscall number (another call that happens to return 0 for these arguments)
+        /// leaves the full-fence mode on instead of turning the owners' fence into a compiler
+        /// fence alone: the mask a wrong call would have to return is implausible.
+        pub(in crate::sync) fn supported() -> bool {
+            let needed = PRIVATE_EXPEDITED | REGISTER_PRIVATE_EXPEDITED;
+            let mask = membarrier(0);
+            (0..1 << 16).contains(&mask) && mask & needed == needed
         }
 
         pub(super) fn register_membarrier() -> bool {
-            // MEMBARRIER_CMD_REGISTER_PRIVATE_EXPEDITED, then one trial run of the command.
-            membarrier(1 << 4) && run_membarrier()
+            supported() && membarrier(REGISTER_PRIVATE_EXPEDITED) == 0 && run_membarrier()
         }
 
         pub(super) fn run_membarrier() -> bool {
-            // MEMBARRIER_CMD_PRIVATE_EXPEDITED: barriers on this process's CPUs only.
-            membarrier(1 << 3)
+            // Barriers on this process's CPUs only.
+            membarrier(PRIVATE_EXPEDITED) == 0
         }
     }
     #[cfg(target_os = "linux")]
@@ -232,3 +244,31 @@ mod fence_impl {
 }
 
 pub(crate) use fence_impl::{heavy, init as init_fence, is_asymmetric, light};
+
+#[cfg(all(
+    test,
+    not(loom),
+    target_os = "linux",
+    any(
+        target_arch = "x86_64",
+        target_arch = "aarch64",
+        target_arch = "riscv64",
+        target_arch = "loongarch64"
+    )
+))]
+mod tests {
+    /// Pins this architecture's membarrier syscall number to the kernel's: the number is ours
+    /// (no `libc`), and the query answers with the commands' bits only if it reached
+    /// membarrier. Needs Linux 4.14 or later, as the asymmetric mode does.
+    #[test]
+    fn the_membarrier_number_of_this_architecture_reaches_membarrier() {
+        assert!(
+            super::fence_impl::membarrier::supported(),
+            "MEMBARRIER_CMD_QUERY through our syscall number did not list PRIVATE_EXPEDITED"
+        );
+        assert!(
+            super::is_asymmetric(),
+            "registration failed although the query listed it"
+        );
+    }
+}
