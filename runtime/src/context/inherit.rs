@@ -11,7 +11,7 @@ use std::any::Any;
 
 use super::frame::{set_entry, Entry, Frame, Inherited, INLINE_LENDS};
 use super::inner::SlotPin;
-use super::table::{SlotHeader, BORROWS, PENDING, WRITING};
+use super::table::SlotHeader;
 use super::CtxInner;
 use crate::sync::{Arc, Ordering};
 
@@ -397,7 +397,7 @@ impl CtxInner {
             // SAFETY: holder-only; no user code runs while it is borrowed.
             header.frozen.with(|f| unsafe { (*f).clone() })
         } else {
-            if header.state.load(Ordering::Relaxed) & WRITING != 0 {
+            if header.state.holder_view().is_writing() {
                 return Err(CaptureError::Writing(header.name));
             }
             // Its `Clone` is running further up this thread's stack (it captures): a copy
@@ -411,8 +411,7 @@ impl CtxInner {
                 unsafe { capture(hdr) }
             };
             // The user's `Clone` ran under a shared borrow: do what it queued for its end.
-            let st = header.state.load(Ordering::Relaxed);
-            if st & PENDING != 0 && st & BORROWS == 0 {
+            if header.state.holder_view().is_pending_unborrowed() {
                 drop(self.settle());
             }
             // SAFETY: holder-only. The old copy is dropped after the cell is written.

@@ -8,9 +8,7 @@ use std::ptr::{self, NonNull};
 use super::frame::{Inherited, Lends};
 use super::owner::{thread_mark, Owner, State};
 use super::rare::{Pending, RareCell, Retired};
-use super::table::{
-    Queued, Removal, Remover, SlotHeader, Table, Taken, BORROWS, INIT, PENDING, WRITING,
-};
+use super::table::{Queued, Removal, Remover, SlotHeader, Table, Taken};
 use super::ContextId;
 use crate::sync::{lock, AtomicBool, Mutex, MutexGuard, Ordering, UnsafeCell};
 
@@ -499,7 +497,7 @@ impl CtxInner {
                     // scan is announced, for a local being dropped).
                     let hdr = unsafe { slot.as_ref() };
                     // A running initializer (`INIT`) holds the context like a borrow.
-                    if hdr.state.load(Ordering::Relaxed) & (BORROWS | INIT) != 0 {
+                    if hdr.state.holder_view().is_borrowed_or_initializing() {
                         any = true;
                         f(hdr);
                     }
@@ -518,7 +516,7 @@ impl CtxInner {
         let len = self.order.with(|o| unsafe { (*o).len() });
         out.reserve(len);
         self.borrowed_slots(|hdr| {
-            if hdr.state.load(Ordering::Relaxed) & WRITING != 0 && out.len() < out.capacity() {
+            if hdr.state.holder_view().is_writing() && out.len() < out.capacity() {
                 out.push(ptr::from_ref(hdr).addr());
             }
         });
@@ -540,7 +538,7 @@ impl CtxInner {
                     // SAFETY: a slot in the table is live while the context is (and while the
                     // scan is announced, for a local being dropped).
                     let hdr = unsafe { slot.as_ref() };
-                    if hdr.state.load(Ordering::Relaxed) & super::table::PRESENT != 0
+                    if hdr.state.holder_view().is_present()
                         && names.len() < names.capacity()
                     {
                         names.push(hdr.name);
@@ -651,10 +649,7 @@ impl CtxInner {
     #[cold]
     #[inline(never)]
     fn release_later(&self) -> bool {
-        self.borrowed_slots(|hdr| {
-            let st = hdr.state.load(Ordering::Relaxed);
-            hdr.state.store(st | PENDING, Ordering::Relaxed);
-        });
+        self.borrowed_slots(|hdr| hdr.state.mark_pending());
         self.deferred_by.store(thread_mark(), Ordering::Relaxed);
         self.release_deferred.store(true, Ordering::Relaxed);
         false

@@ -24,6 +24,7 @@ mod overflow;
 pub(crate) mod owner;
 mod rare;
 pub(crate) mod registry;
+pub(crate) mod slot_state;
 pub(crate) mod table;
 pub(crate) mod unfinished;
 

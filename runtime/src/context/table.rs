@@ -9,7 +9,8 @@
 use std::ptr::{self, NonNull};
 
 use super::overflow::Overflow;
-use crate::sync::{AtomicBool, AtomicPtr, AtomicU32, AtomicUsize, Ordering, UnsafeCell};
+use super::slot_state::SlotState;
+use crate::sync::{AtomicBool, AtomicPtr, AtomicU32, Ordering, UnsafeCell};
 
 /// Slots 0..INLINE live inside the context itself: no extra indirection for the first locals.
 /// Few, because every context pays for them (100,000 connections' contexts, 8 bytes each).
@@ -108,9 +109,9 @@ pub(crate) enum Removal {
 /// `Deref`).
 #[repr(C)]
 pub(crate) struct SlotHeader {
-    /// Written only by the context's holder, with plain stores; the bits below. The borrow
-    /// protocol that uses them is in `storage/borrow.rs`.
-    pub(crate) state: AtomicUsize,
+    /// What the slot is doing (borrowed, written, ...): see `slot_state.rs`. The borrow
+    /// protocol that uses it is in `storage/borrow.rs`.
+    pub(crate) state: SlotState,
     cold: Box<SlotCold>,
 }
 
@@ -140,9 +141,9 @@ pub(crate) struct SlotCold {
 }
 
 impl SlotHeader {
-    pub(crate) fn new(state: usize, cold: SlotCold) -> Self {
+    pub(crate) fn new(present: bool, cold: SlotCold) -> Self {
         Self {
-            state: AtomicUsize::new(state),
+            state: SlotState::new(present),
             cold: Box::new(cold),
         }
     }
@@ -167,26 +168,6 @@ impl std::ops::Deref for SlotHeader {
         &self.cold
     }
 }
-
-/// `state`: the payload holds a value (a bound local, a non-empty stack). Read by `contexts()`
-/// and `for_each` from other threads.
-pub(crate) const PRESENT: usize = 1;
-/// `state`: the holder is mutating the payload or lends it out as `&mut`.
-pub(crate) const WRITING: usize = 2;
-/// `state`: work is queued for when the slot's borrows end (a guard's removal, the release of
-/// a context left while this slot was borrowed). Holder-only meaning.
-pub(crate) const PENDING: usize = 4;
-/// `state`: the local's initializer is running in this context (`Local::with_init`), so a
-/// use of the local inside it is reported instead of recursing. Holder-only meaning.
-pub(crate) const INIT: usize = 8;
-/// `state`, with `WRITING`: the writer is waiting for the readers on the slot and has not
-/// touched the payload yet, so a reader already inside a `for_each` callback may still read it
-/// (see `storage/borrow.rs`).
-pub(crate) const WAITING: usize = 16;
-/// `state`: one shared borrow (nested `with`s count up). Holder-only meaning.
-pub(crate) const SHARED_ONE: usize = 32;
-/// `state`: any borrow.
-pub(crate) const BORROWS: usize = WRITING | !(SHARED_ONE - 1);
 
 impl SlotHeader {
     /// See [`SlotVTable::take`].

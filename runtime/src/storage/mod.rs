@@ -17,9 +17,8 @@ use std::ptr::{self, NonNull};
 pub(crate) use buf::Buf;
 pub(crate) use slot::{Inherit, Payload, Share, Slot};
 
-use crate::context::table::{
-    Queued, Remover, SlotHeader, BORROWS, INIT, PENDING, PRESENT, SHARED_ONE, WAITING, WRITING,
-};
+use crate::context::slot_state::Seen;
+use crate::context::table::{Queued, Remover, SlotHeader};
 use crate::context::{self, registry, CtxInner, Retired};
 use crate::error::{fail, AccessError, AccessErrorKind};
 use crate::sync::Ordering;
@@ -329,11 +328,11 @@ impl<V: Payload> Storage<V> {
             // inherited read cost 2.5-4.7x a bound one that way, 1.6x here).
             return self.read_unslotted_or_return(ctx, f, call);
         };
-        let st = slot.hdr.state.load(Ordering::Relaxed);
-        if st & (WRITING | PENDING) != 0 {
+        let st = slot.hdr.state.holder_view();
+        if st.blocks_shared() {
             return Err(f);
         }
-        slot.hdr.state.store(st + SHARED_ONE, Ordering::Release);
+        slot.hdr.state.begin_shared(st);
         let _borrow = SharedBorrow::new::<COUNTED>(&slot.hdr, ctx);
         // SAFETY: as in `read_in`.
         slot.value.with(|v| call(f, unsafe { &*v }))
@@ -363,11 +362,11 @@ impl<V: Payload> Storage<V> {
         let Some(slot) = self.slot_in(ctx) else {
             return Ok(self.read_unslotted_or_return(ctx, f, call));
         };
-        let mut st = slot.hdr.state.load(Ordering::Relaxed);
-        if st & (WRITING | PENDING) != 0 {
+        let mut st = slot.hdr.state.holder_view();
+        if st.blocks_shared() {
             st = self.read_slow(ctx, slot, st)?;
         }
-        slot.hdr.state.store(st + SHARED_ONE, Ordering::Release);
+        slot.hdr.state.begin_shared(st);
         let _borrow = SharedBorrow::new::<COUNTED>(&slot.hdr, ctx);
         // SAFETY: we hold the context (it is current on this thread), WRITING is clear and
         // stays clear while our shared borrow is counted; foreign readers only read.
@@ -396,14 +395,14 @@ impl<V: Payload> Storage<V> {
     /// nothing is borrowed). Returns the state to borrow from.
     #[cold]
     #[inline(never)]
-    fn read_slow(&self, ctx: &CtxInner, slot: &Slot<V>, st: usize) -> Result<usize, AccessError> {
-        if st & WRITING != 0 {
+    fn read_slow(&self, ctx: &CtxInner, slot: &Slot<V>, st: Seen) -> Result<Seen, AccessError> {
+        if st.is_writing() {
             return Err(self.err(AccessErrorKind::BorrowedMut));
         }
-        if st & BORROWS == 0 {
+        if !st.is_borrowed() {
             settle(ctx);
         }
-        Ok(slot.hdr.state.load(Ordering::Relaxed))
+        Ok(slot.hdr.state.holder_view())
     }
 
     /// Exclusive access to the current context's payload for the runtime's own changes (`f`
@@ -553,8 +552,8 @@ impl<V: Payload> Storage<V> {
                 drop(removed);
                 return Elsewhere::Gone;
             };
-            let st = slot.hdr.state.load(Ordering::Relaxed);
-            let begun = if st & BORROWS == 0 {
+            let st = slot.hdr.state.holder_view();
+            let begun = if !st.is_borrowed() {
                 begin_write(&slot.hdr, slot.sync, st, Mode::Try)
             } else {
                 Err(Contended::Iterating) // a leaked borrow: leave it to the holder
@@ -644,8 +643,8 @@ impl<V: Payload> Storage<V> {
         let Some(slot) = self.slot_in(ctx) else {
             return Err(f);
         };
-        let st = slot.hdr.state.load(Ordering::Relaxed);
-        if st > PRESENT || !begin_write_alone(&slot.hdr, slot.sync, st) {
+        let st = slot.hdr.state.holder_view();
+        if st.is_busy() || !begin_write_alone(&slot.hdr, slot.sync, st) {
             return Err(f);
         }
         self.note_write(ctx, slot);
@@ -701,13 +700,13 @@ impl<V: Payload> Storage<V> {
         slot: &Slot<V>,
         f: impl FnOnce(&mut V) -> R,
     ) -> Result<R, AccessError> {
-        let mut st = slot.hdr.state.load(Ordering::Relaxed);
-        // Any bit but PRESENT is a borrow or queued work: one branch on the hot path.
-        if st > PRESENT {
+        let mut st = slot.hdr.state.holder_view();
+        // A borrow, queued work or an initializer: one branch on the hot path.
+        if st.is_busy() {
             st = self.write_slow(ctx, slot, st)?;
         }
         // An initializer running on the slot keeps its place (its guard ends it there).
-        let mode = if FRESH && st & INIT == 0 {
+        let mode = if FRESH && !st.is_initializing() {
             Mode::Fresh
         } else {
             Mode::Wait
@@ -727,7 +726,7 @@ impl<V: Payload> Storage<V> {
         &self,
         ctx: &CtxInner,
         slot: &Slot<V>,
-        st: usize,
+        st: Seen,
         f: impl FnOnce(&mut V) -> R,
     ) -> R {
         self.note_write(ctx, slot);
@@ -757,7 +756,7 @@ impl<V: Payload> Storage<V> {
         &self,
         ctx: &CtxInner,
         slot: &Slot<V>,
-        st: usize,
+        st: Seen,
         f: impl FnOnce(&mut V) -> R,
     ) -> R {
         let r = self.write_begun::<USER, R>(ctx, slot, st, f);
@@ -778,13 +777,13 @@ impl<V: Payload> Storage<V> {
         &self,
         ctx: &CtxInner,
         slot: &Slot<V>,
-        st: usize,
+        st: Seen,
         e: Contended,
         f: impl FnOnce(&mut V) -> R,
     ) -> Result<R, AccessError> {
         let (fresh, retired) = self.contended(ctx, slot, st, e)?;
         // The fresh slot is WRITING (set by `relocate`), and no reader can have marked it.
-        let r = self.write_begun::<USER, R>(ctx, fresh, 0, f);
+        let r = self.write_begun::<USER, R>(ctx, fresh, Seen::EMPTY, f);
         // Old values whose readers have gone, dropped now that no write is in progress.
         drop(retired);
         Ok(r)
@@ -799,7 +798,7 @@ impl<V: Payload> Storage<V> {
         &'a self,
         ctx: &'a CtxInner,
         slot: &'a Slot<V>,
-        st: usize,
+        st: Seen,
         e: Contended,
     ) -> Result<(&'a Slot<V>, Vec<Box<dyn Send>>), AccessError> {
         match e {
@@ -821,7 +820,7 @@ impl<V: Payload> Storage<V> {
         &'a self,
         ctx: &'a CtxInner,
         old: &'a Slot<V>,
-        st: usize,
+        st: Seen,
     ) -> (&'a Slot<V>, Vec<Box<dyn Send>>) {
         let i = self.key.get_or_assign();
         let mut retired = ctx.detach_lock();
@@ -834,7 +833,7 @@ impl<V: Payload> Storage<V> {
                     (old.hdr.serial, old.hdr.name),
                     V::empty(),
                 );
-                slot.hdr.state.store(WRITING, Ordering::Relaxed);
+                slot.hdr.state.claim_for_write();
                 NonNull::from(Box::leak(slot))
             });
         // SAFETY: the fresh slot is ours alone (WRITING set, not yet in the table); `old` is
@@ -851,7 +850,7 @@ impl<V: Payload> Storage<V> {
             ctx.mark_changed();
         }
         // `old` stays as it was for its readers; `st` has no WRITING.
-        old.hdr.state.store(st, Ordering::Release);
+        old.hdr.state.restore(st);
         let dropped = ctx.sweep_retired(&mut retired);
         retired.push(Retired {
             index: i,
@@ -879,11 +878,11 @@ impl<V: Payload> Storage<V> {
             let h = unsafe { r.hdr.as_ref() };
             // The per-slot handshake, as a writer: a reader that still holds an old pointer to
             // it either shows in `marks` or sees `WRITING` and leaves.
-            h.state.store(WRITING, Ordering::Relaxed);
+            h.state.claim_for_write();
             if h.marks.fetch_add(0, Ordering::AcqRel) == 0 && h.pins.load(Ordering::Relaxed) == 0 {
                 return true;
             }
-            h.state.store(0, Ordering::Release);
+            h.state.clear();
             false
         })?;
         Some(retired.swap_remove(pos).hdr.cast())
@@ -891,17 +890,17 @@ impl<V: Payload> Storage<V> {
 
     #[cold]
     #[inline(never)]
-    fn write_slow(&self, ctx: &CtxInner, slot: &Slot<V>, st: usize) -> Result<usize, AccessError> {
-        if st & WRITING != 0 {
+    fn write_slow(&self, ctx: &CtxInner, slot: &Slot<V>, st: Seen) -> Result<Seen, AccessError> {
+        if st.is_writing() {
             return Err(self.err(AccessErrorKind::BorrowedMut));
         }
-        if st & BORROWS != 0 {
+        if st.is_borrowed() {
             return Err(self.err(AccessErrorKind::Borrowed));
         }
-        if st & PENDING != 0 {
+        if st.is_pending() {
             settle(ctx);
         }
-        Ok(slot.hdr.state.load(Ordering::Relaxed))
+        Ok(slot.hdr.state.holder_view())
     }
 
     /// An inheritable local is being written: the slot's frozen copy is stale, and the next
@@ -923,8 +922,8 @@ impl<V: Payload> Storage<V> {
         slot: &Slot<V>,
         f: impl FnOnce(&mut V) -> R,
     ) -> Option<R> {
-        let st = slot.hdr.state.load(Ordering::Relaxed);
-        if st & BORROWS != 0 || begin_write(&slot.hdr, slot.sync, st, Mode::Wait).is_err() {
+        let st = slot.hdr.state.holder_view();
+        if st.is_borrowed() || begin_write(&slot.hdr, slot.sync, st, Mode::Wait).is_err() {
             return None;
         }
         Some(self.write_begun::<false, R>(ctx, slot, st, f))
@@ -938,8 +937,7 @@ impl<V: Payload> Storage<V> {
 
     /// Queues work on `slot` of `ctx` (held by this thread) for when its borrows end.
     pub(crate) fn mark_pending(&self, slot: &Slot<V>) {
-        let st = slot.hdr.state.load(Ordering::Relaxed);
-        slot.hdr.state.store(st | PENDING, Ordering::Relaxed);
+        slot.hdr.state.mark_pending();
     }
 
     /// Marks the current context's slot as running this local's initializer; the guard
@@ -953,13 +951,13 @@ impl<V: Payload> Storage<V> {
     pub(crate) fn begin_init(&self) -> Result<InitGuard<'_, V>, AccessError> {
         let (ctx, _) = self.current_slot()?;
         let slot = self.slot_or_create(ctx);
-        let st = slot.hdr.state.load(Ordering::Relaxed);
-        if st & INIT != 0 {
+        let st = slot.hdr.state.holder_view();
+        if st.is_initializing() {
             return Err(self.err(AccessErrorKind::Initializing));
         }
         // `INIT` also counts as a borrow for a `ContextGuard` dropped inside the initializer: it
         // cannot hand the context to another thread before the initializer is done with it.
-        slot.hdr.state.store(st | INIT, Ordering::Relaxed);
+        slot.hdr.state.begin_init(st);
         ctx.hold();
         Ok(InitGuard { slot, ctx })
     }
@@ -980,12 +978,12 @@ impl<V: Payload> Storage<V> {
             Ok((ctx, None)) => return self.read_unslotted(ctx, V::is_present).unwrap_or(false),
             Err(_) => return false,
         };
-        let st = slot.hdr.state.load(Ordering::Relaxed);
-        if st & PENDING != 0 && st & BORROWS == 0 {
+        let st = slot.hdr.state.holder_view();
+        if st.is_pending_unborrowed() {
             settle(ctx);
-            return slot.hdr.state.load(Ordering::Relaxed) & PRESENT != 0;
+            return slot.hdr.state.holder_view().is_present();
         }
-        st & PRESENT != 0
+        st.is_present()
     }
 
     /// How many contexts hold a value.
@@ -993,7 +991,7 @@ impl<V: Payload> Storage<V> {
         let mut n = 0;
         registry::visit_locked(|ctx| {
             let present = match self.slot_in(ctx) {
-                Some(slot) => slot.hdr.state.load(Ordering::Acquire) & PRESENT != 0,
+                Some(slot) => slot.hdr.state.foreign_view().is_present(),
                 None => self
                     .inherited_elsewhere(ctx, |v| v.is_present())
                     .unwrap_or(false),
@@ -1093,8 +1091,8 @@ impl<V: Payload> Storage<V> {
             // rather than wait for a writer that may be waiting for that callback.
             let (ours, nested) = waits::marked_here_and_any(hdr.addr().get());
             let (mark, st) = Mark::new(&slot.hdr, slot.sync);
-            let readable = ours || (nested && st & WAITING != 0);
-            if st & WRITING != 0 && !readable {
+            let readable = ours || (nested && st.writer_waiting());
+            if st.is_writing() && !readable {
                 drop(mark);
                 // The writer is this very thread (an outer `with_mut`, maybe in a context
                 // entered further out): coming back would never end.
@@ -1109,7 +1107,7 @@ impl<V: Payload> Storage<V> {
             if ctx.table.slot_at(index) != Some(hdr) {
                 continue; // moved to a fresh slot meanwhile (`relocate`): read that one
             }
-            if st & PRESENT != 0 {
+            if st.is_present() {
                 // SAFETY: WRITING was clear after our mark was visible to the holder (the
                 // per-slot handshake), so the holder does not write the payload until the mark
                 // is dropped; the Acquire load synchronised with its last write. `V: Sync`
@@ -1217,7 +1215,7 @@ impl<V> InitGuard<'_, V> {
         let ctx = self.ctx;
         let st = self.end();
         std::mem::forget(self);
-        if st & PENDING != 0 && st & BORROWS == 0 {
+        if st.is_pending_unborrowed() {
             settle(ctx);
             if !context::is_held_here(ctx) {
                 fail(format_args!(
@@ -1227,12 +1225,9 @@ impl<V> InitGuard<'_, V> {
         }
     }
 
-    fn end(&self) -> usize {
+    fn end(&self) -> Seen {
         self.ctx.unhold();
-        let st = self.slot.hdr.state.load(Ordering::Relaxed);
-        let st = st & !INIT;
-        self.slot.hdr.state.store(st, Ordering::Relaxed);
-        st
+        self.slot.hdr.state.end_init()
     }
 }
 
