@@ -40,7 +40,7 @@ pub(crate) use current::{
 pub use enter_error::EnterError;
 pub use id::ContextId;
 pub(crate) use inner::CtxInner;
-pub(crate) use rare::Retired;
+pub(crate) use rare::ReplacedSlot;
 
 use crate::error::fail;
 use crate::sync::Arc;

@@ -147,7 +147,7 @@ impl SlotState {
         self.0.store(seen.0 | WRITING, Ordering::Relaxed);
     }
 
-    /// Claims a slot nobody uses (fresh, or retired and emptied) for writing: `WRITING` alone.
+    /// Claims a slot nobody uses (fresh, or replaced and emptied) for writing: `WRITING` alone.
     #[inline(always)]
     pub(crate) fn claim_for_write(&self) {
         self.0.store(WRITING, Ordering::Relaxed);

@@ -59,7 +59,7 @@ pub(crate) enum Taken {
 pub(crate) trait WaitReaders: Sync {
     /// Waits until no reader marks `hdr`; `false` (at once) if that would wait for this very
     /// thread (directly or through others).
-    fn wait_unmarked(&self, hdr: &SlotHeader) -> bool;
+    fn wait_for_slot_readers(&self, hdr: &SlotHeader) -> bool;
 }
 
 /// Work on one slot queued for the context's holder by a party that could not do it at once
@@ -126,10 +126,10 @@ pub(crate) struct SlotCold {
     pub(crate) name: &'static str,
     /// Foreign readers (`for_each`) handing out this slot's payload right now; see
     /// `storage/borrow.rs`. (32 bits: one per thread reading at once.)
-    pub(crate) marks: AtomicU32,
-    /// Captures using the slot right now (`inherit.rs`), and whether its local was dropped
-    /// meanwhile — then the last of them frees it. Both under the context's detach lock.
-    pub(crate) pins: AtomicU32,
+    pub(crate) slot_readers: AtomicU32,
+    /// Captures and waits keeping the slot alive right now (`CtxInner::keep_slot_alive`), and
+    /// whether its local was dropped meanwhile — then the last of them frees it. Both under the context's detach lock.
+    pub(crate) kept_alive: AtomicU32,
     pub(crate) orphaned: AtomicBool,
     /// For an inheritable local: its payload as last frozen for a capture, reused while
     /// `frozen_fresh` says no write came since. Holder-only.
@@ -191,12 +191,12 @@ impl SlotHeader {
         unsafe { (hdr.as_ref().vtable.remove)(hdr, op, by) }
     }
 
-    /// Waits until no foreign reader marks the slot (see [`WaitReaders::wait_unmarked`]);
+    /// Waits until no foreign reader marks the slot (see [`WaitReaders::wait_for_slot_readers`]);
     /// `false` if that would wait for this very thread.
     ///
     /// # Safety
     ///
-    /// `hdr` must point to a live slot (pinned by the caller).
+    /// `hdr` must point to a live slot (kept alive by the caller).
     pub(crate) unsafe fn wait_readers(hdr: NonNull<SlotHeader>) -> bool {
         // SAFETY: forwarded from the caller; the vtable is the one of the slot's own type.
         unsafe { (hdr.as_ref().vtable.wait_readers)(hdr) }

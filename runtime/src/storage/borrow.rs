@@ -57,8 +57,8 @@ impl IndexSync {
 }
 
 impl crate::context::table::WaitReaders for IndexSync {
-    fn wait_unmarked(&self, hdr: &SlotHeader) -> bool {
-        wait_unmarked(hdr, self)
+    fn wait_for_slot_readers(&self, hdr: &SlotHeader) -> bool {
+        wait_for_slot_readers(hdr, self)
     }
 }
 
@@ -121,12 +121,7 @@ pub(crate) fn begin_write_alone(hdr: &SlotHeader, sync: &IndexSync, state: Seen)
 /// Some `for_each` of this local runs: is it on our slot?
 #[cold]
 #[inline(never)]
-fn contended(
-    hdr: &SlotHeader,
-    sync: &IndexSync,
-    state: Seen,
-    mode: Mode,
-) -> Result<(), Contended> {
+fn contended(hdr: &SlotHeader, sync: &IndexSync, state: Seen, mode: Mode) -> Result<(), Contended> {
     let give_up = |e| {
         hdr.state.restore(state);
         Err(e)
@@ -137,7 +132,7 @@ fn contended(
         return give_up(Contended::Iterating);
     }
     // The writer's half of the per-slot handshake: an RMW, ordered with the readers' RMWs.
-    if hdr.marks.fetch_add(0, Ordering::AcqRel) == 0 {
+    if hdr.slot_readers.fetch_add(0, Ordering::AcqRel) == 0 {
         return Ok(());
     }
     match mode {
@@ -163,10 +158,10 @@ fn contended(
                 // reader that is itself inside a callback read it anyway (nothing is written
                 // yet), so that no nested iteration waits for us while we wait for it.
                 hdr.state.wait_to_write(state);
-                block_until_unmarked(hdr, sync);
+                block_until_no_slot_readers(hdr, sync);
                 // Writing for real now: the same handshake again, without `WAITING`.
                 hdr.state.begin_write(state);
-                if hdr.marks.fetch_add(0, Ordering::AcqRel) == 0 {
+                if hdr.slot_readers.fetch_add(0, Ordering::AcqRel) == 0 {
                     return Ok(());
                 }
             }
@@ -175,7 +170,7 @@ fn contended(
 }
 
 /// Waits until no reader marks `hdr`; `false` (at once) if that reader waits for this thread.
-pub(crate) fn wait_unmarked(hdr: &SlotHeader, sync: &IndexSync) -> bool {
+pub(crate) fn wait_for_slot_readers(hdr: &SlotHeader, sync: &IndexSync) -> bool {
     let addr = ptr::from_ref(hdr).addr();
     if marked_here(addr) {
         return false; // the reader is this very thread
@@ -183,15 +178,15 @@ pub(crate) fn wait_unmarked(hdr: &SlotHeader, sync: &IndexSync) -> bool {
     let Some(_waiting) = waits::register(On::Marks(addr), context::slots_written_here) else {
         return false;
     };
-    block_until_unmarked(hdr, sync);
+    block_until_no_slot_readers(hdr, sync);
     true
 }
 
-fn block_until_unmarked(hdr: &SlotHeader, sync: &IndexSync) {
+fn block_until_no_slot_readers(hdr: &SlotHeader, sync: &IndexSync) {
     sync.waiting.fetch_add(1, Ordering::AcqRel);
     {
         let mut g = lock(&sync.wake);
-        while hdr.marks.fetch_add(0, Ordering::AcqRel) != 0 {
+        while hdr.slot_readers.fetch_add(0, Ordering::AcqRel) != 0 {
             g = match sync.cv.wait(g) {
                 Ok(g) => g,
                 Err(e) => e.into_inner(),
@@ -240,7 +235,7 @@ impl Drop for SharedBorrow<'_> {
         let st = self.hdr.state.end_shared();
         // One test on the way out; whether other borrows remain is the cold path's question.
         if st.is_pending() {
-            settle_when_unborrowed(self.ctx, st);
+            apply_deferred_if_unborrowed(self.ctx, st);
         }
     }
 }
@@ -266,21 +261,21 @@ impl Drop for Reading {
 }
 
 /// A reader's mark on one slot: the holder does not write the payload while it stands.
-pub(crate) struct Mark<'a> {
+pub(crate) struct SlotReader<'a> {
     hdr: &'a SlotHeader,
     sync: &'a IndexSync,
     _held: Holding,
 }
 
-impl<'a> Mark<'a> {
+impl<'a> SlotReader<'a> {
     /// Marks `hdr` and returns the slot's state as seen after the mark: if it has no
     /// `WRITING`, the holder will not write the payload until the mark is dropped.
     pub(crate) fn new(hdr: &'a SlotHeader, sync: &'a IndexSync) -> (Self, Seen) {
         let held = Holding::mark(ptr::from_ref(hdr).addr());
         // The reader's half of the per-slot handshake (see `contended`).
-        hdr.marks.fetch_add(1, Ordering::AcqRel);
+        hdr.slot_readers.fetch_add(1, Ordering::AcqRel);
         let state = hdr.state.foreign_view();
-        let mark = Mark {
+        let mark = SlotReader {
             hdr,
             sync,
             _held: held,
@@ -289,9 +284,9 @@ impl<'a> Mark<'a> {
     }
 }
 
-impl Drop for Mark<'_> {
+impl Drop for SlotReader<'_> {
     fn drop(&mut self) {
-        self.hdr.marks.fetch_sub(1, Ordering::AcqRel);
+        self.hdr.slot_readers.fetch_sub(1, Ordering::AcqRel);
         // A waiter increments `waiting`, then re-checks `marks` with an RMW. RMWs of `marks`
         // are totally ordered: if its re-check came before our decrement, our decrement
         // acquired it, so this load sees its increment and we wake it; if after, it saw our
@@ -307,24 +302,24 @@ impl Drop for Mark<'_> {
 /// The holder's work queued for the end of a borrow (see `PENDING`), run when `state` — the
 /// state just stored — says so and no borrow is left.
 #[inline]
-pub(super) fn settle_if_pending(ctx: &CtxInner, state: Seen) {
+pub(super) fn apply_deferred_if_due(ctx: &CtxInner, state: Seen) {
     if state.is_pending_unborrowed() {
-        settle(ctx);
+        apply_deferred(ctx);
     }
 }
 
-/// [`settle_if_pending`] for a caller that saw `PENDING` in `state` already.
+/// [`apply_deferred_if_due`] for a caller that saw `PENDING` in `state` already.
 #[cold]
 #[inline(never)]
-fn settle_when_unborrowed(ctx: &CtxInner, state: Seen) {
+fn apply_deferred_if_unborrowed(ctx: &CtxInner, state: Seen) {
     if !state.is_borrowed() {
-        settle(ctx);
+        apply_deferred(ctx);
     }
 }
 
 #[cold]
 #[inline(never)]
-pub(super) fn settle(ctx: &CtxInner) {
+pub(super) fn apply_deferred(ctx: &CtxInner) {
     // The removed values are dropped here, after every borrow and claim has ended.
-    drop(ctx.settle());
+    drop(ctx.apply_deferred());
 }

@@ -19,14 +19,14 @@ pub(crate) use slot::{Inherit, Payload, Share, Slot};
 
 use crate::context::slot_state::Seen;
 use crate::context::table::{Queued, Remover, SlotHeader};
-use crate::context::{self, registry, CtxInner, Retired};
+use crate::context::{self, registry, CtxInner, ReplacedSlot};
 use crate::error::{fail, AccessError, AccessErrorKind};
 use crate::sync::Ordering;
 use crate::waits;
 use crate::ContextId;
 use borrow::{
-    begin_write, begin_write_alone, settle, settle_if_pending, Contended, IndexSync, Mark, Mode,
-    Reading, SharedBorrow,
+    apply_deferred, apply_deferred_if_due, begin_write, begin_write_alone, Contended, IndexSync,
+    Mode, Reading, SharedBorrow, SlotReader,
 };
 use key::{sync_of, Key};
 
@@ -223,7 +223,7 @@ impl<V: Payload> Storage<V> {
             (inherit.share)(from)
         };
         if ctx.release_deferred_pending() {
-            settle(ctx);
+            apply_deferred(ctx);
             if !context::is_held_here(ctx) {
                 drop(copy);
                 fail(format_args!(
@@ -400,7 +400,7 @@ impl<V: Payload> Storage<V> {
             return Err(self.err(AccessErrorKind::BorrowedMut));
         }
         if !st.is_borrowed() {
-            settle(ctx);
+            apply_deferred(ctx);
         }
         Ok(slot.hdr.state.holder_view())
     }
@@ -714,7 +714,7 @@ impl<V: Payload> Storage<V> {
         if let Err(e) = begin_write(&slot.hdr, slot.sync, st, mode) {
             return self.write_contended::<USER, R>(ctx, slot, st, e, f);
         }
-        if FRESH && ctx.has_retired() {
+        if FRESH && ctx.has_replaced() {
             return Ok(self.write_then_sweep::<USER, R>(ctx, slot, st, f));
         }
         Ok(self.write_begun::<USER, R>(ctx, slot, st, f))
@@ -760,11 +760,11 @@ impl<V: Payload> Storage<V> {
         f: impl FnOnce(&mut V) -> R,
     ) -> R {
         let r = self.write_begun::<USER, R>(ctx, slot, st, f);
-        let swept = {
-            let mut retired = ctx.detach_lock();
-            ctx.sweep_retired(&mut retired)
+        let reclaimed = {
+            let mut replaced = ctx.detach_lock();
+            ctx.reclaim_replaced(&mut replaced)
         };
-        drop(swept);
+        drop(reclaimed);
         r
     }
 
@@ -781,16 +781,16 @@ impl<V: Payload> Storage<V> {
         e: Contended,
         f: impl FnOnce(&mut V) -> R,
     ) -> Result<R, AccessError> {
-        let (fresh, retired) = self.contended(ctx, slot, st, e)?;
+        let (fresh, replaced) = self.contended(ctx, slot, st, e)?;
         // The fresh slot is WRITING (set by `relocate`), and no reader can have marked it.
         let r = self.write_begun::<USER, R>(ctx, fresh, Seen::EMPTY, f);
         // Old values whose readers have gone, dropped now that no write is in progress.
-        drop(retired);
+        drop(replaced);
         Ok(r)
     }
 
     /// A write could not begin at once: an error, or (`Readers`, for a fresh write) the slot
-    /// to write instead and the retired values to drop after the write.
+    /// to write instead and the replaced values to drop after the write.
     #[cold]
     #[inline(never)]
     #[allow(clippy::type_complexity)]
@@ -823,9 +823,9 @@ impl<V: Payload> Storage<V> {
         st: Seen,
     ) -> (&'a Slot<V>, Vec<Box<dyn Send>>) {
         let i = self.key.get_or_assign();
-        let mut retired = ctx.detach_lock();
+        let mut replaced = ctx.detach_lock();
         let fresh = self
-            .reusable_retired_slot(&mut retired, i)
+            .reusable_replaced_slot(&mut replaced, i)
             .unwrap_or_else(|| {
                 let slot = Slot::<V>::new(
                     old.sync,
@@ -851,41 +851,43 @@ impl<V: Payload> Storage<V> {
         }
         // `old` stays as it was for its readers; `st` has no WRITING.
         old.hdr.state.restore(st);
-        let dropped = ctx.sweep_retired(&mut retired);
-        retired.push(Retired {
+        let dropped = ctx.reclaim_replaced(&mut replaced);
+        replaced.push(ReplacedSlot {
             index: i,
             hdr: NonNull::from(&old.hdr),
-            swept: false,
+            reclaimed: false,
         });
-        ctx.note_retired();
-        // SAFETY: owned by `ctx` (table or retired list) until the context is dropped or the
+        ctx.note_replaced();
+        // SAFETY: owned by `ctx` (table or replaced list) until the context is dropped or the
         // local detaches it, which needs `&mut self`.
         (unsafe { fresh.as_ref() }, dropped)
     }
 
-    /// A retired, emptied slot of this local to write into, marked `WRITING`, if one has no
+    /// A replaced, emptied slot of this local to write into, marked `WRITING`, if one has no
     /// reader left.
-    fn reusable_retired_slot(
+    fn reusable_replaced_slot(
         &self,
-        retired: &mut Vec<Retired>,
+        replaced: &mut Vec<ReplacedSlot>,
         index: usize,
     ) -> Option<NonNull<Slot<V>>> {
-        let pos = retired.iter().position(|r| {
-            if r.index != index || !r.swept {
+        let pos = replaced.iter().position(|r| {
+            if r.index != index || !r.reclaimed {
                 return false;
             }
-            // SAFETY: retired slots are live while the detach lock is held.
+            // SAFETY: replaced slots are live while the detach lock is held.
             let h = unsafe { r.hdr.as_ref() };
             // The per-slot handshake, as a writer: a reader that still holds an old pointer to
             // it either shows in `marks` or sees `WRITING` and leaves.
             h.state.claim_for_write();
-            if h.marks.fetch_add(0, Ordering::AcqRel) == 0 && h.pins.load(Ordering::Relaxed) == 0 {
+            if h.slot_readers.fetch_add(0, Ordering::AcqRel) == 0
+                && h.kept_alive.load(Ordering::Relaxed) == 0
+            {
                 return true;
             }
             h.state.clear();
             false
         })?;
-        Some(retired.swap_remove(pos).hdr.cast())
+        Some(replaced.swap_remove(pos).hdr.cast())
     }
 
     #[cold]
@@ -898,7 +900,7 @@ impl<V: Payload> Storage<V> {
             return Err(self.err(AccessErrorKind::Borrowed));
         }
         if st.is_pending() {
-            settle(ctx);
+            apply_deferred(ctx);
         }
         Ok(slot.hdr.state.holder_view())
     }
@@ -932,7 +934,7 @@ impl<V: Payload> Storage<V> {
     /// Waits until no foreign reader marks `slot`, for a thread that holds nothing; `false`
     /// (at once) if that reader waits for this thread.
     pub(crate) fn wait_for_readers_of(&self, slot: &Slot<V>) -> bool {
-        borrow::wait_unmarked(&slot.hdr, slot.sync)
+        borrow::wait_for_slot_readers(&slot.hdr, slot.sync)
     }
 
     /// Queues work on `slot` of `ctx` (held by this thread) for when its borrows end.
@@ -980,7 +982,7 @@ impl<V: Payload> Storage<V> {
         };
         let st = slot.hdr.state.holder_view();
         if st.is_pending_unborrowed() {
-            settle(ctx);
+            apply_deferred(ctx);
             return slot.hdr.state.holder_view().is_present();
         }
         st.is_present()
@@ -1021,7 +1023,7 @@ impl<V: Payload> Storage<V> {
         // write while it read): apply it now that the iteration is over.
         if let Some(ctx) = context::current() {
             if ctx.has_pending() && !borrow::iterating_here(sync) {
-                settle(ctx);
+                apply_deferred(ctx);
             }
         }
         // A context dropped inside `f` whose value `f` was reading: dropped now, in its context.
@@ -1083,14 +1085,14 @@ impl<V: Payload> Storage<V> {
                 return true;
             };
             // SAFETY: a slot of this local, which we borrow (it cannot detach its slots);
-            // slots live as long as their context (retired ones too), which the caller keeps.
+            // slots live as long as their context (replaced ones too), which the caller keeps.
             let slot = unsafe { hdr.cast::<Slot<V>>().as_ref() };
             // An outer `for_each` of this thread marks this very slot: a `WRITING` seen now
             // is a writer waiting for that mark, not one writing. And a writer still waiting
             // (`WAITING`) has not touched the value: a reader inside a callback reads it
             // rather than wait for a writer that may be waiting for that callback.
             let (ours, nested) = waits::marked_here_and_any(hdr.addr().get());
-            let (mark, st) = Mark::new(&slot.hdr, slot.sync);
+            let (mark, st) = SlotReader::new(&slot.hdr, slot.sync);
             let readable = ours || (nested && st.writer_waiting());
             if st.is_writing() && !readable {
                 drop(mark);
@@ -1132,7 +1134,7 @@ impl<V> Storage<V> {
         // Values of queued work on this local (scope restores), dropped outside every lock.
         let mut forgotten = Vec::new();
         for ctx in &contexts {
-            let mut retired = ctx.detach_lock();
+            let mut replaced = ctx.detach_lock();
             forgotten.extend(ctx.forget_removals(i));
             // A cached capture may hold this local's value: rebuild it.
             ctx.mark_changed();
@@ -1141,7 +1143,7 @@ impl<V> Storage<V> {
                     detached.push((ctx.clone(), p));
                 }
             }
-            retired.retain(|r| {
+            replaced.retain(|r| {
                 let ours = r.index == i;
                 if ours {
                     detached.push((ctx.clone(), r.hdr));
@@ -1157,14 +1159,14 @@ impl<V> Storage<V> {
         for (ctx, p) in detached {
             ctx.wait_for_scan();
             let _guard = ctx.detach_lock();
-            // SAFETY: detached above; pins change only under the detach lock.
+            // SAFETY: detached above; kept_alive change only under the detach lock.
             let header = unsafe { p.as_ref() };
-            if header.pins.load(Ordering::Relaxed) > 0 {
+            if header.kept_alive.load(Ordering::Relaxed) > 0 {
                 // A capture is using it: the last one to unpin frees it.
                 header.orphaned.store(true, Ordering::Relaxed);
             } else {
                 drop(_guard);
-                // SAFETY: swapped out of the table, no capture pins it and no scan can see it
+                // SAFETY: swapped out of the table, no capture kept_alive it and no scan can see it
                 // (handshake above), and nobody can use this local (we have `&mut self`): we
                 // own the slot.
                 unsafe { SlotHeader::free(p) };
@@ -1193,7 +1195,7 @@ impl<V: Payload> Drop for Write<'_, V> {
             self.ctx.unhold();
         }
         let st = self.slot.end_write();
-        settle_if_pending(self.ctx, st);
+        apply_deferred_if_due(self.ctx, st);
     }
 }
 
@@ -1216,7 +1218,7 @@ impl<V> InitGuard<'_, V> {
         let st = self.end();
         std::mem::forget(self);
         if st.is_pending_unborrowed() {
-            settle(ctx);
+            apply_deferred(ctx);
             if !context::is_held_here(ctx) {
                 fail(format_args!(
                     "context local `{name}`: its initializer left the context it ran in"

@@ -7,8 +7,8 @@ use std::any::Any;
 use std::ptr::NonNull;
 
 use super::borrow::{begin_write, Contended, IndexSync, Mode};
-use crate::context::table::WaitReaders;
 use crate::context::slot_state::{Seen, SlotState};
+use crate::context::table::WaitReaders;
 use crate::context::table::{
     CaptureFn, Frozen, Queued, Removal, Remover, SlotCold, SlotHeader, SlotVTable, Taken,
 };
@@ -127,8 +127,8 @@ impl<V: Payload> Slot<V> {
                     capture,
                     serial,
                     name,
-                    marks: AtomicU32::new(0),
-                    pins: AtomicU32::new(0),
+                    slot_readers: AtomicU32::new(0),
+                    kept_alive: AtomicU32::new(0),
                     orphaned: AtomicBool::new(false),
                     frozen: UnsafeCell::new(None),
                     frozen_fresh: AtomicBool::new(false),
@@ -240,7 +240,7 @@ unsafe fn remove_impl<V: Payload>(
 unsafe fn wait_readers_impl<V: Payload>(hdr: NonNull<SlotHeader>) -> bool {
     // SAFETY: per the caller.
     let slot = unsafe { slot::<V>(hdr) };
-    slot.sync.wait_unmarked(&slot.hdr)
+    slot.sync.wait_for_slot_readers(&slot.hdr)
 }
 
 /// # Safety
