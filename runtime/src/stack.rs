@@ -9,7 +9,9 @@ use crate::context::table::{Queued, Removal, Remover, SlotHeader};
 use crate::context::{self, registry, CtxInner};
 use crate::error::{fail, AccessError, AccessErrorKind};
 use crate::explicit;
-use crate::storage::{Buf, Create, Elsewhere, Inherit, Payload, Share, Slot, Storage, Where};
+use crate::storage::{
+    Buf, Create, Elsewhere, Inherit, Payload, Share, Slot, Storage, Where, Writer,
+};
 use crate::{ContextId, LocalProxy, Release};
 
 /// A buffer larger than this is freed when the stack empties; a smaller one is kept, so a
@@ -541,7 +543,10 @@ impl<T: Send + 'static> LocalStack<T> {
     #[inline]
     #[track_caller]
     pub fn push(&self, value: T) {
-        if let Err(e) = self.storage.write(Create::Binding, |s| s.push(value)) {
+        if let Err(e) = self
+            .storage
+            .write(Writer::Runtime, Create::Binding, |s| s.push(value))
+        {
             let msg = explicit::teach(&e, true, self.storage.is_inheritable(), &|| 0);
             fail(format_args!("{msg}"));
         }
@@ -578,7 +583,10 @@ impl<T: Send + 'static> LocalStack<T> {
     #[inline]
     #[track_caller]
     pub fn pop(&self) -> Option<T> {
-        match self.storage.write(Create::No, StackStore::pop) {
+        match self
+            .storage
+            .write(Writer::Runtime, Create::No, StackStore::pop)
+        {
             Ok(v) => v.flatten(),
             Err(e) if e.kind() == AccessErrorKind::Destroyed => None,
             Err(e) => fail(format_args!("{e}")),
@@ -650,7 +658,10 @@ impl<T: Send + 'static> LocalStack<T> {
     /// ```
     #[track_caller]
     pub fn with_top_mut<R>(&self, f: impl FnOnce(&mut T) -> R) -> Option<R> {
-        match self.storage.write_user(|s| s.items.last_mut().map(f)) {
+        match self
+            .storage
+            .write(Writer::User, Create::No, |s| s.items.last_mut().map(f))
+        {
             Ok(r) => r.flatten(),
             Err(e) if e.kind() == AccessErrorKind::Destroyed => None,
             Err(e) => fail(format_args!("{e}")),
@@ -854,7 +865,10 @@ impl<T: Send + 'static> LocalStack<T> {
     #[track_caller]
     pub fn release(&self) {
         // Never waits for another thread's `for_each` (see `Local::set`).
-        match self.storage.write_fresh(Create::No, StackStore::clear) {
+        match self
+            .storage
+            .write(Writer::Replace, Create::No, StackStore::clear)
+        {
             Ok(items) => drop(items),
             Err(e) if e.kind() == AccessErrorKind::Destroyed => {}
             Err(e) => fail(format_args!("{e}")),

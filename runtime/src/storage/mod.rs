@@ -63,6 +63,20 @@ pub(crate) enum Create {
     Binding,
 }
 
+/// What a write of the current context's payload does with it (see [`Storage::write`]).
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Writer {
+    /// The runtime's own change: `f` runs no user code.
+    Runtime,
+    /// The runtime's change replacing the whole payload (`set`, `release`: `f` must not need
+    /// what was there). When a foreign reader is on the slot, the write does not wait for it:
+    /// `f` gets a fresh, empty payload and the old one stays with its readers until the holder
+    /// drops it (see [`Storage::relocate`]).
+    Replace,
+    /// A user closure (`with_mut`): never creates the slot.
+    User,
+}
+
 /// The outcome of [`Storage::write_elsewhere`].
 pub(crate) enum Elsewhere<R> {
     /// Done here, under a claim: what `f` returned.
@@ -405,20 +419,26 @@ impl<V: Payload> Storage<V> {
         Ok(slot.hdr.state.holder_view())
     }
 
-    /// Exclusive access to the current context's payload for the runtime's own changes (`f`
-    /// runs no user code), creating the slot if `create`. `Ok(None)` if there is no slot and
-    /// `create` is false.
+    /// Exclusive access to the current context's payload for `writer`, creating the slot if
+    /// `create`. `Ok(None)` if there is no slot and `create` is `No`. Inlined, so that
+    /// `writer`, a constant at every call, picks one protocol.
     #[inline]
     #[track_caller]
     pub(crate) fn write<R>(
         &self,
+        writer: Writer,
         create: Create,
         f: impl FnOnce(&mut V) -> R,
     ) -> Result<Option<R>, AccessError> {
         let Some((ctx, slot)) = self.slot_for_write(create)? else {
             return Ok(None);
         };
-        self.write_in::<false, false, R>(ctx, slot, f).map(Some)
+        match writer {
+            Writer::Runtime => self.write_in::<false, false, R>(ctx, slot, f),
+            Writer::Replace => self.write_in::<false, true, R>(ctx, slot, f),
+            Writer::User => self.write_in::<true, false, R>(ctx, slot, f),
+        }
+        .map(Some)
     }
 
     /// The current context and this local's slot there for a write: created if `create` says
@@ -454,23 +474,6 @@ impl<V: Payload> Storage<V> {
     #[inline(never)]
     fn refused(&self) -> AccessError {
         crate::explicit::refused(self.name())
-    }
-
-    /// Like [`write`](Self::write), for a write that replaces the whole payload (`f` must not
-    /// need what was there: `set`, `release`). When a foreign reader is on the slot, the write
-    /// does not wait for it: `f` gets a fresh, empty payload and the old one stays with its
-    /// readers until the holder drops it (see [`relocate`](Self::relocate)).
-    #[inline]
-    #[track_caller]
-    pub(crate) fn write_fresh<R>(
-        &self,
-        create: Create,
-        f: impl FnOnce(&mut V) -> R,
-    ) -> Result<Option<R>, AccessError> {
-        let Some((ctx, slot)) = self.slot_for_write(create)? else {
-            return Ok(None);
-        };
-        self.write_in::<false, true, R>(ctx, slot, f).map(Some)
     }
 
     /// A scope's binding: a runtime write in the current context, creating the slot (allowed
@@ -589,57 +592,26 @@ impl<V: Payload> Storage<V> {
         }
     }
 
-    /// Exclusive access to the current context's payload for a user closure (`with_mut`):
-    /// `Ok(None)` if there is no slot.
-    #[inline]
-    #[track_caller]
-    pub(crate) fn write_user<R>(
+    /// The common case of a user's write (`with_mut`) alone, as
+    /// [`read_fast`](Self::read_fast) is of a read: the current context — unguarded, or
+    /// guarded and then counted if `COUNTED` (see [`read_guarded`](Self::read_guarded)) —,
+    /// this local's slot there, unborrowed, no queued work, no `for_each` of the local running,
+    /// and `call` using `f`. Anything else hands `f` back for the caller's full path
+    /// ([`write`](Self::write) with [`Writer::User`]).
+    #[inline(always)]
+    pub(crate) fn write_fast<const COUNTED: bool, F, R>(
         &self,
-        f: impl FnOnce(&mut V) -> R,
-    ) -> Result<Option<R>, AccessError> {
-        let Some((ctx, slot)) = self.slot_for_write(Create::No)? else {
-            return Ok(None);
+        f: F,
+        call: fn(F, &mut V) -> Result<R, F>,
+    ) -> Result<R, F> {
+        let current = if COUNTED {
+            context::current_guarded()
+        } else {
+            context::current_uncounted()
         };
-        self.write_in::<true, false, R>(ctx, slot, f).map(Some)
-    }
-
-    /// The common case of [`write_user`](Self::write_user) alone, as
-    /// [`read_fast`](Self::read_fast) is of a read: an unguarded current context, this
-    /// local's slot there, unborrowed, no queued work, no `for_each` of the local running, and
-    /// `call` using `f`. Anything else hands `f` back for the caller's full path.
-    #[inline(always)]
-    pub(crate) fn write_fast<F, R>(
-        &self,
-        f: F,
-        call: fn(F, &mut V) -> Result<R, F>,
-    ) -> Result<R, F> {
-        match context::current_uncounted() {
-            Some(ctx) => self.write_fast_in::<false, F, R>(ctx, f, call),
-            None => Err(f),
-        }
-    }
-
-    /// [`write_fast`](Self::write_fast) in a guarded context, counted (see
-    /// [`read_guarded`](Self::read_guarded)).
-    #[inline(always)]
-    pub(crate) fn write_guarded<F, R>(
-        &self,
-        f: F,
-        call: fn(F, &mut V) -> Result<R, F>,
-    ) -> Result<R, F> {
-        match context::current_guarded() {
-            Some(ctx) => self.write_fast_in::<true, F, R>(ctx, f, call),
-            None => Err(f),
-        }
-    }
-
-    #[inline(always)]
-    fn write_fast_in<const COUNTED: bool, F, R>(
-        &self,
-        ctx: &CtxInner,
-        f: F,
-        call: fn(F, &mut V) -> Result<R, F>,
-    ) -> Result<R, F> {
+        let Some(ctx) = current else {
+            return Err(f);
+        };
         let Some(slot) = self.slot_in(ctx) else {
             return Err(f);
         };
@@ -685,14 +657,12 @@ impl<V: Payload> Storage<V> {
 
     /// The write protocol. With `USER`, `f` is user code, which may queue work on the slot
     /// (a guard dropped inside `with_mut`), so the end of the write looks for it; without,
-    /// nothing can change the state meanwhile. With `FRESH`, see [`write_fresh`].
+    /// nothing can change the state meanwhile. With `FRESH`, see [`Writer::Replace`].
     ///
     /// Always inlined into the scope paths (`write_scoped`, `write_held`, `write_slot`): a
     /// write left out of line hands its result back through memory, and a scope's restore
     /// reads the value it takes out as one wide load of narrow stores made just before — a
     /// store-forwarding stall; inlined, a value nobody drops is not even loaded.
-    ///
-    /// [`write_fresh`]: Self::write_fresh
     #[inline(always)]
     fn write_inlined<const USER: bool, const FRESH: bool, R>(
         &self,
