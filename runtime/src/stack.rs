@@ -788,7 +788,7 @@ impl<T: Send + 'static> LocalStack<T> {
 
     /// Pushes a scope future's segment (see [`Segment`]) into the current context, returning
     /// where, and its element's number there; the segment is taken only on success.
-    #[inline]
+    #[inline(always)]
     pub(crate) fn try_push_segment(
         &self,
         segment: &mut Segment<T>,
@@ -823,7 +823,7 @@ impl<T: Send + 'static> LocalStack<T> {
     /// looked for only in the context it was pushed into. If the poll left that
     /// context, this is done there (see [`Storage::write_elsewhere`]); when it is held
     /// elsewhere by then, the element's removal is queued for the holder, which drops it.
-    #[inline]
+    #[inline(always)]
     pub(crate) fn end_scoped(&self, at: &Where, id: u64, segment: &mut Segment<T>, last: bool) {
         let Segment {
             value,
