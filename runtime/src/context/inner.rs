@@ -499,7 +499,8 @@ impl CtxInner {
                     // scan is announced, for a local being dropped).
                     let hdr = unsafe { slot.as_ref() };
                     // A running initializer (`INIT`) holds the context like a borrow.
-                    if hdr.state.holder_view().is_borrowed_or_initializing() {
+                    let st = hdr.state.holder_view();
+                    if st.is_borrowed() || st.is_initializing() {
                         any = true;
                         f(hdr);
                     }

@@ -60,12 +60,6 @@ impl Seen {
         self.0 & BORROWS != 0
     }
 
-    /// Borrowed, or its initializer runs: either holds the context.
-    #[inline(always)]
-    pub(crate) fn is_borrowed_or_initializing(self) -> bool {
-        self.0 & (BORROWS | INIT) != 0
-    }
-
     /// The local's initializer runs on this slot.
     #[inline(always)]
     pub(crate) fn is_initializing(self) -> bool {

@@ -378,7 +378,7 @@ impl<V: Payload> Storage<V> {
         };
         let mut st = slot.hdr.state.holder_view();
         if st.blocks_shared() {
-            st = self.read_slow(ctx, slot, st)?;
+            st = self.busy::<false>(ctx, slot, st)?;
         }
         slot.hdr.state.begin_shared(st);
         let _borrow = SharedBorrow::new::<COUNTED>(&slot.hdr, ctx);
@@ -405,15 +405,24 @@ impl<V: Payload> Storage<V> {
         }
     }
 
-    /// A read found the slot being written (an error) or with queued work (done first, when
-    /// nothing is borrowed). Returns the state to borrow from.
+    /// A read (a write if `WRITE`) found the slot busy: an error if it is being written (or,
+    /// for a write, borrowed); else its queued work is done first, if no borrow is left.
+    /// Returns the state to go on from.
     #[cold]
     #[inline(never)]
-    fn read_slow(&self, ctx: &CtxInner, slot: &Slot<V>, st: Seen) -> Result<Seen, AccessError> {
+    fn busy<const WRITE: bool>(
+        &self,
+        ctx: &CtxInner,
+        slot: &Slot<V>,
+        st: Seen,
+    ) -> Result<Seen, AccessError> {
         if st.is_writing() {
             return Err(self.err(AccessErrorKind::BorrowedMut));
         }
-        if !st.is_borrowed() {
+        if WRITE && st.is_borrowed() {
+            return Err(self.err(AccessErrorKind::Borrowed));
+        }
+        if st.is_pending_unborrowed() {
             apply_deferred(ctx);
         }
         Ok(slot.hdr.state.holder_view())
@@ -673,7 +682,7 @@ impl<V: Payload> Storage<V> {
         let mut st = slot.hdr.state.holder_view();
         // A borrow, queued work or an initializer: one branch on the hot path.
         if st.is_busy() {
-            st = self.write_slow(ctx, slot, st)?;
+            st = self.busy::<true>(ctx, slot, st)?;
         }
         // An initializer running on the slot keeps its place (its guard ends it there).
         let mode = if FRESH && !st.is_initializing() {
@@ -858,21 +867,6 @@ impl<V: Payload> Storage<V> {
             false
         })?;
         Some(replaced.swap_remove(pos).hdr.cast())
-    }
-
-    #[cold]
-    #[inline(never)]
-    fn write_slow(&self, ctx: &CtxInner, slot: &Slot<V>, st: Seen) -> Result<Seen, AccessError> {
-        if st.is_writing() {
-            return Err(self.err(AccessErrorKind::BorrowedMut));
-        }
-        if st.is_borrowed() {
-            return Err(self.err(AccessErrorKind::Borrowed));
-        }
-        if st.is_pending() {
-            apply_deferred(ctx);
-        }
-        Ok(slot.hdr.state.holder_view())
     }
 
     /// An inheritable local is being written: the slot's frozen copy is stale, and the next
