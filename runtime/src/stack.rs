@@ -225,7 +225,11 @@ impl<T> StackStore<T> {
     /// `above` keeps its number — in this context or any other, since numbers are unique
     /// across contexts — so a `StackGuard` among them still removes exactly its own. Returns
     /// the element's number.
-    #[inline]
+    ///
+    /// Out of line, so that the closure around it in `try_push_segment` stays small enough for
+    /// the compiler to inline into `write_scoped`; with this inlined there, it was not
+    /// (`LocalStack::scope_future` cost 1.2x per poll).
+    #[inline(never)]
     fn push_segment(
         &mut self,
         value: T,
