@@ -7,7 +7,7 @@ use crate::context::table::Queued;
 use crate::context::CtxInner;
 use crate::error::{fail, nothing_bound_is_none, AccessError, AccessErrorKind};
 use crate::explicit;
-use crate::storage::{Create, Elsewhere, Inherit, Payload, Share, Storage, Where};
+use crate::storage::{Create, Elsewhere, Inherit, Payload, Share, Storage, Where, Writer};
 use crate::{ContextId, LocalProxy, Release};
 
 /// A scope's restore failed (its context's slot is borrowed or iterated by this thread): it is
@@ -301,7 +301,7 @@ impl<T: Send + 'static> Local<T> {
         // Never waits for another thread's `for_each`: the old value may stay with its readers.
         match self
             .storage
-            .write_fresh(Create::Binding, |v| v.replace(value))
+            .write(Writer::Replace, Create::Binding, |v| v.replace(value))
         {
             Ok(old) => drop(old),
             Err(e) => self.fail(e),
@@ -324,7 +324,10 @@ impl<T: Send + 'static> Local<T> {
     /// ```
     #[track_caller]
     pub fn replace(&self, value: T) -> Option<T> {
-        match self.storage.write(Create::Binding, |v| v.replace(value)) {
+        match self
+            .storage
+            .write(Writer::Runtime, Create::Binding, |v| v.replace(value))
+        {
             Ok(old) => old.flatten(),
             Err(e) => self.fail(e),
         }
@@ -457,7 +460,10 @@ impl<T: Send + 'static> Local<T> {
     /// ```
     #[track_caller]
     pub fn take(&self) -> Option<T> {
-        match self.storage.write(Create::No, Option::take) {
+        match self
+            .storage
+            .write(Writer::Runtime, Create::No, Option::take)
+        {
             Ok(v) => v.flatten(),
             Err(e) if e.kind() == AccessErrorKind::Destroyed => None,
             Err(e) => fail(format_args!("{e}")),
@@ -585,7 +591,7 @@ impl<T: Send + 'static> Local<T> {
     #[inline]
     #[track_caller]
     pub fn with_mut<R>(&self, f: impl FnOnce(&mut T) -> R) -> R {
-        match self.storage.write_fast(f, call_if_bound_mut) {
+        match self.storage.write_fast::<false, _, _>(f, call_if_bound_mut) {
             Ok(r) => r,
             Err(f) => self.with_mut_slow(f),
         }
@@ -596,10 +602,6 @@ impl<T: Send + 'static> Local<T> {
     #[inline(never)]
     #[track_caller]
     fn with_mut_slow<R>(&self, f: impl FnOnce(&mut T) -> R) -> R {
-        let f = match self.storage.write_guarded(f, call_if_bound_mut) {
-            Ok(r) => return r,
-            Err(f) => f,
-        };
         match self.try_with_mut_slow(f) {
             Ok(r) => r,
             Err(e) => self.fail(e),
@@ -642,7 +644,7 @@ impl<T: Send + 'static> Local<T> {
     #[inline]
     #[track_caller]
     pub fn try_with_mut<R>(&self, f: impl FnOnce(&mut T) -> R) -> Result<R, AccessError> {
-        match self.storage.write_fast(f, call_if_bound_mut) {
+        match self.storage.write_fast::<false, _, _>(f, call_if_bound_mut) {
             Ok(r) => Ok(r),
             Err(f) => self.try_with_mut_slow(f),
         }
@@ -653,19 +655,21 @@ impl<T: Send + 'static> Local<T> {
     #[inline(never)]
     #[track_caller]
     fn try_with_mut_slow<R>(&self, f: impl FnOnce(&mut T) -> R) -> Result<R, AccessError> {
-        let f = match self.storage.write_guarded(f, call_if_bound_mut) {
+        let f = match self.storage.write_fast::<true, _, _>(f, call_if_bound_mut) {
             Ok(r) => return Ok(r),
             Err(f) => f,
         };
         let mut f = Some(f);
-        let attempt = self
-            .storage
-            .write_user(|v| v.as_mut().map(|v| (f.take().unwrap())(v)));
+        let attempt = self.storage.write(Writer::User, Create::No, |v| {
+            v.as_mut().map(|v| (f.take().unwrap())(v))
+        });
         match attempt {
             Ok(Some(Some(r))) => Ok(r),
             Ok(_) => self.init_then(true, |this| {
                 this.storage
-                    .write_user(|v| v.as_mut().map(f.take().unwrap()))
+                    .write(Writer::User, Create::No, |v| {
+                        v.as_mut().map(f.take().unwrap())
+                    })
                     .map(Option::flatten)
             }),
             Err(e) => Err(e),
@@ -702,7 +706,7 @@ impl<T: Send + 'static> Local<T> {
         let running = self.storage.begin_init()?;
         let value = init();
         running.finish(self.name());
-        let rejected = self.storage.write(Create::Yes, |v| {
+        let rejected = self.storage.write(Writer::Runtime, Create::Yes, |v| {
             if v.is_some() {
                 Some(value)
             } else {
@@ -758,7 +762,10 @@ impl<T: Send + 'static> Local<T> {
     /// ```
     #[track_caller]
     pub fn release(&self) {
-        match self.storage.write_fresh(Create::No, Option::take) {
+        match self
+            .storage
+            .write(Writer::Replace, Create::No, Option::take)
+        {
             Ok(old) => drop(old),
             Err(e) if e.kind() == AccessErrorKind::Destroyed => {}
             Err(e) => fail(format_args!("{e}")),

@@ -1029,7 +1029,7 @@ mod iteration {
     }
 
     /// Two `set`s while a reader may still hold the first value: the second write reuses the
-    /// emptied retired slot only once no reader is on it.
+    /// emptied replaced slot only once no reader is on it.
     #[test]
     fn repeated_sets_reuse_retired_slots_only_when_unread() {
         model(|| {

@@ -9,7 +9,9 @@ use crate::context::table::{Queued, Removal, Remover, SlotHeader};
 use crate::context::{self, registry, CtxInner};
 use crate::error::{fail, AccessError, AccessErrorKind};
 use crate::explicit;
-use crate::storage::{Buf, Create, Elsewhere, Inherit, Payload, Share, Slot, Storage, Where};
+use crate::storage::{
+    Buf, Create, Elsewhere, Inherit, Payload, Share, Slot, Storage, Where, Writer,
+};
 use crate::{ContextId, LocalProxy, Release};
 
 /// A buffer larger than this is freed when the stack empties; a smaller one is kept, so a
@@ -223,7 +225,11 @@ impl<T> StackStore<T> {
     /// `above` keeps its number — in this context or any other, since numbers are unique
     /// across contexts — so a `StackGuard` among them still removes exactly its own. Returns
     /// the element's number.
-    #[inline]
+    ///
+    /// Out of line, so that the closure around it in `try_push_segment` stays small enough for
+    /// the compiler to inline into `write_scoped`; with this inlined there, it was not
+    /// (`LocalStack::scope_future` cost 1.2x per poll).
+    #[inline(never)]
     fn push_segment(
         &mut self,
         value: T,
@@ -541,7 +547,10 @@ impl<T: Send + 'static> LocalStack<T> {
     #[inline]
     #[track_caller]
     pub fn push(&self, value: T) {
-        if let Err(e) = self.storage.write(Create::Binding, |s| s.push(value)) {
+        if let Err(e) = self
+            .storage
+            .write(Writer::Runtime, Create::Binding, |s| s.push(value))
+        {
             let msg = explicit::teach(&e, true, self.storage.is_inheritable(), &|| 0);
             fail(format_args!("{msg}"));
         }
@@ -578,7 +587,10 @@ impl<T: Send + 'static> LocalStack<T> {
     #[inline]
     #[track_caller]
     pub fn pop(&self) -> Option<T> {
-        match self.storage.write(Create::No, StackStore::pop) {
+        match self
+            .storage
+            .write(Writer::Runtime, Create::No, StackStore::pop)
+        {
             Ok(v) => v.flatten(),
             Err(e) if e.kind() == AccessErrorKind::Destroyed => None,
             Err(e) => fail(format_args!("{e}")),
@@ -650,7 +662,10 @@ impl<T: Send + 'static> LocalStack<T> {
     /// ```
     #[track_caller]
     pub fn with_top_mut<R>(&self, f: impl FnOnce(&mut T) -> R) -> Option<R> {
-        match self.storage.write_user(|s| s.items.last_mut().map(f)) {
+        match self
+            .storage
+            .write(Writer::User, Create::No, |s| s.items.last_mut().map(f))
+        {
             Ok(r) => r.flatten(),
             Err(e) if e.kind() == AccessErrorKind::Destroyed => None,
             Err(e) => fail(format_args!("{e}")),
@@ -777,7 +792,7 @@ impl<T: Send + 'static> LocalStack<T> {
 
     /// Pushes a scope future's segment (see [`Segment`]) into the current context, returning
     /// where, and its element's number there; the segment is taken only on success.
-    #[inline]
+    #[inline(always)]
     pub(crate) fn try_push_segment(
         &self,
         segment: &mut Segment<T>,
@@ -812,7 +827,7 @@ impl<T: Send + 'static> LocalStack<T> {
     /// looked for only in the context it was pushed into. If the poll left that
     /// context, this is done there (see [`Storage::write_elsewhere`]); when it is held
     /// elsewhere by then, the element's removal is queued for the holder, which drops it.
-    #[inline]
+    #[inline(always)]
     pub(crate) fn end_scoped(&self, at: &Where, id: u64, segment: &mut Segment<T>, last: bool) {
         let Segment {
             value,
@@ -854,7 +869,10 @@ impl<T: Send + 'static> LocalStack<T> {
     #[track_caller]
     pub fn release(&self) {
         // Never waits for another thread's `for_each` (see `Local::set`).
-        match self.storage.write_fresh(Create::No, StackStore::clear) {
+        match self
+            .storage
+            .write(Writer::Replace, Create::No, StackStore::clear)
+        {
             Ok(items) => drop(items),
             Err(e) if e.kind() == AccessErrorKind::Destroyed => {}
             Err(e) => fail(format_args!("{e}")),

@@ -10,8 +10,8 @@
 use std::any::Any;
 
 use super::frame::{set_entry, Entry, Frame, Inherited, INLINE_LENDS};
-use super::inner::SlotPin;
-use super::table::{SlotHeader, BORROWS, PENDING, WRITING};
+use super::inner::SlotKeptAlive;
+use super::table::SlotHeader;
 use super::CtxInner;
 use crate::sync::{Arc, Ordering};
 
@@ -86,15 +86,15 @@ impl Drop for Lend<'_> {
         }
         // The context was left inside the borrow: its release waited for this.
         if left == 0 && self.0.release_deferred_pending() {
-            settle_after_lend(self.0);
+            apply_deferred_after_lend(self.0);
         }
     }
 }
 
 #[cold]
 #[inline(never)]
-fn settle_after_lend(ctx: &CtxInner) {
-    drop(ctx.settle());
+fn apply_deferred_after_lend(ctx: &CtxInner) {
+    drop(ctx.apply_deferred());
 }
 
 /// A foreign reader's hold on a context's inherited frame (`for_each`, `contexts`).
@@ -324,7 +324,7 @@ impl CtxInner {
         };
         self.reuse_dirty(dirty);
         if self.release_deferred_pending() {
-            drop(self.settle());
+            drop(self.apply_deferred());
         }
         let (frame, old) = built?;
         // The old frame (frozen copies, whose `Drop` may run user code) goes after the cell was
@@ -342,7 +342,7 @@ impl CtxInner {
             self.build_frame()
         };
         if self.release_deferred_pending() {
-            drop(self.settle());
+            drop(self.apply_deferred());
         }
         built.map(Arc::new)
     }
@@ -382,13 +382,13 @@ impl CtxInner {
     /// The entry of the inheritable local at `index` as it is now, frozen anew if it was
     /// written since its last capture; `None` if it has no slot here or is not inheritable.
     fn capture_slot(&self, index: usize) -> Result<Option<Option<Entry>>, CaptureError> {
-        // Pinned while it is used: the user's `Clone` (or an old copy's `Drop`) may drop a
-        // non-`static` local, whose `detach_all` then leaves a pinned slot to us to free.
-        let Some(hdr) = self.pin_slot(index) else {
+        // Kept alive while it is used: the user's `Clone` (or an old copy's `Drop`) may drop a
+        // non-`static` local, whose `detach_all` then leaves the slot, kept alive, to us to free.
+        let Some(hdr) = self.keep_slot_alive(index) else {
             return Ok(None);
         };
-        let _pin = SlotPin(self, hdr);
-        // SAFETY: pinned, so live until `_pin` is dropped.
+        let _kept = SlotKeptAlive(self, hdr);
+        // SAFETY: kept alive, so live until `_kept` is dropped.
         let header = unsafe { hdr.as_ref() };
         let Some(capture) = header.capture else {
             return Ok(None);
@@ -397,7 +397,7 @@ impl CtxInner {
             // SAFETY: holder-only; no user code runs while it is borrowed.
             header.frozen.with(|f| unsafe { (*f).clone() })
         } else {
-            if header.state.load(Ordering::Relaxed) & WRITING != 0 {
+            if header.state.holder_view().is_writing() {
                 return Err(CaptureError::Writing(header.name));
             }
             // Its `Clone` is running further up this thread's stack (it captures): a copy
@@ -411,9 +411,8 @@ impl CtxInner {
                 unsafe { capture(hdr) }
             };
             // The user's `Clone` ran under a shared borrow: do what it queued for its end.
-            let st = header.state.load(Ordering::Relaxed);
-            if st & PENDING != 0 && st & BORROWS == 0 {
-                drop(self.settle());
+            if header.state.holder_view().is_pending_unborrowed() {
+                drop(self.apply_deferred());
             }
             // SAFETY: holder-only. The old copy is dropped after the cell is written.
             let old = header

@@ -7,10 +7,8 @@ use std::ptr::{self, NonNull};
 
 use super::frame::{Inherited, Lends};
 use super::owner::{thread_mark, Owner, State};
-use super::rare::{Pending, RareCell, Retired};
-use super::table::{
-    Queued, Removal, Remover, SlotHeader, Table, Taken, BORROWS, INIT, PENDING, WRITING,
-};
+use super::rare::{Pending, RareCell, ReplacedSlot};
+use super::table::{Queued, Removal, Remover, SlotHeader, Table, Taken};
 use super::ContextId;
 use crate::sync::{lock, AtomicBool, Mutex, MutexGuard, Ordering, UnsafeCell};
 
@@ -48,7 +46,7 @@ pub(crate) struct CtxInner {
     /// Removals are queued (`Rare::pending`): lets holders skip the lock.
     has_pending: AtomicBool,
     /// The context was left while some of its values were borrowed: its claim ends when the
-    /// last of those borrows does (`settle`). Holder-only.
+    /// last of those borrows does (`apply_deferred`). Holder-only.
     release_deferred: AtomicBool,
     /// The holder is scanning its slots (`borrowed_slots`): a dropped `Local` waits with freeing
     /// them until it is done.
@@ -67,12 +65,12 @@ pub(crate) struct CtxInner {
     /// Holder-only; set before the context is current, cleared after it is left, with `holds`
     /// at zero.
     guarded: UnsafeCell<bool>,
-    /// Some retired slot may still hold values (see `Retired`). Holder-only.
-    has_retired: AtomicBool,
+    /// Some replaced slot may still hold values (see `ReplacedSlot`). Holder-only.
+    has_replaced: AtomicBool,
     /// The thread that deferred it (`owner::thread_mark`), which still writes the context.
     deferred_by: crate::sync::AtomicUsize,
     /// Serialises detaching slots: teardown vs. a dropped `Local` removing its own slot. Guards
-    /// the retired slots (`Rare::retired`), which both of them (and the holder's writes) take
+    /// the replaced slots (`Rare::replaced`), which both of them (and the holder's writes) take
     /// out.
     detach: Mutex<()>,
     /// The frame this context was forked from (immutable): inheritable locals it has not
@@ -119,7 +117,7 @@ impl CtxInner {
             order: UnsafeCell::new(Vec::new()),
             has_pending: AtomicBool::new(false),
             release_deferred: AtomicBool::new(false),
-            has_retired: AtomicBool::new(false),
+            has_replaced: AtomicBool::new(false),
             deferred_by: crate::sync::AtomicUsize::new(0),
             holds: UnsafeCell::new(0),
             guarded: UnsafeCell::new(false),
@@ -152,7 +150,7 @@ impl CtxInner {
         self.order.with_mut(|o| unsafe { (*o).push(index) });
     }
 
-    /// The detach lock, and with it the retired slots.
+    /// The detach lock, and with it the replaced slots.
     pub(crate) fn detach_lock(&self) -> DetachGuard<'_> {
         let lock = lock(&self.detach);
         DetachGuard {
@@ -163,47 +161,49 @@ impl CtxInner {
         }
     }
 
-    /// The slot at `index`, pinned against being freed by its local's `detach_all`.
-    pub(super) fn pin_slot(&self, index: usize) -> Option<NonNull<SlotHeader>> {
+    /// The slot at `index`, kept alive against being freed by its local's `detach_all`.
+    pub(super) fn keep_slot_alive(&self, index: usize) -> Option<NonNull<SlotHeader>> {
         let _guard = self.detach_lock();
         let hdr = self.table.slot_at(index)?;
         // SAFETY: in the table, under the detach lock: live.
-        unsafe { hdr.as_ref() }.pins.fetch_add(1, Ordering::Relaxed);
+        unsafe { hdr.as_ref() }
+            .kept_alive
+            .fetch_add(1, Ordering::Relaxed);
         Some(hdr)
     }
 
-    /// Waits, holding no lock, until no foreign reader marks the slot at `index` (pinned
+    /// Waits, holding no lock, until no foreign reader marks the slot at `index` (kept alive
     /// meanwhile: a dropped `Local` may detach it). `false` if that reader waits for this
     /// thread.
     fn wait_for_readers(&self, index: usize) -> bool {
-        let Some(hdr) = self.pin_slot(index) else {
+        let Some(hdr) = self.keep_slot_alive(index) else {
             return true; // its local was dropped: nothing left to wait for
         };
-        let _pin = SlotPin(self, hdr);
-        // SAFETY: pinned, so live until `_pin` is dropped.
+        let _kept = SlotKeptAlive(self, hdr);
+        // SAFETY: kept alive, so live until `_kept` is dropped.
         unsafe { SlotHeader::wait_readers(hdr) }
     }
 
-    /// Whether retired slots may still hold values (see `sweep_retired`). Holder-only.
+    /// Whether replaced slots may still hold values (see `reclaim_replaced`). Holder-only.
     #[inline]
-    pub(crate) fn has_retired(&self) -> bool {
-        self.has_retired.load(Ordering::Relaxed)
+    pub(crate) fn has_replaced(&self) -> bool {
+        self.has_replaced.load(Ordering::Relaxed)
     }
 
-    /// Records that a retired slot holds values now (the detach lock is held).
-    pub(crate) fn note_retired(&self) {
-        self.has_retired.store(true, Ordering::Relaxed);
+    /// Records that a replaced slot holds values now (the detach lock is held).
+    pub(crate) fn note_replaced(&self) {
+        self.has_replaced.store(true, Ordering::Relaxed);
     }
 
-    /// Drops what retired slots still hold once their readers are gone; returns the values,
+    /// Drops what replaced slots still hold once their readers are gone; returns the values,
     /// for the caller to drop after its write has ended. Holder-only; never waits.
-    pub(crate) fn sweep_retired(&self, retired: &mut [Retired]) -> Vec<Box<dyn Send>> {
+    pub(crate) fn reclaim_replaced(&self, replaced: &mut [ReplacedSlot]) -> Vec<Box<dyn Send>> {
         let mut values = Vec::new();
-        for r in retired.iter_mut().filter(|r| !r.swept) {
-            // SAFETY: retired slots live until the context is dropped or their local detaches
+        for r in replaced.iter_mut().filter(|r| !r.reclaimed) {
+            // SAFETY: replaced slots live until the context is dropped or their local detaches
             // them (under the detach lock, which the caller holds).
             let h = unsafe { r.hdr.as_ref() };
-            if h.pins.load(Ordering::Relaxed) > 0 {
+            if h.kept_alive.load(Ordering::Relaxed) > 0 {
                 continue; // a capture is reading it: next time
             }
             // SAFETY: as above; we hold the context.
@@ -212,11 +212,11 @@ impl CtxInner {
                 let frozen = h.frozen.with_mut(|f| unsafe { (*f).take() });
                 values.extend(v);
                 values.extend(frozen.map(|f| Box::new(f) as Box<dyn Send>));
-                r.swept = true;
+                r.reclaimed = true;
             }
         }
-        let left = retired.iter().any(|r| !r.swept);
-        self.has_retired.store(left, Ordering::Relaxed);
+        let left = replaced.iter().any(|r| !r.reclaimed);
+        self.has_replaced.store(left, Ordering::Relaxed);
         values
     }
 
@@ -336,13 +336,13 @@ impl CtxInner {
                 i -= 1;
                 // SAFETY: as above; `order` only grows, so `i` stays in bounds.
                 let index = self.order.with(|o| unsafe { (&*o)[i] }) as usize;
-                // The slot's values, then what its retired slots kept for their readers.
+                // The slot's values, then what its replaced slots kept for their readers.
                 let values = match (
                     self.take_slot(index, &mut left),
-                    self.take_retired(index, &mut left),
+                    self.take_replaced(index, &mut left),
                 ) {
                     (None, None) => continue,
-                    (current, retired) => (current, retired),
+                    (current, replaced) => (current, replaced),
                 };
                 // A capture from a `Drop` below must see the context as it is now.
                 self.mark_changed();
@@ -435,27 +435,27 @@ impl CtxInner {
         }
     }
 
-    /// The values of `index`'s retired slots, waiting for their readers (bounded: a retired
+    /// The values of `index`'s replaced slots, waiting for their readers (bounded: a replaced
     /// slot gets no new reader). Slots whose reader waits for this thread keep their values
     /// (`left`).
-    fn take_retired(&self, index: usize, left: &mut bool) -> Option<Box<dyn Send>> {
+    fn take_replaced(&self, index: usize, left: &mut bool) -> Option<Box<dyn Send>> {
         let mut values: Vec<Box<dyn Send>> = Vec::new();
         loop {
-            let mut retired = self.detach_lock();
-            values.extend(self.sweep_retired(&mut retired));
-            let busy = retired
+            let mut replaced = self.detach_lock();
+            values.extend(self.reclaim_replaced(&mut replaced));
+            let busy = replaced
                 .iter()
-                .find(|r| r.index == index && !r.swept)
+                .find(|r| r.index == index && !r.reclaimed)
                 .map(|r| r.hdr);
             let Some(hdr) = busy else {
                 break;
             };
-            // SAFETY: live while retired; pinned across the wait (a dropped local frees it).
+            // SAFETY: live while replaced; kept alive across the wait (a dropped local frees it).
             let h = unsafe { hdr.as_ref() };
-            h.pins.fetch_add(1, Ordering::Relaxed);
-            drop(retired);
-            let _pin = SlotPin(self, hdr);
-            // SAFETY: pinned (see above).
+            h.kept_alive.fetch_add(1, Ordering::Relaxed);
+            drop(replaced);
+            let _kept = SlotKeptAlive(self, hdr);
+            // SAFETY: kept alive (see above).
             if !unsafe { SlotHeader::wait_readers(hdr) } {
                 *left = true;
                 break;
@@ -467,17 +467,17 @@ impl CtxInner {
 
 impl Drop for CtxInner {
     fn drop(&mut self) {
-        // Nobody can reach the context any more: its retired slots go with it (their values
+        // Nobody can reach the context any more: its replaced slots go with it (their values
         // were dropped by teardown, unless a reader that waited for the holder kept them).
         let Some(rare) = self.rare.get() else {
             return;
         };
         // SAFETY: `&mut self`: nobody else can reach the list.
-        let retired = rare
-            .retired
+        let replaced = rare
+            .replaced
             .with_mut(|v| unsafe { std::mem::take(&mut *v) });
-        for r in retired {
-            // SAFETY: retired slots belong to the context alone, and it is going away.
+        for r in replaced {
+            // SAFETY: replaced slots belong to the context alone, and it is going away.
             unsafe { SlotHeader::free(r.hdr) };
         }
     }
@@ -499,7 +499,8 @@ impl CtxInner {
                     // scan is announced, for a local being dropped).
                     let hdr = unsafe { slot.as_ref() };
                     // A running initializer (`INIT`) holds the context like a borrow.
-                    if hdr.state.load(Ordering::Relaxed) & (BORROWS | INIT) != 0 {
+                    let st = hdr.state.holder_view();
+                    if st.is_borrowed() || st.is_initializing() {
                         any = true;
                         f(hdr);
                     }
@@ -518,7 +519,7 @@ impl CtxInner {
         let len = self.order.with(|o| unsafe { (*o).len() });
         out.reserve(len);
         self.borrowed_slots(|hdr| {
-            if hdr.state.load(Ordering::Relaxed) & WRITING != 0 && out.len() < out.capacity() {
+            if hdr.state.holder_view().is_writing() && out.len() < out.capacity() {
                 out.push(ptr::from_ref(hdr).addr());
             }
         });
@@ -540,9 +541,7 @@ impl CtxInner {
                     // SAFETY: a slot in the table is live while the context is (and while the
                     // scan is announced, for a local being dropped).
                     let hdr = unsafe { slot.as_ref() };
-                    if hdr.state.load(Ordering::Relaxed) & super::table::PRESENT != 0
-                        && names.len() < names.capacity()
-                    {
+                    if hdr.state.holder_view().is_present() && names.len() < names.capacity() {
                         names.push(hdr.name);
                     }
                 }
@@ -625,7 +624,7 @@ impl CtxInner {
         Busy(self)
     }
 
-    /// Whether a release was deferred (and waits for `settle`).
+    /// Whether a release was deferred (and waits for `apply_deferred`).
     pub(crate) fn release_deferred_pending(&self) -> bool {
         self.release_deferred.load(Ordering::Relaxed)
     }
@@ -646,15 +645,12 @@ impl CtxInner {
     }
 
     /// The context is left while something holds it: marks its borrowed slots, whose borrows'
-    /// ends then `settle`, and defers the release. Returns `false` (the caller keeps the
+    /// ends then `apply_deferred`, and defers the release. Returns `false` (the caller keeps the
     /// claim).
     #[cold]
     #[inline(never)]
     fn release_later(&self) -> bool {
-        self.borrowed_slots(|hdr| {
-            let st = hdr.state.load(Ordering::Relaxed);
-            hdr.state.store(st | PENDING, Ordering::Relaxed);
-        });
+        self.borrowed_slots(|hdr| hdr.state.mark_pending());
         self.deferred_by.store(thread_mark(), Ordering::Relaxed);
         self.release_deferred.store(true, Ordering::Relaxed);
         false
@@ -696,7 +692,7 @@ impl CtxInner {
     /// and ends a deferred claim once nothing is borrowed. Returns the removed values, for the
     /// caller to drop after this returns.
     #[cold]
-    pub(crate) fn settle(&self) -> Vec<Box<dyn Send>> {
+    pub(crate) fn apply_deferred(&self) -> Vec<Box<dyn Send>> {
         let removed = if self.has_pending() {
             self.apply_removals(Remover::Holder)
         } else {
@@ -722,34 +718,34 @@ impl Drop for Busy<'_> {
     }
 }
 
-/// The detach lock held (see `CtxInner::detach`), and with it the retired slots: those in
-/// `Rare`, or — while the context has none — the ones retired under this guard, moved into a
+/// The detach lock held (see `CtxInner::detach`), and with it the replaced slots: those in
+/// `Rare`, or — while the context has none — the ones replaced under this guard, moved into a
 /// newly allocated `Rare` when it is dropped.
 pub(crate) struct DetachGuard<'a> {
     cell: &'a RareCell,
     /// The context's `Rare` when the lock was taken: the list this guard shows.
     rare: Option<&'a super::rare::Rare>,
-    added: Vec<Retired>,
+    added: Vec<ReplacedSlot>,
     _lock: MutexGuard<'a, ()>,
 }
 
 impl std::ops::Deref for DetachGuard<'_> {
-    type Target = Vec<Retired>;
+    type Target = Vec<ReplacedSlot>;
 
-    fn deref(&self) -> &Vec<Retired> {
+    fn deref(&self) -> &Vec<ReplacedSlot> {
         match self.rare {
             // SAFETY: the list is used only under the detach lock, which we hold.
-            Some(rare) => rare.retired.with(|v| unsafe { &*v }),
+            Some(rare) => rare.replaced.with(|v| unsafe { &*v }),
             None => &self.added,
         }
     }
 }
 
 impl std::ops::DerefMut for DetachGuard<'_> {
-    fn deref_mut(&mut self) -> &mut Vec<Retired> {
+    fn deref_mut(&mut self) -> &mut Vec<ReplacedSlot> {
         match self.rare {
             // SAFETY: as in `deref`; `&mut self` makes this the only reference.
-            Some(rare) => rare.retired.with_mut(|v| unsafe { &mut *v }),
+            Some(rare) => rare.replaced.with_mut(|v| unsafe { &mut *v }),
             None => &mut self.added,
         }
     }
@@ -760,7 +756,7 @@ impl Drop for DetachGuard<'_> {
         if !self.added.is_empty() {
             let rare = self.cell.get_or_init();
             // SAFETY: still under the detach lock (`_lock` is dropped after this).
-            rare.retired
+            rare.replaced
                 .with_mut(|v| unsafe { (*v).append(&mut self.added) });
         }
     }
@@ -784,18 +780,18 @@ impl Drop for Scan<'_> {
     }
 }
 
-/// A slot pinned by `CtxInner::pin_slot` until dropped; then freed if its local was dropped
+/// A slot kept alive by `CtxInner::keep_slot_alive` until dropped; then freed if its local was dropped
 /// meanwhile.
-pub(super) struct SlotPin<'a>(pub(super) &'a CtxInner, pub(super) NonNull<SlotHeader>);
+pub(super) struct SlotKeptAlive<'a>(pub(super) &'a CtxInner, pub(super) NonNull<SlotHeader>);
 
-impl Drop for SlotPin<'_> {
+impl Drop for SlotKeptAlive<'_> {
     fn drop(&mut self) {
         let _guard = self.0.detach_lock();
-        // SAFETY: pinned until now, so live.
+        // SAFETY: kept alive until now, so live.
         let header = unsafe { self.1.as_ref() };
-        let last = header.pins.fetch_sub(1, Ordering::Relaxed) == 1;
+        let last = header.kept_alive.fetch_sub(1, Ordering::Relaxed) == 1;
         if last && header.orphaned.load(Ordering::Relaxed) {
-            // SAFETY: its local detached it from the table and left it to the last pin: nobody
+            // SAFETY: its local detached it from the table and left it to the last keeper: nobody
             // else can reach it.
             unsafe { SlotHeader::free(self.1) };
         }

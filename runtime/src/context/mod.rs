@@ -24,6 +24,7 @@ mod overflow;
 pub(crate) mod owner;
 mod rare;
 pub(crate) mod registry;
+pub(crate) mod slot_state;
 pub(crate) mod table;
 pub(crate) mod unfinished;
 
@@ -39,7 +40,7 @@ pub(crate) use current::{
 pub use enter_error::EnterError;
 pub use id::ContextId;
 pub(crate) use inner::CtxInner;
-pub(crate) use rare::Retired;
+pub(crate) use rare::ReplacedSlot;
 
 use crate::error::fail;
 use crate::sync::Arc;

@@ -121,7 +121,7 @@ impl Owner {
     }
 
     /// Ends an `Entered` claim whose guard is gone: the context was left while one of its
-    /// values was borrowed, and that borrow has now ended (see `CtxInner::settle`).
+    /// values was borrowed, and that borrow has now ended (see `CtxInner::apply_deferred`).
     pub(crate) fn end_deferred(&self) {
         self.release();
     }

@@ -1,5 +1,5 @@
 //! What only some contexts ever need, in one box allocated by the first use that needs it:
-//! removals queued from afar, retired slots, the cached capture, deep lends, a frame left to
+//! removals queued from afar, replaced slots, the cached capture, deep lends, a frame left to
 //! its readers. A context that only binds and reads values (or a child that only reads what it
 //! inherited) never allocates it: 100,000 connections' contexts do not pay for it.
 
@@ -11,12 +11,12 @@ use crate::sync::{Arc, AtomicPtr, AtomicUsize, Mutex, Ordering, UnsafeCell};
 
 /// A slot taken out of the table by a write that did not wait for the slot's readers (see
 /// `Storage::relocate`): it keeps the old value for them until this context's holder drops
-/// it (`sweep_retired`, teardown); then it is reused by the next such write of its local.
-pub(crate) struct Retired {
+/// it (`reclaim_replaced`, teardown); then it is reused by the next such write of its local.
+pub(crate) struct ReplacedSlot {
     pub(crate) index: usize,
     pub(crate) hdr: NonNull<SlotHeader>,
     /// Its values were dropped: only the memory is left (reusable).
-    pub(crate) swept: bool,
+    pub(crate) reclaimed: bool,
 }
 
 /// Work posted by a `StackGuard` or a scope that could not do it at once.
@@ -30,8 +30,8 @@ pub(crate) struct Rare {
     /// Removals that `StackGuard`s posted while the context was held elsewhere or its slot
     /// borrowed; applied by the next holder.
     pub(super) pending: Mutex<Vec<Pending>>,
-    /// Retired slots. Only under the context's detach lock (see `CtxInner::detach_lock`).
-    pub(super) retired: UnsafeCell<Vec<Retired>>,
+    /// Slots replaced while foreign readers were on them. Only under the context's detach lock (see `CtxInner::detach_lock`).
+    pub(super) replaced: UnsafeCell<Vec<ReplacedSlot>>,
     /// This context's last captured frame; stale once `changed` (rebuilt then), or but for
     /// the locals in `dirty` (updated then). Holder-only.
     pub(super) cache: UnsafeCell<Option<Arc<Frame>>>,
@@ -52,7 +52,7 @@ impl Rare {
     fn new() -> Self {
         Self {
             pending: Mutex::new(Vec::new()),
-            retired: UnsafeCell::new(Vec::new()),
+            replaced: UnsafeCell::new(Vec::new()),
             cache: UnsafeCell::new(None),
             dirty: UnsafeCell::new(Vec::new()),
             building: AtomicUsize::new(0),

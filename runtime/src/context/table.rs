@@ -9,7 +9,8 @@
 use std::ptr::{self, NonNull};
 
 use super::overflow::Overflow;
-use crate::sync::{AtomicBool, AtomicPtr, AtomicU32, AtomicUsize, Ordering, UnsafeCell};
+use super::slot_state::SlotState;
+use crate::sync::{AtomicBool, AtomicPtr, AtomicU32, Ordering, UnsafeCell};
 
 /// Slots 0..INLINE live inside the context itself: no extra indirection for the first locals.
 /// Few, because every context pays for them (100,000 connections' contexts, 8 bytes each).
@@ -58,7 +59,7 @@ pub(crate) enum Taken {
 pub(crate) trait WaitReaders: Sync {
     /// Waits until no reader marks `hdr`; `false` (at once) if that would wait for this very
     /// thread (directly or through others).
-    fn wait_unmarked(&self, hdr: &SlotHeader) -> bool;
+    fn wait_for_slot_readers(&self, hdr: &SlotHeader) -> bool;
 }
 
 /// Work on one slot queued for the context's holder by a party that could not do it at once
@@ -108,9 +109,9 @@ pub(crate) enum Removal {
 /// `Deref`).
 #[repr(C)]
 pub(crate) struct SlotHeader {
-    /// Written only by the context's holder, with plain stores; the bits below. The borrow
-    /// protocol that uses them is in `storage/borrow.rs`.
-    pub(crate) state: AtomicUsize,
+    /// What the slot is doing (borrowed, written, ...): see `slot_state.rs`. The borrow
+    /// protocol that uses it is in `storage/borrow.rs`.
+    pub(crate) state: SlotState,
     cold: Box<SlotCold>,
 }
 
@@ -125,10 +126,10 @@ pub(crate) struct SlotCold {
     pub(crate) name: &'static str,
     /// Foreign readers (`for_each`) handing out this slot's payload right now; see
     /// `storage/borrow.rs`. (32 bits: one per thread reading at once.)
-    pub(crate) marks: AtomicU32,
-    /// Captures using the slot right now (`inherit.rs`), and whether its local was dropped
-    /// meanwhile — then the last of them frees it. Both under the context's detach lock.
-    pub(crate) pins: AtomicU32,
+    pub(crate) slot_readers: AtomicU32,
+    /// Captures and waits keeping the slot alive right now (`CtxInner::keep_slot_alive`), and
+    /// whether its local was dropped meanwhile — then the last of them frees it. Both under the context's detach lock.
+    pub(crate) kept_alive: AtomicU32,
     pub(crate) orphaned: AtomicBool,
     /// For an inheritable local: its payload as last frozen for a capture, reused while
     /// `frozen_fresh` says no write came since. Holder-only.
@@ -140,9 +141,9 @@ pub(crate) struct SlotCold {
 }
 
 impl SlotHeader {
-    pub(crate) fn new(state: usize, cold: SlotCold) -> Self {
+    pub(crate) fn new(present: bool, cold: SlotCold) -> Self {
         Self {
-            state: AtomicUsize::new(state),
+            state: SlotState::new(present),
             cold: Box::new(cold),
         }
     }
@@ -168,26 +169,6 @@ impl std::ops::Deref for SlotHeader {
     }
 }
 
-/// `state`: the payload holds a value (a bound local, a non-empty stack). Read by `contexts()`
-/// and `for_each` from other threads.
-pub(crate) const PRESENT: usize = 1;
-/// `state`: the holder is mutating the payload or lends it out as `&mut`.
-pub(crate) const WRITING: usize = 2;
-/// `state`: work is queued for when the slot's borrows end (a guard's removal, the release of
-/// a context left while this slot was borrowed). Holder-only meaning.
-pub(crate) const PENDING: usize = 4;
-/// `state`: the local's initializer is running in this context (`Local::with_init`), so a
-/// use of the local inside it is reported instead of recursing. Holder-only meaning.
-pub(crate) const INIT: usize = 8;
-/// `state`, with `WRITING`: the writer is waiting for the readers on the slot and has not
-/// touched the payload yet, so a reader already inside a `for_each` callback may still read it
-/// (see `storage/borrow.rs`).
-pub(crate) const WAITING: usize = 16;
-/// `state`: one shared borrow (nested `with`s count up). Holder-only meaning.
-pub(crate) const SHARED_ONE: usize = 32;
-/// `state`: any borrow.
-pub(crate) const BORROWS: usize = WRITING | !(SHARED_ONE - 1);
-
 impl SlotHeader {
     /// See [`SlotVTable::take`].
     ///
@@ -210,12 +191,12 @@ impl SlotHeader {
         unsafe { (hdr.as_ref().vtable.remove)(hdr, op, by) }
     }
 
-    /// Waits until no foreign reader marks the slot (see [`WaitReaders::wait_unmarked`]);
+    /// Waits until no foreign reader marks the slot (see [`WaitReaders::wait_for_slot_readers`]);
     /// `false` if that would wait for this very thread.
     ///
     /// # Safety
     ///
-    /// `hdr` must point to a live slot (pinned by the caller).
+    /// `hdr` must point to a live slot (kept alive by the caller).
     pub(crate) unsafe fn wait_readers(hdr: NonNull<SlotHeader>) -> bool {
         // SAFETY: forwarded from the caller; the vtable is the one of the slot's own type.
         unsafe { (hdr.as_ref().vtable.wait_readers)(hdr) }

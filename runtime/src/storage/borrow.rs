@@ -1,6 +1,6 @@
 //! The borrow protocol of a slot: the holder's borrows and writes, and foreign readers.
 //!
-//! The slot's state word (bits in `context/table.rs`) is written only by the context's holder,
+//! The slot's state word (`context/slot_state.rs`) is written only by the context's holder,
 //! with plain stores. `for_each` hands out `&V` of *other* contexts' payloads while their
 //! holders keep running. Two levels keep the holder's hot path free of fences and of waiting:
 //!
@@ -23,7 +23,8 @@
 use std::cell::RefCell;
 use std::ptr;
 
-use crate::context::table::{SlotHeader, BORROWS, PENDING, SHARED_ONE, WAITING, WRITING};
+use crate::context::slot_state::Seen;
+use crate::context::table::SlotHeader;
 use crate::context::{self, CtxInner};
 use crate::sync::{self as s, lock, Condvar, Mutex, Ordering};
 use crate::waits::{self, marked_here, Holding, On};
@@ -56,8 +57,8 @@ impl IndexSync {
 }
 
 impl crate::context::table::WaitReaders for IndexSync {
-    fn wait_unmarked(&self, hdr: &SlotHeader) -> bool {
-        wait_unmarked(hdr, self)
+    fn wait_for_slot_readers(&self, hdr: &SlotHeader) -> bool {
+        wait_for_slot_readers(hdr, self)
     }
 }
 
@@ -89,10 +90,10 @@ pub(crate) enum Mode {
 pub(crate) fn begin_write(
     hdr: &SlotHeader,
     sync: &IndexSync,
-    state: usize,
+    state: Seen,
     mode: Mode,
 ) -> Result<(), Contended> {
-    hdr.state.store(state | WRITING, Ordering::Relaxed);
+    hdr.state.begin_write(state);
     s::light();
     // Acquire: a 0 read here may come from the last reader's decrement, and our write must come
     // after that reader's reads (found by loom: with Relaxed the two were unordered).
@@ -105,13 +106,13 @@ pub(crate) fn begin_write(
 /// [`begin_write`] for a fast path that gives up whenever a `for_each` of the local runs:
 /// `false` with the state restored (nothing marked), for the caller's full path to redo.
 #[inline(always)]
-pub(crate) fn begin_write_alone(hdr: &SlotHeader, sync: &IndexSync, state: usize) -> bool {
-    hdr.state.store(state | WRITING, Ordering::Relaxed);
+pub(crate) fn begin_write_alone(hdr: &SlotHeader, sync: &IndexSync, state: Seen) -> bool {
+    hdr.state.begin_write(state);
     s::light();
     // Acquire: as in `begin_write`.
     if sync.readers.load(Ordering::Acquire) != 0 {
         // As `contended`'s give-up: a reader that saw `WRITING` comes back later.
-        hdr.state.store(state, Ordering::Release);
+        hdr.state.restore(state);
         return false;
     }
     true
@@ -120,14 +121,9 @@ pub(crate) fn begin_write_alone(hdr: &SlotHeader, sync: &IndexSync, state: usize
 /// Some `for_each` of this local runs: is it on our slot?
 #[cold]
 #[inline(never)]
-fn contended(
-    hdr: &SlotHeader,
-    sync: &IndexSync,
-    state: usize,
-    mode: Mode,
-) -> Result<(), Contended> {
+fn contended(hdr: &SlotHeader, sync: &IndexSync, state: Seen, mode: Mode) -> Result<(), Contended> {
     let give_up = |e| {
-        hdr.state.store(state, Ordering::Release);
+        hdr.state.restore(state);
         Err(e)
     };
     // A user's write inside the local's own `for_each` is refused whichever value the
@@ -136,7 +132,7 @@ fn contended(
         return give_up(Contended::Iterating);
     }
     // The writer's half of the per-slot handshake: an RMW, ordered with the readers' RMWs.
-    if hdr.marks.fetch_add(0, Ordering::AcqRel) == 0 {
+    if hdr.slot_readers.fetch_add(0, Ordering::AcqRel) == 0 {
         return Ok(());
     }
     match mode {
@@ -161,12 +157,11 @@ fn contended(
                 // callbacks already running on this value are waited for. `WAITING` lets a
                 // reader that is itself inside a callback read it anyway (nothing is written
                 // yet), so that no nested iteration waits for us while we wait for it.
-                hdr.state
-                    .store(state | WRITING | WAITING, Ordering::Release);
-                block_until_unmarked(hdr, sync);
+                hdr.state.wait_to_write(state);
+                block_until_no_slot_readers(hdr, sync);
                 // Writing for real now: the same handshake again, without `WAITING`.
-                hdr.state.store(state | WRITING, Ordering::Relaxed);
-                if hdr.marks.fetch_add(0, Ordering::AcqRel) == 0 {
+                hdr.state.begin_write(state);
+                if hdr.slot_readers.fetch_add(0, Ordering::AcqRel) == 0 {
                     return Ok(());
                 }
             }
@@ -175,7 +170,7 @@ fn contended(
 }
 
 /// Waits until no reader marks `hdr`; `false` (at once) if that reader waits for this thread.
-pub(crate) fn wait_unmarked(hdr: &SlotHeader, sync: &IndexSync) -> bool {
+pub(crate) fn wait_for_slot_readers(hdr: &SlotHeader, sync: &IndexSync) -> bool {
     let addr = ptr::from_ref(hdr).addr();
     if marked_here(addr) {
         return false; // the reader is this very thread
@@ -183,15 +178,15 @@ pub(crate) fn wait_unmarked(hdr: &SlotHeader, sync: &IndexSync) -> bool {
     let Some(_waiting) = waits::register(On::Marks(addr), context::slots_written_here) else {
         return false;
     };
-    block_until_unmarked(hdr, sync);
+    block_until_no_slot_readers(hdr, sync);
     true
 }
 
-fn block_until_unmarked(hdr: &SlotHeader, sync: &IndexSync) {
+fn block_until_no_slot_readers(hdr: &SlotHeader, sync: &IndexSync) {
     sync.waiting.fetch_add(1, Ordering::AcqRel);
     {
         let mut g = lock(&sync.wake);
-        while hdr.marks.fetch_add(0, Ordering::AcqRel) != 0 {
+        while hdr.slot_readers.fetch_add(0, Ordering::AcqRel) != 0 {
             g = match sync.cv.wait(g) {
                 Ok(g) => g,
                 Err(e) => e.into_inner(),
@@ -237,14 +232,10 @@ impl Drop for SharedBorrow<'_> {
         if self.held {
             self.ctx.unhold();
         }
-        let st = self.hdr.state.load(Ordering::Relaxed) - SHARED_ONE;
-        // Release, like every holder store a reader may observe: a reader's Acquire load must
-        // synchronise with whichever store it reads (relaxed stores do not continue a release
-        // sequence), or it could miss the payload written before the last write ended.
-        self.hdr.state.store(st, Ordering::Release);
+        let st = self.hdr.state.end_shared();
         // One test on the way out; whether other borrows remain is the cold path's question.
-        if st & PENDING != 0 {
-            settle_when_unborrowed(self.ctx, st);
+        if st.is_pending() {
+            apply_deferred_if_unborrowed(self.ctx, st);
         }
     }
 }
@@ -270,21 +261,21 @@ impl Drop for Reading {
 }
 
 /// A reader's mark on one slot: the holder does not write the payload while it stands.
-pub(crate) struct Mark<'a> {
+pub(crate) struct SlotReader<'a> {
     hdr: &'a SlotHeader,
     sync: &'a IndexSync,
     _held: Holding,
 }
 
-impl<'a> Mark<'a> {
+impl<'a> SlotReader<'a> {
     /// Marks `hdr` and returns the slot's state as seen after the mark: if it has no
     /// `WRITING`, the holder will not write the payload until the mark is dropped.
-    pub(crate) fn new(hdr: &'a SlotHeader, sync: &'a IndexSync) -> (Self, usize) {
+    pub(crate) fn new(hdr: &'a SlotHeader, sync: &'a IndexSync) -> (Self, Seen) {
         let held = Holding::mark(ptr::from_ref(hdr).addr());
         // The reader's half of the per-slot handshake (see `contended`).
-        hdr.marks.fetch_add(1, Ordering::AcqRel);
-        let state = hdr.state.load(Ordering::Acquire);
-        let mark = Mark {
+        hdr.slot_readers.fetch_add(1, Ordering::AcqRel);
+        let state = hdr.state.foreign_view();
+        let mark = SlotReader {
             hdr,
             sync,
             _held: held,
@@ -293,9 +284,9 @@ impl<'a> Mark<'a> {
     }
 }
 
-impl Drop for Mark<'_> {
+impl Drop for SlotReader<'_> {
     fn drop(&mut self) {
-        self.hdr.marks.fetch_sub(1, Ordering::AcqRel);
+        self.hdr.slot_readers.fetch_sub(1, Ordering::AcqRel);
         // A waiter increments `waiting`, then re-checks `marks` with an RMW. RMWs of `marks`
         // are totally ordered: if its re-check came before our decrement, our decrement
         // acquired it, so this load sees its increment and we wake it; if after, it saw our
@@ -311,24 +302,24 @@ impl Drop for Mark<'_> {
 /// The holder's work queued for the end of a borrow (see `PENDING`), run when `state` — the
 /// state just stored — says so and no borrow is left.
 #[inline]
-pub(super) fn settle_if_pending(ctx: &CtxInner, state: usize) {
-    if state & PENDING != 0 && state & BORROWS == 0 {
-        settle(ctx);
+pub(super) fn apply_deferred_if_due(ctx: &CtxInner, state: Seen) {
+    if state.is_pending_unborrowed() {
+        apply_deferred(ctx);
     }
 }
 
-/// [`settle_if_pending`] for a caller that saw `PENDING` in `state` already.
+/// [`apply_deferred_if_due`] for a caller that saw `PENDING` in `state` already.
 #[cold]
 #[inline(never)]
-fn settle_when_unborrowed(ctx: &CtxInner, state: usize) {
-    if state & BORROWS == 0 {
-        settle(ctx);
+fn apply_deferred_if_unborrowed(ctx: &CtxInner, state: Seen) {
+    if !state.is_borrowed() {
+        apply_deferred(ctx);
     }
 }
 
 #[cold]
 #[inline(never)]
-pub(super) fn settle(ctx: &CtxInner) {
+pub(super) fn apply_deferred(ctx: &CtxInner) {
     // The removed values are dropped here, after every borrow and claim has ended.
-    drop(ctx.settle());
+    drop(ctx.apply_deferred());
 }

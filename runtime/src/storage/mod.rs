@@ -17,17 +17,16 @@ use std::ptr::{self, NonNull};
 pub(crate) use buf::Buf;
 pub(crate) use slot::{Inherit, Payload, Share, Slot};
 
-use crate::context::table::{
-    Queued, Remover, SlotHeader, BORROWS, INIT, PENDING, PRESENT, SHARED_ONE, WAITING, WRITING,
-};
-use crate::context::{self, registry, CtxInner, Retired};
+use crate::context::slot_state::Seen;
+use crate::context::table::{Queued, Remover, SlotHeader};
+use crate::context::{self, registry, CtxInner, ReplacedSlot};
 use crate::error::{fail, AccessError, AccessErrorKind};
 use crate::sync::Ordering;
 use crate::waits;
 use crate::ContextId;
 use borrow::{
-    begin_write, begin_write_alone, settle, settle_if_pending, Contended, IndexSync, Mark, Mode,
-    Reading, SharedBorrow,
+    apply_deferred, apply_deferred_if_due, begin_write, begin_write_alone, Contended, IndexSync,
+    Mode, Reading, SharedBorrow, SlotReader,
 };
 use key::{sync_of, Key};
 
@@ -62,6 +61,20 @@ pub(crate) enum Create {
     /// context if the local is explicit-only (see `explicit.rs`), with the context this write
     /// looks up anyway.
     Binding,
+}
+
+/// What a write of the current context's payload does with it (see [`Storage::write`]).
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Writer {
+    /// The runtime's own change: `f` runs no user code.
+    Runtime,
+    /// The runtime's change replacing the whole payload (`set`, `release`: `f` must not need
+    /// what was there). When a foreign reader is on the slot, the write does not wait for it:
+    /// `f` gets a fresh, empty payload and the old one stays with its readers until the holder
+    /// drops it (see [`Storage::relocate`]).
+    Replace,
+    /// A user closure (`with_mut`): never creates the slot.
+    User,
 }
 
 /// The outcome of [`Storage::write_elsewhere`].
@@ -224,7 +237,7 @@ impl<V: Payload> Storage<V> {
             (inherit.share)(from)
         };
         if ctx.release_deferred_pending() {
-            settle(ctx);
+            apply_deferred(ctx);
             if !context::is_held_here(ctx) {
                 drop(copy);
                 fail(format_args!(
@@ -329,11 +342,11 @@ impl<V: Payload> Storage<V> {
             // inherited read cost 2.5-4.7x a bound one that way, 1.6x here).
             return self.read_unslotted_or_return(ctx, f, call);
         };
-        let st = slot.hdr.state.load(Ordering::Relaxed);
-        if st & (WRITING | PENDING) != 0 {
+        let st = slot.hdr.state.holder_view();
+        if st.blocks_shared() {
             return Err(f);
         }
-        slot.hdr.state.store(st + SHARED_ONE, Ordering::Release);
+        slot.hdr.state.begin_shared(st);
         let _borrow = SharedBorrow::new::<COUNTED>(&slot.hdr, ctx);
         // SAFETY: as in `read_in`.
         slot.value.with(|v| call(f, unsafe { &*v }))
@@ -363,11 +376,11 @@ impl<V: Payload> Storage<V> {
         let Some(slot) = self.slot_in(ctx) else {
             return Ok(self.read_unslotted_or_return(ctx, f, call));
         };
-        let mut st = slot.hdr.state.load(Ordering::Relaxed);
-        if st & (WRITING | PENDING) != 0 {
-            st = self.read_slow(ctx, slot, st)?;
+        let mut st = slot.hdr.state.holder_view();
+        if st.blocks_shared() {
+            st = self.busy::<false>(ctx, slot, st)?;
         }
-        slot.hdr.state.store(st + SHARED_ONE, Ordering::Release);
+        slot.hdr.state.begin_shared(st);
         let _borrow = SharedBorrow::new::<COUNTED>(&slot.hdr, ctx);
         // SAFETY: we hold the context (it is current on this thread), WRITING is clear and
         // stays clear while our shared borrow is counted; foreign readers only read.
@@ -392,34 +405,49 @@ impl<V: Payload> Storage<V> {
         }
     }
 
-    /// A read found the slot being written (an error) or with queued work (done first, when
-    /// nothing is borrowed). Returns the state to borrow from.
+    /// A read (a write if `WRITE`) found the slot busy: an error if it is being written (or,
+    /// for a write, borrowed); else its queued work is done first, if no borrow is left.
+    /// Returns the state to go on from.
     #[cold]
     #[inline(never)]
-    fn read_slow(&self, ctx: &CtxInner, slot: &Slot<V>, st: usize) -> Result<usize, AccessError> {
-        if st & WRITING != 0 {
+    fn busy<const WRITE: bool>(
+        &self,
+        ctx: &CtxInner,
+        slot: &Slot<V>,
+        st: Seen,
+    ) -> Result<Seen, AccessError> {
+        if st.is_writing() {
             return Err(self.err(AccessErrorKind::BorrowedMut));
         }
-        if st & BORROWS == 0 {
-            settle(ctx);
+        if WRITE && st.is_borrowed() {
+            return Err(self.err(AccessErrorKind::Borrowed));
         }
-        Ok(slot.hdr.state.load(Ordering::Relaxed))
+        if st.is_pending_unborrowed() {
+            apply_deferred(ctx);
+        }
+        Ok(slot.hdr.state.holder_view())
     }
 
-    /// Exclusive access to the current context's payload for the runtime's own changes (`f`
-    /// runs no user code), creating the slot if `create`. `Ok(None)` if there is no slot and
-    /// `create` is false.
+    /// Exclusive access to the current context's payload for `writer`, creating the slot if
+    /// `create`. `Ok(None)` if there is no slot and `create` is `No`. Inlined, so that
+    /// `writer`, a constant at every call, picks one protocol.
     #[inline]
     #[track_caller]
     pub(crate) fn write<R>(
         &self,
+        writer: Writer,
         create: Create,
         f: impl FnOnce(&mut V) -> R,
     ) -> Result<Option<R>, AccessError> {
         let Some((ctx, slot)) = self.slot_for_write(create)? else {
             return Ok(None);
         };
-        self.write_in::<false, false, R>(ctx, slot, f).map(Some)
+        match writer {
+            Writer::Runtime => self.write_in::<false, false, R>(ctx, slot, f),
+            Writer::Replace => self.write_in::<false, true, R>(ctx, slot, f),
+            Writer::User => self.write_in::<true, false, R>(ctx, slot, f),
+        }
+        .map(Some)
     }
 
     /// The current context and this local's slot there for a write: created if `create` says
@@ -455,23 +483,6 @@ impl<V: Payload> Storage<V> {
     #[inline(never)]
     fn refused(&self) -> AccessError {
         crate::explicit::refused(self.name())
-    }
-
-    /// Like [`write`](Self::write), for a write that replaces the whole payload (`f` must not
-    /// need what was there: `set`, `release`). When a foreign reader is on the slot, the write
-    /// does not wait for it: `f` gets a fresh, empty payload and the old one stays with its
-    /// readers until the holder drops it (see [`relocate`](Self::relocate)).
-    #[inline]
-    #[track_caller]
-    pub(crate) fn write_fresh<R>(
-        &self,
-        create: Create,
-        f: impl FnOnce(&mut V) -> R,
-    ) -> Result<Option<R>, AccessError> {
-        let Some((ctx, slot)) = self.slot_for_write(create)? else {
-            return Ok(None);
-        };
-        self.write_in::<false, true, R>(ctx, slot, f).map(Some)
     }
 
     /// A scope's binding: a runtime write in the current context, creating the slot (allowed
@@ -553,8 +564,8 @@ impl<V: Payload> Storage<V> {
                 drop(removed);
                 return Elsewhere::Gone;
             };
-            let st = slot.hdr.state.load(Ordering::Relaxed);
-            let begun = if st & BORROWS == 0 {
+            let st = slot.hdr.state.holder_view();
+            let begun = if !st.is_borrowed() {
                 begin_write(&slot.hdr, slot.sync, st, Mode::Try)
             } else {
                 Err(Contended::Iterating) // a leaked borrow: leave it to the holder
@@ -590,62 +601,31 @@ impl<V: Payload> Storage<V> {
         }
     }
 
-    /// Exclusive access to the current context's payload for a user closure (`with_mut`):
-    /// `Ok(None)` if there is no slot.
-    #[inline]
-    #[track_caller]
-    pub(crate) fn write_user<R>(
+    /// The common case of a user's write (`with_mut`) alone, as
+    /// [`read_fast`](Self::read_fast) is of a read: the current context — unguarded, or
+    /// guarded and then counted if `COUNTED` (see [`read_guarded`](Self::read_guarded)) —,
+    /// this local's slot there, unborrowed, no queued work, no `for_each` of the local running,
+    /// and `call` using `f`. Anything else hands `f` back for the caller's full path
+    /// ([`write`](Self::write) with [`Writer::User`]).
+    #[inline(always)]
+    pub(crate) fn write_fast<const COUNTED: bool, F, R>(
         &self,
-        f: impl FnOnce(&mut V) -> R,
-    ) -> Result<Option<R>, AccessError> {
-        let Some((ctx, slot)) = self.slot_for_write(Create::No)? else {
-            return Ok(None);
+        f: F,
+        call: fn(F, &mut V) -> Result<R, F>,
+    ) -> Result<R, F> {
+        let current = if COUNTED {
+            context::current_guarded()
+        } else {
+            context::current_uncounted()
         };
-        self.write_in::<true, false, R>(ctx, slot, f).map(Some)
-    }
-
-    /// The common case of [`write_user`](Self::write_user) alone, as
-    /// [`read_fast`](Self::read_fast) is of a read: an unguarded current context, this
-    /// local's slot there, unborrowed, no queued work, no `for_each` of the local running, and
-    /// `call` using `f`. Anything else hands `f` back for the caller's full path.
-    #[inline(always)]
-    pub(crate) fn write_fast<F, R>(
-        &self,
-        f: F,
-        call: fn(F, &mut V) -> Result<R, F>,
-    ) -> Result<R, F> {
-        match context::current_uncounted() {
-            Some(ctx) => self.write_fast_in::<false, F, R>(ctx, f, call),
-            None => Err(f),
-        }
-    }
-
-    /// [`write_fast`](Self::write_fast) in a guarded context, counted (see
-    /// [`read_guarded`](Self::read_guarded)).
-    #[inline(always)]
-    pub(crate) fn write_guarded<F, R>(
-        &self,
-        f: F,
-        call: fn(F, &mut V) -> Result<R, F>,
-    ) -> Result<R, F> {
-        match context::current_guarded() {
-            Some(ctx) => self.write_fast_in::<true, F, R>(ctx, f, call),
-            None => Err(f),
-        }
-    }
-
-    #[inline(always)]
-    fn write_fast_in<const COUNTED: bool, F, R>(
-        &self,
-        ctx: &CtxInner,
-        f: F,
-        call: fn(F, &mut V) -> Result<R, F>,
-    ) -> Result<R, F> {
+        let Some(ctx) = current else {
+            return Err(f);
+        };
         let Some(slot) = self.slot_in(ctx) else {
             return Err(f);
         };
-        let st = slot.hdr.state.load(Ordering::Relaxed);
-        if st > PRESENT || !begin_write_alone(&slot.hdr, slot.sync, st) {
+        let st = slot.hdr.state.holder_view();
+        if st.is_busy() || !begin_write_alone(&slot.hdr, slot.sync, st) {
             return Err(f);
         }
         self.note_write(ctx, slot);
@@ -686,14 +666,12 @@ impl<V: Payload> Storage<V> {
 
     /// The write protocol. With `USER`, `f` is user code, which may queue work on the slot
     /// (a guard dropped inside `with_mut`), so the end of the write looks for it; without,
-    /// nothing can change the state meanwhile. With `FRESH`, see [`write_fresh`].
+    /// nothing can change the state meanwhile. With `FRESH`, see [`Writer::Replace`].
     ///
     /// Always inlined into the scope paths (`write_scoped`, `write_held`, `write_slot`): a
     /// write left out of line hands its result back through memory, and a scope's restore
     /// reads the value it takes out as one wide load of narrow stores made just before — a
     /// store-forwarding stall; inlined, a value nobody drops is not even loaded.
-    ///
-    /// [`write_fresh`]: Self::write_fresh
     #[inline(always)]
     fn write_inlined<const USER: bool, const FRESH: bool, R>(
         &self,
@@ -701,13 +679,13 @@ impl<V: Payload> Storage<V> {
         slot: &Slot<V>,
         f: impl FnOnce(&mut V) -> R,
     ) -> Result<R, AccessError> {
-        let mut st = slot.hdr.state.load(Ordering::Relaxed);
-        // Any bit but PRESENT is a borrow or queued work: one branch on the hot path.
-        if st > PRESENT {
-            st = self.write_slow(ctx, slot, st)?;
+        let mut st = slot.hdr.state.holder_view();
+        // A borrow, queued work or an initializer: one branch on the hot path.
+        if st.is_busy() {
+            st = self.busy::<true>(ctx, slot, st)?;
         }
         // An initializer running on the slot keeps its place (its guard ends it there).
-        let mode = if FRESH && st & INIT == 0 {
+        let mode = if FRESH && !st.is_initializing() {
             Mode::Fresh
         } else {
             Mode::Wait
@@ -715,7 +693,7 @@ impl<V: Payload> Storage<V> {
         if let Err(e) = begin_write(&slot.hdr, slot.sync, st, mode) {
             return self.write_contended::<USER, R>(ctx, slot, st, e, f);
         }
-        if FRESH && ctx.has_retired() {
+        if FRESH && ctx.has_replaced() {
             return Ok(self.write_then_sweep::<USER, R>(ctx, slot, st, f));
         }
         Ok(self.write_begun::<USER, R>(ctx, slot, st, f))
@@ -727,7 +705,7 @@ impl<V: Payload> Storage<V> {
         &self,
         ctx: &CtxInner,
         slot: &Slot<V>,
-        st: usize,
+        st: Seen,
         f: impl FnOnce(&mut V) -> R,
     ) -> R {
         self.note_write(ctx, slot);
@@ -757,15 +735,15 @@ impl<V: Payload> Storage<V> {
         &self,
         ctx: &CtxInner,
         slot: &Slot<V>,
-        st: usize,
+        st: Seen,
         f: impl FnOnce(&mut V) -> R,
     ) -> R {
         let r = self.write_begun::<USER, R>(ctx, slot, st, f);
-        let swept = {
-            let mut retired = ctx.detach_lock();
-            ctx.sweep_retired(&mut retired)
+        let reclaimed = {
+            let mut replaced = ctx.detach_lock();
+            ctx.reclaim_replaced(&mut replaced)
         };
-        drop(swept);
+        drop(reclaimed);
         r
     }
 
@@ -778,20 +756,20 @@ impl<V: Payload> Storage<V> {
         &self,
         ctx: &CtxInner,
         slot: &Slot<V>,
-        st: usize,
+        st: Seen,
         e: Contended,
         f: impl FnOnce(&mut V) -> R,
     ) -> Result<R, AccessError> {
-        let (fresh, retired) = self.contended(ctx, slot, st, e)?;
+        let (fresh, replaced) = self.contended(ctx, slot, st, e)?;
         // The fresh slot is WRITING (set by `relocate`), and no reader can have marked it.
-        let r = self.write_begun::<USER, R>(ctx, fresh, 0, f);
+        let r = self.write_begun::<USER, R>(ctx, fresh, Seen::EMPTY, f);
         // Old values whose readers have gone, dropped now that no write is in progress.
-        drop(retired);
+        drop(replaced);
         Ok(r)
     }
 
     /// A write could not begin at once: an error, or (`Readers`, for a fresh write) the slot
-    /// to write instead and the retired values to drop after the write.
+    /// to write instead and the replaced values to drop after the write.
     #[cold]
     #[inline(never)]
     #[allow(clippy::type_complexity)]
@@ -799,7 +777,7 @@ impl<V: Payload> Storage<V> {
         &'a self,
         ctx: &'a CtxInner,
         slot: &'a Slot<V>,
-        st: usize,
+        st: Seen,
         e: Contended,
     ) -> Result<(&'a Slot<V>, Vec<Box<dyn Send>>), AccessError> {
         match e {
@@ -821,12 +799,12 @@ impl<V: Payload> Storage<V> {
         &'a self,
         ctx: &'a CtxInner,
         old: &'a Slot<V>,
-        st: usize,
+        st: Seen,
     ) -> (&'a Slot<V>, Vec<Box<dyn Send>>) {
         let i = self.key.get_or_assign();
-        let mut retired = ctx.detach_lock();
+        let mut replaced = ctx.detach_lock();
         let fresh = self
-            .reusable_retired_slot(&mut retired, i)
+            .reusable_replaced_slot(&mut replaced, i)
             .unwrap_or_else(|| {
                 let slot = Slot::<V>::new(
                     old.sync,
@@ -834,7 +812,7 @@ impl<V: Payload> Storage<V> {
                     (old.hdr.serial, old.hdr.name),
                     V::empty(),
                 );
-                slot.hdr.state.store(WRITING, Ordering::Relaxed);
+                slot.hdr.state.claim_for_write();
                 NonNull::from(Box::leak(slot))
             });
         // SAFETY: the fresh slot is ours alone (WRITING set, not yet in the table); `old` is
@@ -851,57 +829,44 @@ impl<V: Payload> Storage<V> {
             ctx.mark_changed();
         }
         // `old` stays as it was for its readers; `st` has no WRITING.
-        old.hdr.state.store(st, Ordering::Release);
-        let dropped = ctx.sweep_retired(&mut retired);
-        retired.push(Retired {
+        old.hdr.state.restore(st);
+        let dropped = ctx.reclaim_replaced(&mut replaced);
+        replaced.push(ReplacedSlot {
             index: i,
             hdr: NonNull::from(&old.hdr),
-            swept: false,
+            reclaimed: false,
         });
-        ctx.note_retired();
-        // SAFETY: owned by `ctx` (table or retired list) until the context is dropped or the
+        ctx.note_replaced();
+        // SAFETY: owned by `ctx` (table or replaced list) until the context is dropped or the
         // local detaches it, which needs `&mut self`.
         (unsafe { fresh.as_ref() }, dropped)
     }
 
-    /// A retired, emptied slot of this local to write into, marked `WRITING`, if one has no
+    /// A replaced, emptied slot of this local to write into, marked `WRITING`, if one has no
     /// reader left.
-    fn reusable_retired_slot(
+    fn reusable_replaced_slot(
         &self,
-        retired: &mut Vec<Retired>,
+        replaced: &mut Vec<ReplacedSlot>,
         index: usize,
     ) -> Option<NonNull<Slot<V>>> {
-        let pos = retired.iter().position(|r| {
-            if r.index != index || !r.swept {
+        let pos = replaced.iter().position(|r| {
+            if r.index != index || !r.reclaimed {
                 return false;
             }
-            // SAFETY: retired slots are live while the detach lock is held.
+            // SAFETY: replaced slots are live while the detach lock is held.
             let h = unsafe { r.hdr.as_ref() };
             // The per-slot handshake, as a writer: a reader that still holds an old pointer to
             // it either shows in `marks` or sees `WRITING` and leaves.
-            h.state.store(WRITING, Ordering::Relaxed);
-            if h.marks.fetch_add(0, Ordering::AcqRel) == 0 && h.pins.load(Ordering::Relaxed) == 0 {
+            h.state.claim_for_write();
+            if h.slot_readers.fetch_add(0, Ordering::AcqRel) == 0
+                && h.kept_alive.load(Ordering::Relaxed) == 0
+            {
                 return true;
             }
-            h.state.store(0, Ordering::Release);
+            h.state.clear();
             false
         })?;
-        Some(retired.swap_remove(pos).hdr.cast())
-    }
-
-    #[cold]
-    #[inline(never)]
-    fn write_slow(&self, ctx: &CtxInner, slot: &Slot<V>, st: usize) -> Result<usize, AccessError> {
-        if st & WRITING != 0 {
-            return Err(self.err(AccessErrorKind::BorrowedMut));
-        }
-        if st & BORROWS != 0 {
-            return Err(self.err(AccessErrorKind::Borrowed));
-        }
-        if st & PENDING != 0 {
-            settle(ctx);
-        }
-        Ok(slot.hdr.state.load(Ordering::Relaxed))
+        Some(replaced.swap_remove(pos).hdr.cast())
     }
 
     /// An inheritable local is being written: the slot's frozen copy is stale, and the next
@@ -923,8 +888,8 @@ impl<V: Payload> Storage<V> {
         slot: &Slot<V>,
         f: impl FnOnce(&mut V) -> R,
     ) -> Option<R> {
-        let st = slot.hdr.state.load(Ordering::Relaxed);
-        if st & BORROWS != 0 || begin_write(&slot.hdr, slot.sync, st, Mode::Wait).is_err() {
+        let st = slot.hdr.state.holder_view();
+        if st.is_borrowed() || begin_write(&slot.hdr, slot.sync, st, Mode::Wait).is_err() {
             return None;
         }
         Some(self.write_begun::<false, R>(ctx, slot, st, f))
@@ -933,13 +898,12 @@ impl<V: Payload> Storage<V> {
     /// Waits until no foreign reader marks `slot`, for a thread that holds nothing; `false`
     /// (at once) if that reader waits for this thread.
     pub(crate) fn wait_for_readers_of(&self, slot: &Slot<V>) -> bool {
-        borrow::wait_unmarked(&slot.hdr, slot.sync)
+        borrow::wait_for_slot_readers(&slot.hdr, slot.sync)
     }
 
     /// Queues work on `slot` of `ctx` (held by this thread) for when its borrows end.
     pub(crate) fn mark_pending(&self, slot: &Slot<V>) {
-        let st = slot.hdr.state.load(Ordering::Relaxed);
-        slot.hdr.state.store(st | PENDING, Ordering::Relaxed);
+        slot.hdr.state.mark_pending();
     }
 
     /// Marks the current context's slot as running this local's initializer; the guard
@@ -953,13 +917,13 @@ impl<V: Payload> Storage<V> {
     pub(crate) fn begin_init(&self) -> Result<InitGuard<'_, V>, AccessError> {
         let (ctx, _) = self.current_slot()?;
         let slot = self.slot_or_create(ctx);
-        let st = slot.hdr.state.load(Ordering::Relaxed);
-        if st & INIT != 0 {
+        let st = slot.hdr.state.holder_view();
+        if st.is_initializing() {
             return Err(self.err(AccessErrorKind::Initializing));
         }
         // `INIT` also counts as a borrow for a `ContextGuard` dropped inside the initializer: it
         // cannot hand the context to another thread before the initializer is done with it.
-        slot.hdr.state.store(st | INIT, Ordering::Relaxed);
+        slot.hdr.state.begin_init(st);
         ctx.hold();
         Ok(InitGuard { slot, ctx })
     }
@@ -980,12 +944,12 @@ impl<V: Payload> Storage<V> {
             Ok((ctx, None)) => return self.read_unslotted(ctx, V::is_present).unwrap_or(false),
             Err(_) => return false,
         };
-        let st = slot.hdr.state.load(Ordering::Relaxed);
-        if st & PENDING != 0 && st & BORROWS == 0 {
-            settle(ctx);
-            return slot.hdr.state.load(Ordering::Relaxed) & PRESENT != 0;
+        let st = slot.hdr.state.holder_view();
+        if st.is_pending_unborrowed() {
+            apply_deferred(ctx);
+            return slot.hdr.state.holder_view().is_present();
         }
-        st & PRESENT != 0
+        st.is_present()
     }
 
     /// How many contexts hold a value.
@@ -993,7 +957,7 @@ impl<V: Payload> Storage<V> {
         let mut n = 0;
         registry::visit_locked(|ctx| {
             let present = match self.slot_in(ctx) {
-                Some(slot) => slot.hdr.state.load(Ordering::Acquire) & PRESENT != 0,
+                Some(slot) => slot.hdr.state.foreign_view().is_present(),
                 None => self
                     .inherited_elsewhere(ctx, |v| v.is_present())
                     .unwrap_or(false),
@@ -1023,7 +987,7 @@ impl<V: Payload> Storage<V> {
         // write while it read): apply it now that the iteration is over.
         if let Some(ctx) = context::current() {
             if ctx.has_pending() && !borrow::iterating_here(sync) {
-                settle(ctx);
+                apply_deferred(ctx);
             }
         }
         // A context dropped inside `f` whose value `f` was reading: dropped now, in its context.
@@ -1085,16 +1049,16 @@ impl<V: Payload> Storage<V> {
                 return true;
             };
             // SAFETY: a slot of this local, which we borrow (it cannot detach its slots);
-            // slots live as long as their context (retired ones too), which the caller keeps.
+            // slots live as long as their context (replaced ones too), which the caller keeps.
             let slot = unsafe { hdr.cast::<Slot<V>>().as_ref() };
             // An outer `for_each` of this thread marks this very slot: a `WRITING` seen now
             // is a writer waiting for that mark, not one writing. And a writer still waiting
             // (`WAITING`) has not touched the value: a reader inside a callback reads it
             // rather than wait for a writer that may be waiting for that callback.
             let (ours, nested) = waits::marked_here_and_any(hdr.addr().get());
-            let (mark, st) = Mark::new(&slot.hdr, slot.sync);
-            let readable = ours || (nested && st & WAITING != 0);
-            if st & WRITING != 0 && !readable {
+            let (mark, st) = SlotReader::new(&slot.hdr, slot.sync);
+            let readable = ours || (nested && st.writer_waiting());
+            if st.is_writing() && !readable {
                 drop(mark);
                 // The writer is this very thread (an outer `with_mut`, maybe in a context
                 // entered further out): coming back would never end.
@@ -1109,7 +1073,7 @@ impl<V: Payload> Storage<V> {
             if ctx.table.slot_at(index) != Some(hdr) {
                 continue; // moved to a fresh slot meanwhile (`relocate`): read that one
             }
-            if st & PRESENT != 0 {
+            if st.is_present() {
                 // SAFETY: WRITING was clear after our mark was visible to the holder (the
                 // per-slot handshake), so the holder does not write the payload until the mark
                 // is dropped; the Acquire load synchronised with its last write. `V: Sync`
@@ -1134,7 +1098,7 @@ impl<V> Storage<V> {
         // Values of queued work on this local (scope restores), dropped outside every lock.
         let mut forgotten = Vec::new();
         for ctx in &contexts {
-            let mut retired = ctx.detach_lock();
+            let mut replaced = ctx.detach_lock();
             forgotten.extend(ctx.forget_removals(i));
             // A cached capture may hold this local's value: rebuild it.
             ctx.mark_changed();
@@ -1143,7 +1107,7 @@ impl<V> Storage<V> {
                     detached.push((ctx.clone(), p));
                 }
             }
-            retired.retain(|r| {
+            replaced.retain(|r| {
                 let ours = r.index == i;
                 if ours {
                     detached.push((ctx.clone(), r.hdr));
@@ -1159,14 +1123,14 @@ impl<V> Storage<V> {
         for (ctx, p) in detached {
             ctx.wait_for_scan();
             let _guard = ctx.detach_lock();
-            // SAFETY: detached above; pins change only under the detach lock.
+            // SAFETY: detached above; kept_alive change only under the detach lock.
             let header = unsafe { p.as_ref() };
-            if header.pins.load(Ordering::Relaxed) > 0 {
+            if header.kept_alive.load(Ordering::Relaxed) > 0 {
                 // A capture is using it: the last one to unpin frees it.
                 header.orphaned.store(true, Ordering::Relaxed);
             } else {
                 drop(_guard);
-                // SAFETY: swapped out of the table, no capture pins it and no scan can see it
+                // SAFETY: swapped out of the table, no capture kept_alive it and no scan can see it
                 // (handshake above), and nobody can use this local (we have `&mut self`): we
                 // own the slot.
                 unsafe { SlotHeader::free(p) };
@@ -1195,7 +1159,7 @@ impl<V: Payload> Drop for Write<'_, V> {
             self.ctx.unhold();
         }
         let st = self.slot.end_write();
-        settle_if_pending(self.ctx, st);
+        apply_deferred_if_due(self.ctx, st);
     }
 }
 
@@ -1217,8 +1181,8 @@ impl<V> InitGuard<'_, V> {
         let ctx = self.ctx;
         let st = self.end();
         std::mem::forget(self);
-        if st & PENDING != 0 && st & BORROWS == 0 {
-            settle(ctx);
+        if st.is_pending_unborrowed() {
+            apply_deferred(ctx);
             if !context::is_held_here(ctx) {
                 fail(format_args!(
                     "context local `{name}`: its initializer left the context it ran in"
@@ -1227,12 +1191,9 @@ impl<V> InitGuard<'_, V> {
         }
     }
 
-    fn end(&self) -> usize {
+    fn end(&self) -> Seen {
         self.ctx.unhold();
-        let st = self.slot.hdr.state.load(Ordering::Relaxed);
-        let st = st & !INIT;
-        self.slot.hdr.state.store(st, Ordering::Relaxed);
-        st
+        self.slot.hdr.state.end_init()
     }
 }
 

@@ -1,18 +1,18 @@
 //! Slots: one local's storage in one context, and what a context can do with it untyped.
 //!
-//! A slot is boxed once per (context, local) and reused: release-on-pop only clears the
-//! `PRESENT` bit, so a push/pop cycle never allocates.
+//! A slot is boxed once per (context, local) and reused: release-on-pop only marks it not
+//! present, so a push/pop cycle never allocates.
 
 use std::any::Any;
 use std::ptr::NonNull;
 
 use super::borrow::{begin_write, Contended, IndexSync, Mode};
+use crate::context::slot_state::{Seen, SlotState};
 use crate::context::table::WaitReaders;
 use crate::context::table::{
-    CaptureFn, Frozen, Queued, Removal, Remover, SlotCold, SlotHeader, SlotVTable, Taken, BORROWS,
-    INIT, PENDING, PRESENT, SHARED_ONE,
+    CaptureFn, Frozen, Queued, Removal, Remover, SlotCold, SlotHeader, SlotVTable, Taken,
 };
-use crate::sync::{AtomicBool, AtomicU32, AtomicUsize, Ordering, UnsafeCell};
+use crate::sync::{AtomicBool, AtomicU32, UnsafeCell};
 
 /// What a slot holds.
 pub(crate) trait Payload: Send + Sized + 'static {
@@ -73,8 +73,7 @@ unsafe fn capture_impl<V: Share>(hdr: NonNull<SlotHeader>) -> Option<Frozen> {
     let slot = unsafe { slot::<V>(hdr) };
     // A shared borrow while `share` (the user's `Clone`) runs, so that a `Clone` writing its
     // own local is refused (`Borrowed`) instead of getting `&mut` to what is being cloned.
-    let st = slot.hdr.state.load(Ordering::Relaxed);
-    slot.hdr.state.store(st + SHARED_ONE, Ordering::Release);
+    slot.hdr.state.begin_shared(slot.hdr.state.holder_view());
     let _borrow = EndShared(&slot.hdr.state);
     // We hold the context and nobody writes the payload (per the caller): a shared read, like
     // the holder's own `with`.
@@ -86,14 +85,13 @@ unsafe fn capture_impl<V: Share>(hdr: NonNull<SlotHeader>) -> Option<Frozen> {
     })
 }
 
-/// Ends the shared borrow of a capture, also on unwind. Work queued meanwhile (`PENDING`) is
-/// done at the slot's next use.
-struct EndShared<'a>(&'a AtomicUsize);
+/// Ends the shared borrow of a capture, also on unwind. Work queued meanwhile is done at the
+/// slot's next use.
+struct EndShared<'a>(&'a SlotState);
 
 impl Drop for EndShared<'_> {
     fn drop(&mut self) {
-        let st = self.0.load(Ordering::Relaxed);
-        self.0.store(st - SHARED_ONE, Ordering::Release);
+        self.0.end_shared();
     }
 }
 
@@ -121,17 +119,16 @@ impl<V: Payload> Slot<V> {
         (serial, name): (u64, &'static str),
         value: V,
     ) -> Box<Self> {
-        let state = if value.is_present() { PRESENT } else { 0 };
         Box::new(Slot {
             hdr: SlotHeader::new(
-                state,
+                value.is_present(),
                 SlotCold {
                     vtable: &Self::VTABLE,
                     capture,
                     serial,
                     name,
-                    marks: AtomicU32::new(0),
-                    pins: AtomicU32::new(0),
+                    slot_readers: AtomicU32::new(0),
+                    kept_alive: AtomicU32::new(0),
                     orphaned: AtomicBool::new(false),
                     frozen: UnsafeCell::new(None),
                     frozen_fresh: AtomicBool::new(false),
@@ -146,24 +143,18 @@ impl<V: Payload> Slot<V> {
     /// Ends a write that ran no user code, from `state`, the state it began with: nothing can
     /// have changed `PENDING` or `INIT` meanwhile.
     #[inline]
-    pub(crate) fn end_write_from(&self, state: usize) {
+    pub(crate) fn end_write_from(&self, state: Seen) {
         // SAFETY: we still hold WRITING, so no one else touches the payload.
         let present = self.value.with(|v| unsafe { (*v).is_present() });
-        let kept = state & (PENDING | INIT);
-        self.hdr
-            .state
-            .store(if present { PRESENT } else { 0 } | kept, Ordering::Release);
+        self.hdr.state.end_write_from(state, present);
     }
 
     /// Ends a write, publishing whether the payload is present; keeps `PENDING` and `INIT`.
     #[inline]
-    pub(crate) fn end_write(&self) -> usize {
+    pub(crate) fn end_write(&self) -> Seen {
         // SAFETY: we still hold WRITING, so no one else touches the payload.
         let present = self.value.with(|v| unsafe { (*v).is_present() });
-        let kept = self.hdr.state.load(Ordering::Relaxed) & (PENDING | INIT);
-        let st = if present { PRESENT } else { 0 } | kept;
-        self.hdr.state.store(st, Ordering::Release);
-        st
+        self.hdr.state.end_write(present)
     }
 }
 
@@ -181,10 +172,10 @@ unsafe fn slot<'a, V>(hdr: NonNull<SlotHeader>) -> &'a Slot<V> {
 unsafe fn take_impl<V: Payload>(hdr: NonNull<SlotHeader>) -> Taken {
     // SAFETY: per the caller.
     let slot = unsafe { slot::<V>(hdr) };
-    let state = slot.hdr.state.load(Ordering::Relaxed);
+    let state = slot.hdr.state.holder_view();
     // Borrowed: no user frame is left in a context being torn down, so only through a leaked
     // borrow. Leave it for the final free.
-    if state & BORROWS != 0 {
+    if state.is_borrowed() {
         return Taken::Busy;
     }
     match begin_write(&slot.hdr, slot.sync, state, Mode::Try) {
@@ -197,7 +188,7 @@ unsafe fn take_impl<V: Payload>(hdr: NonNull<SlotHeader>) -> Taken {
     slot.hdr.mark_frozen_stale();
     // SAFETY: we hold the context, set WRITING, and no foreign reader is there.
     let out = slot.value.with_mut(|v| unsafe { (*v).take_all() });
-    slot.hdr.state.store(0, Ordering::Release);
+    slot.hdr.state.clear();
     Taken::Values(out)
 }
 
@@ -211,8 +202,8 @@ unsafe fn remove_impl<V: Payload>(
 ) -> Removal {
     // SAFETY: per the caller.
     let slot = unsafe { slot::<V>(hdr) };
-    let state = slot.hdr.state.load(Ordering::Relaxed);
-    let begun = if state & BORROWS == 0 {
+    let state = slot.hdr.state.holder_view();
+    let begun = if !state.is_borrowed() {
         begin_write(&slot.hdr, slot.sync, state, Mode::Try)
     } else {
         Err(Contended::Iterating)
@@ -224,7 +215,7 @@ unsafe fn remove_impl<V: Payload>(
         Err(_) => {
             if by == Remover::Holder {
                 // Retried when the borrow ends, or when the slot is next used.
-                slot.hdr.state.store(state | PENDING, Ordering::Relaxed);
+                slot.hdr.state.mark_pending();
             }
             return Removal::Busy;
         }
@@ -239,7 +230,7 @@ unsafe fn remove_impl<V: Payload>(
             Queued::Restore(previous) => previous.take().and_then(|p| v.restore_scoped(p)),
         }
     });
-    slot.end_write_from(state & !PENDING);
+    slot.end_write_from(state.without_pending());
     Removal::Done(out)
 }
 
@@ -249,7 +240,7 @@ unsafe fn remove_impl<V: Payload>(
 unsafe fn wait_readers_impl<V: Payload>(hdr: NonNull<SlotHeader>) -> bool {
     // SAFETY: per the caller.
     let slot = unsafe { slot::<V>(hdr) };
-    slot.sync.wait_unmarked(&slot.hdr)
+    slot.sync.wait_for_slot_readers(&slot.hdr)
 }
 
 /// # Safety

@@ -48,13 +48,34 @@ struct Unbind<'a, B: Binding> {
     last: bool,
 }
 
+impl<B: Binding> Unbind<'_, B> {
+    /// Unbinds now, the poll done (`last` if the scope ends with it). Not left to `drop`,
+    /// which only unbinds on unwind or for `Scoped::drop`, out of line: a `drop` doing the
+    /// whole unbinding grew past what the compiler inlines, and the guard, passed to it by
+    /// address, then stayed in memory — the token was reloaded as one wide load of the narrow
+    /// stores made just before, a store-forwarding stall (`Local::scope_future` cost 2x).
+    #[inline(always)]
+    fn now(&mut self, last: bool) {
+        if let Some(token) = self.token.take() {
+            self.binding.unbind(token, last);
+        }
+    }
+}
+
 impl<B: Binding> Drop for Unbind<'_, B> {
     #[inline]
     fn drop(&mut self) {
         if let Some(token) = self.token.take() {
-            self.binding.unbind(token, self.last);
+            unbind_late(self.binding, token, self.last);
         }
     }
+}
+
+/// [`Unbind`]'s drop: on unwind, or when the scope future is dropped.
+#[cold]
+#[inline(never)]
+fn unbind_late<B: Binding>(binding: &mut B, token: B::Token, last: bool) {
+    binding.unbind(token, last);
 }
 
 impl<B: Binding, F: Future> Future for Scoped<B, F> {
@@ -77,7 +98,7 @@ impl<B: Binding, F: Future> Future for Scoped<B, F> {
         };
         // SAFETY: pinned with `self` (see above).
         let polled = unsafe { Pin::new_unchecked(&mut *this.future) }.poll(cx);
-        unbind.last = polled.is_ready();
+        unbind.now(polled.is_ready());
         polled
     }
 }
@@ -218,14 +239,14 @@ impl<T: Send + 'static> Binding for LocalBinding<'_, T> {
     /// Where it was bound; the binding it displaced there waits in `value` meanwhile.
     type Token = Where;
 
-    #[inline]
+    #[inline(always)]
     fn bind(&mut self) -> Result<Where, AccessError> {
         // Without a value (the scope's binding went with a context held elsewhere), the
         // current binding is taken out for the poll all the same.
         self.local.try_swap_scoped(&mut self.value)
     }
 
-    #[inline]
+    #[inline(always)]
     fn unbind(&mut self, at: Where, _last: bool) {
         // What the poll left bound is the scope's value from now on (a `set` inside the scope
         // persists across `.await`, within the scope) — taken from where it was bound, even if
@@ -258,7 +279,7 @@ impl<T: Send + 'static> Binding for StackBinding<'_, T> {
     /// Where the element was pushed, and its sequence number there, if one was pushed.
     type Token = (Where, Option<u64>);
 
-    #[inline]
+    #[inline(always)]
     fn bind(&mut self) -> Result<(Where, Option<u64>), AccessError> {
         if self.segment.value.is_some() {
             let (at, id) = self.stack.try_push_segment(&mut self.segment)?;
@@ -267,7 +288,7 @@ impl<T: Send + 'static> Binding for StackBinding<'_, T> {
         Ok((self.stack.context_here()?, None))
     }
 
-    #[inline]
+    #[inline(always)]
     fn unbind(&mut self, (at, id): (Where, Option<u64>), last: bool) {
         // No id when the element is gone (a poll popped it: it was the popper's to keep).
         if let Some(id) = id {
