@@ -12,6 +12,8 @@
 //! - `inherit`: a context's side of inheritance (its captures, the cached frame, its fork's
 //!   lends and foreign readers of what it inherited);
 //! - `unfinished`: teardowns that had to leave values, finished later by their thread;
+//! - `visit`: a thread that does not hold a context removes a guard's value there (claiming it
+//!   briefly) or queues the removal for its holder;
 //! - `id` and `enter_error`: the public `ContextId` and `EnterError`.
 
 mod current;
@@ -26,6 +28,7 @@ mod rare;
 pub(crate) mod registry;
 pub(crate) mod table;
 pub(crate) mod unfinished;
+mod visit;
 
 use std::fmt;
 use std::marker::PhantomData;
