@@ -126,7 +126,7 @@ pub(crate) struct SlotCold {
     /// Foreign readers (`for_each`) handing out this slot's payload right now; see
     /// `storage/borrow.rs`. (32 bits: one per thread reading at once.)
     pub(crate) marks: AtomicU32,
-    /// Captures using the slot right now (`inherit.rs`), and whether its local was dropped
+    /// Captures using the slot right now (`capture.rs`), and whether its local was dropped
     /// meanwhile — then the last of them frees it. Both under the context's detach lock.
     pub(crate) pins: AtomicU32,
     pub(crate) orphaned: AtomicBool,
