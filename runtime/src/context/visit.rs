@@ -23,8 +23,7 @@ impl CtxInner {
     pub(crate) unsafe fn remove_as_visitor(&self, index: usize, hdr: NonNull<SlotHeader>, id: u64) {
         loop {
             let Some(claim) = self.owner.try_remove() else {
-                self.post_removal(index, id);
-                return;
+                return self.post_removal(index, id);
             };
             let mut removed = if self.has_pending() {
                 self.apply_removals(Remover::Visitor)
@@ -32,35 +31,30 @@ impl CtxInner {
                 Vec::new()
             };
             // SAFETY: we hold the context (`Removing`); the slot is live (the caller).
-            let ours =
-                unsafe { SlotHeader::remove(hdr, &mut Queued::Remove(id), Remover::Visitor) };
-            let readers = match ours {
+            match unsafe { SlotHeader::remove(hdr, &mut Queued::Remove(id), Remover::Visitor) } {
                 Removal::Done(v) => {
                     // SAFETY: live (the caller). Still under the claim: the next holder sees it.
                     if unsafe { hdr.as_ref() }.capture.is_some() {
                         self.mark_changed();
                     }
                     removed.extend(v);
-                    false
                 }
-                Removal::Busy => {
-                    // Read by this thread's own `for_each`: the next holder removes it.
-                    self.post_removal(index, id);
-                    false
+                // Read by this thread's own `for_each`: the next holder removes it.
+                Removal::Busy => self.post_removal(index, id),
+                // A reader is on the slot: wait for it outside the claim, then retry.
+                Removal::Readers => {
+                    drop(claim);
+                    drop(removed);
+                    // SAFETY: live (the caller).
+                    if unsafe { SlotHeader::wait_readers(hdr) } {
+                        continue;
+                    }
+                    return self.post_removal(index, id);
                 }
-                Removal::Readers => true,
-            };
+            }
             drop(claim);
             drop(removed);
-            if !readers {
-                return;
-            }
-            // A reader is on the slot: wait for it outside the claim, then retry.
-            // SAFETY: live (the caller).
-            if !unsafe { SlotHeader::wait_readers(hdr) } {
-                self.post_removal(index, id);
-                return;
-            }
+            return;
         }
     }
 }
