@@ -2471,7 +2471,7 @@ fn a_forks_copy_on_write_keeps_the_fork_claimed() {
 
 /// Known limitation (the `ignore` reason), against DESIGN.md ("A fork sees every inheritable
 /// local … as it was at capture"). The context's cached capture (`CtxInner::capture_own`,
-/// context/inherit.rs) and each slot's frozen copy (`SlotHeader::frozen`) are invalidated only
+/// context/capture.rs) and each slot's frozen copy (`SlotHeader::frozen`) are invalidated only
 /// by the runtime's own writes (`set`, `with_mut`, `push`, …: `mark_changed`/`thaw`). An
 /// inheritable value that is `Clone + Sync` with interior mutability — `OnceLock`, a struct of
 /// atomics with a manual `Clone` — changed through `with(|v| …)` is not seen by later captures:

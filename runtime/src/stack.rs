@@ -5,7 +5,7 @@ use std::marker::PhantomData;
 
 use std::ptr::NonNull;
 
-use crate::context::table::{Queued, Removal, Remover, SlotHeader};
+use crate::context::table::Queued;
 use crate::context::{self, registry, CtxInner};
 use crate::error::{fail, AccessError, AccessErrorKind};
 use crate::explicit;
@@ -1100,14 +1100,9 @@ impl<T: Send + 'static> StackGuard<'_, T> {
     /// The guard's context is not the current one. A scope future's segment may have carried
     /// the value into another context this thread holds (the one polling the future, see
     /// [`LocalStack::scope_future`]): it is looked for there first, by its number, which no
-    /// other element of any context has. Otherwise it is removed from the guard's context.
-    /// If this thread holds it further out, the
-    /// value is removed as usual. If nobody holds it, this thread claims it just long enough
-    /// to move the value out (no user code runs under the claim; iterations of the stack are
-    /// waited out before claiming, as any change of it waits) and drops the value after. If
-    /// another thread or a task holds it, or this thread is iterating the stack, the removal
-    /// is queued and applied by the holder the next time it enters, before anything else runs
-    /// there. Never a panic.
+    /// other element of any context has. Otherwise it is removed from the guard's context: as
+    /// usual if this thread holds it further out, else as a visitor or queued for its holder
+    /// (see `CtxInner::remove_as_visitor`). Never a panic.
     #[cold]
     fn drop_elsewhere(&self) {
         if self.remove_where_held() {
@@ -1126,53 +1121,9 @@ impl<T: Send + 'static> StackGuard<'_, T> {
         let Some(index) = self.stack.storage.index() else {
             return;
         };
-        loop {
-            let claim = ctx.owner.try_remove();
-            let Some(claim) = claim else {
-                ctx.post_removal(index, self.id);
-                return;
-            };
-            let mut removed = if ctx.has_pending() {
-                ctx.apply_removals(Remover::Visitor)
-            } else {
-                Vec::new()
-            };
-            // SAFETY: we hold the context (`Removing`); the slot lives as long as it does and
-            // this stack, which the guard borrows, does.
-            let ours = unsafe {
-                SlotHeader::remove(
-                    NonNull::from(&slot.hdr),
-                    &mut Queued::Remove(self.id),
-                    Remover::Visitor,
-                )
-            };
-            let readers = match ours {
-                Removal::Done(v) => {
-                    if slot.hdr.capture.is_some() {
-                        // Still under the claim: the next holder sees it.
-                        ctx.mark_changed();
-                    }
-                    removed.extend(v);
-                    false
-                }
-                Removal::Busy => {
-                    // Read by this thread's own `for_each`: the next holder removes it.
-                    ctx.post_removal(index, self.id);
-                    false
-                }
-                Removal::Readers => true,
-            };
-            drop(claim);
-            drop(removed);
-            if !readers {
-                return;
-            }
-            // A reader is on the slot: wait for it outside the claim, then retry.
-            if !self.stack.storage.wait_for_readers_of(slot) {
-                ctx.post_removal(index, self.id);
-                return;
-            }
-        }
+        // SAFETY: `slot` is this stack's slot at `index` in `ctx`; it lives as long as the
+        // context does and this stack, which the guard borrows, does.
+        unsafe { ctx.remove_as_visitor(index, NonNull::from(&slot.hdr), self.id) };
     }
 }
 

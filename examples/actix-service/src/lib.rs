@@ -29,6 +29,9 @@ use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
 use tower::{ServiceBuilder, ServiceExt};
 
+#[path = "../../shared/driver.rs"]
+pub mod driver;
+
 /// The tenant a request is for: baggage member `tenant`; never bound in a thread's own context.
 pub static TENANT: Local<String> = Local::named("TENANT").baggage("tenant").explicit_only();
 /// The request's id: baggage member `request-id`; never bound in a thread's own context.
@@ -268,54 +271,40 @@ pub async fn fire(
         .option_layer(inject.then(|| InjectLayer::new(&PROPAGATOR)))
         .service(client)
         .map_err(|e| e.to_string());
-    let calls = async {
-        let tasks: Vec<_> = (0..n)
-            .map(|i| {
-                let client = client.clone();
-                let (tenant, request_id) = (tenant(i), request_id(i));
-                tokio::spawn(
-                    async move {
-                        TENANT.set(tenant.clone());
-                        REQUEST_ID.set(request_id.clone());
-                        let request = http::Request::get(format!("http://{addr}/whoami"))
-                            .header(X_REQUEST_ID, &request_id)
-                            .body(String::new())
-                            .map_err(|e| e.to_string());
-                        let reply = match request {
-                            Ok(request) => match client.oneshot(request).await {
-                                Ok(response) => {
-                                    let status = response.status().as_u16();
-                                    match response.into_body().collect().await {
-                                        Ok(body) => Ok((
-                                            status,
-                                            String::from_utf8_lossy(&body.to_bytes()).into_owned(),
-                                        )),
-                                        Err(e) => Err(e.to_string()),
-                                    }
-                                }
-                                Err(e) => Err(e),
-                            },
-                            Err(e) => Err(e),
-                        };
-                        Call {
-                            tenant,
-                            request_id,
-                            reply,
+    driver::concurrently(n, timeout, |i| {
+        let client = client.clone();
+        let (tenant, request_id) = (tenant(i), request_id(i));
+        async move {
+            TENANT.set(tenant.clone());
+            REQUEST_ID.set(request_id.clone());
+            let request = http::Request::get(format!("http://{addr}/whoami"))
+                .header(X_REQUEST_ID, &request_id)
+                .body(String::new())
+                .map_err(|e| e.to_string());
+            let reply = match request {
+                Ok(request) => match client.oneshot(request).await {
+                    Ok(response) => {
+                        let status = response.status().as_u16();
+                        match response.into_body().collect().await {
+                            Ok(body) => Ok((
+                                status,
+                                String::from_utf8_lossy(&body.to_bytes()).into_owned(),
+                            )),
+                            Err(e) => Err(e.to_string()),
                         }
                     }
-                    .in_new_context(),
-                )
-            })
-            .collect();
-        let mut calls = Vec::with_capacity(n);
-        for task in tasks {
-            calls.push(task.await.map_err(|e| e.to_string())?);
+                    Err(e) => Err(e),
+                },
+                Err(e) => Err(e),
+            };
+            Call {
+                tenant,
+                request_id,
+                reply,
+            }
         }
-        Ok(calls)
-    };
-    tokio::time::timeout(timeout, calls)
-        .await
-        .map_err(|_| format!("{n} requests were not done within {timeout:?}"))?
+    })
+    .await
 }
 
 /// Checks one reply: status 200, exactly its own values at every place, no baggage problem.
@@ -340,25 +329,8 @@ pub fn check(call: &Call, i: usize) -> Result<(), String> {
 /// Checks what the server saw: one entry per request `0..n`, each exactly its own values.
 /// The wrong or missing entries.
 pub fn check_seen(seen: &[Seen], n: usize) -> Vec<String> {
-    let mut wrong = Vec::new();
-    let mut found = vec![false; n];
-    for s in seen {
-        let Some(i) = (0..n).find(|&i| request_id(i) == s.request_id) else {
-            wrong.push(format!("a request nobody sent: {s:?}"));
-            continue;
-        };
-        if std::mem::replace(&mut found[i], true) {
-            wrong.push(format!("request {i} seen twice"));
-        }
-        let own = expected(&tenant(i), &request_id(i));
-        if s.places.iter().any(|p| !p.ends_with(&format!(": {own}"))) {
-            wrong.push(format!("request {i}: the server saw {:?}", s.places));
-        }
-    }
-    wrong.extend(
-        (0..n)
-            .filter(|&i| !found[i])
-            .map(|i| format!("request {i} never reached the handler")),
-    );
-    wrong
+    let seen = seen.iter().map(|s| (&*s.request_id, &*s.places));
+    driver::check_seen(seen, n, request_id, |i| {
+        expected(&tenant(i), &request_id(i))
+    })
 }

@@ -5,7 +5,7 @@
 
 use std::time::Duration;
 
-use context_local_actix_example::{check, check_seen, fire, Call, Server, PLACES};
+use context_local_actix_example::{check, check_seen, driver, fire, Call, Server, PLACES};
 
 const REQUESTS: usize = 200;
 const CONTROL_REQUESTS: usize = 20;
@@ -15,26 +15,13 @@ const TIMEOUT: Duration = Duration::from_secs(60);
 /// `InjectLayer`), shuts it down; the replies and what the server saw that was wrong.
 fn run(middleware: bool, inject: bool, n: usize) -> (Vec<Call>, Vec<String>) {
     let server = Server::start(middleware).expect("bind a loopback port");
-    let clients = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap();
-    let calls = clients
-        .block_on(fire(server.addr(), inject, n, TIMEOUT))
+    // The client runtime is dropped on return, closing its connections, so that the graceful
+    // shutdown below can finish.
+    let calls = driver::on_client_runtime(fire(server.addr(), inject, n, TIMEOUT))
         .expect("the requests complete");
-    drop(clients); // closes the client's connections
     let seen_wrong = check_seen(&server.seen(), n);
     server.shutdown(Duration::from_secs(10)).unwrap();
     (calls, seen_wrong)
-}
-
-fn wrong_replies(calls: &[Call]) -> Vec<String> {
-    calls
-        .iter()
-        .enumerate()
-        .filter_map(|(i, call)| check(call, i).err())
-        .collect()
 }
 
 fn unbound_places(body: &str) -> bool {
@@ -50,7 +37,7 @@ fn unbound_places(body: &str) -> bool {
 fn concurrent_requests_see_only_their_own_values() {
     let (calls, seen_wrong) = run(true, true, REQUESTS);
     assert_eq!(calls.len(), REQUESTS);
-    let wrong = wrong_replies(&calls);
+    let wrong = driver::wrong_replies(&calls, check);
     assert!(
         wrong.is_empty(),
         "{} wrong replies: {:#?}",
@@ -69,7 +56,7 @@ fn concurrent_requests_see_only_their_own_values() {
 #[test]
 fn without_the_middleware_the_handler_sees_nothing() {
     let (calls, seen_wrong) = run(false, true, CONTROL_REQUESTS);
-    assert_eq!(wrong_replies(&calls).len(), CONTROL_REQUESTS);
+    assert_eq!(driver::wrong_replies(&calls, check).len(), CONTROL_REQUESTS);
     assert_eq!(seen_wrong.len(), CONTROL_REQUESTS);
     for call in &calls {
         let (status, body) = call.reply.as_ref().expect("the request itself succeeds");
@@ -85,7 +72,7 @@ fn without_the_middleware_the_handler_sees_nothing() {
 #[test]
 fn without_the_inject_layer_the_handler_sees_nothing() {
     let (calls, seen_wrong) = run(true, false, CONTROL_REQUESTS);
-    assert_eq!(wrong_replies(&calls).len(), CONTROL_REQUESTS);
+    assert_eq!(driver::wrong_replies(&calls, check).len(), CONTROL_REQUESTS);
     assert_eq!(seen_wrong.len(), CONTROL_REQUESTS);
     for call in &calls {
         let (status, body) = call.reply.as_ref().expect("the request itself succeeds");

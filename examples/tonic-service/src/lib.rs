@@ -29,9 +29,9 @@ use std::thread::JoinHandle;
 use std::time::Duration;
 
 use context_local::baggage::Propagator;
+use context_local::context_local;
 use context_local::tonic::InjectInterceptor;
 use context_local::tower::{ExtractLayer, InjectLayer};
-use context_local::{context_local, FutureExt};
 use http::uri::PathAndQuery;
 use tonic::body::Body;
 use tonic::server::UnaryService;
@@ -42,6 +42,9 @@ use tonic::{Request, Response, Status};
 use tonic_prost::ProstCodec;
 use tower::util::BoxCloneService;
 use tower::{BoxError, ServiceBuilder, ServiceExt};
+
+#[path = "../../shared/driver.rs"]
+pub mod driver;
 
 /// Who a call is for: set by the client in the call's context, rebuilt on the server from
 /// the call's baggage. Two fields travel, each as a member of its own (readable by services in
@@ -440,45 +443,30 @@ pub async fn fire(
     let transport = connect(addr, wiring)
         .await
         .map_err(|e| format!("cannot connect to {addr}: {e}"))?;
-    let calls = async {
-        let tasks: Vec<_> = (0..n)
-            .map(|i| {
-                let transport = transport.clone();
-                let (tenant, request_id) = (tenant(i), request_id(i));
-                let caller = Caller {
-                    tenant: tenant.clone(),
-                    request_id: request_id.clone(),
-                    user: Some(format!("user-{i}")),
-                };
-                tokio::spawn(
-                    async move {
-                        // In the call's own context (`in_new_context`): explicit-only allows it.
-                        Caller::set(caller);
-                        let reply = call_observe(transport, request_id.clone())
-                            .await
-                            .map_err(|s| format!("{s}"));
-                        let after = Caller::try_with(|c| format!("{c:?}"))
-                            .unwrap_or_else(|e| e.to_string());
-                        Call {
-                            tenant,
-                            request_id,
-                            reply,
-                            after,
-                        }
-                    }
-                    .in_new_context(),
-                )
-            })
-            .collect();
-        let mut calls = Vec::with_capacity(n);
-        for task in tasks {
-            calls.push(task.await.map_err(|e| e.to_string())?);
+    driver::concurrently(n, timeout, |i| {
+        let transport = transport.clone();
+        let (tenant, request_id) = (tenant(i), request_id(i));
+        let caller = Caller {
+            tenant: tenant.clone(),
+            request_id: request_id.clone(),
+            user: Some(format!("user-{i}")),
+        };
+        async move {
+            // In the call's own context (`in_new_context`): explicit-only allows it.
+            Caller::set(caller);
+            let reply = call_observe(transport, request_id.clone())
+                .await
+                .map_err(|s| format!("{s}"));
+            let after = Caller::try_with(|c| format!("{c:?}")).unwrap_or_else(|e| e.to_string());
+            Call {
+                tenant,
+                request_id,
+                reply,
+                after,
+            }
         }
-        Ok(calls)
-    };
-    tokio::time::timeout(timeout, calls)
-        .await
-        .map_err(|_| format!("{n} calls were not done within {timeout:?}"))?
+    })
+    .await
 }
 
 /// Checks one call: its reply saw exactly its own values at every place, and the client's own
@@ -517,25 +505,8 @@ pub fn check(call: &Call, i: usize) -> Result<(), String> {
 /// Checks what the server saw: one entry per call `0..n`, each exactly its call's values
 /// (looked up by the request id in the body). The number of wrong or missing entries.
 pub fn check_seen(seen: &[Seen], n: usize) -> Vec<String> {
-    let mut wrong = Vec::new();
-    let mut found = vec![false; n];
-    for s in seen {
-        let Some(i) = (0..n).find(|&i| request_id(i) == s.request_id) else {
-            wrong.push(format!("a call nobody made: {s:?}"));
-            continue;
-        };
-        if std::mem::replace(&mut found[i], true) {
-            wrong.push(format!("call {i} seen twice"));
-        }
-        let own = expected(&tenant(i), &request_id(i));
-        if s.places.iter().any(|p| !p.ends_with(&format!(": {own}"))) {
-            wrong.push(format!("call {i}: the server saw {:?}", s.places));
-        }
-    }
-    wrong.extend(
-        (0..n)
-            .filter(|&i| !found[i])
-            .map(|i| format!("call {i} never reached the handler")),
-    );
-    wrong
+    let seen = seen.iter().map(|s| (&*s.request_id, &*s.places));
+    driver::check_seen(seen, n, request_id, |i| {
+        expected(&tenant(i), &request_id(i))
+    })
 }

@@ -5,7 +5,7 @@
 
 use std::time::Duration;
 
-use context_local_tonic_example::{check, check_seen, fire, Call, Server, Wiring, PLACES};
+use context_local_tonic_example::{check, check_seen, driver, fire, Call, Server, Wiring, PLACES};
 
 const CALLS: usize = 200;
 const CONTROL_CALLS: usize = 20;
@@ -15,33 +15,20 @@ const TIMEOUT: Duration = Duration::from_secs(60);
 /// as `wiring`, shuts the server down; the calls and what the server saw.
 fn run(extract: bool, wiring: Wiring, n: usize) -> (Vec<Call>, Vec<String>) {
     let server = Server::start(extract).expect("bind a loopback port");
-    let clients = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap();
-    let calls = clients
-        .block_on(fire(server.addr(), wiring, n, TIMEOUT))
+    // The client runtime is dropped on return, closing its connections, so that the graceful
+    // shutdown below can finish.
+    let calls = driver::on_client_runtime(fire(server.addr(), wiring, n, TIMEOUT))
         .expect("the calls complete");
-    drop(clients); // closes the channel, so that the graceful shutdown can finish
     let seen_wrong = check_seen(&server.seen(), n);
     server.shutdown(Duration::from_secs(10)).unwrap();
     (calls, seen_wrong)
-}
-
-fn wrong_replies(calls: &[Call]) -> Vec<String> {
-    calls
-        .iter()
-        .enumerate()
-        .filter_map(|(i, call)| check(call, i).err())
-        .collect()
 }
 
 #[test]
 fn concurrent_calls_through_the_inject_layer_see_only_their_own_values() {
     let (calls, seen_wrong) = run(true, Wiring::InjectLayer, CALLS);
     assert_eq!(calls.len(), CALLS);
-    let wrong = wrong_replies(&calls);
+    let wrong = driver::wrong_replies(&calls, check);
     assert!(
         wrong.is_empty(),
         "{} wrong replies: {:#?}",
@@ -61,7 +48,7 @@ fn concurrent_calls_through_the_inject_layer_see_only_their_own_values() {
 #[test]
 fn concurrent_calls_through_the_interceptor_see_only_their_own_values() {
     let (calls, seen_wrong) = run(true, Wiring::Interceptor, CALLS);
-    let wrong = wrong_replies(&calls);
+    let wrong = driver::wrong_replies(&calls, check);
     assert!(
         wrong.is_empty(),
         "{} wrong replies: {:#?}",
@@ -80,7 +67,7 @@ fn concurrent_calls_through_the_interceptor_see_only_their_own_values() {
 #[test]
 fn without_the_extract_layer_the_server_sees_nothing() {
     let (calls, seen_wrong) = run(false, Wiring::InjectLayer, CONTROL_CALLS);
-    assert_eq!(wrong_replies(&calls).len(), CONTROL_CALLS);
+    assert_eq!(driver::wrong_replies(&calls, check).len(), CONTROL_CALLS);
     assert_eq!(seen_wrong.len(), CONTROL_CALLS);
     for call in &calls {
         let reply = call.reply.as_ref().expect("the call itself succeeds");
@@ -95,7 +82,7 @@ fn without_the_extract_layer_the_server_sees_nothing() {
 #[test]
 fn without_injection_the_server_sees_nothing() {
     let (calls, seen_wrong) = run(true, Wiring::Bare, CONTROL_CALLS);
-    assert_eq!(wrong_replies(&calls).len(), CONTROL_CALLS);
+    assert_eq!(driver::wrong_replies(&calls, check).len(), CONTROL_CALLS);
     assert_eq!(seen_wrong.len(), CONTROL_CALLS);
     for call in &calls {
         let reply = call.reply.as_ref().expect("the call itself succeeds");

@@ -9,16 +9,19 @@
 //! - `registry`: live contexts by id, for iteration;
 //! - `frame`: frames (a context's inheritable values at one moment, shared by snapshots and
 //!   forks) and what a fork inherited;
-//! - `inherit`: a context's side of inheritance (its captures, the cached frame, its fork's
-//!   lends and foreign readers of what it inherited);
+//! - `capture`: a context's side of inheritance: capturing its inheritable values into a frame
+//!   (cached), and reading the frame it inherited (lends to its holder, foreign readers). The
+//!   user API (`Snapshot`, `thread::spawn`) is the top-level `inherit`;
 //! - `unfinished`: teardowns that had to leave values, finished later by their thread;
+//! - `visit`: a thread that does not hold a context removes a guard's value there (claiming it
+//!   briefly) or queues the removal for its holder;
 //! - `id` and `enter_error`: the public `ContextId` and `EnterError`.
 
+pub(crate) mod capture;
 mod current;
 mod enter_error;
 pub(crate) mod frame;
 mod id;
-pub(crate) mod inherit;
 mod inner;
 mod overflow;
 pub(crate) mod owner;
@@ -27,6 +30,7 @@ pub(crate) mod registry;
 pub(crate) mod slot_state;
 pub(crate) mod table;
 pub(crate) mod unfinished;
+mod visit;
 
 use std::fmt;
 use std::marker::PhantomData;

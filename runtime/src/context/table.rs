@@ -127,8 +127,9 @@ pub(crate) struct SlotCold {
     /// Foreign readers (`for_each`) handing out this slot's payload right now; see
     /// `storage/borrow.rs`. (32 bits: one per thread reading at once.)
     pub(crate) slot_readers: AtomicU32,
-    /// Captures and waits keeping the slot alive right now (`CtxInner::keep_slot_alive`), and
-    /// whether its local was dropped meanwhile — then the last of them frees it. Both under the context's detach lock.
+    /// Captures and waits keeping the slot alive right now (`CtxInner::keep_slot_alive`, in
+    /// `capture.rs`), and whether its local was dropped meanwhile — then the last of them frees
+    /// it. Both under the context's detach lock.
     pub(crate) kept_alive: AtomicU32,
     pub(crate) orphaned: AtomicBool,
     /// For an inheritable local: its payload as last frozen for a capture, reused while

@@ -2,8 +2,8 @@
 
 use std::fmt;
 
+use crate::context::capture::CaptureError;
 use crate::context::frame::Frame;
-use crate::context::inherit::CaptureError;
 use crate::context::{self, Context};
 use crate::error::fail;
 use crate::sync::Arc;

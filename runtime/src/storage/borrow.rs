@@ -8,7 +8,7 @@
 //!   `WRITING`, then checks the count; while it is zero nothing else is needed. This
 //!   store-then-load handshake needs a barrier on both sides; the asymmetric fence in `sync.rs`
 //!   puts the expensive half on the reader.
-//! - **Per slot** (`SlotCold::marks`): only while some `for_each` of the local runs. A reader
+//! - **Per slot** (`SlotCold::slot_readers`): only while some `for_each` of the local runs. A reader
 //!   marks the one slot it is about to hand out, then looks at `WRITING`: set means the holder
 //!   is writing, so the reader takes its mark back at once and comes back to that slot later —
 //!   a reader never waits while it marks a slot. A writer that finds marks on its own slot
@@ -16,7 +16,7 @@
 //!   running on that one value (writer preference: the wait does not grow with reader
 //!   traffic). Writes that replace the whole value (`set`, `release`) do not wait at all: they
 //!   move to a fresh slot and leave the old value to its readers (see `Storage::relocate`).
-//!   Both handshakes here are read-modify-writes of `marks`, which are totally ordered.
+//!   Both handshakes here are read-modify-writes of `slot_readers`, which are totally ordered.
 //! - A wait that would close a cycle (a reader's callback waiting for a writer that waits for
 //!   that reader) is refused instead; `waits.rs` keeps the graph.
 

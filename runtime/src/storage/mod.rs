@@ -856,7 +856,7 @@ impl<V: Payload> Storage<V> {
             // SAFETY: replaced slots are live while the detach lock is held.
             let h = unsafe { r.hdr.as_ref() };
             // The per-slot handshake, as a writer: a reader that still holds an old pointer to
-            // it either shows in `marks` or sees `WRITING` and leaves.
+            // it either shows in `slot_readers` or sees `WRITING` and leaves.
             h.state.claim_for_write();
             if h.slot_readers.fetch_add(0, Ordering::AcqRel) == 0
                 && h.kept_alive.load(Ordering::Relaxed) == 0

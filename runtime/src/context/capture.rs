@@ -1,4 +1,5 @@
-//! What a context hands down to its forks: frozen values of inheritable locals, by index.
+//! A context's side of inheritance: what it hands down to its forks (captures of its
+//! inheritable locals, frozen, by index) and how the frame it inherited is read.
 //!
 //! A context made by `Snapshot::fork` starts with the snapshot it was forked from (`inherited`)
 //! and no slots: a read of an inheritable local that the fork has not written goes to the
