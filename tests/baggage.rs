@@ -1305,7 +1305,8 @@ mod header_map {
         assert!(!joined.contains("stale"), "{all:?}");
     }
 
-    /// An existing header with a byte `to_str` rejects still has other parties' members.
+    /// An existing header with a byte `to_str` rejects still has other parties' members; the
+    /// member that is not text is left out and reported (it was dropped without a word).
     #[test]
     fn inject_keeps_valid_members_of_a_non_utf8_existing_value() {
         let mut map = map(&[b"o1=a,junk=\xff"]);
@@ -1313,7 +1314,8 @@ mod header_map {
             n: Some(1),
             ..Values::default()
         };
-        assert_eq!(inject_values(&values, &mut map), Ok(()));
+        let err = inject_values(&values, &mut map).expect_err("`junk` is reported");
+        assert!(err.to_string().contains("0xFF"), "{err}");
         let all: Vec<String> = map
             .get_all("baggage")
             .iter()
@@ -1879,4 +1881,129 @@ fn a_baggage_key_must_be_a_non_empty_http_token() {
         Local::<String>::named("K").baggage(all).baggage_key(),
         Some(all)
     );
+}
+
+/// Fault (adversary pass): a malformed member of another party already in the carrier was
+/// passed on as sent when it was printable ASCII — no `=`, a key that is not a token, a space
+/// in the value, a broken percent-escape, and a member under a carried key whose `=` lies in a
+/// property (`s;p=1`), which the merge took for the key `s;p`. A receiver cannot read any of
+/// them; they are dropped now, reported, and the well-formed ones kept in order.
+#[test]
+fn inject_drops_and_reports_malformed_members_of_other_parties() {
+    let mut headers = carrier("ok=1,noequals,bad key=1,=1,k=a b,k2=%zz,s;p=1,ok2=2;ttl=5");
+    let err = Context::new()
+        .run(|| {
+            N.set(9);
+            PROPAGATOR.inject(&mut headers)
+        })
+        .expect_err("the malformed members are reported");
+    assert!(err.to_string().contains("noequals"), "{err}");
+    assert_eq!(headers["baggage"], "ok=1,ok2=2;ttl=5,n=9");
+    let again = PROPAGATOR.extract(&headers);
+    assert!(again.errors().is_empty(), "{:?}", again.errors());
+}
+
+/// Fault (adversary pass): a member of another party that is UTF-8 but not ASCII was reported
+/// (it may not be sent), one that is not even UTF-8 vanished without a word.
+#[test]
+fn inject_reports_an_existing_member_that_is_not_utf8() {
+    let mut headers = http_like_carrier(b"ok=1,bin=\xff\xfe");
+    let err = Context::new()
+        .run(|| {
+            N.set(9);
+            PROPAGATOR.inject(&mut headers)
+        })
+        .expect_err("the member that is not text is reported");
+    assert!(err.to_string().contains("0xFF"), "{err}");
+}
+
+/// A carrier whose `baggage` header holds `raw` as bytes (a `HashMap<String, String>` cannot).
+fn http_like_carrier(raw: &'static [u8]) -> BytesCarrier {
+    BytesCarrier(Some(raw.to_vec()))
+}
+
+struct BytesCarrier(Option<Vec<u8>>);
+
+impl context_local::baggage::Injector for BytesCarrier {
+    fn get_all(&self, name: &str) -> Vec<&[u8]> {
+        assert_eq!(name, "baggage");
+        self.0.iter().map(Vec::as_slice).collect()
+    }
+    fn set(&mut self, _: &str, value: String) {
+        self.0 = Some(value.into_bytes());
+    }
+    fn remove(&mut self, _: &str) {
+        self.0 = None;
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// `propagate::Otel` writing into a carrier that already has a `baggage` header.
+
+#[cfg(all(feature = "http", feature = "opentelemetry"))]
+mod otel_merge {
+    use super::*;
+    use context_local::propagate::{Otel, Propagate};
+    use http::{HeaderMap, HeaderValue};
+
+    fn map(raw: &[u8]) -> HeaderMap {
+        let mut map = HeaderMap::new();
+        map.insert("baggage", HeaderValue::from_bytes(raw).unwrap());
+        map
+    }
+
+    fn inject_s(headers: &mut HeaderMap) -> Result<(), BaggageError> {
+        Context::new().run(|| {
+            S.set("new".into());
+            Otel(PROPAGATOR.clone()).inject(headers)
+        })
+    }
+
+    /// Fault (adversary pass): one member of another party that is not ASCII (an `http`
+    /// header may hold it) made the merged header unwritable; `HeaderMap::set` gave up
+    /// silently and left the *old* header in place, so the receiver read the stale `s` as
+    /// current and ours was lost without a word.
+    #[test]
+    fn a_non_ascii_member_does_not_keep_the_stale_header() {
+        let mut headers = map("s=stale,x=\u{e9}".as_bytes());
+        let result = inject_s(&mut headers);
+        let extracted = PROPAGATOR.extract(&headers);
+        assert_eq!(
+            seen(&extracted).s.as_deref(),
+            Some("new"),
+            "header {:?}, inject said {result:?}",
+            headers.get("baggage")
+        );
+        assert!(
+            result.is_err(),
+            "the member that cannot be sent is reported"
+        );
+    }
+
+    /// Fault (adversary pass): the merge with the existing header ignored the W3C limits, so
+    /// 64 members there put ours 65th: the receiver drops it as over the limit (and the
+    /// sender was never told).
+    #[test]
+    fn the_merge_keeps_the_w3c_limits_and_reports_what_did_not_fit() {
+        let old = members(MAX_MEMBERS, &[]).join(",");
+        let mut headers = map(old.as_bytes());
+        let result = inject_s(&mut headers);
+        let written = headers["baggage"].to_str().unwrap().to_string();
+        assert!(
+            written.split(',').count() <= MAX_MEMBERS,
+            "{} members sent",
+            written.split(',').count()
+        );
+        let err = result.expect_err("what did not fit is reported");
+        assert!(is_over_limit(&err), "{err}");
+    }
+
+    /// Fault (adversary pass): malformed members of another party were merged in as sent.
+    #[test]
+    fn the_merge_drops_malformed_members() {
+        let mut headers = map(b"ok=1,noequals,bad key=1,k=a b,s;p=1");
+        let result = inject_s(&mut headers);
+        assert_eq!(headers["baggage"], "ok=1,s=new");
+        assert!(result.is_err());
+    }
 }

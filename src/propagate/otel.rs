@@ -4,7 +4,7 @@ use opentelemetry::propagation::{self as otel, TextMapPropagator};
 use opentelemetry::trace::TraceContextExt;
 
 use super::{nothing_extracted, Propagate};
-use crate::baggage::{BaggageError, Extracted, Extractor, Injector, HEADER};
+use crate::baggage::{BaggageError, Extracted, Extractor, Injector, Propagator, HEADER};
 use crate::{Context, Local};
 
 /// The OpenTelemetry context a request was started with (its remote parent span, its
@@ -90,14 +90,17 @@ impl<T: TextMapPropagator + Send + Sync> Propagate for Otel<T> {
         } else {
             REMOTE.get().unwrap_or(current)
         };
-        // A `TextMapPropagator` cannot report the W3C limits: what fits is sent.
-        self.0.inject_context(&cx, &mut OtelInjector(headers));
-        Ok(())
+        // A `TextMapPropagator` cannot report an error; what the merge with the carrier's
+        // header left out is reported here.
+        let mut injector = OtelInjector {
+            headers,
+            error: None,
+        };
+        self.0.inject_context(&cx, &mut injector);
+        injector.error.map_or(Ok(()), Err)
     }
 }
 
-/// Our carrier as OpenTelemetry's. It cannot list its keys (no propagator of the composites
-/// named above needs them).
 struct OtelExtractor<'a>(&'a dyn Extractor);
 
 impl otel::Extractor for OtelExtractor<'_> {
@@ -124,40 +127,73 @@ impl otel::Extractor for OtelExtractor<'_> {
 /// Our carrier as OpenTelemetry's. A `baggage` header the propagator sets replaces what was
 /// there: members of other parties already on the request (keys the new header does not
 /// have) are put back in front of it.
-struct OtelInjector<'a>(&'a mut dyn Injector);
+struct OtelInjector<'a> {
+    headers: &'a mut dyn Injector,
+    /// The first problem of a merge of `baggage` headers.
+    error: Option<BaggageError>,
+}
 
 impl otel::Injector for OtelInjector<'_> {
     fn set(&mut self, key: &str, value: String) {
         let key = key.to_ascii_lowercase();
         if key != HEADER {
-            self.0.set(&key, value);
+            self.headers.set(&key, value);
             return;
         }
-        let ours: Vec<&str> = value.split(',').filter_map(member_key).collect();
-        let mut merged = String::new();
-        for old in self.0.get_all(HEADER) {
+        // The header already there, less the members under the keys written now (stale),
+        // then the new ones.
+        let ours: Vec<&[u8]> = value
+            .as_bytes()
+            .split(|&b| b == b',')
+            .filter_map(member_key)
+            .collect();
+        let mut merged = Vec::new();
+        for old in self.headers.get_all(HEADER) {
             for member in old.split(|&b| b == b',') {
-                let Ok(member) = std::str::from_utf8(member) else {
-                    continue; // not text: malformed, not passed on
-                };
-                let member = member.trim_matches([' ', '\t']);
-                match member_key(member) {
-                    Some(k) if !ours.contains(&k) => {
-                        merged.push_str(member);
-                        merged.push(',');
-                    }
-                    _ => {}
+                if !member_key(member).is_some_and(|k| ours.contains(&k)) {
+                    merged.extend_from_slice(member);
+                    merged.push(b',');
                 }
             }
         }
-        merged.push_str(&value);
-        self.0.set(HEADER, merged);
+        merged.extend_from_slice(value.as_bytes());
+        // A propagator that carries nothing passes on the members a receiver can read, within
+        // the W3C limits, and reports the others: the same rules as for its own injection.
+        let mut merge = Merge {
+            raw: merged,
+            out: None,
+        };
+        if let Err(error) = Propagator::new().inject(&mut merge) {
+            self.error.get_or_insert(error);
+        }
+        match merge.out {
+            Some(header) => self.headers.set(HEADER, header),
+            None => self.headers.remove(HEADER),
+        }
     }
 }
 
-/// A member's key (`key=value;props`), if it has one.
-fn member_key(member: &str) -> Option<&str> {
-    let (key, _) = member.split_once('=')?;
-    let key = key.trim_matches([' ', '\t']);
+/// The key of a raw member, trimmed, if it has one.
+fn member_key(member: &[u8]) -> Option<&[u8]> {
+    let eq = member.iter().position(|&b| b == b'=')?;
+    let key = member[..eq].trim_ascii();
     (!key.is_empty()).then_some(key)
+}
+
+/// A `baggage` header being merged: read as bytes, written as the checked header.
+struct Merge {
+    raw: Vec<u8>,
+    out: Option<String>,
+}
+
+impl Injector for Merge {
+    fn get_all(&self, _: &str) -> Vec<&[u8]> {
+        vec![&self.raw]
+    }
+    fn set(&mut self, _: &str, value: String) {
+        self.out = Some(value);
+    }
+    fn remove(&mut self, _: &str) {
+        self.out = None;
+    }
 }

@@ -24,9 +24,10 @@ pub(crate) fn is_token(s: &[u8]) -> bool {
 /// The first byte of `member` that may not appear in a header value (a control character
 /// other than tab, DEL, or not ASCII), if any: a member of another party that has one is not
 /// passed on, so that it cannot end the header (CR LF) or smuggle another one.
-pub(crate) fn unsafe_byte(member: &str) -> Option<u8> {
+pub(crate) fn unsafe_byte(member: &[u8]) -> Option<u8> {
     member
-        .bytes()
+        .iter()
+        .copied()
         .find(|&b| !(b == b'\t' || (0x20..=0x7E).contains(&b)))
 }
 
@@ -36,7 +37,7 @@ fn is_value_byte(b: u8) -> bool {
 }
 
 /// Optional whitespace (space and tab) off both ends.
-fn trim_ows(mut s: &[u8]) -> &[u8] {
+pub(crate) fn trim_ows(mut s: &[u8]) -> &[u8] {
     while let [b' ' | b'\t', rest @ ..] = s {
         s = rest;
     }
@@ -93,7 +94,7 @@ pub(crate) fn parse<'h>(
 }
 
 /// One trimmed member: its key, decoded value and properties.
-fn parse_member(raw: &[u8]) -> Result<(&str, String, &str), Problem> {
+pub(crate) fn parse_member(raw: &[u8]) -> Result<(&str, String, &str), Problem> {
     let (pair, properties) = match raw.iter().position(|&b| b == b';') {
         Some(semi) => (&raw[..semi], &raw[semi + 1..]),
         None => (raw, &[][..]),
@@ -271,12 +272,6 @@ impl Header {
             self.members += 1;
         }
     }
-}
-
-/// The key of a raw member of an existing header (for merging), if it has one.
-pub(crate) fn raw_key(raw: &str) -> Option<&str> {
-    let eq = raw.find('=')?;
-    Some(raw[..eq].trim_matches([' ', '\t']))
 }
 
 /// A value to encode, in `Display` form, percent-encoded as it is written.
