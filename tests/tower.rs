@@ -194,6 +194,26 @@ mod baggage {
         assert_eq!(reply.unwrap(), r#"Some("ok") None Some(1)"#);
     }
 
+    /// Fault (adversary pass): through `Otel`, one byte that is not UTF-8 anywhere in a
+    /// `baggage` header lost the whole header without a word — its valid members too, and no
+    /// error reached the handler — where the `Propagator` alone applies the valid members and
+    /// reports the bad one.
+    #[test]
+    fn otel_keeps_the_valid_members_of_a_header_that_is_not_all_utf8() {
+        let header: &[u8] = b"tenant=acme,junk=\xff,request-id=7";
+        let alone = ExtractLayer::new(&*PROPAGATOR).layer(tower::service_fn(whoami));
+        let reply = block_on(alone.oneshot(request(&[header])));
+        assert_eq!(reply.unwrap(), r#"Some("acme") Some(7) Some(1)"#);
+
+        let composite = Otel(TextMapCompositePropagator::new(vec![
+            Box::new(TraceContextPropagator::new()),
+            Box::new(PROPAGATOR.clone()),
+        ]));
+        let through_otel = ExtractLayer::new(&composite).layer(tower::service_fn(whoami));
+        let reply = block_on(through_otel.oneshot(request(&[header])));
+        assert_eq!(reply.unwrap(), r#"Some("acme") Some(7) Some(1)"#);
+    }
+
     /// The control: without the layer the handler sees no baggage, and no extension.
     #[test]
     fn control_without_extract_layer_sees_nothing() {
@@ -441,5 +461,77 @@ mod extract_with_context_layer {
             );
         }
         assert_eq!(seen.2, None, "a child after take() saw {:?}", seen.2);
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Adversary pass: a handler that panics, in `call` or in its future's poll.
+
+/// A service whose `call` (when `in_call`) or whose future's first poll binds `PANICKY` to
+/// a counted value and then panics.
+#[derive(Clone)]
+struct Panics {
+    in_call: bool,
+    tally: std::sync::Arc<common::Tally>,
+}
+
+static PANICKY: Local<common::Counted> = Local::named("PANICKY").inheritable();
+
+impl Service<()> for Panics {
+    type Response = ();
+    type Error = Infallible;
+    type Future = std::pin::Pin<Box<dyn std::future::Future<Output = Result<(), Infallible>>>>;
+
+    fn poll_ready(&mut self, _: &mut TaskContext<'_>) -> Poll<Result<(), Infallible>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, (): ()) -> Self::Future {
+        let tally = self.tally.clone();
+        if self.in_call {
+            PANICKY.set(tally.make(1));
+            panic!("handler panicked in call");
+        }
+        Box::pin(async move {
+            PANICKY.set(tally.make(2));
+            panic!("handler panicked in poll")
+        })
+    }
+}
+
+/// A panicking handler leaves nothing behind on the worker: its value is dropped exactly
+/// once, the thread's own context is as it was, and the next request on the same thread
+/// starts clean.
+#[test]
+fn a_panicking_handler_leaves_the_worker_clean() {
+    for in_call in [true, false] {
+        let tally = std::sync::Arc::new(common::Tally::new());
+        let mut service = ContextLayer::new().layer(Panics {
+            in_call,
+            tally: tally.clone(),
+        });
+        std::thread::spawn(move || {
+            let caught = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                block_on(service.call(()))
+            }));
+            assert!(caught.is_err());
+            assert!(
+                !PANICKY.is_set(),
+                "in_call {in_call}: the value stayed bound"
+            );
+            // The next request on this thread sees nothing of the last.
+            let seen = block_on(
+                ContextLayer::new()
+                    .layer(tower::service_fn(|()| async {
+                        Ok::<_, Infallible>(PANICKY.is_set())
+                    }))
+                    .call(()),
+            );
+            assert_eq!(seen, Ok(false));
+        })
+        .join()
+        .unwrap();
+        assert_eq!(tally.created(), 1);
+        tally.assert_all_dropped();
     }
 }

@@ -1,5 +1,7 @@
 //! [`Otel`]: any OpenTelemetry `TextMapPropagator` at the edges (feature `opentelemetry`).
 
+use std::borrow::Cow;
+
 use opentelemetry::propagation::{self as otel, TextMapPropagator};
 use opentelemetry::trace::TraceContextExt;
 
@@ -73,7 +75,7 @@ impl<T: TextMapPropagator + Send + Sync> Propagate for Otel<T> {
     fn start(&self, headers: &dyn Extractor) -> (Context, Extracted) {
         let cx = self
             .0
-            .extract_with_context(&opentelemetry::Context::new(), &OtelExtractor(headers));
+            .extract_with_context(&opentelemetry::Context::new(), &OtelExtractor::new(headers));
         let extracted = cx
             .get::<Extracted>()
             .cloned()
@@ -101,11 +103,31 @@ impl<T: TextMapPropagator + Send + Sync> Propagate for Otel<T> {
     }
 }
 
-struct OtelExtractor<'a>(&'a dyn Extractor);
+/// An incoming request's headers, for OpenTelemetry, which reads text: a `baggage` header
+/// that is not all UTF-8 is read with the bad bytes replaced, so that its valid members still
+/// apply and the bad one is reported (a value that is not text would be lost whole, unreported).
+struct OtelExtractor<'a> {
+    headers: &'a dyn Extractor,
+    baggage: Vec<Cow<'a, str>>,
+}
+
+impl<'a> OtelExtractor<'a> {
+    fn new(headers: &'a dyn Extractor) -> Self {
+        let baggage = headers
+            .get_all(HEADER)
+            .into_iter()
+            .map(String::from_utf8_lossy)
+            .collect();
+        OtelExtractor { headers, baggage }
+    }
+}
 
 impl otel::Extractor for OtelExtractor<'_> {
     fn get(&self, key: &str) -> Option<&str> {
-        let first = self.0.get_all(key).into_iter().next()?;
+        if key.eq_ignore_ascii_case(HEADER) {
+            return self.baggage.first().map(|v| &**v);
+        }
+        let first = self.headers.get_all(key).into_iter().next()?;
         std::str::from_utf8(first).ok()
     }
 
@@ -114,19 +136,19 @@ impl otel::Extractor for OtelExtractor<'_> {
     }
 
     fn get_all(&self, key: &str) -> Option<Vec<&str>> {
-        let all: Vec<&str> = self
-            .0
-            .get_all(key)
-            .into_iter()
-            .filter_map(|v| std::str::from_utf8(v).ok())
-            .collect();
+        let all: Vec<&str> = if key.eq_ignore_ascii_case(HEADER) {
+            self.baggage.iter().map(|v| &**v).collect()
+        } else {
+            self.headers
+                .get_all(key)
+                .into_iter()
+                .filter_map(|v| std::str::from_utf8(v).ok())
+                .collect()
+        };
         (!all.is_empty()).then_some(all)
     }
 }
 
-/// Our carrier as OpenTelemetry's. A `baggage` header the propagator sets replaces what was
-/// there: members of other parties already on the request (keys the new header does not
-/// have) are put back in front of it.
 struct OtelInjector<'a> {
     headers: &'a mut dyn Injector,
     /// The first problem of a merge of `baggage` headers.
