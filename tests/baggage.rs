@@ -2007,3 +2007,36 @@ mod otel_merge {
         assert!(result.is_err());
     }
 }
+
+#[cfg(all(feature = "http", feature = "opentelemetry"))]
+mod otel_stale {
+    use super::*;
+    use context_local::propagate::{Otel, Propagate};
+    use http::{HeaderMap, HeaderValue};
+
+    /// Fault (adversary pass): with none of the carried locals bound (and no remote
+    /// baggage), the `Propagator` inside `Otel` wrote no header, so the merge never ran and a
+    /// stale member under a carried key in the outgoing request's header was sent on as
+    /// current (`Propagator::inject` removes it:
+    /// `inject_removes_a_stale_member_when_nothing_else_is_left_unbound`). Inside a
+    /// composite too.
+    #[test]
+    fn otel_removes_a_stale_member_when_nothing_is_bound() {
+        use opentelemetry::propagation::TextMapCompositePropagator;
+        use opentelemetry_sdk::propagation::TraceContextPropagator;
+        let composite = Otel(TextMapCompositePropagator::new(vec![
+            Box::new(TraceContextPropagator::new()),
+            Box::new(PROPAGATOR.clone()),
+        ]));
+        for header in ["s=stale,other=1", "s=stale"] {
+            let mut headers = HeaderMap::new();
+            headers.insert("baggage", HeaderValue::from_static(header));
+            Context::new()
+                .run(|| composite.inject(&mut headers))
+                .unwrap();
+            assert_eq!(seen(&PROPAGATOR.extract(&headers)).s, None, "{headers:?}");
+            let left = headers.get("baggage").map(|v| v.to_str().unwrap());
+            assert_eq!(left, header.strip_prefix("s=stale,"), "{header}");
+        }
+    }
+}

@@ -92,14 +92,16 @@ impl<T: TextMapPropagator + Send + Sync> Propagate for Otel<T> {
         } else {
             REMOTE.get().unwrap_or(current)
         };
-        // A `TextMapPropagator` cannot report an error; what the merge with the carrier's
-        // header left out is reported here.
         let mut injector = OtelInjector {
             headers,
-            error: None,
+            baggage: Vec::new(),
         };
-        self.0.inject_context(&cx, &mut injector);
-        injector.error.map_or(Ok(()), Err)
+        let carried = crate::baggage::__carried_keys_during(|| {
+            self.0.inject_context(&cx, &mut injector);
+        });
+        // A `TextMapPropagator` cannot report an error; what the merge with the carrier's
+        // header left out is reported here.
+        merge(injector.headers, &injector.baggage, &carried)
     }
 }
 
@@ -149,50 +151,65 @@ impl otel::Extractor for OtelExtractor<'_> {
     }
 }
 
+/// The carrier, for OpenTelemetry: the `baggage` headers its propagators write are kept
+/// aside, to be merged with the carrier's own after they all ran.
 struct OtelInjector<'a> {
     headers: &'a mut dyn Injector,
-    /// The first problem of a merge of `baggage` headers.
-    error: Option<BaggageError>,
+    baggage: Vec<String>,
 }
 
 impl otel::Injector for OtelInjector<'_> {
     fn set(&mut self, key: &str, value: String) {
         let key = key.to_ascii_lowercase();
-        if key != HEADER {
+        if key == HEADER {
+            self.baggage.push(value);
+        } else {
             self.headers.set(&key, value);
-            return;
-        }
-        // The header already there, less the members under the keys written now (stale),
-        // then the new ones.
-        let ours: Vec<&[u8]> = value
-            .as_bytes()
-            .split(|&b| b == b',')
-            .filter_map(member_key)
-            .collect();
-        let mut merged = Vec::new();
-        for old in self.headers.get_all(HEADER) {
-            for member in old.split(|&b| b == b',') {
-                if !member_key(member).is_some_and(|k| ours.contains(&k)) {
-                    merged.extend_from_slice(member);
-                    merged.push(b',');
-                }
-            }
-        }
-        merged.extend_from_slice(value.as_bytes());
-        // A propagator that carries nothing passes on the members a receiver can read, within
-        // the W3C limits, and reports the others: the same rules as for its own injection.
-        let mut merge = Merge {
-            raw: merged,
-            out: None,
-        };
-        if let Err(error) = Propagator::new().inject(&mut merge) {
-            self.error.get_or_insert(error);
-        }
-        match merge.out {
-            Some(header) => self.headers.set(HEADER, header),
-            None => self.headers.remove(HEADER),
         }
     }
+}
+
+/// Writes into `headers` the `baggage` header they have, less the members under the keys
+/// written now (`written`) or carried (`carried`, stale even when their local is unbound and
+/// nothing was written for it), then `written`.
+fn merge(
+    headers: &mut dyn Injector,
+    written: &[String],
+    carried: &[&str],
+) -> Result<(), BaggageError> {
+    let old = headers.get_all(HEADER);
+    if old.is_empty() && written.is_empty() {
+        return Ok(());
+    }
+    let members = || {
+        written
+            .iter()
+            .flat_map(|h| h.as_bytes().split(|&b| b == b','))
+    };
+    let stale: Vec<&[u8]> = members()
+        .filter_map(member_key)
+        .chain(carried.iter().map(|k| k.as_bytes()))
+        .collect();
+    let mut merged = Vec::new();
+    for member in old.iter().flat_map(|h| h.split(|&b| b == b',')) {
+        if !member_key(member).is_some_and(|k| stale.contains(&k)) {
+            merged.extend_from_slice(member);
+            merged.push(b',');
+        }
+    }
+    merged.extend_from_slice(written.join(",").as_bytes());
+    // A propagator that carries nothing passes on the members a receiver can read, within
+    // the W3C limits, and reports the others: the same rules as for its own injection.
+    let mut merge = Merge {
+        raw: merged,
+        out: None,
+    };
+    let result = Propagator::new().inject(&mut merge);
+    match merge.out {
+        Some(header) => headers.set(HEADER, header),
+        None => headers.remove(HEADER),
+    }
+    result
 }
 
 /// The key of a raw member, trimmed, if it has one.
