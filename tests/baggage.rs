@@ -2040,3 +2040,44 @@ mod otel_stale {
         }
     }
 }
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(cases()))]
+
+    /// (adversary pass) Whatever other parties put in the carrier's header, `inject` sends on
+    /// only members a receiver reads without an error, each one as it came (trimmed) or ours;
+    /// and when it says `Ok`, every member it did not send was empty or stale (under a carried
+    /// key): nothing lost without a word.
+    #[test]
+    fn inject_forwards_only_readable_members_and_loses_none_silently(list in member_list()) {
+        let raw = list.join(&b","[..]);
+        let mut carrier = BytesCarrier(Some(raw.clone()));
+        let result = Context::new().run(|| {
+            N.set(9);
+            PROPAGATOR.inject(&mut carrier)
+        });
+        let written = carrier.0.clone().unwrap_or_default();
+        let text = String::from_utf8(written.clone()).expect("the header is text");
+        let sent: Vec<&str> = if text.is_empty() { Vec::new() } else { text.split(',').collect() };
+        let trimmed: Vec<&[u8]> = raw
+            .split(|&b| b == b',')
+            .map(trim_ows_ref)
+            .collect();
+        for member in &sent {
+            prop_assert!(*member == "n=9" || trimmed.contains(&member.as_bytes()),
+                "{member:?} was not in {:?}", short(&raw));
+        }
+        let extracted = FULL.extract_headers([written.as_slice()]);
+        prop_assert!(extracted.errors().is_empty(), "{:?} from {text:?}", extracted.errors());
+        if result.is_ok() {
+            for member in trimmed.iter().filter(|m| !m.is_empty()) {
+                let stale = KNOWN.iter().any(|k| {
+                    let pair = member.split(|&b| b == b';').next().unwrap_or_default();
+                    pair.split(|&b| b == b'=').next().map(trim_ows_ref) == Some(k.as_bytes())
+                });
+                prop_assert!(stale || sent.iter().any(|s| s.as_bytes() == *member),
+                    "{:?} lost without an error", short(member));
+            }
+        }
+    }
+}
