@@ -214,6 +214,68 @@ mod baggage {
         assert_eq!(reply.unwrap(), r#"Some("acme") Some(7) Some(1)"#);
     }
 
+    /// What a handler behind `ExtractLayer(COMPOSITE)` sends on through `InjectLayer(COMPOSITE)`
+    /// when it first runs `before_call` (which returns a guard to hold over the call).
+    fn sent_on<G>(before_call: fn() -> G) -> String {
+        let to_c = InjectLayer::new(&*COMPOSITE).layer(tower::service_fn(
+            |request: http::Request<()>| async move {
+                let h = request.headers();
+                Ok::<_, Infallible>(h.get("baggage").map(|v| v.to_str().unwrap().to_string()))
+            },
+        ));
+        let b =
+            ExtractLayer::new(&*COMPOSITE).layer(tower::service_fn(move |_: http::Request<()>| {
+                let to_c = to_c.clone();
+                async move {
+                    let _guard = before_call();
+                    to_c.oneshot(http::Request::new(())).await
+                }
+            }));
+        let sent = block_on(b.oneshot(request(&[b"tenant=acme,vendor=v"]))).unwrap();
+        sent.unwrap_or_default()
+    }
+
+    /// Fault (adversary pass): OpenTelemetry baggage the handler attached itself (no span
+    /// started) was not sent: `Otel` injected the request's remote context instead, whole.
+    #[test]
+    fn otel_sends_the_baggage_the_handler_attached() {
+        let sent = sent_on(|| {
+            opentelemetry::Context::current_with_baggage([opentelemetry::KeyValue::new(
+                "added", "1",
+            )])
+            .attach()
+        });
+        assert!(sent.contains("added=1"), "{sent}");
+        assert!(
+            sent.contains("vendor=v") && sent.contains("tenant=acme"),
+            "{sent}"
+        );
+    }
+
+    /// Fault (adversary pass): once the handler had a span of its own, the remote baggage of
+    /// other parties (`vendor=v`) was no longer sent on: `Otel` injected the current context
+    /// whole, and it did not hold it.
+    #[test]
+    fn otel_sends_the_remote_baggage_on_under_a_span_of_the_handler() {
+        use opentelemetry::trace::{SpanContext, SpanId, TraceFlags, TraceId, TraceState};
+        let sent = sent_on(|| {
+            let span = SpanContext::new(
+                TraceId::from_hex("4bf92f3577b34da6a3ce929d0e0e4736").unwrap(),
+                SpanId::from_hex("00f067aa0ba902b7").unwrap(),
+                TraceFlags::SAMPLED,
+                false,
+                TraceState::default(),
+            );
+            opentelemetry::Context::current()
+                .with_remote_span_context(span)
+                .attach()
+        });
+        assert!(
+            sent.contains("vendor=v") && sent.contains("tenant=acme"),
+            "{sent}"
+        );
+    }
+
     /// The control: without the layer the handler sees no baggage, and no extension.
     #[test]
     fn control_without_extract_layer_sees_nothing() {

@@ -2,6 +2,7 @@
 
 use std::borrow::Cow;
 
+use opentelemetry::baggage::{Baggage, BaggageExt};
 use opentelemetry::propagation::{self as otel, TextMapPropagator};
 use opentelemetry::trace::TraceContextExt;
 
@@ -23,7 +24,8 @@ static REMOTE: Local<opentelemetry::Context> =
 /// it: [`otel_context`] returns it, in the handler and in every child it spawns. Outgoing: the
 /// propagator injects OpenTelemetry's current context if it has an active span, else the one
 /// the request was started with, so trace context passes through a service that starts no
-/// span of its own. Members of an outgoing `baggage` header set by others are kept.
+/// span of its own; the baggage is the request's, with the current context's on top (both
+/// reach the next service). Members of an outgoing `baggage` header set by others are kept.
 ///
 /// # Examples
 ///
@@ -86,12 +88,7 @@ impl<T: TextMapPropagator + Send + Sync> Propagate for Otel<T> {
     }
 
     fn inject(&self, headers: &mut dyn Injector) -> Result<(), BaggageError> {
-        let current = opentelemetry::Context::current();
-        let cx = if current.has_active_span() {
-            current
-        } else {
-            REMOTE.get().unwrap_or(current)
-        };
+        let cx = outgoing();
         let mut injector = OtelInjector {
             headers,
             baggage: Vec::new(),
@@ -103,6 +100,29 @@ impl<T: TextMapPropagator + Send + Sync> Propagate for Otel<T> {
         // header left out is reported here.
         merge(injector.headers, &injector.baggage, &carried)
     }
+}
+
+/// The OpenTelemetry context to inject: the current one's span if it has an active span, else
+/// the request's remote parent; the request's baggage with the current context's on top (a
+/// span of the handler's own does not hold the remote baggage, nor does the request's context
+/// hold what the handler attached).
+fn outgoing() -> opentelemetry::Context {
+    let current = opentelemetry::Context::current();
+    let Some(remote) = REMOTE.get() else {
+        return current;
+    };
+    let baggage: Baggage = remote
+        .baggage()
+        .iter()
+        .chain(current.baggage().iter())
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .collect();
+    let base = if current.has_active_span() {
+        current
+    } else {
+        remote
+    };
+    base.with_baggage(baggage)
 }
 
 /// An incoming request's headers, for OpenTelemetry, which reads text: a `baggage` header
