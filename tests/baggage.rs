@@ -1998,6 +1998,40 @@ mod otel_merge {
         assert!(is_over_limit(&err), "{err}");
     }
 
+    /// Writes `x-tenant: a<CR><LF>b`, a value no header may hold.
+    #[derive(Debug)]
+    struct WritesABrokenValue;
+
+    impl opentelemetry::propagation::TextMapPropagator for WritesABrokenValue {
+        fn inject_context(
+            &self,
+            _: &opentelemetry::Context,
+            injector: &mut dyn opentelemetry::propagation::Injector,
+        ) {
+            injector.set("x-tenant", "a\r\nb".to_string());
+        }
+        fn extract_with_context(
+            &self,
+            cx: &opentelemetry::Context,
+            _: &dyn opentelemetry::propagation::Extractor,
+        ) -> opentelemetry::Context {
+            cx.clone()
+        }
+        fn fields(&self) -> opentelemetry::propagation::text_map_propagator::FieldIter<'_> {
+            opentelemetry::propagation::text_map_propagator::FieldIter::new(&[])
+        }
+    }
+
+    /// Fault (adversary pass): a value the `http::HeaderMap` carrier cannot hold was left out
+    /// by keeping the *old* value of the header, sent on as if current.
+    #[test]
+    fn a_value_the_header_map_cannot_hold_does_not_keep_the_old_one() {
+        let mut headers = HeaderMap::new();
+        headers.insert("x-tenant", HeaderValue::from_static("stale"));
+        Otel(WritesABrokenValue).inject(&mut headers).unwrap();
+        assert_eq!(headers.get("x-tenant"), None);
+    }
+
     /// Fault (adversary pass): malformed members of another party were merged in as sent.
     #[test]
     fn the_merge_drops_malformed_members() {
