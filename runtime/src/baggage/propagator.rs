@@ -302,8 +302,10 @@ impl Propagator {
     /// - a carried local cannot be read here — `inject` runs inside its `with_mut` (the error
     ///   names the local: [`BaggageError::local`]); its member is left out, and so is a member
     ///   under its key from the existing header, which is not its current value;
-    /// - a member of the existing header has a byte that may not be sent in a header (a
-    ///   control character such as CR or LF, or not ASCII): it is left out;
+    /// - a member of the existing header is malformed (no `=`, a key that is not a token, a
+    ///   value that is not percent-encoded baggage-octets) or has a byte that may not be sent
+    ///   in a header (a control character such as CR or LF, or not ASCII): it is left out —
+    ///   a receiver could not read it, and it is not this service's to repair;
     /// - the header would exceed the W3C limits (64 members, 8192 bytes): the members that
     ///   fit are written, the error says how many were left out.
     ///
