@@ -1903,6 +1903,24 @@ fn inject_drops_and_reports_malformed_members_of_other_parties() {
     assert!(again.errors().is_empty(), "{:?}", again.errors());
 }
 
+/// Fault (adversary pass): a member of another party with a malformed property (a key that
+/// is not a token, a value with a space, an empty key) was passed on as sent — and a strict
+/// reader may refuse the whole header for one such member, so every service behind it
+/// could lose all its baggage. Left out and reported now; good properties (and
+/// empty ones) pass.
+#[test]
+fn inject_drops_and_reports_members_with_malformed_properties() {
+    let mut headers = carrier("ok=1;ttl=5;flag;x = %41;,p=1;bad prop,q=2;k=a b,r=3;=1,t=4;;");
+    let err = Context::new()
+        .run(|| {
+            N.set(9);
+            PROPAGATOR.inject(&mut headers)
+        })
+        .expect_err("the malformed properties are reported");
+    assert!(err.to_string().contains("property"), "{err}");
+    assert_eq!(headers["baggage"], "ok=1;ttl=5;flag;x = %41;,t=4;;,n=9");
+}
+
 /// Fault (adversary pass): a member of another party that is UTF-8 but not ASCII was reported
 /// (it may not be sent), one that is not even UTF-8 vanished without a word.
 #[test]

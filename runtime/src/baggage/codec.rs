@@ -115,6 +115,22 @@ pub(crate) fn parse_member(raw: &[u8]) -> Result<(&str, String, &str), Problem> 
     Ok((key, value, properties))
 }
 
+/// Whether `properties` (what follows a member's first `;`) are each `key` or `key=value`
+/// (OWS around both and `=`; a token key; a value of baggage-octets), as W3C writes them: a
+/// strict reader may refuse the whole header for one that is not (the W3C grammar has no
+/// other form), so such a member is not passed on. Empty ones (`k=v;`, `;;`) are tolerated,
+/// like empty members.
+pub(crate) fn properties_ok(properties: &[u8]) -> bool {
+    properties.split(|&b| b == b';').all(|property| {
+        let property = trim_ows(property);
+        let (key, value) = match property.iter().position(|&b| b == b'=') {
+            Some(eq) => (trim_ows(&property[..eq]), trim_ows(&property[eq + 1..])),
+            None => (property, &[][..]),
+        };
+        property.is_empty() || (is_token(key) && value.iter().all(|&b| is_value_byte(b)))
+    })
+}
+
 /// Percent-decodes a value, checking it is made of baggage-octets and decodes to UTF-8.
 fn decode(raw: &[u8]) -> Result<String, Problem> {
     let mut out = Vec::with_capacity(raw.len());

@@ -494,6 +494,9 @@ impl Propagator {
         match codec::parse_member(trimmed) {
             Err(problem) => Err(BaggageError::new(codec::shown(trimmed), problem)),
             Ok((key, _, _)) if self.carries(key) => Ok(None),
+            Ok((_, _, properties)) if !codec::properties_ok(properties.as_bytes()) => Err(
+                BaggageError::new(codec::shown(trimmed), Problem::BadProperty),
+            ),
             // Printable ASCII, so it is text.
             Ok(_) => Ok(std::str::from_utf8(trimmed).ok()),
         }
