@@ -111,6 +111,9 @@ fn outgoing() -> opentelemetry::Context {
     let Some(remote) = REMOTE.get() else {
         return current;
     };
+    if !current.has_active_span() && current.baggage().is_empty() {
+        return remote; // the usual case: a handler that attached nothing of its own
+    }
     let baggage: Baggage = remote
         .baggage()
         .iter()
