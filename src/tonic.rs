@@ -63,13 +63,19 @@ impl Injector for MetadataInjector<'_> {
     }
 
     fn set(&mut self, name: &str, value: String) {
-        // Encoded baggage is visible ASCII, so this cannot fail; a value that could would be
-        // left out rather than sent broken.
-        if let (Ok(key), Ok(value)) = (
+        // Encoded baggage is visible ASCII, so this cannot fail; a value that could (written by
+        // another propagator) is left out rather than sent broken, and so is the old value,
+        // which is not current.
+        match (
             MetadataKey::from_bytes(name.as_bytes()),
             MetadataValue::try_from(value),
         ) {
-            self.0.insert(key, value);
+            (Ok(key), Ok(value)) => {
+                self.0.insert(key, value);
+            }
+            _ => {
+                self.0.remove(name);
+            }
         }
     }
 

@@ -1305,7 +1305,8 @@ mod header_map {
         assert!(!joined.contains("stale"), "{all:?}");
     }
 
-    /// An existing header with a byte `to_str` rejects still has other parties' members.
+    /// An existing header with a byte `to_str` rejects still has other parties' members; the
+    /// member that is not text is left out and reported (it was dropped without a word).
     #[test]
     fn inject_keeps_valid_members_of_a_non_utf8_existing_value() {
         let mut map = map(&[b"o1=a,junk=\xff"]);
@@ -1313,7 +1314,8 @@ mod header_map {
             n: Some(1),
             ..Values::default()
         };
-        assert_eq!(inject_values(&values, &mut map), Ok(()));
+        let err = inject_values(&values, &mut map).expect_err("`junk` is reported");
+        assert!(err.to_string().contains("0xFF"), "{err}");
         let all: Vec<String> = map
             .get_all("baggage")
             .iter()
@@ -1879,4 +1881,255 @@ fn a_baggage_key_must_be_a_non_empty_http_token() {
         Local::<String>::named("K").baggage(all).baggage_key(),
         Some(all)
     );
+}
+
+/// Fault (adversary pass): a malformed member of another party already in the carrier was
+/// passed on as sent when it was printable ASCII — no `=`, a key that is not a token, a space
+/// in the value, a broken percent-escape, and a member under a carried key whose `=` lies in a
+/// property (`s;p=1`), which the merge took for the key `s;p`. A receiver cannot read any of
+/// them; they are dropped now, reported, and the well-formed ones kept in order.
+#[test]
+fn inject_drops_and_reports_malformed_members_of_other_parties() {
+    let mut headers = carrier("ok=1,noequals,bad key=1,=1,k=a b,k2=%zz,s;p=1,ok2=2;ttl=5");
+    let err = Context::new()
+        .run(|| {
+            N.set(9);
+            PROPAGATOR.inject(&mut headers)
+        })
+        .expect_err("the malformed members are reported");
+    assert!(err.to_string().contains("noequals"), "{err}");
+    assert_eq!(headers["baggage"], "ok=1,ok2=2;ttl=5,n=9");
+    let again = PROPAGATOR.extract(&headers);
+    assert!(again.errors().is_empty(), "{:?}", again.errors());
+}
+
+/// Fault (adversary pass): a member of another party with a malformed property (a key that
+/// is not a token, a value with a space, an empty key) was passed on as sent — and a strict
+/// reader may refuse the whole header for one such member, so every service behind it
+/// could lose all its baggage. Left out and reported now; good properties (and
+/// empty ones) pass.
+#[test]
+fn inject_drops_and_reports_members_with_malformed_properties() {
+    let mut headers = carrier("ok=1;ttl=5;flag;x = %41;,p=1;bad prop,q=2;k=a b,r=3;=1,t=4;;");
+    let err = Context::new()
+        .run(|| {
+            N.set(9);
+            PROPAGATOR.inject(&mut headers)
+        })
+        .expect_err("the malformed properties are reported");
+    assert!(err.to_string().contains("property"), "{err}");
+    assert_eq!(headers["baggage"], "ok=1;ttl=5;flag;x = %41;,t=4;;,n=9");
+}
+
+/// Fault (adversary pass): a member of another party that is UTF-8 but not ASCII was reported
+/// (it may not be sent), one that is not even UTF-8 vanished without a word.
+#[test]
+fn inject_reports_an_existing_member_that_is_not_utf8() {
+    let mut headers = http_like_carrier(b"ok=1,bin=\xff\xfe");
+    let err = Context::new()
+        .run(|| {
+            N.set(9);
+            PROPAGATOR.inject(&mut headers)
+        })
+        .expect_err("the member that is not text is reported");
+    assert!(err.to_string().contains("0xFF"), "{err}");
+}
+
+/// A carrier whose `baggage` header holds `raw` as bytes (a `HashMap<String, String>` cannot).
+fn http_like_carrier(raw: &'static [u8]) -> BytesCarrier {
+    BytesCarrier(Some(raw.to_vec()))
+}
+
+struct BytesCarrier(Option<Vec<u8>>);
+
+impl context_local::baggage::Injector for BytesCarrier {
+    fn get_all(&self, name: &str) -> Vec<&[u8]> {
+        assert_eq!(name, "baggage");
+        self.0.iter().map(Vec::as_slice).collect()
+    }
+    fn set(&mut self, _: &str, value: String) {
+        self.0 = Some(value.into_bytes());
+    }
+    fn remove(&mut self, _: &str) {
+        self.0 = None;
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// `propagate::Otel` writing into a carrier that already has a `baggage` header.
+
+#[cfg(all(feature = "http", feature = "opentelemetry"))]
+mod otel_merge {
+    use super::*;
+    use context_local::propagate::{Otel, Propagate};
+    use http::{HeaderMap, HeaderValue};
+
+    fn map(raw: &[u8]) -> HeaderMap {
+        let mut map = HeaderMap::new();
+        map.insert("baggage", HeaderValue::from_bytes(raw).unwrap());
+        map
+    }
+
+    fn inject_s(headers: &mut HeaderMap) -> Result<(), BaggageError> {
+        Context::new().run(|| {
+            S.set("new".into());
+            Otel(PROPAGATOR.clone()).inject(headers)
+        })
+    }
+
+    /// Fault (adversary pass): a member of another party that is not ASCII (an `http` header
+    /// may hold it) was merged in and sent on unreported, where `Propagator::inject` leaves it
+    /// out and reports it; the stale `s` must not survive either way.
+    #[test]
+    fn a_non_ascii_member_is_left_out_and_reported() {
+        let mut headers = map("s=stale,x=\u{e9}".as_bytes());
+        let result = inject_s(&mut headers);
+        let extracted = PROPAGATOR.extract(&headers);
+        assert_eq!(
+            seen(&extracted).s.as_deref(),
+            Some("new"),
+            "header {:?}, inject said {result:?}",
+            headers.get("baggage")
+        );
+        assert!(
+            result.is_err(),
+            "the member that cannot be sent is reported"
+        );
+        assert_eq!(headers["baggage"], "s=new");
+    }
+
+    /// Fault (adversary pass): the merge with the existing header ignored the W3C limits, so
+    /// 64 members there put ours 65th: the receiver drops it as over the limit (and the
+    /// sender was never told).
+    #[test]
+    fn the_merge_keeps_the_w3c_limits_and_reports_what_did_not_fit() {
+        let old = members(MAX_MEMBERS, &[]).join(",");
+        let mut headers = map(old.as_bytes());
+        let result = inject_s(&mut headers);
+        let written = headers["baggage"].to_str().unwrap().to_string();
+        assert!(
+            written.split(',').count() <= MAX_MEMBERS,
+            "{} members sent",
+            written.split(',').count()
+        );
+        let err = result.expect_err("what did not fit is reported");
+        assert!(is_over_limit(&err), "{err}");
+    }
+
+    /// Writes `x-tenant: a<CR><LF>b`, a value no header may hold.
+    #[derive(Debug)]
+    struct WritesABrokenValue;
+
+    impl opentelemetry::propagation::TextMapPropagator for WritesABrokenValue {
+        fn inject_context(
+            &self,
+            _: &opentelemetry::Context,
+            injector: &mut dyn opentelemetry::propagation::Injector,
+        ) {
+            injector.set("x-tenant", "a\r\nb".to_string());
+        }
+        fn extract_with_context(
+            &self,
+            cx: &opentelemetry::Context,
+            _: &dyn opentelemetry::propagation::Extractor,
+        ) -> opentelemetry::Context {
+            cx.clone()
+        }
+        fn fields(&self) -> opentelemetry::propagation::text_map_propagator::FieldIter<'_> {
+            opentelemetry::propagation::text_map_propagator::FieldIter::new(&[])
+        }
+    }
+
+    /// Fault (adversary pass): a value the `http::HeaderMap` carrier cannot hold was left out
+    /// by keeping the *old* value of the header, sent on as if current.
+    #[test]
+    fn a_value_the_header_map_cannot_hold_does_not_keep_the_old_one() {
+        let mut headers = HeaderMap::new();
+        headers.insert("x-tenant", HeaderValue::from_static("stale"));
+        Otel(WritesABrokenValue).inject(&mut headers).unwrap();
+        assert_eq!(headers.get("x-tenant"), None);
+    }
+
+    /// Fault (adversary pass): malformed members of another party were merged in as sent.
+    #[test]
+    fn the_merge_drops_malformed_members() {
+        let mut headers = map(b"ok=1,noequals,bad key=1,k=a b,s;p=1");
+        let result = inject_s(&mut headers);
+        assert_eq!(headers["baggage"], "ok=1,s=new");
+        assert!(result.is_err());
+    }
+}
+
+#[cfg(all(feature = "http", feature = "opentelemetry"))]
+mod otel_stale {
+    use super::*;
+    use context_local::propagate::{Otel, Propagate};
+    use http::{HeaderMap, HeaderValue};
+
+    /// Fault (adversary pass): with none of the carried locals bound (and no remote
+    /// baggage), the `Propagator` inside `Otel` wrote no header, so the merge never ran and a
+    /// stale member under a carried key in the outgoing request's header was sent on as
+    /// current (`Propagator::inject` removes it:
+    /// `inject_removes_a_stale_member_when_nothing_else_is_left_unbound`). Inside a
+    /// composite too.
+    #[test]
+    fn otel_removes_a_stale_member_when_nothing_is_bound() {
+        use opentelemetry::propagation::TextMapCompositePropagator;
+        use opentelemetry_sdk::propagation::TraceContextPropagator;
+        let composite = Otel(TextMapCompositePropagator::new(vec![
+            Box::new(TraceContextPropagator::new()),
+            Box::new(PROPAGATOR.clone()),
+        ]));
+        for header in ["s=stale,other=1", "s=stale"] {
+            let mut headers = HeaderMap::new();
+            headers.insert("baggage", HeaderValue::from_static(header));
+            Context::new()
+                .run(|| composite.inject(&mut headers))
+                .unwrap();
+            assert_eq!(seen(&PROPAGATOR.extract(&headers)).s, None, "{headers:?}");
+            let left = headers.get("baggage").map(|v| v.to_str().unwrap());
+            assert_eq!(left, header.strip_prefix("s=stale,"), "{header}");
+        }
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(cases()))]
+
+    /// (adversary pass) Whatever other parties put in the carrier's header, `inject` sends on
+    /// only members a receiver reads without an error, each one as it came (trimmed) or ours;
+    /// and when it says `Ok`, every member it did not send was empty or stale (under a carried
+    /// key): nothing lost without a word.
+    #[test]
+    fn inject_forwards_only_readable_members_and_loses_none_silently(list in member_list()) {
+        let raw = list.join(&b","[..]);
+        let mut carrier = BytesCarrier(Some(raw.clone()));
+        let result = Context::new().run(|| {
+            N.set(9);
+            PROPAGATOR.inject(&mut carrier)
+        });
+        let written = carrier.0.clone().unwrap_or_default();
+        let text = String::from_utf8(written.clone()).expect("the header is text");
+        let sent: Vec<&str> = if text.is_empty() { Vec::new() } else { text.split(',').collect() };
+        let trimmed: Vec<&[u8]> = raw
+            .split(|&b| b == b',')
+            .map(trim_ows_ref)
+            .collect();
+        for member in &sent {
+            prop_assert!(*member == "n=9" || trimmed.contains(&member.as_bytes()),
+                "{member:?} was not in {:?}", short(&raw));
+        }
+        let extracted = FULL.extract_headers([written.as_slice()]);
+        prop_assert!(extracted.errors().is_empty(), "{:?} from {text:?}", extracted.errors());
+        if result.is_ok() {
+            for member in trimmed.iter().filter(|m| !m.is_empty()) {
+                let stale = KNOWN.iter().any(|k| {
+                    let pair = member.split(|&b| b == b';').next().unwrap_or_default();
+                    pair.split(|&b| b == b'=').next().map(trim_ows_ref) == Some(k.as_bytes())
+                });
+                prop_assert!(stale || sent.iter().any(|s| s.as_bytes() == *member),
+                    "{:?} lost without an error", short(member));
+            }
+        }
+    }
 }

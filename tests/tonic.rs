@@ -64,3 +64,39 @@ fn hostile_metadata_is_reported() {
         (Some("ok".to_string()), None)
     );
 }
+
+/// Fault (adversary pass): a value `MetadataMap` cannot hold (written by another propagator
+/// in a composite) was left out by keeping the *old* value of that key, sent on as current.
+#[cfg(feature = "opentelemetry")]
+#[test]
+fn a_value_metadata_cannot_hold_does_not_keep_the_old_one() {
+    use context_local::propagate::Otel;
+    use context_local::tonic::MetadataInjector;
+    use opentelemetry::propagation::text_map_propagator::FieldIter;
+    use opentelemetry::propagation::{Extractor, Injector, TextMapPropagator};
+
+    #[derive(Debug)]
+    struct WritesABrokenValue;
+    impl TextMapPropagator for WritesABrokenValue {
+        fn inject_context(&self, _: &opentelemetry::Context, injector: &mut dyn Injector) {
+            injector.set("x-tenant", "a\r\nb".to_string());
+        }
+        fn extract_with_context(
+            &self,
+            cx: &opentelemetry::Context,
+            _: &dyn Extractor,
+        ) -> opentelemetry::Context {
+            cx.clone()
+        }
+        fn fields(&self) -> FieldIter<'_> {
+            FieldIter::new(&[])
+        }
+    }
+
+    let mut metadata = tonic::metadata::MetadataMap::new();
+    metadata.insert("x-tenant", MetadataValue::from_static("stale"));
+    Otel(WritesABrokenValue)
+        .inject(&mut MetadataInjector(&mut metadata))
+        .unwrap();
+    assert_eq!(metadata.get("x-tenant"), None);
+}

@@ -1,10 +1,13 @@
 //! [`Otel`]: any OpenTelemetry `TextMapPropagator` at the edges (feature `opentelemetry`).
 
+use std::borrow::Cow;
+
+use opentelemetry::baggage::{Baggage, BaggageExt};
 use opentelemetry::propagation::{self as otel, TextMapPropagator};
 use opentelemetry::trace::TraceContextExt;
 
 use super::{nothing_extracted, Propagate};
-use crate::baggage::{BaggageError, Extracted, Extractor, Injector, HEADER};
+use crate::baggage::{BaggageError, Extracted, Extractor, Injector, Propagator, HEADER};
 use crate::{Context, Local};
 
 /// The OpenTelemetry context a request was started with (its remote parent span, its
@@ -21,7 +24,8 @@ static REMOTE: Local<opentelemetry::Context> =
 /// it: [`otel_context`] returns it, in the handler and in every child it spawns. Outgoing: the
 /// propagator injects OpenTelemetry's current context if it has an active span, else the one
 /// the request was started with, so trace context passes through a service that starts no
-/// span of its own. Members of an outgoing `baggage` header set by others are kept.
+/// span of its own; the baggage is the request's, with the current context's on top (both
+/// reach the next service). Members of an outgoing `baggage` header set by others are kept.
 ///
 /// # Examples
 ///
@@ -73,7 +77,7 @@ impl<T: TextMapPropagator + Send + Sync> Propagate for Otel<T> {
     fn start(&self, headers: &dyn Extractor) -> (Context, Extracted) {
         let cx = self
             .0
-            .extract_with_context(&opentelemetry::Context::new(), &OtelExtractor(headers));
+            .extract_with_context(&opentelemetry::Context::new(), &OtelExtractor::new(headers));
         let extracted = cx
             .get::<Extracted>()
             .cloned()
@@ -84,25 +88,71 @@ impl<T: TextMapPropagator + Send + Sync> Propagate for Otel<T> {
     }
 
     fn inject(&self, headers: &mut dyn Injector) -> Result<(), BaggageError> {
-        let current = opentelemetry::Context::current();
-        let cx = if current.has_active_span() {
-            current
-        } else {
-            REMOTE.get().unwrap_or(current)
+        let cx = outgoing();
+        let mut injector = OtelInjector {
+            headers,
+            baggage: Vec::new(),
         };
-        // A `TextMapPropagator` cannot report the W3C limits: what fits is sent.
-        self.0.inject_context(&cx, &mut OtelInjector(headers));
-        Ok(())
+        let carried = crate::baggage::__carried_keys_during(|| {
+            self.0.inject_context(&cx, &mut injector);
+        });
+        // A `TextMapPropagator` cannot report an error; what the merge with the carrier's
+        // header left out is reported here.
+        merge(injector.headers, &injector.baggage, &carried)
     }
 }
 
-/// Our carrier as OpenTelemetry's. It cannot list its keys (no propagator of the composites
-/// named above needs them).
-struct OtelExtractor<'a>(&'a dyn Extractor);
+/// The OpenTelemetry context to inject: the current one's span if it has an active span, else
+/// the request's remote parent; the request's baggage with the current context's on top (a
+/// span of the handler's own does not hold the remote baggage, nor does the request's context
+/// hold what the handler attached).
+fn outgoing() -> opentelemetry::Context {
+    let current = opentelemetry::Context::current();
+    let Some(remote) = REMOTE.get() else {
+        return current;
+    };
+    if !current.has_active_span() && current.baggage().is_empty() {
+        return remote; // the usual case: a handler that attached nothing of its own
+    }
+    let baggage: Baggage = remote
+        .baggage()
+        .iter()
+        .chain(current.baggage().iter())
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .collect();
+    let base = if current.has_active_span() {
+        current
+    } else {
+        remote
+    };
+    base.with_baggage(baggage)
+}
+
+/// An incoming request's headers, for OpenTelemetry, which reads text: a `baggage` header
+/// that is not all UTF-8 is read with the bad bytes replaced, so that its valid members still
+/// apply and the bad one is reported (a value that is not text would be lost whole, unreported).
+struct OtelExtractor<'a> {
+    headers: &'a dyn Extractor,
+    baggage: Vec<Cow<'a, str>>,
+}
+
+impl<'a> OtelExtractor<'a> {
+    fn new(headers: &'a dyn Extractor) -> Self {
+        let baggage = headers
+            .get_all(HEADER)
+            .into_iter()
+            .map(String::from_utf8_lossy)
+            .collect();
+        OtelExtractor { headers, baggage }
+    }
+}
 
 impl otel::Extractor for OtelExtractor<'_> {
     fn get(&self, key: &str) -> Option<&str> {
-        let first = self.0.get_all(key).into_iter().next()?;
+        if key.eq_ignore_ascii_case(HEADER) {
+            return self.baggage.first().map(|v| &**v);
+        }
+        let first = self.headers.get_all(key).into_iter().next()?;
         std::str::from_utf8(first).ok()
     }
 
@@ -111,53 +161,101 @@ impl otel::Extractor for OtelExtractor<'_> {
     }
 
     fn get_all(&self, key: &str) -> Option<Vec<&str>> {
-        let all: Vec<&str> = self
-            .0
-            .get_all(key)
-            .into_iter()
-            .filter_map(|v| std::str::from_utf8(v).ok())
-            .collect();
+        let all: Vec<&str> = if key.eq_ignore_ascii_case(HEADER) {
+            self.baggage.iter().map(|v| &**v).collect()
+        } else {
+            self.headers
+                .get_all(key)
+                .into_iter()
+                .filter_map(|v| std::str::from_utf8(v).ok())
+                .collect()
+        };
         (!all.is_empty()).then_some(all)
     }
 }
 
-/// Our carrier as OpenTelemetry's. A `baggage` header the propagator sets replaces what was
-/// there: members of other parties already on the request (keys the new header does not
-/// have) are put back in front of it.
-struct OtelInjector<'a>(&'a mut dyn Injector);
+/// The carrier, for OpenTelemetry: the `baggage` headers its propagators write are kept
+/// aside, to be merged with the carrier's own after they all ran.
+struct OtelInjector<'a> {
+    headers: &'a mut dyn Injector,
+    baggage: Vec<String>,
+}
 
 impl otel::Injector for OtelInjector<'_> {
     fn set(&mut self, key: &str, value: String) {
         let key = key.to_ascii_lowercase();
-        if key != HEADER {
-            self.0.set(&key, value);
-            return;
+        if key == HEADER {
+            self.baggage.push(value);
+        } else {
+            self.headers.set(&key, value);
         }
-        let ours: Vec<&str> = value.split(',').filter_map(member_key).collect();
-        let mut merged = String::new();
-        for old in self.0.get_all(HEADER) {
-            for member in old.split(|&b| b == b',') {
-                let Ok(member) = std::str::from_utf8(member) else {
-                    continue; // not text: malformed, not passed on
-                };
-                let member = member.trim_matches([' ', '\t']);
-                match member_key(member) {
-                    Some(k) if !ours.contains(&k) => {
-                        merged.push_str(member);
-                        merged.push(',');
-                    }
-                    _ => {}
-                }
-            }
-        }
-        merged.push_str(&value);
-        self.0.set(HEADER, merged);
     }
 }
 
-/// A member's key (`key=value;props`), if it has one.
-fn member_key(member: &str) -> Option<&str> {
-    let (key, _) = member.split_once('=')?;
-    let key = key.trim_matches([' ', '\t']);
+/// Writes into `headers` the `baggage` header they have, less the members under the keys
+/// written now (`written`) or carried (`carried`, stale even when their local is unbound and
+/// nothing was written for it), then `written`.
+fn merge(
+    headers: &mut dyn Injector,
+    written: &[String],
+    carried: &[&str],
+) -> Result<(), BaggageError> {
+    let old = headers.get_all(HEADER);
+    if old.is_empty() && written.is_empty() {
+        return Ok(());
+    }
+    let members = || {
+        written
+            .iter()
+            .flat_map(|h| h.as_bytes().split(|&b| b == b','))
+    };
+    let stale: Vec<&[u8]> = members()
+        .filter_map(member_key)
+        .chain(carried.iter().map(|k| k.as_bytes()))
+        .collect();
+    let mut merged = Vec::new();
+    for member in old.iter().flat_map(|h| h.split(|&b| b == b',')) {
+        if !member_key(member).is_some_and(|k| stale.contains(&k)) {
+            merged.extend_from_slice(member);
+            merged.push(b',');
+        }
+    }
+    merged.extend_from_slice(written.join(",").as_bytes());
+    // A propagator that carries nothing passes on the members a receiver can read, within
+    // the W3C limits, and reports the others: the same rules as for its own injection.
+    let mut merge = Merge {
+        raw: merged,
+        out: None,
+    };
+    let result = Propagator::new().inject(&mut merge);
+    match merge.out {
+        Some(header) => headers.set(HEADER, header),
+        None => headers.remove(HEADER),
+    }
+    result
+}
+
+/// The key of a raw member, trimmed, if it has one.
+fn member_key(member: &[u8]) -> Option<&[u8]> {
+    let eq = member.iter().position(|&b| b == b'=')?;
+    let key = member[..eq].trim_ascii();
     (!key.is_empty()).then_some(key)
+}
+
+/// A `baggage` header being merged: read as bytes, written as the checked header.
+struct Merge {
+    raw: Vec<u8>,
+    out: Option<String>,
+}
+
+impl Injector for Merge {
+    fn get_all(&self, _: &str) -> Vec<&[u8]> {
+        vec![&self.raw]
+    }
+    fn set(&mut self, _: &str, value: String) {
+        self.out = Some(value);
+    }
+    fn remove(&mut self, _: &str) {
+        self.out = None;
+    }
 }

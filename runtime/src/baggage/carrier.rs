@@ -111,13 +111,19 @@ impl Injector for http::HeaderMap {
     }
 
     fn set(&mut self, name: &str, value: String) {
-        // Encoded values are visible ASCII, so this cannot fail; a value that could would be
-        // left out rather than sent broken.
-        if let (Ok(name), Ok(value)) = (
+        // Encoded values are visible ASCII, so this cannot fail; a value that could (written by
+        // another propagator) is left out rather than sent broken, and so is the old value,
+        // which is not current.
+        match (
             http::header::HeaderName::from_bytes(name.as_bytes()),
             http::HeaderValue::from_str(&value),
         ) {
-            self.insert(name, value);
+            (Ok(name), Ok(value)) => {
+                self.insert(name, value);
+            }
+            _ => {
+                http::HeaderMap::remove(self, name);
+            }
         }
     }
 }

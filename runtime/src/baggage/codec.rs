@@ -24,9 +24,10 @@ pub(crate) fn is_token(s: &[u8]) -> bool {
 /// The first byte of `member` that may not appear in a header value (a control character
 /// other than tab, DEL, or not ASCII), if any: a member of another party that has one is not
 /// passed on, so that it cannot end the header (CR LF) or smuggle another one.
-pub(crate) fn unsafe_byte(member: &str) -> Option<u8> {
+pub(crate) fn unsafe_byte(member: &[u8]) -> Option<u8> {
     member
-        .bytes()
+        .iter()
+        .copied()
         .find(|&b| !(b == b'\t' || (0x20..=0x7E).contains(&b)))
 }
 
@@ -36,7 +37,7 @@ fn is_value_byte(b: u8) -> bool {
 }
 
 /// Optional whitespace (space and tab) off both ends.
-fn trim_ows(mut s: &[u8]) -> &[u8] {
+pub(crate) fn trim_ows(mut s: &[u8]) -> &[u8] {
     while let [b' ' | b'\t', rest @ ..] = s {
         s = rest;
     }
@@ -93,7 +94,7 @@ pub(crate) fn parse<'h>(
 }
 
 /// One trimmed member: its key, decoded value and properties.
-fn parse_member(raw: &[u8]) -> Result<(&str, String, &str), Problem> {
+pub(crate) fn parse_member(raw: &[u8]) -> Result<(&str, String, &str), Problem> {
     let (pair, properties) = match raw.iter().position(|&b| b == b';') {
         Some(semi) => (&raw[..semi], &raw[semi + 1..]),
         None => (raw, &[][..]),
@@ -112,6 +113,22 @@ fn parse_member(raw: &[u8]) -> Result<(&str, String, &str), Problem> {
     // Every token byte is ASCII.
     let key = std::str::from_utf8(key).map_err(|_| Problem::BadKey)?;
     Ok((key, value, properties))
+}
+
+/// Whether `properties` (what follows a member's first `;`) are each `key` or `key=value`
+/// (OWS around both and `=`; a token key; a value of baggage-octets), as W3C writes them: a
+/// strict reader may refuse the whole header for one that is not (the W3C grammar has no
+/// other form), so such a member is not passed on. Empty ones (`k=v;`, `;;`) are tolerated,
+/// like empty members.
+pub(crate) fn properties_ok(properties: &[u8]) -> bool {
+    properties.split(|&b| b == b';').all(|property| {
+        let property = trim_ows(property);
+        let (key, value) = match property.iter().position(|&b| b == b'=') {
+            Some(eq) => (trim_ows(&property[..eq]), trim_ows(&property[eq + 1..])),
+            None => (property, &[][..]),
+        };
+        property.is_empty() || (is_token(key) && value.iter().all(|&b| is_value_byte(b)))
+    })
 }
 
 /// Percent-decodes a value, checking it is made of baggage-octets and decodes to UTF-8.
@@ -271,12 +288,6 @@ impl Header {
             self.members += 1;
         }
     }
-}
-
-/// The key of a raw member of an existing header (for merging), if it has one.
-pub(crate) fn raw_key(raw: &str) -> Option<&str> {
-    let eq = raw.find('=')?;
-    Some(raw[..eq].trim_matches([' ', '\t']))
 }
 
 /// A value to encode, in `Display` form, percent-encoded as it is written.

@@ -40,6 +40,9 @@ pub(crate) enum Problem {
         byte: u8,
     },
     BadPercent,
+    /// A property (after `;`) that is neither `key` nor `key=value` (token key, value of
+    /// baggage-octets): reported when such a member is not passed on.
+    BadProperty,
     NotUtf8,
     OverLimit {
         dropped: usize,
@@ -147,6 +150,10 @@ impl fmt::Display for BaggageError {
         match &self.problem {
             Problem::NoEquals => write!(f, "baggage member `{m}` has no `=`"),
             Problem::BadKey => write!(f, "baggage member `{m}` has an empty or invalid key"),
+            Problem::BadProperty => write!(
+                f,
+                "baggage member `{m}` has a property that is neither `key` nor `key=value` (a token key, a value of baggage-octets)"
+            ),
             Problem::BadValueByte { byte } => write!(
                 f,
                 "baggage member `{m}`: byte 0x{byte:02X} is not allowed in a value (percent-encode it)"

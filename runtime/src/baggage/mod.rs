@@ -21,6 +21,8 @@ mod limits;
 mod otel;
 mod propagator;
 mod value;
+#[cfg(feature = "opentelemetry")]
+mod watch;
 
 pub use carried::Carried;
 pub use carrier::{Extractor, Injector};
@@ -29,3 +31,5 @@ pub use fields::BaggageFields;
 pub use limits::{MAX_BYTES, MAX_MEMBERS};
 pub use propagator::{Extracted, Propagator, HEADER};
 pub use value::BaggageValue;
+#[cfg(feature = "opentelemetry")]
+pub use watch::__carried_keys_during;

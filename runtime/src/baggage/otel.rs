@@ -53,6 +53,7 @@ static FIELDS: std::sync::LazyLock<[String; 1]> = std::sync::LazyLock::new(|| [H
 /// ```
 impl TextMapPropagator for Propagator {
     fn inject_context(&self, cx: &Context, injector: &mut dyn Injector) {
+        super::watch::report(self.keys());
         let mut others = Vec::new();
         for (key, (value, metadata)) in cx.baggage() {
             // A key that is not a token would be a forged member (OpenTelemetry checks keys

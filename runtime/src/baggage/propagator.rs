@@ -302,8 +302,10 @@ impl Propagator {
     /// - a carried local cannot be read here — `inject` runs inside its `with_mut` (the error
     ///   names the local: [`BaggageError::local`]); its member is left out, and so is a member
     ///   under its key from the existing header, which is not its current value;
-    /// - a member of the existing header has a byte that may not be sent in a header (a
-    ///   control character such as CR or LF, or not ASCII): it is left out;
+    /// - a member of the existing header is malformed (no `=`, a key that is not a token, a
+    ///   value that is not percent-encoded baggage-octets) or has a byte that may not be sent
+    ///   in a header (a control character such as CR or LF, or not ASCII): it is left out —
+    ///   a receiver could not read it, and it is not this service's to repair;
     /// - the header would exceed the W3C limits (64 members, 8192 bytes): the members that
     ///   fit are written, the error says how many were left out.
     ///
@@ -323,25 +325,17 @@ impl Propagator {
     pub fn inject(&self, carrier: &mut impl Injector) -> Result<(), BaggageError> {
         let existing = carrier.get_all(HEADER);
         let had_header = !existing.is_empty();
-        let mut unsafe_member = None;
-        // Members of other parties are kept as sent; a member that is not even text is
-        // malformed, and is not passed on; nor is one that would break the header.
+        let mut bad_member = None;
+        // Members of other parties are kept as sent if a receiver can read them; one that is
+        // malformed, or would break the header, is not passed on.
         let others: Vec<&str> = existing
             .iter()
             .flat_map(|value| value.split(|&b| b == b','))
-            .filter_map(|m| std::str::from_utf8(m).ok())
-            .map(|m| m.trim_matches([' ', '\t']))
-            .filter(|m| !m.is_empty() && !codec::raw_key(m).is_some_and(|k| self.carries(k)))
-            .filter(|m| match codec::unsafe_byte(m) {
-                None => true,
-                Some(byte) => {
-                    unsafe_member.get_or_insert_with(|| {
-                        BaggageError::new(
-                            codec::shown(m.as_bytes()),
-                            Problem::BadValueByte { byte },
-                        )
-                    });
-                    false
+            .filter_map(|m| match self.passed_on(m) {
+                Ok(kept) => kept,
+                Err(error) => {
+                    bad_member.get_or_insert(error);
+                    None
                 }
             })
             .collect();
@@ -352,7 +346,7 @@ impl Propagator {
             // Only stale members of ours were there: none may survive as current.
             carrier.remove(HEADER);
         }
-        if let Some(e) = unreadable.or(unsafe_member) {
+        if let Some(e) = unreadable.or(bad_member) {
             return Err(e);
         }
         if dropped > 0 {
@@ -479,6 +473,32 @@ impl Propagator {
         match &self.carried {
             List::Static(list) => list,
             List::Owned(list) => list,
+        }
+    }
+
+    /// What becomes of `raw`, a member of another party's header, when injecting: kept
+    /// (trimmed), left out because it is empty or under a carried key (its value is stale), or
+    /// an error because it is malformed or would break the header (a control character such
+    /// as CR LF, or not ASCII).
+    fn passed_on<'m>(&self, raw: &'m [u8]) -> Result<Option<&'m str>, BaggageError> {
+        let trimmed = codec::trim_ows(raw);
+        if let Some(byte) = codec::unsafe_byte(trimmed) {
+            return Err(BaggageError::new(
+                codec::shown(trimmed),
+                Problem::BadValueByte { byte },
+            ));
+        }
+        if trimmed.is_empty() {
+            return Ok(None);
+        }
+        match codec::parse_member(trimmed) {
+            Err(problem) => Err(BaggageError::new(codec::shown(trimmed), problem)),
+            Ok((key, _, _)) if self.carries(key) => Ok(None),
+            Ok((_, _, properties)) if !codec::properties_ok(properties.as_bytes()) => Err(
+                BaggageError::new(codec::shown(trimmed), Problem::BadProperty),
+            ),
+            // Printable ASCII, so it is text.
+            Ok(_) => Ok(std::str::from_utf8(trimmed).ok()),
         }
     }
 
