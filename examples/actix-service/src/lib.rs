@@ -29,8 +29,7 @@ use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
 use tower::{ServiceBuilder, ServiceExt};
 
-#[path = "../../shared/driver.rs"]
-pub mod driver;
+pub use context_local_example_driver as driver;
 
 /// The tenant a request is for: baggage member `tenant`; never bound in a thread's own context.
 pub static TENANT: Local<String> = Local::named("TENANT").baggage("tenant").explicit_only();

@@ -43,8 +43,7 @@ use tonic_prost::ProstCodec;
 use tower::util::BoxCloneService;
 use tower::{BoxError, ServiceBuilder, ServiceExt};
 
-#[path = "../../shared/driver.rs"]
-pub mod driver;
+pub use context_local_example_driver as driver;
 
 /// Who a call is for: set by the client in the call's context, rebuilt on the server from
 /// the call's baggage. Two fields travel, each as a member of its own (readable by services in

@@ -1,6 +1,6 @@
 //! The load both RPC examples put on their server (actix-service, tonic-service): `n` calls
-//! at once, each from its own context, and the check of what the server saw. Each example
-//! includes this file as its `driver` module, so that neither depends on the other.
+//! at once, each from its own context, and the check of what the server saw. A crate of its
+//! own, so that neither example depends on the other.
 
 use std::future::Future;
 use std::time::Duration;
