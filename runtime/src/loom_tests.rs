@@ -1031,7 +1031,7 @@ mod iteration {
     /// Two `set`s while a reader may still hold the first value: the second write reuses the
     /// emptied replaced slot only once no reader is on it.
     #[test]
-    fn repeated_sets_reuse_retired_slots_only_when_unread() {
+    fn repeated_sets_reuse_replaced_slots_only_when_unread() {
         model(|| {
             let drops = Arc::new(AtomicUsize::new(0));
             let local = Arc::new(Local::<Counted>::named("L"));

@@ -134,14 +134,19 @@ impl SlotState {
         Seen(st)
     }
 
-    /// Sets `WRITING` on `seen` (the holder's view). `Relaxed`: the fence and check that
-    /// follow it (`storage/borrow.rs`) order it before any write of the payload.
+    /// Sets `WRITING` on `seen` (the holder's view). `Relaxed`: what follows it orders it
+    /// before any write of the payload — the per-local fence and reader check
+    /// (`storage/borrow.rs`), or, after a wait for this slot's readers, the `AcqRel` RMW of
+    /// `slot_readers` (the per-slot handshake), whose release half orders this store.
     #[inline(always)]
     pub(crate) fn begin_write(&self, seen: Seen) {
         self.0.store(seen.0 | WRITING, Ordering::Relaxed);
     }
 
     /// Claims a slot nobody uses (fresh, or replaced and emptied) for writing: `WRITING` alone.
+    /// `Relaxed`: a fresh slot is published by the table store that installs it; a reused one
+    /// is followed by the `AcqRel` RMW of `slot_readers` that checks it is unread, which
+    /// orders this store before the payload is touched.
     #[inline(always)]
     pub(crate) fn claim_for_write(&self) {
         self.0.store(WRITING, Ordering::Relaxed);

@@ -287,7 +287,7 @@ impl<'a> SlotReader<'a> {
 impl Drop for SlotReader<'_> {
     fn drop(&mut self) {
         self.hdr.slot_readers.fetch_sub(1, Ordering::AcqRel);
-        // A waiter increments `waiting`, then re-checks `marks` with an RMW. RMWs of `marks`
+        // A waiter increments `waiting`, then re-checks `slot_readers` with an RMW. RMWs of `slot_readers`
         // are totally ordered: if its re-check came before our decrement, our decrement
         // acquired it, so this load sees its increment and we wake it; if after, it saw our
         // decrement. A plain load suffices here (the RMW is on the waiter's, cold, side).

@@ -694,7 +694,7 @@ impl<V: Payload> Storage<V> {
             return self.write_contended::<USER, R>(ctx, slot, st, e, f);
         }
         if FRESH && ctx.has_replaced() {
-            return Ok(self.write_then_sweep::<USER, R>(ctx, slot, st, f));
+            return Ok(self.write_then_reclaim::<USER, R>(ctx, slot, st, f));
         }
         Ok(self.write_begun::<USER, R>(ctx, slot, st, f))
     }
@@ -731,7 +731,7 @@ impl<V: Payload> Storage<V> {
     /// those whose readers have gone are dropped once this write is done.
     #[cold]
     #[inline(never)]
-    fn write_then_sweep<const USER: bool, R>(
+    fn write_then_reclaim<const USER: bool, R>(
         &self,
         ctx: &CtxInner,
         slot: &Slot<V>,
@@ -1126,11 +1126,11 @@ impl<V> Storage<V> {
             // SAFETY: detached above; kept_alive change only under the detach lock.
             let header = unsafe { p.as_ref() };
             if header.kept_alive.load(Ordering::Relaxed) > 0 {
-                // A capture is using it: the last one to unpin frees it.
+                // A capture or wait keeps it alive: the last keeper (`SlotKeptAlive`'s drop) frees it.
                 header.orphaned.store(true, Ordering::Relaxed);
             } else {
                 drop(_guard);
-                // SAFETY: swapped out of the table, no capture kept_alive it and no scan can see it
+                // SAFETY: swapped out of the table, nothing keeps it alive (`kept_alive` is 0) and no scan can see it
                 // (handshake above), and nobody can use this local (we have `&mut self`): we
                 // own the slot.
                 unsafe { SlotHeader::free(p) };
