@@ -1890,7 +1890,7 @@ fn a_baggage_key_must_be_a_non_empty_http_token() {
 /// them; they are dropped now, reported, and the well-formed ones kept in order.
 #[test]
 fn inject_drops_and_reports_malformed_members_of_other_parties() {
-    let mut headers = carrier("ok=1,noequals,bad key=1,=1,k=a b,k2=%zz,s;p=1,ok2=2;ttl=5");
+    let mut headers = carrier("ok=1,noequals,bad key=1,=1,k=a b,s;p=1,ok2=2;ttl=5");
     let err = Context::new()
         .run(|| {
             N.set(9);
@@ -1901,6 +1901,22 @@ fn inject_drops_and_reports_malformed_members_of_other_parties() {
     assert_eq!(headers["baggage"], "ok=1,ok2=2;ttl=5,n=9");
     let again = PROPAGATOR.extract(&headers);
     assert!(again.errors().is_empty(), "{:?}", again.errors());
+}
+
+/// Fault (review of the adversary pass): a member of another party was checked by decoding
+/// it, so `k=%zz` (a broken escape) and `k=%FF` (not UTF-8 once decoded) were left out and
+/// reported, though both are valid W3C grammar (`%` is a baggage-octet, and the receiver
+/// deals with what the value decodes to). Only the grammar is checked now: they pass as sent.
+#[test]
+fn inject_passes_on_members_of_other_parties_it_cannot_decode() {
+    let mut headers = carrier("a=%zz,b=%FF,c=x%C3;p=%4,d=%");
+    Context::new()
+        .run(|| {
+            N.set(9);
+            PROPAGATOR.inject(&mut headers)
+        })
+        .expect("every member is valid grammar");
+    assert_eq!(headers["baggage"], "a=%zz,b=%FF,c=x%C3;p=%4,d=%,n=9");
 }
 
 /// Fault (adversary pass): a member of another party with a malformed property (a key that

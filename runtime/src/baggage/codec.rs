@@ -115,6 +115,33 @@ pub(crate) fn parse_member(raw: &[u8]) -> Result<(&str, String, &str), Problem> 
     Ok((key, value, properties))
 }
 
+/// Checks one trimmed member against the W3C grammar only — a token key, `=`, a value of
+/// baggage-octets, well-formed properties — and returns its key. Nothing is decoded: `%zz` or
+/// `%FF` are valid grammar, and what a value decodes to is its receiver's business.
+pub(crate) fn check_member(raw: &[u8]) -> Result<&str, Problem> {
+    let (pair, properties) = match raw.iter().position(|&b| b == b';') {
+        Some(semi) => (&raw[..semi], &raw[semi + 1..]),
+        None => (raw, &[][..]),
+    };
+    let eq = pair
+        .iter()
+        .position(|&b| b == b'=')
+        .ok_or(Problem::NoEquals)?;
+    let key = trim_ows(&pair[..eq]);
+    if !is_token(key) {
+        return Err(Problem::BadKey);
+    }
+    let value = trim_ows(&pair[eq + 1..]);
+    if let Some(&byte) = value.iter().find(|&&b| !is_value_byte(b)) {
+        return Err(Problem::BadValueByte { byte });
+    }
+    if !properties_ok(properties) {
+        return Err(Problem::BadProperty);
+    }
+    // Every token byte is ASCII.
+    std::str::from_utf8(key).map_err(|_| Problem::BadKey)
+}
+
 /// Whether `properties` (what follows a member's first `;`) are each `key` or `key=value`
 /// (OWS around both and `=`; a token key; a value of baggage-octets), as W3C writes them: a
 /// strict reader may refuse the whole header for one that is not (the W3C grammar has no

@@ -478,8 +478,9 @@ impl Propagator {
 
     /// What becomes of `raw`, a member of another party's header, when injecting: kept
     /// (trimmed), left out because it is empty or under a carried key (its value is stale), or
-    /// an error because it is malformed or would break the header (a control character such
-    /// as CR LF, or not ASCII).
+    /// an error because it does not follow the W3C grammar (a receiver cannot read it) or would
+    /// break the header (a control character such as CR LF, or not ASCII). Its value is not
+    /// decoded: what it decodes to is for its receiver to judge.
     fn passed_on<'m>(&self, raw: &'m [u8]) -> Result<Option<&'m str>, BaggageError> {
         let trimmed = codec::trim_ows(raw);
         if let Some(byte) = codec::unsafe_byte(trimmed) {
@@ -491,12 +492,9 @@ impl Propagator {
         if trimmed.is_empty() {
             return Ok(None);
         }
-        match codec::parse_member(trimmed) {
+        match codec::check_member(trimmed) {
             Err(problem) => Err(BaggageError::new(codec::shown(trimmed), problem)),
-            Ok((key, _, _)) if self.carries(key) => Ok(None),
-            Ok((_, _, properties)) if !codec::properties_ok(properties.as_bytes()) => Err(
-                BaggageError::new(codec::shown(trimmed), Problem::BadProperty),
-            ),
+            Ok(key) if self.carries(key) => Ok(None),
             // Printable ASCII, so it is text.
             Ok(_) => Ok(std::str::from_utf8(trimmed).ok()),
         }
