@@ -115,6 +115,17 @@ pub(crate) fn parse_member(raw: &[u8]) -> Result<(&str, String, &str), Problem> 
     Ok((key, value, properties))
 }
 
+/// The key of one trimmed member, if it has a token key before its `=` (whatever follows).
+pub(crate) fn member_key(raw: &[u8]) -> Option<&str> {
+    let end = raw.iter().position(|&b| b == b'=' || b == b';')?;
+    let key = trim_ows(&raw[..end]);
+    if raw[end] != b'=' || !is_token(key) {
+        return None;
+    }
+    // Every token byte is ASCII.
+    std::str::from_utf8(key).ok()
+}
+
 /// Checks one trimmed member against the W3C grammar only — a token key, `=`, a value of
 /// baggage-octets, well-formed properties — and returns its key. Nothing is decoded: `%zz` or
 /// `%FF` are valid grammar, and what a value decodes to is its receiver's business.

@@ -483,6 +483,10 @@ impl Propagator {
     /// decoded: what it decodes to is for its receiver to judge.
     fn passed_on<'m>(&self, raw: &'m [u8]) -> Result<Option<&'m str>, BaggageError> {
         let trimmed = codec::trim_ows(raw);
+        // A stale member of ours is replaced whatever its value holds: not an error.
+        if codec::member_key(trimmed).is_some_and(|key| self.carries(key)) {
+            return Ok(None);
+        }
         if let Some(byte) = codec::unsafe_byte(trimmed) {
             return Err(BaggageError::new(
                 codec::shown(trimmed),
@@ -494,7 +498,6 @@ impl Propagator {
         }
         match codec::check_member(trimmed) {
             Err(problem) => Err(BaggageError::new(codec::shown(trimmed), problem)),
-            Ok(key) if self.carries(key) => Ok(None),
             // Printable ASCII, so it is text.
             Ok(_) => Ok(std::str::from_utf8(trimmed).ok()),
         }
