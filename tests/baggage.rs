@@ -2132,7 +2132,8 @@ proptest! {
     #![proptest_config(ProptestConfig::with_cases(cases()))]
 
     /// (adversary pass) Whatever other parties put in the carrier's header, `inject` sends on
-    /// only members a receiver reads without an error, each one as it came (trimmed) or ours;
+    /// only members of valid W3C grammar (their values may not decode: that is the
+    /// receiver's business), each one as it came (trimmed) or ours;
     /// and when it says `Ok`, every member it did not send was empty or stale (under a carried
     /// key): nothing lost without a word.
     #[test]
@@ -2154,8 +2155,17 @@ proptest! {
             prop_assert!(*member == "n=9" || trimmed.contains(&member.as_bytes()),
                 "{member:?} was not in {:?}", short(&raw));
         }
+        // Valid grammar is passed on even when its value does not decode (the receiver's
+        // business): the only errors a receiver may find are about decoding.
         let extracted = FULL.extract_headers([written.as_slice()]);
-        prop_assert!(extracted.errors().is_empty(), "{:?} from {text:?}", extracted.errors());
+        prop_assert!(
+            extracted.errors().iter().all(|e| {
+                let e = e.to_string();
+                e.contains("hex") || e.contains("UTF-8")
+            }),
+            "{:?} from {text:?}",
+            extracted.errors()
+        );
         if result.is_ok() {
             for member in trimmed.iter().filter(|m| !m.is_empty()) {
                 let stale = KNOWN.iter().any(|k| {
