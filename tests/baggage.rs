@@ -2096,6 +2096,45 @@ mod otel_merge {
 }
 
 #[cfg(all(feature = "http", feature = "opentelemetry"))]
+mod otel_extract {
+    use super::*;
+    use context_local::propagate::{Otel, Propagate};
+    use http::{HeaderMap, HeaderValue};
+    use opentelemetry::propagation::TextMapCompositePropagator;
+    use opentelemetry_sdk::propagation::BaggagePropagator;
+
+    /// Fault (review of the adversary pass): `Otel` handed OpenTelemetry the `baggage` header
+    /// read with U+FFFD for each byte that is not UTF-8, so `opentelemetry_sdk`'s
+    /// `BaggagePropagator` took `other=a<0xFF>b` as `other=a\u{fffd}b` and sent it on as
+    /// `other=a%EF%BF%BDb`, as if the client had sent that; and our error named 0xEF, not
+    /// the byte sent. Such a member is left out now and reported with its real byte.
+    #[test]
+    fn a_member_with_a_byte_that_is_not_text_is_left_out_and_reported_with_it() {
+        let composite = Otel(TextMapCompositePropagator::new(vec![
+            Box::new(BaggagePropagator::new()),
+            Box::new(PROPAGATOR.clone()),
+        ]));
+        let mut incoming = HeaderMap::new();
+        incoming.insert(
+            "baggage",
+            HeaderValue::from_bytes(b"other=a\xffb,s=ok,more=1").unwrap(),
+        );
+        let (request, extracted) = composite.start(&incoming);
+        assert_eq!(extracted.errors().len(), 1, "{:?}", extracted.errors());
+        let error = extracted.errors()[0].to_string();
+        assert!(error.contains("0xFF"), "{error}");
+        let mut outgoing = HeaderMap::new();
+        request.run(|| {
+            assert_eq!(S.get().as_deref(), Some("ok"));
+            composite.inject(&mut outgoing).unwrap();
+        });
+        let sent = outgoing["baggage"].to_str().unwrap();
+        assert!(!sent.contains("other"), "{sent}");
+        assert!(sent.contains("more=1"), "{sent}");
+    }
+}
+
+#[cfg(all(feature = "http", feature = "opentelemetry"))]
 mod otel_stale {
     use super::*;
     use context_local::propagate::{Otel, Propagate};

@@ -1,7 +1,5 @@
 //! [`Otel`]: any OpenTelemetry `TextMapPropagator` at the edges (feature `opentelemetry`).
 
-use std::borrow::Cow;
-
 use opentelemetry::baggage::{Baggage, BaggageExt};
 use opentelemetry::propagation::{self as otel, TextMapPropagator};
 use opentelemetry::trace::TraceContextExt;
@@ -75,13 +73,15 @@ pub fn otel_context() -> Option<opentelemetry::Context> {
 
 impl<T: TextMapPropagator + Send + Sync> Propagate for Otel<T> {
     fn start(&self, headers: &dyn Extractor) -> (Context, Extracted) {
+        let extractor = OtelExtractor::new(headers);
         let cx = self
             .0
-            .extract_with_context(&opentelemetry::Context::new(), &OtelExtractor::new(headers));
+            .extract_with_context(&opentelemetry::Context::new(), &extractor);
         let extracted = cx
             .get::<Extracted>()
             .cloned()
-            .unwrap_or_else(nothing_extracted);
+            .unwrap_or_else(nothing_extracted)
+            .__and_errors(extractor.left_out);
         let request = extracted.snapshot().fork();
         request.run(|| REMOTE.set(cx));
         (request, extracted)
@@ -128,22 +128,34 @@ fn outgoing() -> opentelemetry::Context {
     base.with_baggage(baggage)
 }
 
-/// An incoming request's headers, for OpenTelemetry, which reads text: a `baggage` header
-/// that is not all UTF-8 is read with the bad bytes replaced, so that its valid members still
-/// apply and the bad one is reported (a value that is not text would be lost whole, unreported).
+/// An incoming request's headers, for OpenTelemetry, which reads text: the members of a
+/// `baggage` header that hold a byte no header may hold (not ASCII, a control character) are
+/// left out and reported in `left_out` with that byte, so that the valid members still apply
+/// (a value that is not text would be lost whole, unreported) and the bad one is not passed on
+/// with U+FFFD as if the client had sent it.
 struct OtelExtractor<'a> {
     headers: &'a dyn Extractor,
-    baggage: Vec<Cow<'a, str>>,
+    baggage: Vec<String>,
+    left_out: Vec<BaggageError>,
 }
 
 impl<'a> OtelExtractor<'a> {
     fn new(headers: &'a dyn Extractor) -> Self {
+        let mut left_out = Vec::new();
         let baggage = headers
             .get_all(HEADER)
             .into_iter()
-            .map(String::from_utf8_lossy)
+            .map(|raw| {
+                let (safe, errors) = crate::baggage::__safe_members(raw);
+                left_out.extend(errors);
+                safe
+            })
             .collect();
-        OtelExtractor { headers, baggage }
+        OtelExtractor {
+            headers,
+            baggage,
+            left_out,
+        }
     }
 }
 

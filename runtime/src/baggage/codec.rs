@@ -31,6 +31,32 @@ pub(crate) fn unsafe_byte(member: &[u8]) -> Option<u8> {
         .find(|&b| !(b == b'\t' || (0x20..=0x7E).contains(&b)))
 }
 
+/// `header` without its members that hold a byte no header may hold (see [`unsafe_byte`]), as
+/// text, and an error naming that byte for each member left out: for a reader of text
+/// (OpenTelemetry's), which would otherwise get it with U+FFFD and pass that on as sent.
+#[doc(hidden)]
+pub fn __safe_members(header: &[u8]) -> (String, Vec<BaggageError>) {
+    let mut safe = String::with_capacity(header.len());
+    let mut errors = Vec::new();
+    for member in header.split(|&b| b == b',') {
+        match (unsafe_byte(member), std::str::from_utf8(member)) {
+            (None, Ok(text)) => {
+                if !safe.is_empty() {
+                    safe.push(',');
+                }
+                safe.push_str(text);
+            }
+            (byte, _) => errors.push(BaggageError::new(
+                shown(trim_ows(member)),
+                Problem::BadValueByte {
+                    byte: byte.unwrap_or_default(),
+                },
+            )),
+        }
+    }
+    (safe, errors)
+}
+
 /// A baggage-octet: printable ASCII but space, `"`, `,`, `;` and `\`.
 fn is_value_byte(b: u8) -> bool {
     matches!(b, 0x21 | 0x23..=0x2B | 0x2D..=0x3A | 0x3C..=0x5B | 0x5D..=0x7E)

@@ -26,6 +26,8 @@ mod watch;
 
 pub use carried::Carried;
 pub use carrier::{Extractor, Injector};
+#[cfg(feature = "opentelemetry")]
+pub use codec::__safe_members;
 pub use error::BaggageError;
 pub use fields::BaggageFields;
 pub use limits::{MAX_BYTES, MAX_MEMBERS};

@@ -630,4 +630,11 @@ impl Extracted {
     pub fn errors(&self) -> &[BaggageError] {
         &self.errors
     }
+
+    /// With `errors` reported after its own (for the facade's OpenTelemetry extraction).
+    #[doc(hidden)]
+    pub fn __and_errors(mut self, errors: Vec<BaggageError>) -> Self {
+        self.errors.extend(errors);
+        self
+    }
 }
