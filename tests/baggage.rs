@@ -2132,6 +2132,32 @@ mod otel_extract {
         assert!(!sent.contains("other"), "{sent}");
         assert!(sent.contains("more=1"), "{sent}");
     }
+
+    /// Fault (review of the adversary pass): the outgoing OpenTelemetry baggage was the
+    /// request's with the current context's inserted after it, so with the request's at
+    /// OpenTelemetry's limit (64 entries) what the handler attached (newer) was dropped, the
+    /// remote entries kept, and nothing said. The current entries go first now.
+    #[test]
+    fn the_handlers_own_baggage_wins_over_the_requests_at_the_limit() {
+        use opentelemetry::baggage::BaggageExt;
+        use opentelemetry::KeyValue;
+        let composite = Otel(TextMapCompositePropagator::new(vec![
+            Box::new(BaggagePropagator::new()),
+            Box::new(PROPAGATOR.clone()),
+        ]));
+        let remote: Vec<String> = (0..MAX_MEMBERS).map(|i| format!("r{i}=1")).collect();
+        let mut incoming = HeaderMap::new();
+        incoming.insert("baggage", HeaderValue::from_str(&remote.join(",")).unwrap());
+        let (request, _) = composite.start(&incoming);
+        let mut outgoing = HeaderMap::new();
+        request.run(|| {
+            let _attached =
+                opentelemetry::Context::current_with_baggage([KeyValue::new("mine", "1")]).attach();
+            let _ = composite.inject(&mut outgoing);
+        });
+        let sent = outgoing["baggage"].to_str().unwrap();
+        assert!(sent.split(',').any(|m| m == "mine=1"), "{sent}");
+    }
 }
 
 #[cfg(all(feature = "http", feature = "opentelemetry"))]

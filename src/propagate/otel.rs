@@ -114,10 +114,17 @@ fn outgoing() -> opentelemetry::Context {
     if !current.has_active_span() && current.baggage().is_empty() {
         return remote; // the usual case: a handler that attached nothing of its own
     }
-    let baggage: Baggage = remote
-        .baggage()
+    // The current (newer) entries first: at OpenTelemetry's limits, what does not fit is the
+    // request's, not what the handler attached.
+    let own = current.baggage();
+    let baggage: Baggage = own
         .iter()
-        .chain(current.baggage().iter())
+        .chain(
+            remote
+                .baggage()
+                .iter()
+                .filter(|(k, _)| own.get(k.as_str()).is_none()),
+        )
         .map(|(k, v)| (k.clone(), v.clone()))
         .collect();
     let base = if current.has_active_span() {
