@@ -2158,6 +2158,48 @@ mod otel_extract {
         let sent = outgoing["baggage"].to_str().unwrap();
         assert!(sent.split(',').any(|m| m == "mine=1"), "{sent}");
     }
+
+    /// Fault (review of the adversary pass): with a composite of `opentelemetry_sdk`'s
+    /// `BaggagePropagator` and ours, the sdk wrote `s=t0` (the request's OpenTelemetry
+    /// baggage) and ours `s=t1` (the local, set by the handler): both were sent, and a
+    /// receiver took whichever it read last. Under a carried key only ours is sent now; other
+    /// keys written twice are sent once, the last written.
+    #[test]
+    fn a_carried_key_is_sent_once_with_the_locals_value() {
+        let composite = Otel(TextMapCompositePropagator::new(vec![
+            Box::new(BaggagePropagator::new()),
+            Box::new(PROPAGATOR.clone()),
+        ]));
+        let mut incoming = HeaderMap::new();
+        incoming.insert("baggage", HeaderValue::from_static("s=t0,other=1"));
+        let (request, _) = composite.start(&incoming);
+        let mut outgoing = HeaderMap::new();
+        request.run(|| {
+            S.set("t1".into());
+            composite.inject(&mut outgoing).unwrap();
+        });
+        let sent = outgoing["baggage"].to_str().unwrap();
+        let mut members: Vec<&str> = sent.split(',').collect();
+        members.sort_unstable();
+        assert_eq!(members, ["other=1", "s=t1"], "{sent}");
+
+        // `s` in OpenTelemetry's baggage too (attached by the handler): the sdk writes it.
+        let mut outgoing = HeaderMap::new();
+        request.run(|| {
+            use opentelemetry::baggage::BaggageExt;
+            let _attached =
+                opentelemetry::Context::current_with_baggage([opentelemetry::KeyValue::new(
+                    "s", "t0",
+                )])
+                .attach();
+            S.set("t1".into());
+            composite.inject(&mut outgoing).unwrap();
+        });
+        let sent = outgoing["baggage"].to_str().unwrap();
+        let mut members: Vec<&str> = sent.split(',').collect();
+        members.sort_unstable();
+        assert_eq!(members, ["other=1", "s=t1"], "{sent}");
+    }
 }
 
 #[cfg(all(feature = "http", feature = "opentelemetry"))]

@@ -197,14 +197,16 @@ impl otel::Extractor for OtelExtractor<'_> {
 /// aside, to be merged with the carrier's own after they all ran.
 struct OtelInjector<'a> {
     headers: &'a mut dyn Injector,
-    baggage: Vec<String>,
+    /// Each header written, and whether a `Propagator` of ours wrote it.
+    baggage: Vec<(String, bool)>,
 }
 
 impl otel::Injector for OtelInjector<'_> {
     fn set(&mut self, key: &str, value: String) {
         let key = key.to_ascii_lowercase();
         if key == HEADER {
-            self.baggage.push(value);
+            self.baggage
+                .push((value, crate::baggage::__written_by_ours()));
         } else {
             self.headers.set(&key, value);
         }
@@ -212,34 +214,44 @@ impl otel::Injector for OtelInjector<'_> {
 }
 
 /// Writes into `headers` the `baggage` header they have, less the members under the keys
-/// written now (`written`) or carried (`carried`, stale even when their local is unbound and
-/// nothing was written for it), then `written`.
+/// written now (`written`, with whether ours wrote each) or carried (`carried`, stale even when
+/// their local is unbound and nothing was written for it), then what was written: one member
+/// per key, the last written, and under a carried key only ours (another propagator's comes
+/// from OpenTelemetry's baggage, not from the local).
 fn merge(
     headers: &mut dyn Injector,
-    written: &[String],
+    written: &[(String, bool)],
     carried: &[&str],
 ) -> Result<(), BaggageError> {
     let old = headers.get_all(HEADER);
     if old.is_empty() && written.is_empty() {
         return Ok(());
     }
-    let members = || {
-        written
-            .iter()
-            .flat_map(|h| h.as_bytes().split(|&b| b == b','))
-    };
-    let stale: Vec<&[u8]> = members()
-        .filter_map(member_key)
-        .chain(carried.iter().map(|k| k.as_bytes()))
-        .collect();
+    let is_carried = |k: &[u8]| carried.iter().any(|c| c.as_bytes() == k);
+    let mut members: Vec<&[u8]> = Vec::new();
+    for (header, ours) in written {
+        for member in header.as_bytes().split(|&b| b == b',') {
+            let key = member_key(member);
+            if !ours && key.is_some_and(is_carried) {
+                continue;
+            }
+            if key.is_some() {
+                members.retain(|m| member_key(m) != key);
+            }
+            members.push(member);
+        }
+    }
     let mut merged = Vec::new();
     for member in old.iter().flat_map(|h| h.split(|&b| b == b',')) {
-        if !member_key(member).is_some_and(|k| stale.contains(&k)) {
+        let key = member_key(member);
+        let stale =
+            key.is_some_and(|k| is_carried(k) || members.iter().any(|m| member_key(m) == Some(k)));
+        if !stale {
             merged.extend_from_slice(member);
             merged.push(b',');
         }
     }
-    merged.extend_from_slice(written.join(",").as_bytes());
+    merged.extend_from_slice(members.join(&b","[..]).as_slice());
     // A propagator that carries nothing passes on the members a receiver can read, within
     // the W3C limits, and reports the others: the same rules as for its own injection.
     let mut merge = Merge {

@@ -34,4 +34,4 @@ pub use limits::{MAX_BYTES, MAX_MEMBERS};
 pub use propagator::{Extracted, Propagator, HEADER};
 pub use value::BaggageValue;
 #[cfg(feature = "opentelemetry")]
-pub use watch::__carried_keys_during;
+pub use watch::{__carried_keys_during, __written_by_ours};
