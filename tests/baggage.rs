@@ -2095,6 +2095,22 @@ mod otel_merge {
     }
 }
 
+/// Fault (review of the adversary pass): the keys seen by a watch nested in another (an `Otel`
+/// inside the propagator an `Otel` runs) were not passed on to the outer one, whose merge
+/// then kept a stale member under such a key.
+#[cfg(feature = "opentelemetry")]
+#[test]
+fn a_nested_watch_passes_its_keys_to_the_outer_one() {
+    use opentelemetry::propagation::TextMapPropagator;
+    let keys = context_local::baggage::__carried_keys_during(|| {
+        let inner = context_local::baggage::__carried_keys_during(|| {
+            PROPAGATOR.inject_context(&opentelemetry::Context::new(), &mut HashMap::new());
+        });
+        assert!(inner.contains(&"s"), "{inner:?}");
+    });
+    assert!(keys.contains(&"s"), "{keys:?}");
+}
+
 #[cfg(all(feature = "http", feature = "opentelemetry"))]
 mod otel_extract {
     use super::*;

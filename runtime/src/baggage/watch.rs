@@ -34,16 +34,21 @@ thread_local! {
 /// ```
 #[doc(hidden)]
 pub fn __carried_keys_during(inject: impl FnOnce()) -> Vec<&'static str> {
-    /// Puts back what an enclosing watch had seen, on unwinding too.
+    /// Puts back what an enclosing watch had seen, on unwinding too (and during thread-local
+    /// teardown, when there is nothing left to put it in).
     struct Restore(Option<Vec<&'static str>>);
     impl Drop for Restore {
         fn drop(&mut self) {
-            KEYS.with(|k| *k.borrow_mut() = self.0.take());
+            let _ = KEYS.try_with(|k| *k.borrow_mut() = self.0.take());
         }
     }
-    let restore = Restore(KEYS.with(|k| k.borrow_mut().replace(Vec::new())));
+    let mut restore = Restore(KEYS.with(|k| k.borrow_mut().replace(Vec::new())));
     inject();
     let seen = KEYS.with(|k| k.borrow_mut().take()).unwrap_or_default();
+    // The enclosing watch's propagators include this one's: it sees its keys too.
+    if let Some(outer) = &mut restore.0 {
+        outer.extend_from_slice(&seen);
+    }
     drop(restore);
     seen
 }
