@@ -34,6 +34,18 @@ pub(crate) fn unsafe_byte(member: &[u8]) -> Option<u8> {
 /// `header` without its members that hold a byte no header may hold (see [`unsafe_byte`]), as
 /// text, and an error naming that byte for each member left out: for a reader of text
 /// (OpenTelemetry's), which would otherwise get it with U+FFFD and pass that on as sent.
+/// Not public API.
+///
+/// # Examples
+///
+/// ```
+/// # #[cfg(feature = "opentelemetry")] {
+/// let (safe, errors) = context_local::baggage::__safe_members(b"a=1,b=\xff,c=2");
+/// assert_eq!(safe, "a=1,c=2");
+/// assert!(errors[0].to_string().contains("0xFF"));
+/// # }
+/// ```
+#[cfg(feature = "opentelemetry")]
 #[doc(hidden)]
 pub fn __safe_members(header: &[u8]) -> (String, Vec<BaggageError>) {
     let mut safe = String::with_capacity(header.len());

@@ -631,7 +631,17 @@ impl Extracted {
         &self.errors
     }
 
-    /// With `errors` reported after its own (for the facade's OpenTelemetry extraction).
+    /// With `errors` reported after its own (for the facade's OpenTelemetry extraction). Not
+    /// public API.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use context_local::baggage::Propagator;
+    /// let a = Propagator::new().extract_headers([b"broken".as_slice()]);
+    /// let b = Propagator::new().extract_headers([b"k=%zz".as_slice()]);
+    /// assert_eq!(a.__and_errors(b.errors().to_vec()).errors().len(), 2);
+    /// ```
     #[doc(hidden)]
     pub fn __and_errors(mut self, errors: Vec<BaggageError>) -> Self {
         self.errors.extend(errors);
