@@ -1890,7 +1890,7 @@ fn a_baggage_key_must_be_a_non_empty_http_token() {
 /// them; they are dropped now, reported, and the well-formed ones kept in order.
 #[test]
 fn inject_drops_and_reports_malformed_members_of_other_parties() {
-    let mut headers = carrier("ok=1,noequals,bad key=1,=1,k=a b,k2=%zz,s;p=1,ok2=2;ttl=5");
+    let mut headers = carrier("ok=1,noequals,bad key=1,=1,k=a b,s;p=1,ok2=2;ttl=5");
     let err = Context::new()
         .run(|| {
             N.set(9);
@@ -1901,6 +1901,41 @@ fn inject_drops_and_reports_malformed_members_of_other_parties() {
     assert_eq!(headers["baggage"], "ok=1,ok2=2;ttl=5,n=9");
     let again = PROPAGATOR.extract(&headers);
     assert!(again.errors().is_empty(), "{:?}", again.errors());
+}
+
+/// Fault (review of the adversary pass): a member of another party was checked by decoding
+/// it, so `k=%zz` (a broken escape) and `k=%FF` (not UTF-8 once decoded) were left out and
+/// reported, though both are valid W3C grammar (`%` is a baggage-octet, and the receiver
+/// deals with what the value decodes to). Only the grammar is checked now: they pass as sent.
+#[test]
+fn inject_passes_on_members_of_other_parties_it_cannot_decode() {
+    let mut headers = carrier("a=%zz,b=%FF,c=x%C3;p=%4,d=%");
+    Context::new()
+        .run(|| {
+            N.set(9);
+            PROPAGATOR.inject(&mut headers)
+        })
+        .expect("every member is valid grammar");
+    assert_eq!(headers["baggage"], "a=%zz,b=%FF,c=x%C3;p=%4,d=%,n=9");
+}
+
+/// Fault (review of the adversary pass): a stale member under one of our keys was checked for
+/// bytes that may not be sent before it was recognised as ours, so `s=é` or `n=1\r\n` already
+/// in the carrier made `inject` fail, though that member is replaced anyway.
+#[test]
+fn inject_replaces_a_stale_member_of_ours_with_an_unsafe_byte_silently() {
+    for raw in [b"s=\xc3\xa9,ok=1".as_slice(), b"ok=1,n=1\r\n", b" s =\x01"] {
+        let mut headers = BytesCarrier(Some(raw.to_vec()));
+        Context::new()
+            .run(|| {
+                N.set(9);
+                PROPAGATOR.inject(&mut headers)
+            })
+            .unwrap_or_else(|e| panic!("{:?}: {e}", String::from_utf8_lossy(raw)));
+        let sent = headers.0.expect("a header is sent");
+        let sent = String::from_utf8(sent).unwrap();
+        assert!(sent == "ok=1,n=9" || sent == "n=9", "{sent:?}");
+    }
 }
 
 /// Fault (adversary pass): a member of another party with a malformed property (a key that
@@ -2060,6 +2095,129 @@ mod otel_merge {
     }
 }
 
+/// Fault (review of the adversary pass): the keys seen by a watch nested in another (an `Otel`
+/// inside the propagator an `Otel` runs) were not passed on to the outer one, whose merge
+/// then kept a stale member under such a key.
+#[cfg(feature = "opentelemetry")]
+#[test]
+fn a_nested_watch_passes_its_keys_to_the_outer_one() {
+    use opentelemetry::propagation::TextMapPropagator;
+    let keys = context_local::baggage::__carried_keys_during(|| {
+        let inner = context_local::baggage::__carried_keys_during(|| {
+            PROPAGATOR.inject_context(&opentelemetry::Context::new(), &mut HashMap::new());
+        });
+        assert!(inner.contains(&"s"), "{inner:?}");
+    });
+    assert!(keys.contains(&"s"), "{keys:?}");
+}
+
+#[cfg(all(feature = "http", feature = "opentelemetry"))]
+mod otel_extract {
+    use super::*;
+    use context_local::propagate::{Otel, Propagate};
+    use http::{HeaderMap, HeaderValue};
+    use opentelemetry::propagation::TextMapCompositePropagator;
+    use opentelemetry_sdk::propagation::BaggagePropagator;
+
+    /// Fault (review of the adversary pass): `Otel` handed OpenTelemetry the `baggage` header
+    /// read with U+FFFD for each byte that is not UTF-8, so `opentelemetry_sdk`'s
+    /// `BaggagePropagator` took `other=a<0xFF>b` as `other=a\u{fffd}b` and sent it on as
+    /// `other=a%EF%BF%BDb`, as if the client had sent that; and our error named 0xEF, not
+    /// the byte sent. Such a member is left out now and reported with its real byte.
+    #[test]
+    fn a_member_with_a_byte_that_is_not_text_is_left_out_and_reported_with_it() {
+        let composite = Otel(TextMapCompositePropagator::new(vec![
+            Box::new(BaggagePropagator::new()),
+            Box::new(PROPAGATOR.clone()),
+        ]));
+        let mut incoming = HeaderMap::new();
+        incoming.insert(
+            "baggage",
+            HeaderValue::from_bytes(b"other=a\xffb,s=ok,more=1").unwrap(),
+        );
+        let (request, extracted) = composite.start(&incoming);
+        assert_eq!(extracted.errors().len(), 1, "{:?}", extracted.errors());
+        let error = extracted.errors()[0].to_string();
+        assert!(error.contains("0xFF"), "{error}");
+        let mut outgoing = HeaderMap::new();
+        request.run(|| {
+            assert_eq!(S.get().as_deref(), Some("ok"));
+            composite.inject(&mut outgoing).unwrap();
+        });
+        let sent = outgoing["baggage"].to_str().unwrap();
+        assert!(!sent.contains("other"), "{sent}");
+        assert!(sent.contains("more=1"), "{sent}");
+    }
+
+    /// Fault (review of the adversary pass): the outgoing OpenTelemetry baggage was the
+    /// request's with the current context's inserted after it, so with the request's at
+    /// OpenTelemetry's limit (64 entries) what the handler attached (newer) was dropped, the
+    /// remote entries kept, and nothing said. The current entries go first now.
+    #[test]
+    fn the_handlers_own_baggage_wins_over_the_requests_at_the_limit() {
+        use opentelemetry::baggage::BaggageExt;
+        use opentelemetry::KeyValue;
+        let composite = Otel(TextMapCompositePropagator::new(vec![
+            Box::new(BaggagePropagator::new()),
+            Box::new(PROPAGATOR.clone()),
+        ]));
+        let remote: Vec<String> = (0..MAX_MEMBERS).map(|i| format!("r{i}=1")).collect();
+        let mut incoming = HeaderMap::new();
+        incoming.insert("baggage", HeaderValue::from_str(&remote.join(",")).unwrap());
+        let (request, _) = composite.start(&incoming);
+        let mut outgoing = HeaderMap::new();
+        request.run(|| {
+            let _attached =
+                opentelemetry::Context::current_with_baggage([KeyValue::new("mine", "1")]).attach();
+            let _ = composite.inject(&mut outgoing);
+        });
+        let sent = outgoing["baggage"].to_str().unwrap();
+        assert!(sent.split(',').any(|m| m == "mine=1"), "{sent}");
+    }
+
+    /// Fault (review of the adversary pass): with a composite of `opentelemetry_sdk`'s
+    /// `BaggagePropagator` and ours, the sdk wrote `s=t0` (the request's OpenTelemetry
+    /// baggage) and ours `s=t1` (the local, set by the handler): both were sent, and a
+    /// receiver took whichever it read last. Under a carried key only ours is sent now; other
+    /// keys written twice are sent once, the last written.
+    #[test]
+    fn a_carried_key_is_sent_once_with_the_locals_value() {
+        let composite = Otel(TextMapCompositePropagator::new(vec![
+            Box::new(BaggagePropagator::new()),
+            Box::new(PROPAGATOR.clone()),
+        ]));
+        let mut incoming = HeaderMap::new();
+        incoming.insert("baggage", HeaderValue::from_static("s=t0,other=1"));
+        let (request, _) = composite.start(&incoming);
+        let mut outgoing = HeaderMap::new();
+        request.run(|| {
+            S.set("t1".into());
+            composite.inject(&mut outgoing).unwrap();
+        });
+        let sent = outgoing["baggage"].to_str().unwrap();
+        let mut members: Vec<&str> = sent.split(',').collect();
+        members.sort_unstable();
+        assert_eq!(members, ["other=1", "s=t1"], "{sent}");
+
+        // `s` in OpenTelemetry's baggage too (attached by the handler): the sdk writes it.
+        let mut outgoing = HeaderMap::new();
+        request.run(|| {
+            use opentelemetry::baggage::BaggageExt;
+            let _attached =
+                opentelemetry::Context::current_with_baggage([opentelemetry::KeyValue::new(
+                    "s", "t0",
+                )])
+                .attach();
+            S.set("t1".into());
+            composite.inject(&mut outgoing).unwrap();
+        });
+        let sent = outgoing["baggage"].to_str().unwrap();
+        let mut members: Vec<&str> = sent.split(',').collect();
+        members.sort_unstable();
+        assert_eq!(members, ["other=1", "s=t1"], "{sent}");
+    }
+}
+
 #[cfg(all(feature = "http", feature = "opentelemetry"))]
 mod otel_stale {
     use super::*;
@@ -2097,7 +2255,8 @@ proptest! {
     #![proptest_config(ProptestConfig::with_cases(cases()))]
 
     /// (adversary pass) Whatever other parties put in the carrier's header, `inject` sends on
-    /// only members a receiver reads without an error, each one as it came (trimmed) or ours;
+    /// only members of valid W3C grammar (their values may not decode: that is the
+    /// receiver's business), each one as it came (trimmed) or ours;
     /// and when it says `Ok`, every member it did not send was empty or stale (under a carried
     /// key): nothing lost without a word.
     #[test]
@@ -2119,8 +2278,17 @@ proptest! {
             prop_assert!(*member == "n=9" || trimmed.contains(&member.as_bytes()),
                 "{member:?} was not in {:?}", short(&raw));
         }
+        // Valid grammar is passed on even when its value does not decode (the receiver's
+        // business): the only errors a receiver may find are about decoding.
         let extracted = FULL.extract_headers([written.as_slice()]);
-        prop_assert!(extracted.errors().is_empty(), "{:?} from {text:?}", extracted.errors());
+        prop_assert!(
+            extracted.errors().iter().all(|e| {
+                let e = e.to_string();
+                e.contains("hex") || e.contains("UTF-8")
+            }),
+            "{:?} from {text:?}",
+            extracted.errors()
+        );
         if result.is_ok() {
             for member in trimmed.iter().filter(|m| !m.is_empty()) {
                 let stale = KNOWN.iter().any(|k| {

@@ -1,7 +1,5 @@
 //! [`Otel`]: any OpenTelemetry `TextMapPropagator` at the edges (feature `opentelemetry`).
 
-use std::borrow::Cow;
-
 use opentelemetry::baggage::{Baggage, BaggageExt};
 use opentelemetry::propagation::{self as otel, TextMapPropagator};
 use opentelemetry::trace::TraceContextExt;
@@ -75,13 +73,15 @@ pub fn otel_context() -> Option<opentelemetry::Context> {
 
 impl<T: TextMapPropagator + Send + Sync> Propagate for Otel<T> {
     fn start(&self, headers: &dyn Extractor) -> (Context, Extracted) {
+        let extractor = OtelExtractor::new(headers);
         let cx = self
             .0
-            .extract_with_context(&opentelemetry::Context::new(), &OtelExtractor::new(headers));
+            .extract_with_context(&opentelemetry::Context::new(), &extractor);
         let extracted = cx
             .get::<Extracted>()
             .cloned()
-            .unwrap_or_else(nothing_extracted);
+            .unwrap_or_else(nothing_extracted)
+            .__and_errors(extractor.left_out);
         let request = extracted.snapshot().fork();
         request.run(|| REMOTE.set(cx));
         (request, extracted)
@@ -114,10 +114,17 @@ fn outgoing() -> opentelemetry::Context {
     if !current.has_active_span() && current.baggage().is_empty() {
         return remote; // the usual case: a handler that attached nothing of its own
     }
-    let baggage: Baggage = remote
-        .baggage()
+    // The current (newer) entries first: at OpenTelemetry's limits, what does not fit is the
+    // request's, not what the handler attached.
+    let own = current.baggage();
+    let baggage: Baggage = own
         .iter()
-        .chain(current.baggage().iter())
+        .chain(
+            remote
+                .baggage()
+                .iter()
+                .filter(|(k, _)| own.get(k.as_str()).is_none()),
+        )
         .map(|(k, v)| (k.clone(), v.clone()))
         .collect();
     let base = if current.has_active_span() {
@@ -128,22 +135,34 @@ fn outgoing() -> opentelemetry::Context {
     base.with_baggage(baggage)
 }
 
-/// An incoming request's headers, for OpenTelemetry, which reads text: a `baggage` header
-/// that is not all UTF-8 is read with the bad bytes replaced, so that its valid members still
-/// apply and the bad one is reported (a value that is not text would be lost whole, unreported).
+/// An incoming request's headers, for OpenTelemetry, which reads text: the members of a
+/// `baggage` header that hold a byte no header may hold (not ASCII, a control character) are
+/// left out and reported in `left_out` with that byte, so that the valid members still apply
+/// (a value that is not text would be lost whole, unreported) and the bad one is not passed on
+/// with U+FFFD as if the client had sent it.
 struct OtelExtractor<'a> {
     headers: &'a dyn Extractor,
-    baggage: Vec<Cow<'a, str>>,
+    baggage: Vec<String>,
+    left_out: Vec<BaggageError>,
 }
 
 impl<'a> OtelExtractor<'a> {
     fn new(headers: &'a dyn Extractor) -> Self {
+        let mut left_out = Vec::new();
         let baggage = headers
             .get_all(HEADER)
             .into_iter()
-            .map(String::from_utf8_lossy)
+            .map(|raw| {
+                let (safe, errors) = crate::baggage::__safe_members(raw);
+                left_out.extend(errors);
+                safe
+            })
             .collect();
-        OtelExtractor { headers, baggage }
+        OtelExtractor {
+            headers,
+            baggage,
+            left_out,
+        }
     }
 }
 
@@ -178,14 +197,16 @@ impl otel::Extractor for OtelExtractor<'_> {
 /// aside, to be merged with the carrier's own after they all ran.
 struct OtelInjector<'a> {
     headers: &'a mut dyn Injector,
-    baggage: Vec<String>,
+    /// Each header written, and whether a `Propagator` of ours wrote it.
+    baggage: Vec<(String, bool)>,
 }
 
 impl otel::Injector for OtelInjector<'_> {
     fn set(&mut self, key: &str, value: String) {
         let key = key.to_ascii_lowercase();
         if key == HEADER {
-            self.baggage.push(value);
+            self.baggage
+                .push((value, crate::baggage::__written_by_ours()));
         } else {
             self.headers.set(&key, value);
         }
@@ -193,34 +214,44 @@ impl otel::Injector for OtelInjector<'_> {
 }
 
 /// Writes into `headers` the `baggage` header they have, less the members under the keys
-/// written now (`written`) or carried (`carried`, stale even when their local is unbound and
-/// nothing was written for it), then `written`.
+/// written now (`written`, with whether ours wrote each) or carried (`carried`, stale even when
+/// their local is unbound and nothing was written for it), then what was written: one member
+/// per key, the last written, and under a carried key only ours (another propagator's comes
+/// from OpenTelemetry's baggage, not from the local).
 fn merge(
     headers: &mut dyn Injector,
-    written: &[String],
+    written: &[(String, bool)],
     carried: &[&str],
 ) -> Result<(), BaggageError> {
     let old = headers.get_all(HEADER);
     if old.is_empty() && written.is_empty() {
         return Ok(());
     }
-    let members = || {
-        written
-            .iter()
-            .flat_map(|h| h.as_bytes().split(|&b| b == b','))
-    };
-    let stale: Vec<&[u8]> = members()
-        .filter_map(member_key)
-        .chain(carried.iter().map(|k| k.as_bytes()))
-        .collect();
+    let is_carried = |k: &[u8]| carried.iter().any(|c| c.as_bytes() == k);
+    let mut members: Vec<&[u8]> = Vec::new();
+    for (header, ours) in written {
+        for member in header.as_bytes().split(|&b| b == b',') {
+            let key = member_key(member);
+            if !ours && key.is_some_and(is_carried) {
+                continue;
+            }
+            if key.is_some() {
+                members.retain(|m| member_key(m) != key);
+            }
+            members.push(member);
+        }
+    }
     let mut merged = Vec::new();
     for member in old.iter().flat_map(|h| h.split(|&b| b == b',')) {
-        if !member_key(member).is_some_and(|k| stale.contains(&k)) {
+        let key = member_key(member);
+        let stale =
+            key.is_some_and(|k| is_carried(k) || members.iter().any(|m| member_key(m) == Some(k)));
+        if !stale {
             merged.extend_from_slice(member);
             merged.push(b',');
         }
     }
-    merged.extend_from_slice(written.join(",").as_bytes());
+    merged.extend_from_slice(members.join(&b","[..]).as_slice());
     // A propagator that carries nothing passes on the members a receiver can read, within
     // the W3C limits, and reports the others: the same rules as for its own injection.
     let mut merge = Merge {

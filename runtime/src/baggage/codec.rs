@@ -31,6 +31,44 @@ pub(crate) fn unsafe_byte(member: &[u8]) -> Option<u8> {
         .find(|&b| !(b == b'\t' || (0x20..=0x7E).contains(&b)))
 }
 
+/// `header` without its members that hold a byte no header may hold (see [`unsafe_byte`]), as
+/// text, and an error naming that byte for each member left out: for a reader of text
+/// (OpenTelemetry's), which would otherwise get it with U+FFFD and pass that on as sent.
+/// Not public API.
+///
+/// # Examples
+///
+/// ```
+/// # #[cfg(feature = "opentelemetry")] {
+/// let (safe, errors) = context_local::baggage::__safe_members(b"a=1,b=\xff,c=2");
+/// assert_eq!(safe, "a=1,c=2");
+/// assert!(errors[0].to_string().contains("0xFF"));
+/// # }
+/// ```
+#[cfg(feature = "opentelemetry")]
+#[doc(hidden)]
+pub fn __safe_members(header: &[u8]) -> (String, Vec<BaggageError>) {
+    let mut safe = String::with_capacity(header.len());
+    let mut errors = Vec::new();
+    for member in header.split(|&b| b == b',') {
+        match (unsafe_byte(member), std::str::from_utf8(member)) {
+            (None, Ok(text)) => {
+                if !safe.is_empty() {
+                    safe.push(',');
+                }
+                safe.push_str(text);
+            }
+            (byte, _) => errors.push(BaggageError::new(
+                shown(trim_ows(member)),
+                Problem::BadValueByte {
+                    byte: byte.unwrap_or_default(),
+                },
+            )),
+        }
+    }
+    (safe, errors)
+}
+
 /// A baggage-octet: printable ASCII but space, `"`, `,`, `;` and `\`.
 fn is_value_byte(b: u8) -> bool {
     matches!(b, 0x21 | 0x23..=0x2B | 0x2D..=0x3A | 0x3C..=0x5B | 0x5D..=0x7E)
@@ -113,6 +151,44 @@ pub(crate) fn parse_member(raw: &[u8]) -> Result<(&str, String, &str), Problem> 
     // Every token byte is ASCII.
     let key = std::str::from_utf8(key).map_err(|_| Problem::BadKey)?;
     Ok((key, value, properties))
+}
+
+/// The key of one trimmed member, if it has a token key before its `=` (whatever follows).
+pub(crate) fn member_key(raw: &[u8]) -> Option<&str> {
+    let end = raw.iter().position(|&b| b == b'=' || b == b';')?;
+    let key = trim_ows(&raw[..end]);
+    if raw[end] != b'=' || !is_token(key) {
+        return None;
+    }
+    // Every token byte is ASCII.
+    std::str::from_utf8(key).ok()
+}
+
+/// Checks one trimmed member against the W3C grammar only — a token key, `=`, a value of
+/// baggage-octets, well-formed properties — and returns its key. Nothing is decoded: `%zz` or
+/// `%FF` are valid grammar, and what a value decodes to is its receiver's business.
+pub(crate) fn check_member(raw: &[u8]) -> Result<&str, Problem> {
+    let (pair, properties) = match raw.iter().position(|&b| b == b';') {
+        Some(semi) => (&raw[..semi], &raw[semi + 1..]),
+        None => (raw, &[][..]),
+    };
+    let eq = pair
+        .iter()
+        .position(|&b| b == b'=')
+        .ok_or(Problem::NoEquals)?;
+    let key = trim_ows(&pair[..eq]);
+    if !is_token(key) {
+        return Err(Problem::BadKey);
+    }
+    let value = trim_ows(&pair[eq + 1..]);
+    if let Some(&byte) = value.iter().find(|&&b| !is_value_byte(b)) {
+        return Err(Problem::BadValueByte { byte });
+    }
+    if !properties_ok(properties) {
+        return Err(Problem::BadProperty);
+    }
+    // Every token byte is ASCII.
+    std::str::from_utf8(key).map_err(|_| Problem::BadKey)
 }
 
 /// Whether `properties` (what follows a member's first `;`) are each `key` or `key=value`

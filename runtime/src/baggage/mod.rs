@@ -26,10 +26,12 @@ mod watch;
 
 pub use carried::Carried;
 pub use carrier::{Extractor, Injector};
+#[cfg(feature = "opentelemetry")]
+pub use codec::__safe_members;
 pub use error::BaggageError;
 pub use fields::BaggageFields;
 pub use limits::{MAX_BYTES, MAX_MEMBERS};
 pub use propagator::{Extracted, Propagator, HEADER};
 pub use value::BaggageValue;
 #[cfg(feature = "opentelemetry")]
-pub use watch::__carried_keys_during;
+pub use watch::{__carried_keys_during, __written_by_ours};

@@ -75,7 +75,7 @@ impl TextMapPropagator for Propagator {
             crate::error::fail(format_args!("{e}"));
         }
         if !header.is_empty() {
-            injector.set(HEADER, header);
+            super::watch::as_ours(|| injector.set(HEADER, header));
         }
     }
 

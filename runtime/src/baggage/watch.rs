@@ -4,11 +4,13 @@
 //! propagator, its local unbound, writes nothing for it. `TextMapPropagator` has no way to
 //! ask (and a composite hides what it holds), so each `inject_context` reports its keys here.
 
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
 
 thread_local! {
     /// The keys reported by the injections under way on this thread, if one is watched.
     static KEYS: RefCell<Option<Vec<&'static str>>> = const { RefCell::new(None) };
+    /// Whether a `Propagator` is writing its header now.
+    static OURS: Cell<bool> = const { Cell::new(false) };
 }
 
 /// Runs `inject` (an OpenTelemetry `inject_context`) and returns the baggage keys carried by
@@ -32,16 +34,21 @@ thread_local! {
 /// ```
 #[doc(hidden)]
 pub fn __carried_keys_during(inject: impl FnOnce()) -> Vec<&'static str> {
-    /// Puts back what an enclosing watch had seen, on unwinding too.
+    /// Puts back what an enclosing watch had seen, on unwinding too (and during thread-local
+    /// teardown, when there is nothing left to put it in).
     struct Restore(Option<Vec<&'static str>>);
     impl Drop for Restore {
         fn drop(&mut self) {
-            KEYS.with(|k| *k.borrow_mut() = self.0.take());
+            let _ = KEYS.try_with(|k| *k.borrow_mut() = self.0.take());
         }
     }
-    let restore = Restore(KEYS.with(|k| k.borrow_mut().replace(Vec::new())));
+    let mut restore = Restore(KEYS.with(|k| k.borrow_mut().replace(Vec::new())));
     inject();
     let seen = KEYS.with(|k| k.borrow_mut().take()).unwrap_or_default();
+    // The enclosing watch's propagators include this one's: it sees its keys too.
+    if let Some(outer) = &mut restore.0 {
+        outer.extend_from_slice(&seen);
+    }
     drop(restore);
     seen
 }
@@ -53,4 +60,32 @@ pub(crate) fn report(keys: impl Iterator<Item = &'static str>) {
             seen.extend(keys);
         }
     });
+}
+
+/// Runs `write` (a `Propagator` setting its header) so that the injector can tell that header
+/// from other propagators': under a carried key, only its member is current.
+pub(crate) fn as_ours(write: impl FnOnce()) {
+    /// Clears the mark, on unwinding too.
+    struct Clear;
+    impl Drop for Clear {
+        fn drop(&mut self) {
+            let _ = OURS.try_with(|o| o.set(false));
+        }
+    }
+    OURS.set(true);
+    let _clear = Clear;
+    write();
+}
+
+/// Whether the `baggage` header being set now is written by a
+/// [`Propagator`](super::Propagator). Not public API.
+///
+/// # Examples
+///
+/// ```
+/// assert!(!context_local::baggage::__written_by_ours());
+/// ```
+#[doc(hidden)]
+pub fn __written_by_ours() -> bool {
+    OURS.try_with(Cell::get).unwrap_or(false)
 }
